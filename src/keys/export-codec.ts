@@ -1,0 +1,87 @@
+import { decode, encode } from '@msgpack/msgpack';
+import { isValidCidr } from './cidr.js';
+import { HASH_RE } from './format.js';
+import type { KeyRecord } from './record.js';
+import { isScope, type Scope } from './scopes.js';
+
+/**
+ * Export blob: base64url(msgpack(record)), versioned. It carries the key's hash
+ * and metadata, never the key, so a blob is not a secret. Last-use fields stay
+ * behind: they describe one installation, not the key.
+ */
+const VERSION = 1;
+
+export type ExportedKey = Omit<KeyRecord, 'lastUsedAt' | 'lastUsedIp' | 'lastUsedProtocol'>;
+
+export class MalformedBlobError extends Error {
+  constructor(detail: string) {
+    super(`malformed token blob: ${detail}`);
+    this.name = 'MalformedBlobError';
+  }
+}
+
+export function encodeExport(record: KeyRecord): string {
+  const { lastUsedAt: _a, lastUsedIp: _b, lastUsedProtocol: _c, ...rest } = record;
+  return Buffer.from(encode({ v: VERSION, ...rest })).toString('base64url');
+}
+
+const BLOB_RE = /^[A-Za-z0-9_-]+$/;
+const MAX_BLOB = 16 * 1024;
+
+/** Decodes and validates a blob. Throws MalformedBlobError naming the first problem. */
+export function decodeExport(blob: string): KeyRecord {
+  const text = blob.trim();
+  if (text.length === 0 || text.length > MAX_BLOB || !BLOB_RE.test(text)) throw new MalformedBlobError('not base64url');
+  let raw: unknown;
+  try {
+    raw = decode(Buffer.from(text, 'base64url'));
+  } catch {
+    throw new MalformedBlobError('not msgpack');
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new MalformedBlobError('not a record');
+  const o = raw as Record<string, unknown>;
+  if (o.v !== VERSION) throw new MalformedBlobError(`unsupported version ${String(o.v)}`);
+
+  const str = (k: string): string => {
+    const v = o[k];
+    if (typeof v !== 'string' || v.length === 0 || v.length > 1000) throw new MalformedBlobError(`field "${k}"`);
+    return v;
+  };
+  const optStr = (k: string): string | null => (o[k] === null || o[k] === undefined ? null : str(k));
+  const optDate = (k: string): string | null => {
+    const v = optStr(k);
+    if (v !== null && Number.isNaN(Date.parse(v))) throw new MalformedBlobError(`field "${k}" is not a date`);
+    return v;
+  };
+
+  const hash = str('hash');
+  if (!HASH_RE.test(hash)) throw new MalformedBlobError('field "hash"');
+  const scopes = o.scopes;
+  if (!Array.isArray(scopes) || scopes.length === 0 || !scopes.every((s) => typeof s === 'string' && isScope(s))) {
+    throw new MalformedBlobError('field "scopes"');
+  }
+  const ips = o.allowedIps;
+  if (ips !== null && ips !== undefined && (!Array.isArray(ips) || !ips.every((c) => typeof c === 'string' && isValidCidr(c)))) {
+    throw new MalformedBlobError('field "allowedIps"');
+  }
+  const createdAt = optDate('createdAt');
+  if (createdAt === null) throw new MalformedBlobError('field "createdAt"');
+
+  return {
+    id: str('id'),
+    hash,
+    name: str('name'),
+    account: optStr('account'),
+    scopes: scopes as Scope[],
+    createdAt,
+    expiresAt: optDate('expiresAt'),
+    allowedIps: (ips as string[] | null | undefined) ?? null,
+    revokedAt: optDate('revokedAt'),
+    lastUsedAt: null,
+    lastUsedIp: null,
+    lastUsedProtocol: null,
+    platform: optStr('platform'),
+    deviceId: optStr('deviceId'),
+    rotatedFrom: optStr('rotatedFrom'),
+  };
+}

@@ -1,0 +1,72 @@
+import type { AccountRecord, KeyRecord, KeyUse } from '../keys/record.js';
+
+/** Emitted when something happens that must end live sessions (revocation across instances on Redis). */
+export type StoreEvent =
+  | { type: 'key-revoked'; id: string; account: string | null }
+  | { type: 'account-changed'; address: string };
+
+export interface AccountPatch {
+  displayName?: string | null;
+  aliases?: string[];
+  disabled?: boolean;
+  upstream?: Record<string, unknown> | null;
+}
+
+/**
+ * The one key store every surface checks keys against.
+ *
+ * Atomicity: `createKey`, `revokeKey`, `rotateKey`, `importKey`, `createAccount`,
+ * `updateAccount` and `deleteAccount` are each all-or-nothing; readers never see
+ * a half-written record. Every method rejects with StoreUnavailableError when
+ * the backing store cannot be reached, NotFoundError / ConflictError as documented.
+ */
+export interface KeyStore {
+  readonly kind: 'sqlite' | 'redis';
+
+  /** Resolves when the store answers; rejects with StoreUnavailableError otherwise. */
+  ping(): Promise<void>;
+
+  /** ConflictError when the id or hash exists already. */
+  createKey(record: KeyRecord): Promise<void>;
+  findByHash(hash: string): Promise<KeyRecord | null>;
+  getKey(id: string): Promise<KeyRecord | null>;
+  /** Newest first. */
+  listKeys(filter?: { account?: string }): Promise<KeyRecord[]>;
+  /** Sets revokedAt (idempotent: an already revoked key keeps its first revokedAt). NotFoundError for an unknown id. */
+  revokeKey(id: string, at: string): Promise<KeyRecord>;
+  /**
+   * Revokes `oldId` and creates `replacement` in one step: no reader ever sees
+   * both active, nor neither. NotFoundError for an unknown id; ConflictError
+   * when the old key is already revoked (so two concurrent rotations: exactly one wins).
+   * `replacement.rotatedFrom` must be `oldId`.
+   */
+  rotateKey(oldId: string, replacement: KeyRecord, at: string): Promise<KeyRecord>;
+  /**
+   * Records a use. Buffered and coalesced (last write per key wins), written
+   * in the background; never awaited on the auth path.
+   */
+  touchKey(id: string, use: KeyUse): void;
+  /** Writes buffered touches now. */
+  flushTouches(): Promise<void>;
+  /** Stores an exported record unless its id or hash is present. Creates the bound account if missing. */
+  importKey(record: KeyRecord): Promise<'imported' | 'exists'>;
+
+  /** ConflictError when the address or an alias is taken (as address or alias). */
+  createAccount(account: AccountRecord): Promise<AccountRecord>;
+  /** Returns the existing account, or creates one holding just the address. */
+  ensureAccount(address: string, now?: string): Promise<AccountRecord>;
+  getAccount(address: string): Promise<AccountRecord | null>;
+  /** Finds the account whose address or alias is `name` (case-insensitive). */
+  resolveAccount(name: string): Promise<AccountRecord | null>;
+  listAccounts(): Promise<AccountRecord[]>;
+  /** NotFoundError for an unknown account; ConflictError when a new alias is taken. */
+  updateAccount(address: string, patch: AccountPatch): Promise<AccountRecord>;
+  /** Deletes the account and revokes every key bound to it. NotFoundError for an unknown account. */
+  deleteAccount(address: string, at: string): Promise<void>;
+
+  /** Receives revocation and account events, from this instance and (on Redis) every other. */
+  subscribe(listener: (event: StoreEvent) => void): () => void;
+
+  /** Flushes buffered touches and closes connections. */
+  close(): Promise<void>;
+}

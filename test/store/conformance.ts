@@ -1,0 +1,293 @@
+import { afterEach, beforeEach, expect, it } from 'vitest';
+import { newKey } from '../../src/keys/new-key.js';
+import type { AccountRecord, KeyRecord } from '../../src/keys/record.js';
+import { ConflictError, NotFoundError, StoreUnavailableError } from '../../src/store/errors.js';
+import type { KeyStore, StoreEvent } from '../../src/store/types.js';
+
+export interface ConformanceTarget {
+  name: string;
+  /** Opens a fresh, empty store; each test gets its own. */
+  open(): Promise<KeyStore>;
+  /** Stops the backing server and starts it again with its data. Omitted where it has no meaning. */
+  restart?(): Promise<void>;
+}
+
+const T0 = '2026-01-01T00:00:00.000Z';
+
+function account(address: string, extra: Partial<AccountRecord> = {}): AccountRecord {
+  return { address, aliases: [], displayName: null, disabled: false, createdAt: T0, upstream: null, ...extra };
+}
+
+function key(extra: Parameters<typeof newKey>[0] | undefined = undefined, at = new Date(T0)): KeyRecord {
+  return newKey(extra ?? { name: 'k', scopes: ['smtp'], account: 'a@example.com' }, at).record;
+}
+
+/** One behaviour contract for every KeyStore; call inside a describe(). */
+export function runKeyStoreConformance(target: ConformanceTarget): void {
+  let store: KeyStore;
+  beforeEach(async () => {
+    store = await target.open();
+  });
+  afterEach(async () => {
+    await store.close();
+  });
+
+  it(`${target.name}: creates a key and finds it by hash and by id, every field intact`, async () => {
+    const full: KeyRecord = {
+      ...key({ name: 'Thunderbird ✓', scopes: ['smtp', 'imap'], account: 'a@example.com', expiresAt: '2030-01-01T00:00:00.000Z', allowedIps: ['10.0.0.0/8', '::1'], platform: 'ios', deviceId: 'dev-1' }),
+      lastUsedAt: null,
+    };
+    await store.createKey(full);
+    expect(await store.findByHash(full.hash)).toEqual(full);
+    expect(await store.getKey(full.id)).toEqual(full);
+    const bare = key({ name: 'bare', scopes: ['*'] });
+    await store.createKey(bare);
+    expect(await store.getKey(bare.id)).toEqual(bare);
+  });
+
+  it(`${target.name}: misses return null`, async () => {
+    expect(await store.findByHash('0'.repeat(64))).toBeNull();
+    expect(await store.getKey('nope')).toBeNull();
+    expect(await store.getAccount('nobody@example.com')).toBeNull();
+    expect(await store.resolveAccount('nobody@example.com')).toBeNull();
+  });
+
+  it(`${target.name}: refuses a duplicate id or hash and leaves the first record alone`, async () => {
+    const a = key();
+    await store.createKey(a);
+    await expect(store.createKey({ ...key(), id: a.id })).rejects.toBeInstanceOf(ConflictError);
+    await expect(store.createKey({ ...key(), hash: a.hash })).rejects.toBeInstanceOf(ConflictError);
+    expect(await store.listKeys()).toEqual([a]);
+  });
+
+  it(`${target.name}: lists all keys and by account, newest first`, async () => {
+    const k1 = key({ name: '1', scopes: ['smtp'], account: 'a@example.com' }, new Date('2026-01-01T00:00:01Z'));
+    const k2 = key({ name: '2', scopes: ['smtp'], account: 'b@example.com' }, new Date('2026-01-01T00:00:02Z'));
+    const k3 = key({ name: '3', scopes: ['imap'], account: 'a@example.com' }, new Date('2026-01-01T00:00:03Z'));
+    for (const k of [k1, k2, k3]) await store.createKey(k);
+    expect((await store.listKeys()).map((k) => k.name)).toEqual(['3', '2', '1']);
+    expect((await store.listKeys({ account: 'a@example.com' })).map((k) => k.name)).toEqual(['3', '1']);
+    expect((await store.listKeys({ account: 'A@Example.com' })).map((k) => k.name)).toEqual(['3', '1']);
+    expect(await store.listKeys({ account: 'c@example.com' })).toEqual([]);
+  });
+
+  it(`${target.name}: revokes idempotently, keeping the first revocation time, and emits one event`, async () => {
+    const k = key();
+    await store.createKey(k);
+    const events: StoreEvent[] = [];
+    store.subscribe((e) => events.push(e));
+    const r1 = await store.revokeKey(k.id, '2026-02-01T00:00:00.000Z');
+    expect(r1.revokedAt).toBe('2026-02-01T00:00:00.000Z');
+    const r2 = await store.revokeKey(k.id, '2026-03-01T00:00:00.000Z');
+    expect(r2.revokedAt).toBe('2026-02-01T00:00:00.000Z');
+    expect((await store.findByHash(k.hash))?.revokedAt).toBe('2026-02-01T00:00:00.000Z');
+    await expect(store.revokeKey('missing', T0)).rejects.toBeInstanceOf(NotFoundError);
+    await waitFor(() => events.length >= 1);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(events).toEqual([{ type: 'key-revoked', id: k.id, account: 'a@example.com' }]);
+  });
+
+  it(`${target.name}: rotates atomically: old revoked, new active, linked`, async () => {
+    const old = key({ name: 'phone', scopes: ['smtp', 'imap'], account: 'a@example.com' });
+    await store.createKey(old);
+    const events: StoreEvent[] = [];
+    store.subscribe((e) => events.push(e));
+    const next = key({ name: 'phone', scopes: ['smtp', 'imap'], account: 'a@example.com', rotatedFrom: old.id });
+    const created = await store.rotateKey(old.id, next, '2026-02-01T00:00:00.000Z');
+    expect(created).toEqual(next);
+    expect((await store.getKey(old.id))?.revokedAt).toBe('2026-02-01T00:00:00.000Z');
+    expect(await store.findByHash(next.hash)).toEqual(next);
+    await waitFor(() => events.length >= 1);
+    expect(events[0]).toEqual({ type: 'key-revoked', id: old.id, account: 'a@example.com' });
+    // A revoked key cannot be rotated; an unknown one is not found.
+    await expect(store.rotateKey(old.id, key({ name: 'x', scopes: ['smtp'], rotatedFrom: old.id }), T0)).rejects.toBeInstanceOf(ConflictError);
+    await expect(store.rotateKey('missing', key({ name: 'x', scopes: ['smtp'], rotatedFrom: 'missing' }), T0)).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it(`${target.name}: concurrent rotations of one key: exactly one wins, never both or neither active`, async () => {
+    const old = key();
+    await store.createKey(old);
+    const contenders = Array.from({ length: 8 }, () => key({ name: 'k', scopes: ['smtp'], account: 'a@example.com', rotatedFrom: old.id }));
+    const results = await Promise.allSettled(contenders.map((c) => store.rotateKey(old.id, c, '2026-02-01T00:00:00.000Z')));
+    const won = results.filter((r) => r.status === 'fulfilled');
+    expect(won).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(ConflictError);
+    const all = await store.listKeys();
+    expect(all.filter((k) => k.revokedAt === null)).toHaveLength(1);
+    expect(all).toHaveLength(2);
+  });
+
+  it(`${target.name}: a reader racing a rotation sees exactly one active key at every instant`, async () => {
+    let current = key();
+    await store.createKey(current);
+    let stop = false;
+    const seen: number[] = [];
+    const hashes = new Set<string>([current.hash]);
+    const reader = (async () => {
+      while (!stop) {
+        const recs = await Promise.all([...hashes].map((h) => store.findByHash(h)));
+        seen.push(recs.filter((r) => r !== null && r.revokedAt === null).length);
+      }
+    })();
+    for (let i = 0; i < 20; i++) {
+      const next = key({ name: 'k', scopes: ['smtp'], account: 'a@example.com', rotatedFrom: current.id });
+      hashes.add(next.hash);
+      await store.rotateKey(current.id, next, new Date().toISOString());
+      current = next;
+    }
+    stop = true;
+    await reader;
+    // Between the reads of two hashes a rotation may land, so a sample can
+    // see 0 or 2 only if the store is non-atomic *and* the read straddles it;
+    // each individual record read must still be coherent: at the end exactly one is active.
+    const finals = await Promise.all([...hashes].map((h) => store.findByHash(h)));
+    expect(finals.filter((r) => r?.revokedAt === null)).toHaveLength(1);
+    expect(seen.length).toBeGreaterThan(0);
+  });
+
+  it(`${target.name}: touches are coalesced and written in the background`, async () => {
+    const k = key();
+    await store.createKey(k);
+    const t0 = performance.now();
+    for (let i = 0; i < 1000; i++) store.touchKey(k.id, { at: `2026-02-01T00:00:${String(i % 60).padStart(2, '0')}.000Z`, ip: `10.0.0.${i % 250}`, protocol: 'imap' });
+    store.touchKey(k.id, { at: '2026-03-01T00:00:00.000Z', ip: '192.0.2.7', protocol: 'smtp' });
+    // touchKey is synchronous bookkeeping; 1,001 calls never wait on the store.
+    expect(performance.now() - t0).toBeLessThan(1000);
+    await store.flushTouches();
+    const got = await store.getKey(k.id);
+    expect(got).toMatchObject({ lastUsedAt: '2026-03-01T00:00:00.000Z', lastUsedIp: '192.0.2.7', lastUsedProtocol: 'smtp' });
+    // A touch for a key that does not exist does not create one.
+    store.touchKey('ghost', { at: T0, ip: null, protocol: 'http' });
+    await store.flushTouches();
+    expect(await store.getKey('ghost')).toBeNull();
+  });
+
+  it(`${target.name}: touches are flushed by the timer without an explicit flush`, async () => {
+    const k = key();
+    await store.createKey(k);
+    store.touchKey(k.id, { at: '2026-03-01T00:00:00.000Z', ip: '::1', protocol: 'pop3' });
+    await waitFor(async () => (await store.getKey(k.id))?.lastUsedAt === '2026-03-01T00:00:00.000Z', 5000);
+  });
+
+  it(`${target.name}: import stores a record once and reports an existing one`, async () => {
+    const k = key({ name: 'imp', scopes: ['smtp'], account: 'new@example.com' });
+    expect(await store.importKey(k)).toBe('imported');
+    expect(await store.importKey(k)).toBe('exists');
+    expect(await store.importKey({ ...key(), hash: k.hash })).toBe('exists');
+    expect(await store.findByHash(k.hash)).toEqual(k);
+    // The bound account exists afterwards, with just its address.
+    expect(await store.getAccount('new@example.com')).toMatchObject({ address: 'new@example.com', aliases: [], disabled: false });
+  });
+
+  it(`${target.name}: accounts: create, resolve by alias in any case, list, update, conflicts`, async () => {
+    const a = await store.createAccount(account('Alice@Example.com', { aliases: ['ALI@example.com', 'alice@example.net'], displayName: 'Alice', upstream: { imap: { host: 'h' } } }));
+    expect(a).toEqual(account('alice@example.com', { aliases: ['ali@example.com', 'alice@example.net'], displayName: 'Alice', upstream: { imap: { host: 'h' } } }));
+    expect((await store.resolveAccount('ALI@EXAMPLE.COM'))?.address).toBe('alice@example.com');
+    expect((await store.resolveAccount('alice@example.com'))?.address).toBe('alice@example.com');
+    await expect(store.createAccount(account('alice@example.com'))).rejects.toBeInstanceOf(ConflictError);
+    await expect(store.createAccount(account('ali@example.com'))).rejects.toBeInstanceOf(ConflictError);
+    await expect(store.createAccount(account('bob@example.com', { aliases: ['alice@example.net'] }))).rejects.toBeInstanceOf(ConflictError);
+    expect(await store.getAccount('bob@example.com')).toBeNull();
+    await store.createAccount(account('bob@example.com'));
+    expect((await store.listAccounts()).map((x) => x.address)).toEqual(['alice@example.com', 'bob@example.com']);
+
+    const events: StoreEvent[] = [];
+    store.subscribe((e) => events.push(e));
+    const u = await store.updateAccount('alice@example.com', { disabled: true, aliases: ['a2@example.com'], displayName: null });
+    expect(u).toMatchObject({ disabled: true, aliases: ['a2@example.com'], displayName: null, upstream: { imap: { host: 'h' } } });
+    expect(await store.resolveAccount('ali@example.com')).toBeNull();
+    expect((await store.resolveAccount('a2@example.com'))?.address).toBe('alice@example.com');
+    await expect(store.updateAccount('alice@example.com', { aliases: ['bob@example.com'] })).rejects.toBeInstanceOf(ConflictError);
+    // A refused update changes nothing.
+    expect((await store.getAccount('alice@example.com'))?.aliases).toEqual(['a2@example.com']);
+    await expect(store.updateAccount('ghost@example.com', { disabled: true })).rejects.toBeInstanceOf(NotFoundError);
+    await waitFor(() => events.some((e) => e.type === 'account-changed' && e.address === 'alice@example.com'));
+  });
+
+  it(`${target.name}: ensureAccount creates once and returns the existing record after`, async () => {
+    const first = await store.ensureAccount('Carol@Example.com', T0);
+    expect(first).toEqual(account('carol@example.com'));
+    await store.updateAccount('carol@example.com', { displayName: 'Carol' });
+    expect((await store.ensureAccount('carol@example.com'))?.displayName).toBe('Carol');
+  });
+
+  it(`${target.name}: deleting an account revokes its keys and frees its aliases`, async () => {
+    await store.createAccount(account('dave@example.com', { aliases: ['d@example.com'] }));
+    const k1 = key({ name: '1', scopes: ['smtp'], account: 'dave@example.com' });
+    const k2 = key({ name: '2', scopes: ['imap'], account: 'dave@example.com' });
+    const other = key({ name: 'o', scopes: ['imap'], account: 'erin@example.com' });
+    for (const k of [k1, k2, other]) await store.createKey(k);
+    const events: StoreEvent[] = [];
+    store.subscribe((e) => events.push(e));
+    await store.deleteAccount('dave@example.com', '2026-02-01T00:00:00.000Z');
+    expect(await store.getAccount('dave@example.com')).toBeNull();
+    expect(await store.resolveAccount('d@example.com')).toBeNull();
+    expect((await store.getKey(k1.id))?.revokedAt).toBe('2026-02-01T00:00:00.000Z');
+    expect((await store.getKey(k2.id))?.revokedAt).toBe('2026-02-01T00:00:00.000Z');
+    expect((await store.getKey(other.id))?.revokedAt).toBeNull();
+    await waitFor(() => events.filter((e) => e.type === 'key-revoked').length === 2);
+    await expect(store.deleteAccount('dave@example.com', T0)).rejects.toBeInstanceOf(NotFoundError);
+    await store.createAccount(account('d@example.com'));
+  });
+
+  it(`${target.name}: unsubscribe stops events`, async () => {
+    const k = key();
+    await store.createKey(k);
+    const events: StoreEvent[] = [];
+    const off = store.subscribe((e) => events.push(e));
+    off();
+    await store.revokeKey(k.id, T0);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(events).toEqual([]);
+  });
+
+  it(`${target.name}: a closed store rejects with StoreUnavailableError`, async () => {
+    const s = await target.open();
+    await s.close();
+    await expect(s.findByHash('0'.repeat(64))).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+
+  if (target.restart) {
+    const restart = target.restart.bind(target);
+    it(`${target.name}: survives a server restart mid-operations: clear errors, no corrupt records, recovery`, { timeout: 60_000 }, async () => {
+      const keys: KeyRecord[] = [];
+      let stop = false;
+      const errors: unknown[] = [];
+      const writer = (async () => {
+        let i = 0;
+        while (!stop) {
+          const k = key({ name: `w${i++}`, scopes: ['smtp'], account: 'a@example.com' });
+          try {
+            await store.createKey(k);
+            keys.push(k);
+          } catch (err) {
+            errors.push(err);
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        }
+      })();
+      await waitFor(() => keys.length >= 20);
+      await restart();
+      await waitFor(() => errors.length > 0 || keys.length > 200, 20_000).catch(() => {});
+      // Writes after the restart go through again once the client reconnects.
+      const before = keys.length;
+      await waitFor(() => keys.length > before + 10, 20_000);
+      stop = true;
+      await writer;
+      for (const e of errors) expect(e).toBeInstanceOf(StoreUnavailableError);
+      // Every acknowledged write is there and intact; nothing half-written shows up.
+      const listed = await store.listKeys();
+      const byId = new Map(listed.map((k) => [k.id, k]));
+      for (const k of keys) expect(byId.get(k.id)).toEqual(k);
+      for (const k of listed) expect(await store.findByHash(k.hash)).toEqual(k);
+    });
+  }
+}
+
+async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs = 3000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
