@@ -1,0 +1,128 @@
+import { isWellFormedKey, hashKey } from '../keys/format.js';
+import { decide, type Action, type DenyReason } from '../keys/policy.js';
+import type { AccountRecord, KeyRecord } from '../keys/record.js';
+import { normalizeAddress } from '../keys/record.js';
+import type { Protocol } from '../keys/scopes.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { StoreUnavailableError } from '../store/errors.js';
+import type { KeyStore } from '../store/types.js';
+
+/** Why a presented key was refused; audit-log only, never shown to a client. */
+export type FailReason = DenyReason | 'malformed' | 'unknown_key' | 'unknown_account' | 'rate_limited' | 'store_unavailable';
+
+export type IdentifyResult =
+  | { ok: true; key: KeyRecord; keyAccount: AccountRecord | null }
+  | { ok: false; reason: 'malformed' | 'unknown_key' | 'store_unavailable' };
+
+export type LoginResult =
+  | { ok: true; key: KeyRecord; account: AccountRecord }
+  | { ok: false; reason: FailReason; keyId?: string; temporary: boolean };
+
+export interface LoginRequest {
+  protocol: Protocol;
+  username: string;
+  secret: string;
+  ip: string;
+}
+
+/** Gate consulted before and after a login; the listener issue supplies the rate limiter. */
+export interface LoginLimiter {
+  /** True when this IP/account/key may try now; false = refuse with a temporary failure, no store lookup. */
+  allow(req: { ip: string; account: string; keyHash: string }): Promise<boolean>;
+  recordFailure(req: { ip: string; account: string; keyHash: string }): Promise<void>;
+  recordSuccess?(req: { ip: string; account: string; keyHash: string }): Promise<void>;
+}
+
+/**
+ * The one authenticate path every surface uses: shape and checksum first (no
+ * store hit for garbage), one SHA-256, one indexed lookup, then the policy.
+ * Last use and audit never hold up the reply.
+ */
+export class Authenticator {
+  limiter: LoginLimiter | null = null;
+
+  constructor(
+    readonly store: KeyStore,
+    private readonly logger: Logger,
+    private readonly metrics?: Metrics,
+  ) {}
+
+  /** Finds the key a secret belongs to, without deciding anything about what it may do. */
+  async identify(secret: string): Promise<IdentifyResult> {
+    const candidate = secret.trim();
+    if (!isWellFormedKey(candidate)) return { ok: false, reason: 'malformed' };
+    try {
+      const key = await this.store.findByHash(hashKey(candidate));
+      if (!key) return { ok: false, reason: 'unknown_key' };
+      const keyAccount = key.account === null ? null : await this.store.getAccount(key.account);
+      return { ok: true, key, keyAccount };
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) return { ok: false, reason: 'store_unavailable' };
+      throw err;
+    }
+  }
+
+  /** Decides an already identified key against an action. */
+  authorize(id: Extract<IdentifyResult, { ok: true }>, action: Action, ip: string, now = new Date()) {
+    return decide(id.key, action, { ip, now, account: id.keyAccount });
+  }
+
+  /** A protocol login: username is the account address or an alias, password the key. */
+  async login(req: LoginRequest): Promise<LoginResult> {
+    const started = process.hrtime.bigint();
+    const result = await this.loginInner(req);
+    this.metrics?.authDuration.observe({ protocol: req.protocol }, Number(process.hrtime.bigint() - started) / 1e9);
+    this.metrics?.authAttempts.inc({ protocol: req.protocol, result: result.ok ? 'success' : result.temporary ? 'temporary_failure' : 'failure' });
+    this.audit(req.protocol, req.ip, result.ok ? result.account.address : normalizeAddress(req.username), result);
+    return result;
+  }
+
+  private async loginInner(req: LoginRequest): Promise<LoginResult> {
+    const username = normalizeAddress(req.username);
+    const secret = req.secret.trim();
+    const limitKey = { ip: req.ip, account: username, keyHash: isWellFormedKey(secret) ? hashKey(secret) : 'malformed' };
+    if (this.limiter && !(await this.limiter.allow(limitKey))) {
+      this.metrics?.rateLimited.inc({ surface: req.protocol });
+      return { ok: false, reason: 'rate_limited', temporary: true };
+    }
+    const fail = async (reason: FailReason, keyId?: string): Promise<LoginResult> => {
+      await this.limiter?.recordFailure(limitKey);
+      return keyId ? { ok: false, reason, keyId, temporary: false } : { ok: false, reason, temporary: false };
+    };
+
+    const id = await this.identify(secret);
+    if (!id.ok) {
+      if (id.reason === 'store_unavailable') return { ok: false, reason: id.reason, temporary: true };
+      return fail(id.reason);
+    }
+    let account: AccountRecord | null;
+    try {
+      account = id.key.account !== null && (id.keyAccount?.address === username || id.keyAccount?.aliases.includes(username))
+        ? id.keyAccount
+        : await this.store.resolveAccount(username);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) return { ok: false, reason: 'store_unavailable', keyId: id.key.id, temporary: true };
+      throw err;
+    }
+    if (!account) return fail('unknown_account', id.key.id);
+    const decision = decide(id.key, { kind: 'login', protocol: req.protocol, account: account.address }, {
+      ip: req.ip,
+      now: new Date(),
+      account: id.key.account === null ? account : id.keyAccount,
+    });
+    if (!decision.allowed) return fail(decision.reason, id.key.id);
+    this.store.touchKey(id.key.id, { at: new Date().toISOString(), ip: req.ip, protocol: req.protocol });
+    void this.limiter?.recordSuccess?.(limitKey);
+    return { ok: true, key: id.key, account };
+  }
+
+  /** One structured audit line per attempt; the reason is for operators only. */
+  audit(protocol: string, ip: string, account: string | null, result: LoginResult | { ok: boolean; reason?: string; keyId?: string; key?: KeyRecord }): void {
+    const keyId = result.ok ? (result as { key: KeyRecord }).key.id : (result as { keyId?: string }).keyId;
+    this.logger.info(
+      { audit: true, protocol, ip, account, keyId, result: result.ok ? 'success' : 'failure', reason: result.ok ? null : (result as { reason: string }).reason },
+      'auth attempt',
+    );
+  }
+}

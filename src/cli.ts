@@ -1,0 +1,167 @@
+#!/usr/bin/env node
+import { Command, CommanderError, Option } from 'commander';
+import { ConfigError, loadConfig, SPECS, type Config } from './config.js';
+import { parseExpiry } from './duration.js';
+import { MalformedBlobError } from './keys/export-codec.js';
+import { UnknownScopeError } from './keys/scopes.js';
+import { createLogger } from './log.js';
+import { startServer } from './server.js';
+import { exportToken, importToken, InputError, issueToken, findToken } from './services/tokens.js';
+import { ConflictError, NotFoundError, StoreUnavailableError } from './store/errors.js';
+import { openStore } from './store/index.js';
+import type { KeyStore } from './store/types.js';
+
+/** Exit 2: the command line is wrong. Exit 1: it was right but the work failed. */
+class UsageError extends Error {}
+
+const DB_FLAGS = ['db.path', 'dbs.redis'];
+
+function addSettingFlags(cmd: Command, keys: readonly string[]): Command {
+  cmd.option('--config <file>', 'JSON configuration file');
+  for (const key of keys) cmd.addOption(new Option(`--${key} <value>`, SPECS[key]!.doc).hideHelp(!DB_FLAGS.includes(key) && key !== 'preparedToken'));
+  return cmd;
+}
+
+function configFrom(opts: Record<string, unknown>): Config {
+  const flags: Record<string, unknown> = {};
+  for (const key of Object.keys(SPECS)) if (opts[key] !== undefined) flags[key] = opts[key];
+  const file = (opts.config as string | undefined) ?? process.env.KEYGATE_CONFIG;
+  return loadConfig({ file, flags });
+}
+
+async function withStore<T>(opts: Record<string, unknown>, fn: (store: KeyStore) => Promise<T>): Promise<T> {
+  const config = configFrom(opts);
+  const store = await openStore(config);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function buildCli(): Command {
+  const program = new Command('keygate').description('Mail credential server: SMTP, IMAP and POP3 logins with scoped API keys').version('0.1.0');
+
+  const serve = addSettingFlags(new Command('serve').description('start Keygate (the default command)'), Object.keys(SPECS));
+  serve.action(async (opts: Record<string, unknown>) => {
+    const config = configFrom(opts);
+    const logger = createLogger(config.log.level);
+    const server = await startServer(config, logger);
+    const stop = (signal: string) => {
+      logger.info({ signal }, 'shutting down');
+      server.close().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          logger.error({ err }, 'shutdown failed');
+          process.exit(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+  program.addCommand(serve, { isDefault: true });
+
+  const tokens = new Command('tokens').description('issue, export, import, list and revoke access tokens');
+  addSettingFlags(tokens.command('issue').description('issue a token; prints only the token'), DB_FLAGS)
+    .requiredOption('-d, --description <text>', 'what the token is for')
+    .option('-s, --scope <scope>', 'scope (repeatable or comma-separated; default *)', collect, [])
+    .option('-a, --account <address>', 'bind the token to this account')
+    .option('--expires <when>', 'expiry: ISO date or duration such as 30d')
+    .option('--allowed-ip <cidr>', 'allow only this address or range (repeatable)', collect, [])
+    .action(async (opts: Record<string, unknown>) => {
+      let expiresAt: string | null = null;
+      if (opts.expires !== undefined) {
+        expiresAt = parseExpiry(String(opts.expires));
+        if (expiresAt === null) throw new UsageError(`--expires: "${String(opts.expires)}" is neither an ISO date nor a duration like 30d`);
+      }
+      const scopes = opts.scope as string[];
+      const { key } = await withStore(opts, (store) =>
+        issueToken(store, {
+          description: String(opts.description),
+          scopes: scopes.length ? scopes : ['*'],
+          account: (opts.account as string | undefined) ?? null,
+          expiresAt,
+          allowedIps: (opts.allowedIp as string[]).length ? (opts.allowedIp as string[]) : null,
+        }),
+      );
+      process.stdout.write(`${key}\n`);
+    });
+
+  addSettingFlags(tokens.command('export').description('print a token record as a blob (hash and metadata, never the token)'), DB_FLAGS)
+    .requiredOption('-t, --token <key-or-id>', 'the token, or its id')
+    .action(async (opts: Record<string, unknown>) => {
+      const blob = await withStore(opts, (store) => exportToken(store, String(opts.token)));
+      process.stdout.write(`${blob}\n`);
+    });
+
+  addSettingFlags(tokens.command('import').description('import an exported token record'), DB_FLAGS)
+    .requiredOption('-t, --token <blob>', 'the exported blob')
+    .action(async (opts: Record<string, unknown>) => {
+      const { result } = await withStore(opts, (store) => importToken(store, String(opts.token)));
+      process.stdout.write(result === 'imported' ? 'Token was imported\n' : 'Token already exists\n');
+    });
+
+  addSettingFlags(tokens.command('list').description('list tokens'), DB_FLAGS)
+    .option('--json', 'print JSON')
+    .option('-a, --account <address>', 'only tokens bound to this account')
+    .action(async (opts: Record<string, unknown>) => {
+      const list = await withStore(opts, (store) => store.listKeys(opts.account ? { account: String(opts.account) } : {}));
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify(list.map(({ hash: _h, ...rest }) => rest), null, 2)}\n`);
+        return;
+      }
+      const rows = list.map((k) => [k.id, k.name, k.account ?? '-', k.scopes.join(','), k.revokedAt ? 'revoked' : k.expiresAt && Date.parse(k.expiresAt) <= Date.now() ? 'expired' : 'active', k.lastUsedAt ?? '-']);
+      const header = ['ID', 'DESCRIPTION', 'ACCOUNT', 'SCOPES', 'STATE', 'LAST USED'];
+      const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+      for (const r of [header, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
+    });
+
+  addSettingFlags(tokens.command('revoke').description('revoke a token'), DB_FLAGS)
+    .argument('<id>', 'token id (or the token itself)')
+    .action(async (id: string, opts: Record<string, unknown>) => {
+      await withStore(opts, async (store) => {
+        const rec = await findToken(store, id);
+        await store.revokeKey(rec.id, new Date().toISOString());
+      });
+      process.stdout.write('Token was revoked\n');
+    });
+  program.addCommand(tokens);
+  return program;
+}
+
+function fail(code: 1 | 2, message: string): never {
+  process.stderr.write(`keygate: ${message.split('\n')[0]}\n`);
+  process.exit(code);
+}
+
+export async function main(argv = process.argv): Promise<void> {
+  const program = buildCli();
+  program.exitOverride();
+  program.configureOutput({ writeErr: () => {} });
+  for (const c of program.commands.flatMap((c) => [c, ...c.commands])) {
+    c.exitOverride();
+    c.configureOutput({ writeErr: () => {} });
+  }
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
+      fail(2, err.message.replace(/^error: /, ''));
+    }
+    if (err instanceof InputError && err.field === 'preparedToken') fail(1, err.message);
+    if (err instanceof UsageError || err instanceof ConfigError || err instanceof UnknownScopeError || err instanceof InputError || err instanceof MalformedBlobError) {
+      fail(2, err.message);
+    }
+    if (err instanceof NotFoundError) fail(1, 'token not found');
+    if (err instanceof StoreUnavailableError || err instanceof ConflictError) fail(1, err.message);
+    fail(1, err instanceof Error ? err.message : String(err));
+  }
+}
+
+await main();

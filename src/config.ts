@@ -1,0 +1,275 @@
+import { readFileSync } from 'node:fs';
+import { parseDuration } from './duration.js';
+
+/**
+ * The one configuration module. Precedence: defaults < config file (JSON,
+ * `--config`) < environment (`KEYGATE_*`) < command-line flags (dotted, e.g.
+ * `--dbs.redis`). Every leaf has a spec below; an invalid value stops start-up
+ * with a ConfigError naming the setting.
+ */
+export interface ListenerConfig {
+  enabled: boolean;
+  host: string;
+  /** STARTTLS / STLS port. */
+  port: number;
+  /** Implicit-TLS port. */
+  securePort: number;
+}
+
+export interface PublicEndpoint {
+  serverName: string;
+  port: number;
+  securePort: number;
+  enabled: boolean;
+}
+
+export interface Config {
+  db: { path: string };
+  dbs: { redis: string };
+  preparedToken: string;
+  hostname: string;
+  secret: string;
+  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
+  http: { host: string; port: number; bodyLimit: number; trustProxy: boolean };
+  rateLimit: {
+    credentials: { max: number; window: number };
+    api: { max: number; window: number };
+  };
+  public: { smtp: PublicEndpoint; imap: PublicEndpoint; pop3: PublicEndpoint };
+  smtp: ListenerConfig;
+  imap: ListenerConfig;
+  pop3: ListenerConfig;
+  tls: { cert: string; key: string; dir: string };
+  auth: {
+    allowPlaintext: boolean;
+    failureDelay: number;
+    ipFailures: number;
+    accountFailures: number;
+    failureWindow: number;
+  };
+  limits: {
+    lineLength: number;
+    literalSize: number;
+    commandsBeforeLogin: number;
+    connectionsPerIp: number;
+    loginTimeout: number;
+    messageSize: number;
+  };
+  proxyProtocol: boolean;
+  shutdownGrace: number;
+  touchInterval: number;
+}
+
+type Kind = 'string' | 'int' | 'port' | 'bool' | 'duration' | 'level';
+
+interface Spec {
+  kind: Kind;
+  env: string;
+  doc: string;
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+export const DEFAULTS: Config = {
+  db: { path: 'data/keygate.db' },
+  dbs: { redis: '' },
+  preparedToken: '',
+  hostname: 'localhost',
+  secret: '',
+  log: { level: 'info' },
+  http: { host: '127.0.0.1', port: 8080, bodyLimit: 64 * 1024, trustProxy: false },
+  rateLimit: {
+    credentials: { max: 30, window: 60_000 },
+    api: { max: 600, window: 60_000 },
+  },
+  public: {
+    smtp: { serverName: '', port: 2587, securePort: 2465, enabled: true },
+    imap: { serverName: '', port: 2143, securePort: 2993, enabled: true },
+    pop3: { serverName: '', port: 2110, securePort: 2995, enabled: true },
+  },
+  smtp: { enabled: true, host: '127.0.0.1', port: 2587, securePort: 2465 },
+  imap: { enabled: true, host: '127.0.0.1', port: 2143, securePort: 2993 },
+  pop3: { enabled: true, host: '127.0.0.1', port: 2110, securePort: 2995 },
+  tls: { cert: '', key: '', dir: 'certs' },
+  auth: { allowPlaintext: false, failureDelay: 1000, ipFailures: 30, accountFailures: 10, failureWindow: 15 * 60_000 },
+  limits: {
+    lineLength: 8192,
+    literalSize: 8192,
+    commandsBeforeLogin: 20,
+    connectionsPerIp: 50,
+    loginTimeout: 60_000,
+    messageSize: 35 * 1024 * 1024,
+  },
+  proxyProtocol: false,
+  shutdownGrace: 10_000,
+  touchInterval: 1000,
+};
+
+function listener(name: string, port: number, securePort: number): Record<string, Spec> {
+  const up = name.toUpperCase();
+  return {
+    [`${name}.enabled`]: { kind: 'bool', env: `KEYGATE_${up}_ENABLED`, doc: `run the ${up} listeners` },
+    [`${name}.host`]: { kind: 'string', env: `KEYGATE_${up}_HOST`, doc: `${up} bind address` },
+    [`${name}.port`]: { kind: 'port', env: `KEYGATE_${up}_PORT`, doc: `${up} STARTTLS port (dev ${port})` },
+    [`${name}.securePort`]: { kind: 'port', env: `KEYGATE_${up}_SECURE_PORT`, doc: `${up} implicit-TLS port (dev ${securePort})` },
+  };
+}
+
+function publicEndpoint(name: string): Record<string, Spec> {
+  const up = name.toUpperCase();
+  return {
+    [`public.${name}.serverName`]: { kind: 'string', env: `KEYGATE_PUBLIC_${up}_HOST`, doc: `${up} host name clients should use (default: hostname)` },
+    [`public.${name}.port`]: { kind: 'port', env: `KEYGATE_PUBLIC_${up}_PORT`, doc: `${up} STARTTLS port clients should use` },
+    [`public.${name}.securePort`]: { kind: 'port', env: `KEYGATE_PUBLIC_${up}_SECURE_PORT`, doc: `${up} implicit-TLS port clients should use` },
+    [`public.${name}.enabled`]: { kind: 'bool', env: `KEYGATE_PUBLIC_${up}_ENABLED`, doc: `advertise ${up} to clients` },
+  };
+}
+
+export const SPECS: Record<string, Spec> = {
+  'db.path': { kind: 'string', env: 'KEYGATE_DB_PATH', doc: 'SQLite database file (used when dbs.redis is empty)' },
+  'dbs.redis': { kind: 'string', env: 'KEYGATE_REDIS_URL', doc: 'Redis URL: redis://, rediss://, redis-sentinel://h:p,h:p/master, redis-cluster://h:p,h:p' },
+  preparedToken: { kind: 'string', env: 'KEYGATE_PREPARED_TOKEN', doc: 'exported token blob(s), comma or space separated, imported at start-up' },
+  hostname: { kind: 'string', env: 'KEYGATE_HOSTNAME', doc: 'public host name: greetings, certificate SAN, client setup' },
+  secret: { kind: 'string', env: 'KEYGATE_SECRET', doc: 'encryption secret for stored upstream credentials' },
+  'log.level': { kind: 'level', env: 'KEYGATE_LOG_LEVEL', doc: `log level: ${LEVELS.join(', ')}` },
+  'http.host': { kind: 'string', env: 'KEYGATE_HTTP_HOST', doc: 'control-plane bind address' },
+  'http.port': { kind: 'port', env: 'KEYGATE_HTTP_PORT', doc: 'control-plane port' },
+  'http.bodyLimit': { kind: 'int', env: 'KEYGATE_HTTP_BODY_LIMIT', doc: 'largest accepted request body, bytes' },
+  'http.trustProxy': { kind: 'bool', env: 'KEYGATE_HTTP_TRUST_PROXY', doc: 'take the client IP from X-Forwarded-For' },
+  'rateLimit.credentials.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_MAX', doc: 'requests per window to /api/smtp-credentials routes, per key and per IP' },
+  'rateLimit.credentials.window': { kind: 'duration', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_WINDOW', doc: 'window for the credentials limit' },
+  'rateLimit.api.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_API_MAX', doc: 'requests per window to other API routes, per IP' },
+  'rateLimit.api.window': { kind: 'duration', env: 'KEYGATE_RATE_LIMIT_API_WINDOW', doc: 'window for the API limit' },
+  ...publicEndpoint('smtp'),
+  ...publicEndpoint('imap'),
+  ...publicEndpoint('pop3'),
+  ...listener('smtp', 2587, 2465),
+  ...listener('imap', 2143, 2993),
+  ...listener('pop3', 2110, 2995),
+  'tls.cert': { kind: 'string', env: 'KEYGATE_TLS_CERT', doc: 'PEM certificate chain file (re-read when it changes); empty = self-signed in tls.dir' },
+  'tls.key': { kind: 'string', env: 'KEYGATE_TLS_KEY', doc: 'PEM private key file' },
+  'tls.dir': { kind: 'string', env: 'KEYGATE_TLS_DIR', doc: 'where the self-signed certificate is made' },
+  'auth.allowPlaintext': { kind: 'bool', env: 'KEYGATE_AUTH_ALLOW_PLAINTEXT', doc: 'allow password login before TLS from non-loopback clients' },
+  'auth.failureDelay': { kind: 'duration', env: 'KEYGATE_AUTH_FAILURE_DELAY', doc: 'delay before every failed-login reply' },
+  'auth.ipFailures': { kind: 'int', env: 'KEYGATE_AUTH_IP_FAILURES', doc: 'failed logins per client IP per window before temporary refusal' },
+  'auth.accountFailures': { kind: 'int', env: 'KEYGATE_AUTH_ACCOUNT_FAILURES', doc: 'failed logins per account and presented key per window' },
+  'auth.failureWindow': { kind: 'duration', env: 'KEYGATE_AUTH_FAILURE_WINDOW', doc: 'window for failed-login counting' },
+  'limits.lineLength': { kind: 'int', env: 'KEYGATE_LIMITS_LINE_LENGTH', doc: 'longest protocol line before login, bytes' },
+  'limits.literalSize': { kind: 'int', env: 'KEYGATE_LIMITS_LITERAL_SIZE', doc: 'largest IMAP literal before login, bytes' },
+  'limits.commandsBeforeLogin': { kind: 'int', env: 'KEYGATE_LIMITS_COMMANDS_BEFORE_LOGIN', doc: 'commands allowed before a successful login' },
+  'limits.connectionsPerIp': { kind: 'int', env: 'KEYGATE_LIMITS_CONNECTIONS_PER_IP', doc: 'open connections per client IP, per listener' },
+  'limits.loginTimeout': { kind: 'duration', env: 'KEYGATE_LIMITS_LOGIN_TIMEOUT', doc: 'time allowed from connect to login' },
+  'limits.messageSize': { kind: 'int', env: 'KEYGATE_LIMITS_MESSAGE_SIZE', doc: 'largest SMTP message, bytes' },
+  proxyProtocol: { kind: 'bool', env: 'KEYGATE_PROXY_PROTOCOL', doc: 'expect a PROXY protocol v1/v2 header on mail listeners' },
+  shutdownGrace: { kind: 'duration', env: 'KEYGATE_SHUTDOWN_GRACE', doc: 'how long open sessions may finish after SIGTERM' },
+  touchInterval: { kind: 'duration', env: 'KEYGATE_TOUCH_INTERVAL', doc: 'how often coalesced last-use writes are flushed' },
+};
+
+export class ConfigError extends Error {
+  constructor(
+    readonly setting: string,
+    message: string,
+  ) {
+    super(`invalid setting ${setting}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+function coerce(key: string, spec: Spec, raw: unknown, source: string): unknown {
+  const bad = (why: string): never => {
+    throw new ConfigError(key, `${why} (from ${source}: ${JSON.stringify(raw)})`);
+  };
+  switch (spec.kind) {
+    case 'string':
+      if (typeof raw !== 'string') bad('expected a string');
+      return raw;
+    case 'bool':
+      if (typeof raw === 'boolean') return raw;
+      if (typeof raw === 'string' && /^(true|1|yes|on)$/i.test(raw)) return true;
+      if (typeof raw === 'string' && /^(false|0|no|off)$/i.test(raw)) return false;
+      return bad('expected true or false');
+    case 'int':
+    case 'port': {
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\d+$/.test(raw.trim()) ? Number(raw) : NaN;
+      if (!Number.isSafeInteger(n) || n < 0) bad('expected a non-negative integer');
+      if (spec.kind === 'port' && n > 65535) bad('expected a port number 0-65535');
+      return n;
+    }
+    case 'duration': {
+      const ms = typeof raw === 'number' || typeof raw === 'string' ? parseDuration(raw) : null;
+      if (ms === null) bad('expected a duration such as 500ms, 1s, 15m');
+      return ms;
+    }
+    case 'level':
+      if (typeof raw !== 'string' || !LEVELS.includes(raw)) bad(`expected one of ${LEVELS.join(', ')}`);
+      return raw;
+  }
+}
+
+function setPath(target: Record<string, unknown>, key: string, value: unknown): void {
+  const parts = key.split('.');
+  let node = target;
+  for (const p of parts.slice(0, -1)) node = node[p] as Record<string, unknown>;
+  node[parts.at(-1)!] = value;
+}
+
+function flatten(obj: Record<string, unknown>, prefix = ''): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(obj)) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v !== null && typeof v === 'object' && !Array.isArray(v)) Object.assign(out, flatten(v as Record<string, unknown>, key));
+    else out[key] = v;
+  }
+  return out;
+}
+
+export interface LoadOptions {
+  /** Path of a JSON config file. */
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Dotted flags, e.g. { 'dbs.redis': 'redis://…' }. */
+  flags?: Record<string, unknown>;
+}
+
+/** Builds the configuration; throws ConfigError naming the first bad setting. */
+export function loadConfig(options: LoadOptions = {}): Config {
+  const config = structuredClone(DEFAULTS) as unknown as Record<string, unknown>;
+  const apply = (values: Record<string, unknown>, source: string): void => {
+    for (const [key, raw] of Object.entries(values)) {
+      if (raw === undefined) continue;
+      const spec = SPECS[key];
+      if (!spec) throw new ConfigError(key, `unknown setting (from ${source})`);
+      setPath(config, key, coerce(key, spec, raw, source));
+    }
+  };
+
+  if (options.file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(options.file, 'utf8'));
+    } catch (err) {
+      throw new ConfigError('config', `cannot read ${options.file}: ${(err as Error).message}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError('config', `${options.file} must hold a JSON object`);
+    apply(flatten(parsed as Record<string, unknown>), options.file);
+  }
+
+  const env = options.env ?? process.env;
+  const fromEnv: Record<string, unknown> = {};
+  for (const [key, spec] of Object.entries(SPECS)) if (env[spec.env] !== undefined) fromEnv[key] = env[spec.env];
+  apply(fromEnv, 'environment');
+  apply(options.flags ?? {}, 'command line');
+
+  const c = config as unknown as Config;
+  for (const p of ['smtp', 'imap', 'pop3'] as const) if (c.public[p].serverName === '') c.public[p].serverName = c.hostname;
+  if (c.dbs.redis !== '' && !/^(redis|rediss|redis-sentinel|redis-cluster):\/\//.test(c.dbs.redis)) {
+    throw new ConfigError('dbs.redis', 'expected a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL');
+  }
+  if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
+  return c;
+}
+
+/** Every environment variable the config module reads (used by deployment-file checks). */
+export function knownEnvVars(): string[] {
+  return [...Object.values(SPECS).map((s) => s.env), 'KEYGATE_CONFIG'];
+}

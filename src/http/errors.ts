@@ -1,0 +1,33 @@
+/** The one catalogue of HTTP error codes: status and default message. */
+export const HTTP_ERRORS = {
+  unauthorized: { status: 401, message: 'A valid API key is required' },
+  forbidden: { status: 403, message: 'This key may not do that' },
+  not_found: { status: 404, message: 'Not found' },
+  conflict: { status: 409, message: 'Conflicts with the current state' },
+  validation: { status: 400, message: 'The request is not valid' },
+  bad_request: { status: 400, message: 'The request is not valid' },
+  payload_too_large: { status: 413, message: 'The request body is too large' },
+  unsupported_media_type: { status: 415, message: 'Unsupported content type' },
+  rate_limited: { status: 429, message: 'Too many requests; retry later' },
+  store_unavailable: { status: 503, message: 'The key store is unavailable; retry later' },
+  internal: { status: 500, message: 'Internal error' },
+} as const;
+
+export type HttpErrorCode = keyof typeof HTTP_ERRORS;
+
+/** An error that carries its HTTP reply. Thrown by handlers; rendered by the one error handler. */
+export class HttpError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: HttpErrorCode,
+    message?: string,
+    readonly details?: unknown,
+  ) {
+    super(message ?? HTTP_ERRORS[code].message);
+    this.status = HTTP_ERRORS[code].status;
+  }
+}
+
+export function errorBody(code: string, message: string, details?: unknown) {
+  return { error: details === undefined ? { code, message } : { code, message, details } };
+}

@@ -1,0 +1,86 @@
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Authenticator } from '../../auth/authenticate.js';
+import { isAdminKey, type Action } from '../../keys/policy.js';
+import type { AccountRecord, KeyRecord } from '../../keys/record.js';
+import { HttpError } from '../errors.js';
+
+/** Who is calling: the key and its account, set by the auth hook. */
+export interface Principal {
+  key: KeyRecord;
+  keyAccount: AccountRecord | null;
+  isAdmin: boolean;
+}
+
+/**
+ * Per-route access rule, in the route's `config.auth`: `false` for public
+ * routes; otherwise a function naming the policy action from the request.
+ */
+export type RouteAuth = false | ((req: FastifyRequest) => Action);
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal | null;
+  }
+  interface FastifyContextConfig {
+    auth?: RouteAuth;
+  }
+}
+
+/** Takes the key from `Authorization: Bearer` or `?access_token=`. */
+export function presentedKey(req: FastifyRequest): string | null {
+  const header = req.headers.authorization;
+  if (typeof header === 'string') {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    return m ? m[1]! : null;
+  }
+  const q = (req.query as Record<string, unknown> | undefined)?.access_token;
+  return typeof q === 'string' ? q : null;
+}
+
+const TO_401 = new Set(['malformed', 'unknown_key', 'revoked', 'expired', 'account_disabled']);
+
+/**
+ * The one authentication hook. Missing or unusable key → 401 with
+ * `WWW-Authenticate: Bearer`; usable but not allowed → 403 naming the missing scope.
+ * Routes without `config.auth` are refused, so a new route cannot be public by accident.
+ */
+export const authPlugin = fp<{ authenticator: Authenticator }>(
+  async (app, { authenticator }) => {
+    app.decorateRequest('principal', null);
+    app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
+      const rule = req.routeOptions.config.auth;
+      if (rule === false) return;
+      if (rule === undefined && req.routeOptions.url === undefined) return; // 404 handler
+      const secret = presentedKey(req);
+      if (secret === null) throw unauthorized(reply, 'missing');
+      const id = await authenticator.identify(secret);
+      if (!id.ok) {
+        if (id.reason === 'store_unavailable') throw new HttpError('store_unavailable');
+        authenticator.audit('http', req.ip, null, { ok: false, reason: id.reason });
+        throw unauthorized(reply, id.reason);
+      }
+      if (rule === undefined) throw new HttpError('forbidden', 'This route has no access rule');
+      const action = rule(req);
+      const decision = authenticator.authorize(id, action, req.ip);
+      if (!decision.allowed) {
+        authenticator.audit('http', req.ip, id.key.account, { ok: false, reason: decision.reason, keyId: id.key.id });
+        if (TO_401.has(decision.reason)) throw unauthorized(reply, decision.reason);
+        if (decision.reason === 'missing_scope') {
+          throw new HttpError('forbidden', `This key lacks the "${decision.missingScope}" scope`, { missingScope: decision.missingScope });
+        }
+        if (decision.reason === 'ip_not_allowed') throw new HttpError('forbidden', 'This key may not be used from this address');
+        throw new HttpError('forbidden', 'This key may not act on this account');
+      }
+      authenticator.store.touchKey(id.key.id, { at: new Date().toISOString(), ip: req.ip, protocol: 'http' });
+      req.principal = { key: id.key, keyAccount: id.keyAccount, isAdmin: isAdminKey(id.key) };
+    });
+  },
+  { name: 'keygate-auth' },
+);
+
+function unauthorized(reply: FastifyReply, _reason: string): HttpError {
+  // Same answer for every reason; the reason is in the audit log.
+  reply.header('WWW-Authenticate', 'Bearer realm="keygate"');
+  return new HttpError('unauthorized');
+}

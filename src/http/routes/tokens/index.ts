@@ -1,0 +1,124 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { SCOPES, SCOPE_ALIASES } from '../../../keys/scopes.js';
+import { NotFoundError } from '../../../store/errors.js';
+import type { KeyStore } from '../../../store/types.js';
+import { exportToken, importToken, issueToken } from '../../../services/tokens.js';
+import { HttpError } from '../../errors.js';
+import { AUTH_ERRORS, ErrorBody, TokenView, tokenView } from '../../schemas.js';
+
+const ScopeName = Type.Union([...SCOPES, ...Object.keys(SCOPE_ALIASES)].map((s) => Type.Literal(s)));
+const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
+const adminWrite = () => ({ kind: 'admin', access: 'write' }) as const;
+
+/** Access tokens: the HTTP face of `keygate tokens`, for administrator keys. */
+export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async (app, { store }) => {
+  app.get(
+    '/api/tokens',
+    {
+      config: { auth: adminRead },
+      schema: {
+        tags: ['tokens'],
+        summary: 'List access tokens',
+        security: [{ bearer: [] }],
+        response: { 200: Type.Object({ tokens: Type.Array(TokenView) }), ...AUTH_ERRORS },
+      },
+    },
+    async () => ({ tokens: (await store.listKeys()).map(tokenView) }),
+  );
+
+  app.post(
+    '/api/tokens',
+    {
+      config: { auth: adminWrite },
+      schema: {
+        tags: ['tokens'],
+        summary: 'Issue an access token; the token is in this response only',
+        security: [{ bearer: [] }],
+        body: Type.Object(
+          {
+            description: Type.String({ minLength: 1, maxLength: 100 }),
+            scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20 }),
+            account: Type.Optional(Type.Union([Type.String({ format: 'email', maxLength: 254 }), Type.Null()])),
+            expiresAt: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
+            allowedIps: Type.Optional(Type.Union([Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100 }), Type.Null()])),
+          },
+          { additionalProperties: false },
+        ),
+        response: { 201: Type.Intersect([TokenView, Type.Object({ token: Type.String() })]), 400: ErrorBody, ...AUTH_ERRORS },
+      },
+    },
+    async (req, reply) => {
+      const { key, record } = await issueToken(store, req.body);
+      return reply.code(201).header('cache-control', 'no-store').send({ ...tokenView(record), token: key });
+    },
+  );
+
+  app.delete(
+    '/api/tokens/:id',
+    {
+      config: { auth: adminWrite },
+      schema: {
+        tags: ['tokens'],
+        summary: 'Revoke an access token',
+        security: [{ bearer: [] }],
+        params: Type.Object({ id: Type.String({ maxLength: 100 }) }),
+        response: { 204: Type.Null(), 404: ErrorBody, ...AUTH_ERRORS },
+      },
+    },
+    async (req, reply) => {
+      try {
+        await store.revokeKey(req.params.id, new Date().toISOString());
+      } catch (err) {
+        if (err instanceof NotFoundError) throw new HttpError('not_found', 'No such token');
+        throw err;
+      }
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.get(
+    '/api/tokens/:id/export',
+    {
+      config: { auth: adminRead },
+      schema: {
+        tags: ['tokens'],
+        summary: 'Export a token record (hash and metadata, never the token)',
+        security: [{ bearer: [] }],
+        params: Type.Object({ id: Type.String({ maxLength: 100 }) }),
+        response: { 200: Type.Object({ id: Type.String(), blob: Type.String() }), 404: ErrorBody, ...AUTH_ERRORS },
+      },
+    },
+    async (req) => {
+      const rec = await store.getKey(req.params.id);
+      if (!rec) throw new HttpError('not_found', 'No such token');
+      return { id: rec.id, blob: await exportToken(store, rec.id) };
+    },
+  );
+
+  app.post(
+    '/api/tokens/import',
+    {
+      config: { auth: adminWrite },
+      schema: {
+        tags: ['tokens'],
+        summary: 'Import an exported token record',
+        security: [{ bearer: [] }],
+        body: Type.Object({ blob: Type.String({ minLength: 1, maxLength: 16384 }) }, { additionalProperties: false }),
+        response: {
+          200: Type.Object({ imported: Type.Literal(false), token: TokenView }),
+          201: Type.Object({ imported: Type.Literal(true), token: TokenView }),
+          400: ErrorBody,
+          ...AUTH_ERRORS,
+        },
+      },
+    },
+    async (req, reply) => {
+      const { result, record } = await importToken(store, req.body.blob);
+      const stored = (await store.getKey(record.id)) ?? record;
+      return result === 'imported'
+        ? reply.code(201).send({ imported: true as const, token: tokenView(stored) })
+        : reply.code(200).send({ imported: false as const, token: tokenView(stored) });
+    },
+  );
+};

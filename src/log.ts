@@ -1,0 +1,77 @@
+import { Writable } from 'node:stream';
+import pino, { type DestinationStream, type Logger } from 'pino';
+import { KEY_SCAN_RE } from './keys/format.js';
+
+export type { Logger } from 'pino';
+
+/**
+ * Redaction is configured here, once, for every logger in the process: HTTP
+ * credentials, the `access_token` query parameter (scrubbed from URLs by the
+ * request serializer) and protocol passwords wherever they are attached.
+ */
+export const REDACT_PATHS = [
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["auth-pass"]',
+  'req.headers["x-keygate-secret"]',
+  'headers.authorization',
+  'password',
+  'pass',
+  'secret',
+  'apiKey',
+  'key',
+  'token',
+  '*.password',
+  '*.pass',
+  '*.secret',
+  '*.apiKey',
+  '*.token',
+];
+
+/** Replaces the value of `access_token` in a URL's query string. */
+export function scrubUrl(url: string): string {
+  return url.replace(/([?&]access_token=)[^&#]*/gi, '$1[REDACTED]');
+}
+
+interface RequestLike {
+  method?: string;
+  url?: string;
+  ip?: string;
+  id?: string | number;
+  routeOptions?: { url?: string };
+}
+
+const serializers = {
+  req(req: RequestLike) {
+    return { id: req.id, method: req.method, url: scrubUrl(req.url ?? ''), route: req.routeOptions?.url, ip: req.ip };
+  },
+};
+
+/**
+ * A last line of defence: any text that looks like a Keygate key is masked
+ * before it is written, whichever path or message it came in.
+ */
+function scrubbingStream(out: DestinationStream): DestinationStream {
+  return new Writable({
+    write(chunk: Buffer | string, _enc, cb) {
+      const text = chunk.toString();
+      out.write(KEY_SCAN_RE.test(text) ? text.replace(KEY_SCAN_RE, 'kg_[REDACTED]') : text);
+      KEY_SCAN_RE.lastIndex = 0;
+      cb();
+    },
+  }) as unknown as DestinationStream;
+}
+
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  const out = destination ?? pino.destination({ fd: 1, sync: false });
+  return pino(
+    {
+      level,
+      base: { service: 'keygate' },
+      redact: { paths: REDACT_PATHS, censor: '[REDACTED]' },
+      serializers,
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    scrubbingStream(out),
+  );
+}

@@ -1,0 +1,61 @@
+import client from 'prom-client';
+import type { KeyStore } from './store/types.js';
+
+/** One registry per process (or per test app), holding every Keygate metric. */
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly authAttempts = new client.Counter({
+    name: 'keygate_auth_attempts_total',
+    help: 'Authentication attempts by protocol and result',
+    labelNames: ['protocol', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly authDuration = new client.Histogram({
+    name: 'keygate_auth_duration_seconds',
+    help: 'Time to decide an authentication attempt (excluding the failure delay)',
+    labelNames: ['protocol'] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+  readonly sessions = new client.Gauge({
+    name: 'keygate_sessions',
+    help: 'Open sessions by protocol',
+    labelNames: ['protocol'] as const,
+    registers: [this.registry],
+  });
+  readonly httpRequests = new client.Counter({
+    name: 'keygate_http_requests_total',
+    help: 'HTTP requests by route and status',
+    labelNames: ['route', 'status'] as const,
+    registers: [this.registry],
+  });
+  readonly rateLimited = new client.Counter({
+    name: 'keygate_rate_limited_total',
+    help: 'Requests or logins refused by a rate limit, by surface',
+    labelNames: ['surface'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(store?: KeyStore, options: { processMetrics?: boolean } = {}) {
+    if (options.processMetrics ?? true) client.collectDefaultMetrics({ register: this.registry });
+    if (store) {
+      new client.Gauge({
+        name: 'keygate_keys',
+        help: 'Keys in the store by state (active, revoked, expired)',
+        labelNames: ['state'] as const,
+        registers: [this.registry],
+        async collect() {
+          const now = Date.now();
+          const counts = { active: 0, revoked: 0, expired: 0 };
+          for (const k of await store.listKeys()) {
+            if (k.revokedAt !== null) counts.revoked++;
+            else if (k.expiresAt !== null && Date.parse(k.expiresAt) <= now) counts.expired++;
+            else counts.active++;
+          }
+          for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+        },
+      });
+    }
+    for (const p of ['smtp', 'imap', 'pop3']) this.sessions.set({ protocol: p }, 0);
+  }
+}

@@ -1,0 +1,27 @@
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import { openSqliteStore } from './sqlite.js';
+import type { KeyStore } from './types.js';
+
+export type { KeyStore, StoreEvent } from './types.js';
+
+/** Opens the store the configuration names: Redis when `dbs.redis` is set, SQLite otherwise. */
+export async function openStore(config: Pick<Config, 'db' | 'dbs' | 'touchInterval'>, logger?: Logger): Promise<KeyStore> {
+  const onError = (err: unknown): void => logger?.warn({ err }, 'last-use write failed; will retry');
+  if (config.dbs.redis !== '') {
+    const { openRedisStore } = await import('./redis.js');
+    return openRedisStore(config.dbs.redis, { touchIntervalMs: config.touchInterval, onError });
+  }
+  return openSqliteStore(config.db.path, { touchIntervalMs: config.touchInterval, onError });
+}
+
+/** Where a store lives, for messages: never includes credentials. */
+export function describeStore(config: Pick<Config, 'db' | 'dbs'>): string {
+  if (config.dbs.redis === '') return `sqlite:${config.db.path}`;
+  try {
+    const u = new URL(config.dbs.redis.replace(/^redis-(sentinel|cluster):/, 'redis:').split(',')[0]!);
+    return `${config.dbs.redis.split(':')[0]}://${u.host}`;
+  } catch {
+    return 'redis';
+  }
+}
