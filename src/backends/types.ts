@@ -1,0 +1,70 @@
+import type { Duplex, Readable } from 'node:stream';
+import type { AccountRecord, KeyRecord } from '../keys/record.js';
+
+/** Who logged in, from where: what a backend needs to act for the session. */
+export interface SessionContext {
+  protocol: 'smtp' | 'imap' | 'pop3';
+  account: AccountRecord;
+  key: KeyRecord;
+  clientIp: string;
+  clientPort: number;
+  secure: boolean;
+}
+
+/** The upstream could not be reached or refused us; the client gets a temporary failure. */
+export class BackendUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'BackendUnavailableError';
+  }
+}
+
+/** The upstream refused a message or recipient; its SMTP reply is passed back to the client. */
+export class BackendRejectedError extends Error {
+  constructor(
+    readonly code: number,
+    readonly response: string,
+  ) {
+    super(response);
+    this.name = 'BackendRejectedError';
+  }
+}
+
+/** An authenticated upstream connection that the listener pipes the client into. */
+export interface PipeSession {
+  socket: Duplex;
+  /** Post-login capabilities to announce in the tagged OK (IMAP). */
+  capabilities?: string[];
+  close(): void;
+}
+
+export interface ImapBackend {
+  open(ctx: SessionContext): Promise<PipeSession>;
+}
+
+export interface Pop3Backend {
+  open(ctx: SessionContext): Promise<PipeSession>;
+}
+
+export interface SmtpEnvelope {
+  from: string;
+  to: string[];
+}
+
+export interface SmtpBackend {
+  /** Resolves with the upstream's acceptance text once it accepted; throws BackendRejectedError / BackendUnavailableError. */
+  send(ctx: SessionContext, envelope: SmtpEnvelope, message: Readable): Promise<string>;
+}
+
+/**
+ * After login a session is handed to the backend for its protocol; null means
+ * none is configured and the listener answers in protocol terms that the
+ * mailbox is unavailable (IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/PERM], SMTP 451 4.3.0).
+ */
+export interface Backends {
+  imap: ImapBackend | null;
+  pop3: Pop3Backend | null;
+  smtp: SmtpBackend | null;
+}
+
+export const NO_BACKENDS: Backends = { imap: null, pop3: null, smtp: null };
