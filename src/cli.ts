@@ -2,8 +2,9 @@
 import { Command, CommanderError, Option } from 'commander';
 import { ConfigError, loadConfig, SPECS, type Config } from './config.js';
 import { parseExpiry } from './duration.js';
-import { MalformedBlobError } from './keys/export-codec.js';
-import { UnknownScopeError } from './keys/scopes.js';
+import { isValidCidr } from './keys/cidr.js';
+import { decodeExport, MalformedBlobError } from './keys/export-codec.js';
+import { normalizeScopes, UnknownScopeError } from './keys/scopes.js';
 import { createLogger } from './log.js';
 import { startServer } from './server.js';
 import { exportToken, importToken, InputError, issueToken, findToken } from './services/tokens.js';
@@ -78,15 +79,21 @@ export function buildCli(): Command {
       if (opts.expires !== undefined) {
         expiresAt = parseExpiry(String(opts.expires));
         if (expiresAt === null) throw new UsageError(`--expires: "${String(opts.expires)}" is neither an ISO date nor a duration like 30d`);
+        if (Date.parse(expiresAt) <= Date.now()) throw new UsageError(`--expires: ${expiresAt} is in the past`);
       }
-      const scopes = opts.scope as string[];
+      // Validate everything before the store is opened, so bad input writes nothing.
+      const scopes = normalizeScopes((opts.scope as string[]).length ? (opts.scope as string[]) : ['*']);
+      const account = (opts.account as string | undefined) ?? null;
+      if (account !== null && !/^[^\s@]+@[^\s@]+$/.test(account.trim())) throw new UsageError(`--account: "${account}" is not an address`);
+      const allowedIps = opts.allowedIp as string[];
+      for (const c of allowedIps) if (!isValidCidr(c)) throw new UsageError(`--allowed-ip: "${c}" is not an IP address or CIDR range`);
       const { key } = await withStore(opts, (store) =>
         issueToken(store, {
           description: String(opts.description),
-          scopes: scopes.length ? scopes : ['*'],
-          account: (opts.account as string | undefined) ?? null,
+          scopes,
+          account,
           expiresAt,
-          allowedIps: (opts.allowedIp as string[]).length ? (opts.allowedIp as string[]) : null,
+          allowedIps: allowedIps.length ? allowedIps : null,
         }),
       );
       process.stdout.write(`${key}\n`);
@@ -102,6 +109,7 @@ export function buildCli(): Command {
   addSettingFlags(tokens.command('import').description('import an exported token record'), DB_FLAGS)
     .requiredOption('-t, --token <blob>', 'the exported blob')
     .action(async (opts: Record<string, unknown>) => {
+      decodeExport(String(opts.token)); // refuse a malformed blob before touching the store
       const { result } = await withStore(opts, (store) => importToken(store, String(opts.token)));
       process.stdout.write(result === 'imported' ? 'Token was imported\n' : 'Token already exists\n');
     });

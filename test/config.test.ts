@@ -1,0 +1,83 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, DEFAULTS, knownEnvVars, loadConfig, SPECS } from '../src/config.js';
+import { parseDuration, parseExpiry } from '../src/duration.js';
+
+describe('config', () => {
+  it('has a spec for every default leaf and a default for every spec', () => {
+    const leaves: string[] = [];
+    const walk = (o: Record<string, unknown>, p = ''): void => {
+      for (const [k, v] of Object.entries(o)) {
+        const key = p ? `${p}.${k}` : k;
+        if (v && typeof v === 'object' && !Array.isArray(v)) walk(v as Record<string, unknown>, key);
+        else leaves.push(key);
+      }
+    };
+    walk(DEFAULTS as unknown as Record<string, unknown>);
+    expect(leaves.sort()).toEqual(Object.keys(SPECS).sort());
+    expect(new Set(knownEnvVars()).size).toBe(knownEnvVars().length);
+  });
+
+  it('defaults: SQLite under data/, control plane on 127.0.0.1:8080, dev mail ports', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.db.path).toBe('data/keygate.db');
+    expect(c.dbs.redis).toBe('');
+    expect([c.http.host, c.http.port]).toEqual(['127.0.0.1', 8080]);
+    expect([c.smtp.port, c.smtp.securePort, c.imap.port, c.imap.securePort, c.pop3.port, c.pop3.securePort]).toEqual([2587, 2465, 2143, 2993, 2110, 2995]);
+    expect(c.public.imap.serverName).toBe('localhost');
+  });
+
+  it('precedence: defaults < file < env < flags', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keygate-config-'));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ http: { port: 1111, host: '127.0.0.2' }, log: { level: 'warn' }, db: { path: '/f.db' } }));
+    const c = loadConfig({ file, env: { KEYGATE_HTTP_PORT: '2222', KEYGATE_LOG_LEVEL: 'debug' }, flags: { 'http.port': '3333' } });
+    expect(c.http.port).toBe(3333);
+    expect(c.log.level).toBe('debug');
+    expect(c.http.host).toBe('127.0.0.2');
+    expect(c.db.path).toBe('/f.db');
+    expect(loadConfig({ env: { KEYGATE_REDIS_URL: 'redis://127.0.0.1:6379' } }).dbs.redis).toBe('redis://127.0.0.1:6379');
+    expect(loadConfig({ env: {}, flags: { 'auth.failureDelay': '250ms' } }).auth.failureDelay).toBe(250);
+  });
+
+  it.each([
+    [{ env: { KEYGATE_HTTP_PORT: 'eighty' } }, 'http.port'],
+    [{ env: { KEYGATE_HTTP_PORT: '70000' } }, 'http.port'],
+    [{ env: { KEYGATE_LOG_LEVEL: 'loud' } }, 'log.level'],
+    [{ env: { KEYGATE_IMAP_ENABLED: 'perhaps' } }, 'imap.enabled'],
+    [{ env: { KEYGATE_AUTH_FAILURE_DELAY: 'soon' } }, 'auth.failureDelay'],
+    [{ env: { KEYGATE_REDIS_URL: 'http://x' } }, 'dbs.redis'],
+    [{ env: {}, flags: { 'no.such': '1' } }, 'no.such'],
+    [{ env: { KEYGATE_TLS_CERT: '/x.crt' } }, 'tls.key'],
+  ])('refuses %j naming %s', (opts, setting) => {
+    expect(() => loadConfig(opts)).toThrow(ConfigError);
+    try {
+      loadConfig(opts);
+    } catch (err) {
+      expect((err as ConfigError).setting).toBe(setting);
+      expect((err as Error).message).toContain(setting);
+    }
+  });
+
+  it('a missing or malformed file is named', () => {
+    expect(() => loadConfig({ file: '/nonexistent/keygate.json', env: {} })).toThrow(/keygate\.json/);
+    const dir = mkdtempSync(join(tmpdir(), 'keygate-config-'));
+    writeFileSync(join(dir, 'bad.json'), '{ nope');
+    expect(() => loadConfig({ file: join(dir, 'bad.json'), env: {} })).toThrow(/bad\.json/);
+  });
+
+  it('durations and expiries', () => {
+    expect(parseDuration('1s')).toBe(1000);
+    expect(parseDuration('15m')).toBe(900_000);
+    expect(parseDuration('250')).toBe(250);
+    expect(parseDuration('1 fortnight')).toBeNull();
+    const now = new Date('2026-01-01T00:00:00Z');
+    expect(parseExpiry('30d', now)).toBe('2026-01-31T00:00:00.000Z');
+    expect(parseExpiry('2027-02-03', now)).toBe('2027-02-03T00:00:00.000Z');
+    expect(parseExpiry('2027-02-03T04:05:06Z', now)).toBe('2027-02-03T04:05:06.000Z');
+    expect(parseExpiry('tomorrow', now)).toBeNull();
+    expect(parseExpiry('2027-13-45', now)).toBeNull();
+  });
+});
