@@ -9,6 +9,7 @@ export class TouchBuffer {
   private pending = new Map<string, KeyUse>();
   private timer: NodeJS.Timeout | null = null;
   private inFlight: Promise<void> | null = null;
+  private stopped = false;
 
   constructor(
     private readonly write: (batch: Map<string, KeyUse>) => Promise<void>,
@@ -18,7 +19,11 @@ export class TouchBuffer {
 
   add(id: string, use: KeyUse): void {
     this.pending.set(id, use);
-    if (!this.timer) {
+    this.arm();
+  }
+
+  private arm(): void {
+    if (!this.timer && !this.stopped) {
       this.timer = setTimeout(() => {
         this.timer = null;
         void this.flush().catch(this.onError);
@@ -39,6 +44,7 @@ export class TouchBuffer {
     this.inFlight = this.write(batch)
       .catch((err: unknown) => {
         for (const [id, use] of batch) if (!this.pending.has(id)) this.pending.set(id, use);
+        this.arm(); // retry on the next tick even if no new use arrives
         throw err;
       })
       .finally(() => {
@@ -48,6 +54,7 @@ export class TouchBuffer {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
   }

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEY_RE } from '../../src/keys/format.js';
 import { builtCliAvailable, freePort, runCli, startServe } from '../helpers/cli.js';
-import { REDIS_SKIP_REASON, redisAvailable, redisCli, startRedis, startRedisCluster } from '../helpers/redis-server.js';
+import { redisAvailable, redisCli, startRedis, startRedisCluster } from '../helpers/redis-server.js';
 
 const NO_LISTENERS = ['--smtp.enabled', 'false', '--imap.enabled', 'false', '--pop3.enabled', 'false'];
 
@@ -62,7 +62,7 @@ const clusterTarget: StoreTarget = {
   teardown: async () => cluster?.stop(),
 };
 
-if (!redisAvailable()) console.warn(REDIS_SKIP_REASON);
+
 beforeAll(() => {
   if (!builtCliAvailable()) throw new Error('dist/cli.js is missing: run `npm run build` (npm test does it)');
 });
