@@ -118,12 +118,12 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
   });
 
   it(`${target.name}: a reader racing rotations never sees both keys active, nor neither`, async () => {
-    let pair: { old: KeyRecord; next: KeyRecord } | null = null;
+    const shared: { pair: { old: KeyRecord; next: KeyRecord } | null } = { pair: null };
     let stop = false;
     let samples = 0;
     const reader = (async () => {
       while (!stop) {
-        const p = pair;
+        const p = shared.pair;
         if (!p) {
           await new Promise((r) => setImmediate(r));
           continue;
@@ -145,7 +145,7 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     await store.createKey(current);
     for (let i = 0; i < 30; i++) {
       const next = key({ name: 'k', scopes: ['smtp'], account: 'a@example.com', rotatedFrom: current.id });
-      pair = { old: current, next };
+      shared.pair = { old: current, next };
       await new Promise((r) => setTimeout(r, 2));
       await store.rotateKey(current.id, next, new Date().toISOString());
       await new Promise((r) => setTimeout(r, 2));
