@@ -1,0 +1,277 @@
+import net from 'node:net';
+import type tls from 'node:tls';
+import ipaddr from 'ipaddr.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import { upgradeToTls, type TlsProvider } from '../tls/index.js';
+import { readProxyHeader } from './proxy-protocol.js';
+
+export interface Connection {
+  /** Already setNoDelay(true); implicit-TLS sockets are already through the handshake. */
+  socket: net.Socket | tls.TLSSocket;
+  /** Real client IP (from the PROXY header when enabled), IPv4-mapped IPv6 normalised to IPv4. */
+  remoteAddress: string;
+  remotePort: number;
+  secure: boolean;
+  /** The protocol registers how to say goodbye on shutdown (e.g. IMAP "* BYE ..."); default destroys the socket. */
+  onShutdown(fn: () => void): void;
+}
+
+export interface TcpListenerOptions {
+  /** e.g. 'imap' or 'imaps' (for logs). */
+  name: string;
+  protocol: 'smtp' | 'imap' | 'pop3';
+  /** port 0 = ephemeral (tests). */
+  host: string;
+  port: number;
+  implicitTls: boolean;
+  tls: TlsProvider;
+  proxyProtocol: boolean;
+  /** Open connections per client IP on this listener; 0 = no limit. */
+  maxConnectionsPerIp: number;
+  logger: Logger;
+  onConnection(conn: Connection): void;
+  /** Over the per-IP limit: returns the protocol's refusal line; the listener writes it (over TLS on implicit-TLS ports) and closes the socket. */
+  refuse(socket: net.Socket | tls.TLSSocket, reason: 'too_many_connections'): string;
+  /** When given, refusals over the per-IP limit count in keygate_rate_limited_total{surface="<protocol>_connections"}. */
+  metrics?: Metrics;
+  /** How long a PROXY header may take (default 5 s). */
+  proxyTimeoutMs?: number;
+  /** How long an implicit-TLS handshake may take (default 10 s). */
+  handshakeTimeoutMs?: number;
+}
+
+/** A refused socket is destroyed this long after its refusal line if the peer has not closed. */
+const REFUSE_LINGER_MS = 1000;
+/** After the shutdown hooks, what is still open is destroyed this long later. */
+const SHUTDOWN_KILL_MS = 1000;
+
+/** Canonical text of a client IP: IPv4-mapped IPv6 (::ffff:1.2.3.4) as IPv4, IPv6 compressed. */
+export function normalizeRemoteAddress(ip: string | undefined): string {
+  if (!ip) return '';
+  try {
+    return ipaddr.process(ip).toString();
+  } catch {
+    return ip;
+  }
+}
+
+interface Tracked {
+  raw: net.Socket;
+  socket: net.Socket | tls.TLSSocket;
+  /** Set once the socket is counted against its IP. */
+  ip: string | null;
+  /** Handed to onConnection (until then shutdown simply destroys it). */
+  live: boolean;
+  shutdown: (() => void) | null;
+}
+
+/**
+ * The shared TCP server for a mail listener: accepts, reads the PROXY header
+ * when enabled, enforces the per-IP connection limit, does the implicit-TLS
+ * handshake, and hands a ready Connection to the protocol. Socket errors are
+ * logged at debug and never escape. Pieces (readProxyHeader, upgradeToTls,
+ * normalizeRemoteAddress) are exported separately for smtp-server wiring.
+ */
+export class TcpListener {
+  private readonly server: net.Server;
+  private readonly tracked = new Set<Tracked>();
+  private readonly perIp = new Map<string, number>();
+  private readonly log: Logger;
+  private closing = false;
+  private closePromise: Promise<void> | null = null;
+  private drained: (() => void) | null = null;
+
+  constructor(private readonly opts: TcpListenerOptions) {
+    this.log = opts.logger.child({ listener: opts.name, protocol: opts.protocol });
+    this.server = net.createServer((socket) => this.accept(socket));
+    this.server.on('error', (err) => this.log.error({ err }, 'listener error'));
+  }
+
+  /** Binds host:port; rejects on EADDRINUSE and the like. */
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.server.once('error', onError);
+      this.server.listen({ host: this.opts.host, port: this.opts.port }, () => {
+        this.server.off('error', onError);
+        const a = this.address();
+        this.log.info({ host: a.host, port: a.port, implicitTls: this.opts.implicitTls, proxyProtocol: this.opts.proxyProtocol }, 'listening');
+        resolve();
+      });
+    });
+  }
+
+  address(): { host: string; port: number } {
+    const a = this.server.address();
+    if (a === null || typeof a === 'string') return { host: this.opts.host, port: this.opts.port };
+    return { host: a.address, port: a.port };
+  }
+
+  /** Open sockets, including those still in the PROXY header or TLS handshake. */
+  connections(): number {
+    return this.tracked.size;
+  }
+
+  /** Open connections counted against one client IP. */
+  connectionsFrom(ip: string): number {
+    return this.perIp.get(normalizeRemoteAddress(ip)) ?? 0;
+  }
+
+  private accept(raw: net.Socket): void {
+    raw.setNoDelay(true);
+    const t: Tracked = { raw, socket: raw, ip: null, live: false, shutdown: null };
+    const onError = (err: Error & { code?: string }): void => {
+      this.log.debug({ ip: t.ip ?? normalizeRemoteAddress(raw.remoteAddress), code: err.code, err: err.message }, 'socket error');
+    };
+    raw.on('error', onError);
+    raw.once('close', () => this.forget(t));
+    if (this.closing) {
+      raw.destroy();
+      return;
+    }
+    this.tracked.add(t);
+    void this.prepare(t, onError);
+  }
+
+  private async prepare(t: Tracked, onError: (err: Error) => void): Promise<void> {
+    const { raw } = t;
+    let remoteAddress = normalizeRemoteAddress(raw.remoteAddress);
+    let remotePort = raw.remotePort ?? 0;
+    try {
+      if (this.opts.proxyProtocol) {
+        const info = await readProxyHeader(raw, this.opts.proxyTimeoutMs);
+        if (info) {
+          remoteAddress = normalizeRemoteAddress(info.sourceAddress);
+          remotePort = info.sourcePort;
+        }
+      }
+    } catch (err) {
+      this.log.debug({ peer: remoteAddress, code: (err as { code?: string }).code, err: (err as Error).message }, 'bad or missing PROXY header; closing');
+      raw.destroy();
+      return;
+    }
+    if (raw.destroyed) return;
+
+    const max = this.opts.maxConnectionsPerIp;
+    const over = max > 0 && (this.perIp.get(remoteAddress) ?? 0) >= max;
+    if (!over) {
+      t.ip = remoteAddress;
+      this.perIp.set(remoteAddress, (this.perIp.get(remoteAddress) ?? 0) + 1);
+    }
+
+    let socket: net.Socket | tls.TLSSocket = raw;
+    if (this.opts.implicitTls) {
+      try {
+        socket = await upgradeToTls(raw, this.opts.tls, this.opts.handshakeTimeoutMs);
+      } catch (err) {
+        this.log.debug({ ip: remoteAddress, code: (err as { code?: string }).code, err: (err as Error).message }, 'TLS handshake failed');
+        raw.destroy();
+        return;
+      }
+      socket.on('error', onError);
+      socket.once('close', () => this.forget(t));
+      t.socket = socket;
+      if (this.closing) {
+        socket.destroy();
+        return;
+      }
+    }
+
+    if (over) {
+      // Debug, not info: a flood of refused connections must not flood the log too; the counter shows it.
+      this.log.debug({ ip: remoteAddress, max }, 'too many connections from one IP; refusing');
+      this.opts.metrics?.rateLimited.inc({ surface: `${this.opts.protocol}_connections` });
+      let line = '';
+      try {
+        line = this.opts.refuse(socket, 'too_many_connections');
+      } catch (err) {
+        this.log.error({ err }, 'refuse() threw');
+      }
+      socket.end(line);
+      setTimeout(() => socket.destroy(), REFUSE_LINGER_MS).unref();
+      return;
+    }
+
+    t.live = true;
+    const conn: Connection = {
+      socket,
+      remoteAddress,
+      remotePort,
+      secure: this.opts.implicitTls,
+      onShutdown: (fn) => {
+        t.shutdown = fn;
+      },
+    };
+    try {
+      this.opts.onConnection(conn);
+    } catch (err) {
+      this.log.error({ err, ip: remoteAddress }, 'connection handler threw; closing');
+      socket.destroy();
+    }
+  }
+
+  private forget(t: Tracked): void {
+    if (!this.tracked.delete(t)) return;
+    if (t.ip !== null) {
+      const n = (this.perIp.get(t.ip) ?? 1) - 1;
+      if (n <= 0) this.perIp.delete(t.ip);
+      else this.perIp.set(t.ip, n);
+    }
+    if (this.tracked.size === 0) this.drained?.();
+  }
+
+  /**
+   * Stops accepting; waits up to graceMs for connections to end; then calls
+   * each connection's onShutdown hook (default: destroy), then destroys what
+   * is left 1 s later. Connections not yet handed to the protocol (PROXY
+   * header, TLS handshake) are destroyed at the end of the grace period.
+   */
+  close(graceMs: number): Promise<void> {
+    this.closePromise ??= this.shutdown(graceMs);
+    return this.closePromise;
+  }
+
+  private async shutdown(graceMs: number): Promise<void> {
+    this.closing = true;
+    // Stops accepting now; the callback comes only once every connection has ended.
+    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (this.tracked.size > 0) await this.waitDrained(graceMs);
+    if (this.tracked.size > 0) {
+      this.log.info({ open: this.tracked.size }, 'grace period over; ending open connections');
+      for (const t of [...this.tracked]) {
+        if (!t.live || !t.shutdown) {
+          t.socket.destroy();
+          continue;
+        }
+        try {
+          t.shutdown();
+        } catch (err) {
+          this.log.debug({ err }, 'shutdown hook threw');
+          t.socket.destroy();
+        }
+      }
+      if (this.tracked.size > 0) await this.waitDrained(SHUTDOWN_KILL_MS);
+      for (const t of [...this.tracked]) {
+        t.socket.destroy();
+        t.raw.destroy();
+      }
+      // 'close' follows destroy() once libuv has closed the handle.
+      if (this.tracked.size > 0) await this.waitDrained(SHUTDOWN_KILL_MS);
+    }
+    await Promise.race([serverClosed, new Promise((r) => setTimeout(r, SHUTDOWN_KILL_MS).unref())]);
+    this.log.info('closed');
+  }
+
+  private waitDrained(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.drained = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.drained = done;
+    });
+  }
+}

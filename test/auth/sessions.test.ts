@@ -1,0 +1,262 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { SessionRegistry, type EndReason, type LiveSession } from '../../src/auth/sessions.js';
+import { newKey } from '../../src/keys/new-key.js';
+import type { KeyRecord } from '../../src/keys/record.js';
+import { Metrics } from '../../src/metrics.js';
+import { openRedisStore } from '../../src/store/redis.js';
+import { openSqliteStore } from '../../src/store/sqlite.js';
+import type { KeyStore } from '../../src/store/types.js';
+import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis-server.js';
+import { silentLogger, sleep, waitFor } from '../tls/helpers.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'keygate-sessions-'));
+let n = 0;
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+let store: KeyStore;
+let metrics: Metrics;
+let registry: SessionRegistry;
+beforeEach(async () => {
+  store = openSqliteStore(join(dir, `s${n++}.db`), { touchIntervalMs: 20 });
+  metrics = new Metrics(undefined, { processMetrics: false });
+  registry = new SessionRegistry(store, silentLogger(), metrics);
+  registry.start();
+});
+afterEach(async () => {
+  registry.stop();
+  await store.close();
+});
+
+interface FakeSession extends LiveSession {
+  ended: Array<{ reason: EndReason; at: number }>;
+  remove: () => void;
+}
+
+/** A session that, like a protocol, removes itself from the registry when it ends. */
+function session(key: KeyRecord, protocol: LiveSession['protocol'] = 'imap', account = key.account!): FakeSession {
+  const s: FakeSession = {
+    protocol,
+    keyId: key.id,
+    account,
+    expiresAt: key.expiresAt,
+    ended: [],
+    remove: () => {},
+    end(reason) {
+      s.ended.push({ reason, at: Date.now() });
+      s.remove();
+    },
+  };
+  s.remove = registry.add(s);
+  return s;
+}
+
+async function makeKey(account: string, extra: { expiresAt?: string } = {}): Promise<KeyRecord> {
+  await store.ensureAccount(account);
+  const { record } = newKey({ name: 'k', account, scopes: ['imap', 'smtp', 'pop3'], ...extra });
+  await store.createKey(record);
+  return record;
+}
+
+async function gauge(protocol: string): Promise<number> {
+  const m = await metrics.sessions.get();
+  return m.values.find((v) => v.labels.protocol === protocol)?.value ?? 0;
+}
+
+describe('SessionRegistry', () => {
+  it('ends every session of a revoked key within 1 s, and only those', async () => {
+    const key = await makeKey('alice@example.com');
+    const other = await makeKey('alice@example.com');
+    const a = session(key, 'imap');
+    const b = session(key, 'smtp');
+    const c = session(other, 'imap');
+    expect(registry.count()).toBe(3);
+    const t0 = Date.now();
+    await store.revokeKey(key.id, new Date().toISOString());
+    expect(await waitFor(() => a.ended.length === 1 && b.ended.length === 1, 1000)).toBe(true);
+    expect(a.ended[0]!.reason).toBe('revoked');
+    expect(b.ended[0]!.at - t0).toBeLessThan(1000);
+    expect(c.ended).toEqual([]);
+    expect(registry.count()).toBe(1);
+    expect(registry.count('imap')).toBe(1);
+    expect(registry.count('smtp')).toBe(0);
+  });
+
+  it('ends the old key’s sessions on rotation; the new key’s stay', async () => {
+    const old = await makeKey('bob@example.com');
+    const s = session(old, 'pop3');
+    const { record: next } = newKey({ name: 'k2', account: 'bob@example.com', scopes: ['imap'], rotatedFrom: old.id });
+    await store.rotateKey(old.id, next, new Date().toISOString());
+    const fresh = session(next, 'imap');
+    expect(await waitFor(() => s.ended.length === 1, 1000)).toBe(true);
+    expect(s.ended[0]!.reason).toBe('revoked');
+    await sleep(50);
+    expect(fresh.ended).toEqual([]);
+  });
+
+  it('ends an account’s sessions when it is disabled (any key, any case), not when it is changed otherwise', async () => {
+    const k1 = await makeKey('carol@example.com');
+    const k2 = await makeKey('carol@example.com');
+    const dave = await makeKey('dave@example.com');
+    const s1 = session(k1, 'imap', 'Carol@Example.com');
+    const s2 = session(k2, 'smtp');
+    const d = session(dave);
+    await store.updateAccount('carol@example.com', { displayName: 'Carol' });
+    await sleep(100);
+    expect(s1.ended).toEqual([]);
+    const t0 = Date.now();
+    await store.updateAccount('carol@example.com', { disabled: true });
+    expect(await waitFor(() => s1.ended.length === 1 && s2.ended.length === 1, 1000)).toBe(true);
+    expect(s1.ended[0]!.reason).toBe('account_disabled');
+    expect(s2.ended[0]!.at - t0).toBeLessThan(1000);
+    expect(d.ended).toEqual([]);
+  });
+
+  it('ends an account’s sessions when the account is deleted', async () => {
+    const k = await makeKey('erin@example.com');
+    const s = session(k);
+    await store.deleteAccount('erin@example.com', new Date().toISOString());
+    expect(await waitFor(() => s.ended.length === 1, 1000)).toBe(true);
+    expect(['revoked', 'account_disabled']).toContain(s.ended[0]!.reason);
+  });
+
+  it('ends a session when its key expires, within 1 s of the expiry', async () => {
+    const expiresAt = new Date(Date.now() + 600).toISOString();
+    const k = await makeKey('frank@example.com', { expiresAt });
+    const never = await makeKey('frank@example.com');
+    const s = session(k);
+    const stays = session(never);
+    expect(await waitFor(() => s.ended.length === 1, 2000)).toBe(true);
+    expect(s.ended[0]!.reason).toBe('expired');
+    const late = s.ended[0]!.at - Date.parse(expiresAt);
+    expect(late).toBeGreaterThanOrEqual(0);
+    expect(late).toBeLessThan(1000);
+    expect(stays.ended).toEqual([]);
+  });
+
+  it('ends a session registered just after its key was revoked (login raced the revocation)', async () => {
+    const k = await makeKey('gina@example.com');
+    await store.revokeKey(k.id, new Date().toISOString());
+    const s = session(k);
+    expect(await waitFor(() => s.ended.length === 1, 1000)).toBe(true);
+    expect(s.ended[0]!.reason).toBe('revoked');
+
+    const k2 = await makeKey('hal@example.com');
+    await store.updateAccount('hal@example.com', { disabled: true });
+    await sleep(50);
+    const s2 = session(k2);
+    expect(await waitFor(() => s2.ended.length === 1, 1000)).toBe(true);
+    expect(s2.ended[0]!.reason).toBe('account_disabled');
+    // Enabled again: new sessions stay.
+    await store.updateAccount('hal@example.com', { disabled: false });
+    await sleep(50);
+    const s3 = session(k2);
+    await sleep(100);
+    expect(s3.ended).toEqual([]);
+  });
+
+  it('calls end at most once per session, however many reasons arrive', async () => {
+    const k = await makeKey('ivy@example.com', { expiresAt: new Date(Date.now() + 300).toISOString() });
+    const calls: EndReason[] = [];
+    // A session that does not remove itself, and whose end throws.
+    const s: LiveSession = {
+      protocol: 'imap',
+      keyId: k.id,
+      account: 'ivy@example.com',
+      expiresAt: k.expiresAt,
+      end(reason) {
+        calls.push(reason);
+        throw new Error('socket already gone');
+      },
+    };
+    const remove = registry.add(s);
+    const other = session(await makeKey('ivy@example.com'));
+    await store.updateAccount('ivy@example.com', { disabled: true });
+    await store.revokeKey(k.id, new Date().toISOString());
+    await sleep(600);
+    registry.endAll('shutdown');
+    remove();
+    remove();
+    expect(calls).toHaveLength(1);
+    expect(other.ended).toHaveLength(1);
+    expect(registry.count()).toBe(0);
+  });
+
+  it('keeps keygate_sessions{protocol} right', async () => {
+    const k = await makeKey('jo@example.com');
+    const a = session(k, 'imap');
+    session(k, 'imap');
+    const c = session(await makeKey('kim@example.com'), 'smtp');
+    expect(await gauge('imap')).toBe(2);
+    expect(await gauge('smtp')).toBe(1);
+    expect(await gauge('pop3')).toBe(0);
+    a.remove();
+    a.remove(); // idempotent
+    expect(await gauge('imap')).toBe(1);
+    await store.revokeKey(k.id, new Date().toISOString());
+    expect(await waitFor(async () => (await gauge('imap')) === 0, 1000)).toBe(true);
+    expect(await gauge('smtp')).toBe(1);
+    c.remove();
+    expect(await gauge('smtp')).toBe(0);
+    expect(registry.count()).toBe(0);
+  });
+
+  it('endAll ends everything with the given reason', async () => {
+    const k = await makeKey('lee@example.com');
+    const list = [session(k, 'imap'), session(k, 'pop3'), session(k, 'smtp')];
+    registry.endAll('shutdown');
+    expect(list.map((s) => s.ended.map((e) => e.reason))).toEqual([['shutdown'], ['shutdown'], ['shutdown']]);
+    expect(registry.count()).toBe(0);
+  });
+
+  it('stops listening after stop()', async () => {
+    const k = await makeKey('max@example.com');
+    const s = session(k);
+    registry.stop();
+    await store.revokeKey(k.id, new Date().toISOString());
+    await sleep(400);
+    expect(s.ended).toEqual([]);
+    registry.start();
+  });
+});
+
+describe.runIf(redisAvailable())('SessionRegistry across instances (Redis store, pub/sub)', () => {
+  let server: RedisServer;
+  beforeAll(async () => {
+    server = await startRedis();
+  });
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('ends a session on instance B when its key is revoked or its account disabled through instance A', async () => {
+    const ns = `s${Date.now().toString(36)}`;
+    const a = await openRedisStore(server.url, { namespace: ns, touchIntervalMs: 20 });
+    const b = await openRedisStore(server.url, { namespace: ns, touchIntervalMs: 20 });
+    const regB = new SessionRegistry(b, silentLogger());
+    regB.start();
+    try {
+      await a.ensureAccount('nan@example.com');
+      const { record } = newKey({ name: 'k', account: 'nan@example.com', scopes: ['imap'] });
+      await a.createKey(record);
+      const other = newKey({ name: 'k2', account: 'nan@example.com', scopes: ['imap'] }).record;
+      await a.createKey(other);
+      const ended: EndReason[] = [];
+      const mk = (key: KeyRecord): LiveSession => ({ protocol: 'imap', keyId: key.id, account: 'nan@example.com', expiresAt: null, end: (r) => ended.push(r) });
+      regB.add(mk(record));
+      regB.add(mk(other));
+      await a.revokeKey(record.id, new Date().toISOString());
+      expect(await waitFor(() => ended.length === 1, 1000)).toBe(true);
+      expect(ended).toEqual(['revoked']);
+      await a.updateAccount('nan@example.com', { disabled: true });
+      expect(await waitFor(() => ended.length === 2, 1000)).toBe(true);
+      expect(ended).toEqual(['revoked', 'account_disabled']);
+    } finally {
+      regB.stop();
+      await a.close();
+      await b.close();
+    }
+  });
+});
