@@ -1,4 +1,3 @@
-import swagger from '@fastify/swagger';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
@@ -8,12 +7,19 @@ import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { ScopeGrantError } from '../services/credentials.js';
 import { InputError } from '../services/tokens.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from '../store/errors.js';
+import { createRedisClient, type RedisClient } from '../store/redis-connect.js';
 import type { KeyStore } from '../store/types.js';
 import { errorBody, HttpError } from './errors.js';
 import { authPlugin } from './plugins/auth.js';
+import { docsPlugin } from './plugins/docs.js';
+import { rateLimitPlugin } from './plugins/rate-limit.js';
+import { accountRoutes } from './routes/accounts/index.js';
 import { healthRoutes } from './routes/health.js';
+import { metricsRoutes } from './routes/metrics.js';
+import { credentialRoutes } from './routes/smtp-credentials/index.js';
 import { tokenRoutes } from './routes/tokens/index.js';
 
 export interface AppDeps {
@@ -22,6 +28,8 @@ export interface AppDeps {
   logger: Logger;
   metrics: Metrics;
   authenticator: Authenticator;
+  /** Prefix of the rate-limit counters in Redis (when `dbs.redis` is set); tests use their own. */
+  rateLimitNamespace?: string;
 }
 
 /** Builds the control plane. `server.ts` only listens; tests use `app.inject`. */
@@ -31,12 +39,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: logger,
     bodyLimit: config.http.bodyLimit,
     trustProxy: config.http.trustProxy,
-    disableRequestLogging: false,
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: true, useDefaults: true },
       plugins: [addFormats as never],
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // Clients often send `Content-Type: application/json` with no body on POST …/rotate: treat that as no body.
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) =>
+    body === '' ? done(null, undefined) : json(req, body as string, done),
+  );
 
   app.setErrorHandler((error: unknown, req, reply) => {
     const err = error as FastifyError;
@@ -52,6 +66,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (error instanceof InputError) return send(400, 'validation', error.message, error.field ? [{ field: `body.${error.field}`, message: error.message }] : undefined);
     if (error instanceof UnknownScopeError) return send(400, 'validation', err.message, [{ field: 'body.scopes', message: err.message }]);
     if (error instanceof MalformedBlobError) return send(400, 'validation', err.message, [{ field: 'body.blob', message: err.message }]);
+    if (error instanceof ScopeGrantError) return send(403, 'forbidden', error.message, { missingScope: error.missing[0], missingScopes: error.missing });
     if (error instanceof NotFoundError) return send(404, 'not_found', 'Not found');
     if (error instanceof ConflictError) return send(409, 'conflict', err.message);
     if (error instanceof StoreUnavailableError) {
@@ -71,16 +86,46 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics.httpRequests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
   });
 
-  await app.register(swagger, {
-    openapi: {
-      openapi: '3.0.3',
-      info: { title: 'Keygate control plane', version: '0.1.0', description: 'Issue, list, rotate and revoke scoped keys for SMTP, IMAP and POP3.' },
-      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' }, access_token: { type: 'apiKey', in: 'query', name: 'access_token' } } },
-    },
-  });
-  await app.register(authPlugin, { authenticator });
-  await app.register(healthRoutes, { store });
-  await app.register(tokenRoutes, { store });
-  app.get('/openapi.json', { config: { auth: false }, schema: { hide: true } }, async () => app.swagger());
+  // Rate-limit counters live where the keys live: shared in Redis, in-process with SQLite.
+  let redis: RedisClient | null = null;
+  if (config.dbs.redis !== '') {
+    redis = createRedisClient(config.dbs.redis, { connectionName: 'keygate-rate-limit' });
+    redis.on('error', () => {}); // failed commands are handled (and logged) by the limiter
+    await whenReady(redis, 3000);
+    app.addHook('onClose', async () => {
+      await redis!.quit().catch(() => redis!.disconnect());
+    });
+  }
+
+  try {
+    // Order matters: docs (OpenAPI collects routes registered after it), the one
+    // auth hook, rate limits (they attach to routes as they are registered), routes.
+    await app.register(docsPlugin);
+    await app.register(authPlugin, { authenticator });
+    await app.register(rateLimitPlugin, { config, metrics, redis, namespace: deps.rateLimitNamespace ?? 'keygate:rl:' });
+    await app.register(healthRoutes, { store });
+    await app.register(metricsRoutes, { metrics });
+    await app.register(credentialRoutes, { store, config, mode: 'own' });
+    await app.register(credentialRoutes, { store, config, mode: 'admin' });
+    await app.register(accountRoutes, { store });
+    await app.register(tokenRoutes, { store });
+  } catch (err) {
+    redis?.disconnect();
+    throw err;
+  }
   return app as unknown as FastifyInstance;
+}
+
+/** Waits until the client is connected, at most `ms`; limits fail open (and log) meanwhile. */
+function whenReady(client: RedisClient, ms: number): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    client.once('ready', done);
+    function done(): void {
+      clearTimeout(timer);
+      client.off('ready', done);
+      resolve();
+    }
+  });
 }

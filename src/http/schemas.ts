@@ -1,5 +1,6 @@
 import { Type } from 'typebox';
-import { isActive, type KeyRecord } from '../keys/record.js';
+import { isActive, type AccountRecord, type KeyRecord } from '../keys/record.js';
+import { SCOPE_ALIASES, SCOPES } from '../keys/scopes.js';
 
 /** Shared response shapes. */
 export const ErrorBody = Type.Object({
@@ -42,3 +43,63 @@ export function tokenView(k: KeyRecord) {
 
 /** Standard error responses for authenticated routes, for OpenAPI. */
 export const AUTH_ERRORS = { 401: ErrorBody, 403: ErrorBody, 429: ErrorBody } as const;
+
+/** Security requirement for every authenticated route: Bearer header or `?access_token=`. */
+export const KEY_SECURITY: { [scheme: string]: string[] }[] = [{ bearer: [] }, { access_token: [] }];
+
+/** A key as the SMTP Credentials API shows it (reference 004); never the key itself or its hash. */
+export const CredentialKey = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  createdAt: Type.String({ format: 'date-time' }),
+  lastUsedAt: Nullable(Type.String({ format: 'date-time' })),
+  isActive: Type.Boolean(),
+  scopes: Type.Array(Type.String()),
+  expiresAt: Type.Optional(Type.String({ format: 'date-time' })),
+  lastUsedIp: Type.Optional(Type.String()),
+  lastUsedProtocol: Type.Optional(Type.String()),
+  platform: Type.Optional(Type.String()),
+  deviceId: Type.Optional(Type.String()),
+});
+
+/** A key just made (create, rotate, mobile): the one response that carries `apiKey`. */
+export const CreatedCredentialKey = Type.Object({
+  ...CredentialKey.properties,
+  apiKey: Type.String({ description: 'The key. Shown in this response only; store it now.' }),
+});
+
+/** The reference's key object, with the optional fields only where set. */
+export function credentialView(k: KeyRecord, now: Date = new Date()) {
+  return {
+    id: k.id,
+    name: k.name,
+    createdAt: k.createdAt,
+    lastUsedAt: k.lastUsedAt,
+    isActive: isActive(k, now),
+    scopes: k.scopes,
+    ...(k.expiresAt !== null && { expiresAt: k.expiresAt }),
+    ...(k.lastUsedIp !== null && { lastUsedIp: k.lastUsedIp }),
+    ...(k.lastUsedProtocol !== null && { lastUsedProtocol: k.lastUsedProtocol }),
+    ...(k.platform !== null && { platform: k.platform }),
+    ...(k.deviceId !== null && { deviceId: k.deviceId }),
+  };
+}
+
+/** An account as the API shows it. `upstream` is reserved for proxy routing and never returned. */
+export const AccountView = Type.Object({
+  address: Type.String(),
+  displayName: Nullable(Type.String()),
+  aliases: Type.Array(Type.String()),
+  disabled: Type.Boolean(),
+  createdAt: Type.String({ format: 'date-time' }),
+});
+
+export function accountView(a: AccountRecord) {
+  return { address: a.address, displayName: a.displayName, aliases: a.aliases, disabled: a.disabled, createdAt: a.createdAt };
+}
+
+/** A scope name or input alias, as request bodies accept them. */
+export const ScopeName = Type.Union([...SCOPES, ...Object.keys(SCOPE_ALIASES)].map((s) => Type.Literal(s)));
+
+/** A human-readable name: 1-100 characters, no control characters. */
+export const KeyName = Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]*$' });

@@ -14,9 +14,12 @@ export interface Principal {
 
 /**
  * Per-route access rule, in the route's `config.auth`: `false` for public
- * routes; otherwise a function naming the policy action from the request.
+ * routes; otherwise a function naming the policy action from the request and
+ * the presented (already identified) key. It may throw an HttpError when the
+ * request names no action this key could ever be allowed (e.g. "my own
+ * account" from an unbound key).
  */
-export type RouteAuth = false | ((req: FastifyRequest) => Action);
+export type RouteAuth = false | ((req: FastifyRequest, key: KeyRecord) => Action);
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -61,7 +64,13 @@ export const authPlugin = fp<{ authenticator: Authenticator }>(
         throw unauthorized(reply, id.reason);
       }
       if (rule === undefined) throw new HttpError('forbidden', 'This route has no access rule');
-      const action = rule(req);
+      let action: Action;
+      try {
+        action = rule(req, id.key);
+      } catch (err) {
+        authenticator.audit('http', req.ip, id.key.account, { ok: false, reason: 'no_action', keyId: id.key.id });
+        throw err;
+      }
       const decision = authenticator.authorize(id, action, req.ip);
       if (!decision.allowed) {
         authenticator.audit('http', req.ip, id.key.account, { ok: false, reason: decision.reason, keyId: id.key.id });

@@ -1,0 +1,201 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import type { Config } from '../../../config.js';
+import type { Action } from '../../../keys/policy.js';
+import { normalizeAddress, type KeyRecord } from '../../../keys/record.js';
+import {
+  createCredential,
+  createMobileCredential,
+  listCredentials,
+  PLATFORMS,
+  revokeCredential,
+  rotateCredential,
+} from '../../../services/credentials.js';
+import { NotFoundError } from '../../../store/errors.js';
+import type { KeyStore } from '../../../store/types.js';
+import { HttpError } from '../../errors.js';
+import {
+  AUTH_ERRORS,
+  CreatedCredentialKey,
+  CredentialKey,
+  credentialView,
+  ErrorBody,
+  KEY_SECURITY,
+  KeyName,
+  Nullable,
+  ScopeName,
+} from '../../schemas.js';
+
+/**
+ * The SMTP Credentials API (reference 004), field for field. One set of
+ * handlers, mounted twice:
+ *  - `own`   at /api/smtp-credentials: the account is the calling key's own;
+ *            an unbound key has none, so it gets 403.
+ *  - `admin` at /api/accounts/{account}/smtp-credentials: the account is in
+ *            the URL (administrator keys; the policy decides who may act on it).
+ * Reads need `api:read`, everything else `api:write` (`app` and `*` imply both).
+ */
+export type CredentialsMode = 'own' | 'admin';
+
+export interface CredentialRoutesOptions {
+  store: KeyStore;
+  config: Pick<Config, 'public'>;
+  mode: CredentialsMode;
+}
+
+const Address = Type.String({ format: 'email', maxLength: 254 });
+const KeyId = Type.String({ minLength: 1, maxLength: 100 });
+const Endpoint = Type.Object({ serverName: Type.String(), port: Type.Integer(), securePort: Type.Integer(), enabled: Type.Boolean() });
+const ConnectionInfo = Type.Object({ smtp: Endpoint, pop3: Endpoint, imap: Endpoint });
+
+const CreateBody = Type.Object(
+  {
+    name: KeyName,
+    scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20, description: 'smtp, pop3, imap, api:read, api:write, app, internal (and *, metrics, api)' }),
+    expiresAt: Type.Optional(Nullable(Type.String({ format: 'date-time' }))),
+    allowedIps: Type.Optional(Nullable(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100, description: 'IP addresses or CIDR ranges' }))),
+  },
+  { additionalProperties: false },
+);
+
+const MobileBody = Type.Object(
+  {
+    name: KeyName,
+    platform: Type.Union(PLATFORMS.map((p) => Type.Literal(p))),
+    deviceId: Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
+  },
+  { additionalProperties: false },
+);
+
+const NO_STORE = 'no-store';
+
+export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesOptions> = async (app, { store, config, mode }) => {
+  const admin = mode === 'admin';
+  const base = admin ? '/api/accounts/:account/smtp-credentials' : '/api/smtp-credentials';
+  const who = admin ? ' of the account in the URL (administrator keys)' : ' of the calling key’s account';
+  const AccountParam: Record<string, typeof Address> = admin ? { account: Address } : {};
+  const BaseParams = Type.Object({ ...AccountParam });
+  const KeyParams = Type.Object({ ...AccountParam, keyId: KeyId });
+
+  /** The account acted on: the key's own, or the URL's. */
+  const accountOf = (req: FastifyRequest, key: KeyRecord): string => {
+    if (admin) return normalizeAddress((req.params as { account: string }).account);
+    if (key.account === null) {
+      throw new HttpError('forbidden', 'This key is not bound to an account; administrator keys use /api/accounts/{account}/smtp-credentials');
+    }
+    return key.account;
+  };
+  const rule =
+    (access: 'read' | 'write') =>
+    (req: FastifyRequest, key: KeyRecord): Action => ({ kind: 'api', access, account: accountOf(req, key) });
+  const caller = (req: FastifyRequest): KeyRecord => req.principal!.key;
+  const common = { tags: ['smtp-credentials'], security: KEY_SECURITY };
+  const read = { auth: rule('read'), limit: 'credentials' as const };
+  const write = { auth: rule('write'), limit: 'credentials' as const };
+
+  app.get(
+    base,
+    {
+      config: read,
+      schema: {
+        ...common,
+        summary: `Connection info and the active keys${who}`,
+        description:
+          'Lists active keys only (revoked and expired keys are left out), newest first. `expiresAt`, `lastUsedIp`, `lastUsedProtocol`, `platform` and `deviceId` appear only where set. Never returns a key.',
+        params: BaseParams,
+        response: {
+          200: Type.Object({ connectionInfo: ConnectionInfo, keys: Type.Array(CredentialKey) }),
+          ...(admin && { 404: ErrorBody }),
+          ...AUTH_ERRORS,
+        },
+      },
+    },
+    async (req) => {
+      const account = accountOf(req, caller(req));
+      if (admin && !(await store.getAccount(account))) throw new HttpError('not_found', 'No such account');
+      const now = new Date();
+      const p = config.public;
+      return {
+        connectionInfo: { smtp: p.smtp, pop3: p.pop3, imap: p.imap },
+        keys: (await listCredentials(store, account, now)).map((k) => credentialView(k, now)),
+      };
+    },
+  );
+
+  app.post(
+    base,
+    {
+      config: write,
+      schema: {
+        ...common,
+        summary: `Create a key${who}; the key is in this response only`,
+        description: 'A key may only grant scopes its creator holds (403 names the first missing one); `*` only by a `*` key.',
+        params: BaseParams,
+        body: CreateBody,
+        response: { 201: CreatedCredentialKey, 400: ErrorBody, ...AUTH_ERRORS },
+      },
+    },
+    async (req, reply) => {
+      const { key, record } = await createCredential(store, caller(req), accountOf(req, caller(req)), req.body);
+      return reply.code(201).header('cache-control', NO_STORE).send({ ...credentialView(record), apiKey: key });
+    },
+  );
+
+  app.post(
+    `${base}/mobile`,
+    {
+      config: write,
+      schema: {
+        ...common,
+        summary: `Create a mail-app key (smtp, imap, pop3) for one device${who}; replaces that device's previous key`,
+        params: BaseParams,
+        body: MobileBody,
+        response: { 201: CreatedCredentialKey, 400: ErrorBody, 409: ErrorBody, ...AUTH_ERRORS },
+      },
+    },
+    async (req, reply) => {
+      const { key, record } = await createMobileCredential(store, caller(req), accountOf(req, caller(req)), req.body);
+      return reply.code(201).header('cache-control', NO_STORE).send({ ...credentialView(record), apiKey: key });
+    },
+  );
+
+  app.delete(
+    `${base}/:keyId`,
+    {
+      config: write,
+      schema: {
+        ...common,
+        summary: `Revoke a key${who}; its clients lose access at once`,
+        params: KeyParams,
+        response: { 204: Type.Null(), 400: ErrorBody, 404: ErrorBody, ...AUTH_ERRORS },
+      },
+    },
+    async (req, reply) => {
+      await revokeCredential(store, accountOf(req, caller(req)), req.params.keyId).catch(keyNotFound);
+      return reply.code(204).send(null);
+    },
+  );
+
+  app.post(
+    `${base}/:keyId/rotate`,
+    {
+      config: write,
+      schema: {
+        ...common,
+        summary: `Rotate a key${who}: a new key with the same name and scopes, the old one revoked in the same atomic step`,
+        params: KeyParams,
+        response: { 200: CreatedCredentialKey, 400: ErrorBody, 404: ErrorBody, 409: ErrorBody, ...AUTH_ERRORS },
+      },
+    },
+    async (req, reply) => {
+      const { key, record } = await rotateCredential(store, caller(req), accountOf(req, caller(req)), req.params.keyId).catch(keyNotFound);
+      return reply.code(200).header('cache-control', NO_STORE).send({ ...credentialView(record), apiKey: key });
+    },
+  );
+};
+
+function keyNotFound(err: unknown): never {
+  if (err instanceof NotFoundError) throw new HttpError('not_found', 'No such key');
+  throw err;
+}
