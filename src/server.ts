@@ -1,41 +1,83 @@
 import type { FastifyInstance } from 'fastify';
 import { Authenticator } from './auth/authenticate.js';
+import { createLoginLimiter, type LoginLimiterWithClose } from './auth/limits.js';
+import { SessionRegistry } from './auth/sessions.js';
+import { NO_BACKENDS, type Backends } from './backends/types.js';
 import type { Config } from './config.js';
 import { buildApp } from './http/app.js';
+import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
 import { importPreparedTokens } from './services/tokens.js';
 import { describeStore, openStore } from './store/index.js';
 import type { KeyStore } from './store/types.js';
+import { createTlsProvider, type TlsProvider } from './tls/index.js';
 
 export interface RunningServer {
   store: KeyStore;
   app: FastifyInstance;
   authenticator: Authenticator;
   metrics: Metrics;
-  /** Stops accepting, lets open work finish, then closes the store. */
+  sessions: SessionRegistry;
+  tls: TlsProvider;
+  listeners: Listeners;
+  /**
+   * Stops accepting everywhere, lets open sessions finish for up to
+   * `config.shutdownGrace`, ends what is left, then closes the store.
+   */
   close(): Promise<void>;
 }
 
-/** Opens the store, imports prepared tokens, then opens the listeners. */
-export async function startServer(config: Config, logger: Logger): Promise<RunningServer> {
+/** Repeats of the very same failed credential from one IP within this window count once against the login limits. */
+const LOGIN_RETRY_DEDUPE_MS = 30_000;
+
+export interface StartOptions {
+  /** What logged-in sessions are handed to; none by default. */
+  backends?: Backends;
+}
+
+/** Opens the store, imports prepared tokens, then opens the control plane and the mail listeners. */
+export async function startServer(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
   const store = await openStore(config, logger);
+  let limiter: LoginLimiterWithClose | null = null;
+  let tls: TlsProvider | null = null;
+  let sessions: SessionRegistry | null = null;
+  let app: FastifyInstance | null = null;
   try {
     if (config.preparedToken !== '') await importPreparedTokens(store, config.preparedToken, logger);
     const metrics = new Metrics(store);
     const authenticator = new Authenticator(store, logger, metrics);
-    const app = await buildApp({ config, store, logger, metrics, authenticator });
+    tls = await createTlsProvider(config, logger);
+    // A client retrying one refused key with each mechanism it knows is one guess, not three.
+    limiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
+    authenticator.limiter = limiter;
+    sessions = new SessionRegistry(store, logger, metrics);
+    sessions.start();
+    app = await buildApp({ config, store, logger, metrics, authenticator });
     await app.listen({ host: config.http.host, port: config.http.port });
-    logger.info({ store: describeStore(config), http: `${config.http.host}:${config.http.port}` }, 'Keygate started');
+    const listeners = await startListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? NO_BACKENDS, metrics });
+    logger.info(
+      { store: describeStore(config), http: `${config.http.host}:${config.http.port}`, listeners: listeners.all.map((l) => `${l.name}=${l.address().host}:${l.address().port}`) },
+      'Keygate started',
+    );
+    const running = { app, limiter, tls, sessions };
     let closing: Promise<void> | null = null;
     return {
       store,
       app,
       authenticator,
       metrics,
+      sessions,
+      tls,
+      listeners,
       close() {
         closing ??= (async () => {
-          await app.close();
+          // Both stop accepting at once; mail sessions get the grace period.
+          await Promise.all([listeners.close(config.shutdownGrace), running.app.close()]);
+          running.sessions.endAll('shutdown');
+          running.sessions.stop();
+          await running.limiter.close();
+          running.tls.close();
           await store.close();
           logger.info('Keygate stopped');
         })();
@@ -43,6 +85,10 @@ export async function startServer(config: Config, logger: Logger): Promise<Runni
       },
     };
   } catch (err) {
+    await app?.close().catch(() => {});
+    sessions?.stop();
+    await limiter?.close().catch(() => {});
+    tls?.close();
     await store.close().catch(() => {});
     throw err;
   }

@@ -1,0 +1,317 @@
+/**
+ * `npm run bench:auth`: login cycles (connect → greeting → login → logout)
+ * against the built `keygate serve`, and the same IMAP and POP3 cycles
+ * against a private Dovecot (defaults and tuned) when it is installed.
+ *
+ * Measures cycles/s, server CPU seconds per 1,000 cycles (from
+ * /proc/PID/stat), the login command's p50/p99, at concurrency 1, 8 and 32,
+ * plaintext and TLS, on SQLite and Redis; and PSS per idle logged-in IMAP
+ * connection (1,000 connections). Load comes from forked worker processes,
+ * never from the server's event loop. Prints markdown tables.
+ *
+ * Knobs (environment): BENCH_SECONDS (measured seconds per cell, default 2.5),
+ * BENCH_WARMUP (seconds, default 0.6), BENCH_IDLE (idle connections, default
+ * 1000), BENCH_WORKERS (load processes, default 2), BENCH_ONLY (comma list of
+ * sections: keygate,redis,memory,dovecot,baseline), BENCH_PROTOCOLS (default
+ * imap,pop3,smtp).
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, release, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { dovecotAvailable, startDovecot } from '../test/helpers/dovecot.js';
+import { LoadPool, type LoadResult } from './lib/load.js';
+import type { Target } from './lib/load-worker.js';
+import { processCpu, processPss, treeCpu, treePss } from './lib/proc.js';
+import type { BenchProtocol } from './lib/protocols.js';
+import { issueKey, sleep, startCanned, startKeygate, startRedis, type KeygateServer } from './lib/servers.js';
+import { fmt, table } from './lib/stats.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 2.5);
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 0.6);
+const IDLE = Number(process.env.BENCH_IDLE ?? 1000);
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'keygate,redis,memory,dovecot,baseline').split(','));
+const CONCURRENCY = [1, 8, 32];
+const PROTOCOLS = (process.env.BENCH_PROTOCOLS ?? 'imap,pop3,smtp').split(',') as BenchProtocol[];
+const ACCOUNT = 'bench@example.com';
+/** Dovecot's defaults cap a service at 100 processes; its default-mode memory run stays below that. */
+const DOVECOT_DEFAULT_IDLE = 90;
+
+interface Cell extends LoadResult {
+  server: string;
+  store: string;
+  protocol: BenchProtocol;
+  tls: boolean;
+  concurrency: number;
+  cpu: number;
+}
+
+interface MemoryRow {
+  server: string;
+  transport: string;
+  connections: number;
+  before: number;
+  after: number;
+}
+
+const progress = (msg: string): void => void process.stderr.write(`${msg}\n`);
+
+/** One cell: warm up, then measure load and the server's CPU over the same window. */
+async function measure(pool: LoadPool, cpuOf: () => number, target: Target, concurrency: number, labels: Pick<Cell, 'server' | 'store'>): Promise<Cell> {
+  await pool.run(target, concurrency, WARMUP * 1000);
+  const cpu0 = cpuOf();
+  const r = await pool.run(target, concurrency, SECONDS * 1000);
+  const cpu = cpuOf() - cpu0;
+  const cell: Cell = { ...r, ...labels, protocol: target.protocol, tls: target.tls, concurrency, cpu };
+  progress(
+    `  ${labels.server}/${labels.store} ${target.protocol}${target.tls ? '+tls' : ''} c=${concurrency}: ${fmt(r.cyclesPerSecond)} cycles/s, ` +
+      `${fmt((cpu / r.cycles) * 1000, 3)} CPU s/1k, p50 ${fmt(r.loginP50, 2)} ms, p99 ${fmt(r.loginP99, 2)} ms${r.errors ? `, ${r.errors} errors (${r.firstError})` : ''}`,
+  );
+  return cell;
+}
+
+function keygatePort(server: KeygateServer, protocol: BenchProtocol, tls: boolean): number {
+  const p = server.ports;
+  return { imap: tls ? p.imaps : p.imap, pop3: tls ? p.pop3s : p.pop3, smtp: tls ? p.smtps : p.smtp }[protocol];
+}
+
+async function keygateCells(pool: LoadPool, server: KeygateServer, store: string, pass: string): Promise<Cell[]> {
+  const cells: Cell[] = [];
+  for (const protocol of PROTOCOLS) {
+    for (const tls of [false, true]) {
+      for (const c of CONCURRENCY) {
+        const target: Target = { protocol, port: keygatePort(server, protocol, tls), tls, creds: { user: ACCOUNT, pass } };
+        cells.push(await measure(pool, () => processCpu(server.pid), target, c, { server: 'keygate', store }));
+      }
+    }
+  }
+  return cells;
+}
+
+/**
+ * PSS growth while `count` logged-in connections sit idle, on a freshly
+ * started server: a few cycles first (so code loaded on first use is not
+ * charged to the connections), then PSS before, open and log in `count`
+ * connections, let it settle, PSS after.
+ */
+async function idleMemory(pool: LoadPool, pss: () => number, target: Target, count: number, label: Omit<MemoryRow, 'connections' | 'before' | 'after'>): Promise<MemoryRow> {
+  await pool.run(target, 1, 150);
+  await sleep(1000);
+  const before = pss();
+  const held = await pool.hold(target, count);
+  if (held.errors) progress(`  ${held.errors} connections failed to log in (${held.firstError})`);
+  await sleep(3000);
+  const after = pss();
+  await pool.release();
+  const row = { ...label, connections: held.held, before, after };
+  progress(`  ${label.server} ${label.transport}: ${fmt((after - before) / held.held / 1024, 1)} KB per idle connection (${held.held} connections)`);
+  return row;
+}
+
+function machine(): string {
+  const version = (cmd: string, args: string[]): string => {
+    try {
+      return execFileSync(cmd, args, { encoding: 'utf8' }).trim().split('\n')[0]!;
+    } catch {
+      return 'not installed';
+    }
+  };
+  const c = cpus();
+  return [
+    `${c.length} × ${c[0]?.model ?? 'CPU'}`,
+    `${fmt(totalmem() / 2 ** 30, 0)} GiB RAM`,
+    `Linux ${release()}`,
+    `Node ${process.version}`,
+    `Dovecot ${version('dovecot', ['--version'])}`,
+    version('redis-server', ['--version']).replace(/^Redis server v=(\S+).*/, 'Redis $1'),
+  ].join(', ');
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-auth-'));
+  const pool = new LoadPool(WORKERS);
+  const cells: Cell[] = [];
+  const memory: MemoryRow[] = [];
+  const started = Date.now();
+  try {
+    const sqlite = ['--db.path', join(dir, 'keys.db')];
+    const key = await issueKey(sqlite, ACCOUNT);
+
+    if (ONLY.has('keygate')) {
+      progress('Keygate, SQLite store');
+      const server = await startKeygate(dir, 'keygate-sqlite', sqlite);
+      try {
+        cells.push(...(await keygateCells(pool, server, 'sqlite', key)));
+      } finally {
+        await server.stop();
+      }
+      // What the one audit line per login costs: the same cells with info logging off.
+      progress('Keygate, SQLite store, log.level warn (no audit lines)');
+      const quiet = await startKeygate(dir, 'keygate-quiet', sqlite, ['--log.level', 'warn']);
+      try {
+        for (const protocol of ['imap', 'pop3'] as const) {
+          if (!PROTOCOLS.includes(protocol)) continue;
+          const target: Target = { protocol, port: keygatePort(quiet, protocol, false), tls: false, creds: { user: ACCOUNT, pass: key } };
+          cells.push(await measure(pool, () => processCpu(quiet.pid), target, 32, { server: 'keygate, log.level warn', store: 'sqlite' }));
+        }
+      } finally {
+        await quiet.stop();
+      }
+    }
+
+    if (ONLY.has('redis')) {
+      progress('Keygate, Redis store');
+      const redis = await startRedis(dir);
+      try {
+        const flags = ['--dbs.redis', redis.url];
+        const redisKey = await issueKey(flags, ACCOUNT);
+        const server = await startKeygate(dir, 'keygate-redis', flags);
+        try {
+          cells.push(...(await keygateCells(pool, server, 'redis', redisKey)));
+        } finally {
+          await server.stop();
+        }
+      } finally {
+        await redis.stop();
+      }
+    }
+
+    if (ONLY.has('memory')) {
+      progress(`Memory per idle logged-in IMAP connection (${IDLE} connections)`);
+      for (const tls of [false, true]) {
+        const server = await startKeygate(dir, `keygate-memory-${tls ? 'tls' : 'plain'}`, sqlite);
+        try {
+          const target: Target = { protocol: 'imap', port: tls ? server.ports.imaps : server.ports.imap, tls, creds: { user: ACCOUNT, pass: key } };
+          memory.push(await idleMemory(pool, () => processPss(server.pid), target, IDLE, { server: 'keygate', transport: tls ? 'TLS' : 'plaintext' }));
+        } finally {
+          await server.stop();
+        }
+      }
+    }
+
+    if (ONLY.has('baseline')) {
+      progress('Baseline: bare Node server with canned IMAP replies');
+      const canned = await startCanned();
+      try {
+        const target: Target = { protocol: 'imap', port: canned.port, tls: false, creds: { user: ACCOUNT, pass: 'x' } };
+        memory.push(await idleMemory(pool, () => processPss(canned.pid), target, IDLE, { server: 'canned node', transport: 'plaintext' }));
+        for (const c of CONCURRENCY) cells.push(await measure(pool, () => processCpu(canned.pid), target, c, { server: 'canned node', store: '–' }));
+      } finally {
+        await canned.stop();
+      }
+    }
+
+    if (ONLY.has('dovecot') && dovecotAvailable()) {
+      for (const tuned of [true, false]) {
+        const mode = tuned ? 'dovecot tuned' : 'dovecot default';
+        progress(`${mode}`);
+        const users = [{ user: ACCOUNT, password: 'bench-password' }];
+        const creds = { user: ACCOUNT, pass: 'bench-password' };
+        // Memory first, on a fresh instance; then the cycles on another.
+        const fresh = await startDovecot({ users, tuned });
+        try {
+          const target: Target = { protocol: 'imap', port: fresh.imapPort, tls: false, creds };
+          memory.push(await idleMemory(pool, () => treePss(fresh.pid), target, tuned ? IDLE : DOVECOT_DEFAULT_IDLE, { server: mode, transport: 'plaintext' }));
+        } finally {
+          await fresh.stop();
+        }
+        const dovecot = await startDovecot({ users, tuned });
+        try {
+          for (const protocol of ['imap', 'pop3'] as const) {
+            for (const c of CONCURRENCY) {
+              const target: Target = { protocol, port: protocol === 'imap' ? dovecot.imapPort : dovecot.pop3Port, tls: false, creds };
+              cells.push(await measure(pool, () => treeCpu(dovecot.pid), target, c, { server: mode, store: 'passwd-file' }));
+            }
+          }
+        } finally {
+          await dovecot.stop();
+        }
+      }
+    } else if (ONLY.has('dovecot')) {
+      progress('Dovecot not installed: skipping the comparison');
+    }
+  } finally {
+    pool.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  report(cells, memory, (Date.now() - started) / 1000);
+}
+
+function report(cells: Cell[], memory: MemoryRow[], seconds: number): void {
+  const perCpu = (c: Cell): number => c.cycles / c.cpu;
+  const row = (c: Cell): Array<string | number> => [
+    fmt(c.cyclesPerSecond),
+    fmt((c.cpu / c.cycles) * 1000, 3),
+    fmt(perCpu(c)),
+    fmt(c.loginP50, 2),
+    fmt(c.loginP99, 2),
+    c.errors,
+  ];
+  const out: string[] = [];
+  out.push(`## Login cycles (connect → greeting → login → logout)\n`);
+  out.push(`Machine: ${machine()}. Each cell: ${WARMUP} s warm-up, ${SECONDS} s measured; load from ${WORKERS} forked worker processes; TLS cells do a full handshake per cycle (no session resumption); server logs at info to a file.\n`);
+  const keygate = cells.filter((c) => c.server === 'keygate');
+  if (keygate.length) {
+    out.push(
+      table(
+        ['store', 'protocol', 'transport', 'c', 'cycles/s', 'server CPU s / 1k cycles', 'cycles / CPU-s', 'login p50 ms', 'login p99 ms', 'errors'],
+        keygate.map((c) => [c.store, c.protocol, c.tls ? 'TLS' : 'plain', c.concurrency, ...row(c)]),
+      ),
+    );
+  }
+  const others = cells.filter((c) => c.server !== 'keygate');
+  if (others.length) {
+    out.push(`\n### Reference servers (plaintext)\n`);
+    out.push(table(['server', 'protocol', 'c', 'cycles/s', 'server CPU s / 1k cycles', 'cycles / CPU-s', 'login p50 ms', 'login p99 ms', 'errors'], others.map((c) => [c.server, c.protocol, c.concurrency, ...row(c)])));
+  }
+
+  const find = (server: string, protocol: string, c: number, store?: string): Cell | undefined =>
+    cells.find((x) => x.server === server && x.protocol === protocol && x.concurrency === c && !x.tls && (store === undefined || x.store === store));
+  const ratioRows: Array<Array<string | number>> = [];
+  const verdicts: string[] = [];
+  for (const protocol of ['imap', 'pop3'] as const) {
+    for (const c of CONCURRENCY) {
+      const k = find('keygate', protocol, c, 'sqlite');
+      const t = find('dovecot tuned', protocol, c);
+      const d = find('dovecot default', protocol, c);
+      if (!k || (!t && !d)) continue;
+      ratioRows.push([
+        protocol,
+        c,
+        fmt(perCpu(k)),
+        t ? fmt(perCpu(t)) : '–',
+        t ? `${fmt(perCpu(k) / perCpu(t), 2)}×` : '–',
+        d ? fmt(perCpu(d)) : '–',
+        d ? `${fmt(perCpu(k) / perCpu(d), 2)}×` : '–',
+        t ? `${fmt(k.cyclesPerSecond / t.cyclesPerSecond, 2)}×` : '–',
+      ]);
+      if (c === 32 && t) verdicts.push(`${protocol.toUpperCase()} cycles per CPU-second at c=32: ${fmt(perCpu(k) / perCpu(t), 2)}× tuned Dovecot (target ≥ 2×): ${perCpu(k) >= 2 * perCpu(t) ? 'met' : 'MISSED'}`);
+    }
+  }
+  if (ratioRows.length) {
+    out.push(`\n### Keygate (SQLite, plaintext) / Dovecot\n`);
+    out.push(table(['protocol', 'c', 'Keygate cycles/CPU-s', 'tuned Dovecot', 'ratio', 'default Dovecot', 'ratio', 'cycles/s ratio (tuned)'], ratioRows));
+  }
+
+  if (memory.length) {
+    out.push(`\n## Memory per idle logged-in IMAP connection (PSS, /proc/PID/smaps_rollup; Dovecot: summed over its processes)\n`);
+    out.push(
+      table(
+        ['server', 'transport', 'connections', 'PSS before MB', 'PSS after MB', 'KB per connection'],
+        memory.map((m) => [m.server, m.transport, m.connections, fmt(m.before / 2 ** 20, 1), fmt(m.after / 2 ** 20, 1), fmt((m.after - m.before) / m.connections / 1024, 1)]),
+      ),
+    );
+    const plain = memory.find((m) => m.server === 'keygate' && m.transport === 'plaintext');
+    if (plain) {
+      const kb = (plain.after - plain.before) / plain.connections / 1024;
+      verdicts.push(`Idle logged-in plaintext IMAP connection: ${fmt(kb, 1)} KB (target ≤ 30 KB): ${kb <= 30 ? 'met' : 'MISSED'}`);
+    }
+  }
+  if (verdicts.length) out.push(`\n### Targets\n\n${verdicts.map((v) => `- ${v}`).join('\n')}`);
+  out.push(`\n_Bench took ${fmt(seconds)} s._`);
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+await main();

@@ -1,0 +1,134 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, openSync, readFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+export const ROOT = join(import.meta.dirname, '..', '..');
+export const CLI = join(ROOT, 'dist', 'cli.js');
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+const handedOut = new Set<number>();
+
+/** A loopback port the kernel says is free, never the same twice in one run. */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
+        const p = (srv.address() as { port: number }).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
+}
+
+/** Every process we start, so an interrupted bench leaves none behind. */
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  child.kill(signal);
+  await Promise.race([exited, sleep(15_000)]);
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  children.delete(child);
+}
+
+export interface KeygateServer {
+  pid: number;
+  ports: { imap: number; imaps: number; pop3: number; pop3s: number; smtp: number; smtps: number; http: number };
+  stop(): Promise<void>;
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+/** Issues a key bound to `account` with the mail scopes, through the built CLI. */
+export async function issueKey(storeFlags: string[], account: string): Promise<string> {
+  const { stdout } = await run(process.execPath, [CLI, 'tokens', 'issue', ...storeFlags, '-d', 'bench', '-s', 'imap,pop3,smtp', '-a', account], { cwd: ROOT });
+  return stdout.trim();
+}
+
+/** Starts the built `keygate serve` as a child process, logging (at info, as in production) to a file. */
+export async function startKeygate(dir: string, name: string, storeFlags: string[], extra: string[] = []): Promise<KeygateServer> {
+  const ports = { imap: await freePort(), imaps: await freePort(), pop3: await freePort(), pop3s: await freePort(), smtp: await freePort(), smtps: await freePort(), http: await freePort() };
+  const logPath = join(dir, `${name}.log`);
+  const fd = openSync(logPath, 'w');
+  const child = spawn(
+    process.execPath,
+    [
+      CLI, 'serve', ...storeFlags,
+      '--http.port', String(ports.http),
+      '--imap.port', String(ports.imap), '--imap.securePort', String(ports.imaps),
+      '--pop3.port', String(ports.pop3), '--pop3.securePort', String(ports.pop3s),
+      '--smtp.port', String(ports.smtp), '--smtp.securePort', String(ports.smtps),
+      '--tls.dir', join(dir, 'certs'),
+      '--limits.connectionsPerIp', '0',
+      '--shutdownGrace', '1s',
+      ...(extra.includes('--log.level') ? [] : ['--log.level', 'info']),
+      ...extra,
+    ],
+    { cwd: ROOT, stdio: ['ignore', fd, fd], env: { ...process.env, NODE_ENV: 'production' } },
+  );
+  closeSync(fd);
+  children.add(child);
+  const deadline = Date.now() + 30_000;
+  // Ready once every mail port answers (they open after the control plane; logs may be off).
+  const mailPorts = [ports.imap, ports.imaps, ports.pop3, ports.pop3s, ports.smtp, ports.smtps];
+  while (!(await Promise.all(mailPorts.map(accepts))).every(Boolean)) {
+    if (child.exitCode !== null) throw new Error(`keygate serve exited (${child.exitCode}): ${readFileSync(logPath, 'utf8').slice(-2000)}`);
+    if (Date.now() > deadline) throw new Error(`keygate serve did not start: ${readFileSync(logPath, 'utf8').slice(-2000)}`);
+    await sleep(50);
+  }
+  return { pid: child.pid!, ports, stop: () => stopChild(child) };
+}
+
+/** A private redis-server on loopback, no persistence. */
+export async function startRedis(dir: string): Promise<{ url: string; pid: number; stop(): Promise<void> }> {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--daemonize', 'no'], { stdio: 'ignore' });
+  children.add(child);
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      const { stdout } = await run('redis-cli', ['-p', String(port), 'PING']);
+      if (stdout.trim() === 'PONG') break;
+    } catch {
+      /* not up yet */
+    }
+    if (Date.now() > deadline) throw new Error('redis-server did not start');
+    await sleep(50);
+  }
+  return { url: `redis://127.0.0.1:${port}`, pid: child.pid!, stop: () => stopChild(child) };
+}
+
+/** The canned-reply baseline server (bench/lib/canned-server.ts) as a child process. */
+export async function startCanned(): Promise<{ pid: number; port: number; stop(): Promise<void> }> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'canned-server.ts'), String(port)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(child);
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`canned server exited (${code})`)));
+  });
+  return { pid: child.pid!, port, stop: () => stopChild(child) };
+}

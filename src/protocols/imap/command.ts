@@ -1,0 +1,73 @@
+import type { Authenticator } from '../../auth/authenticate.js';
+import type { LoginResult } from '../../auth/authenticate.js';
+import type { Logger } from '../../log.js';
+import type { ProtocolLimits } from '../limits.js';
+import type { ImapRequest, Token } from './parser.js';
+
+/** RFC 9051 §3 connection states (`logout` once BYE was sent). */
+export type ImapState = 'not_authenticated' | 'authenticated' | 'selected' | 'logout';
+
+export const ANY_STATE: readonly ImapState[] = ['not_authenticated', 'authenticated', 'selected'];
+export const BEFORE_LOGIN: readonly ImapState[] = ['not_authenticated'];
+export const AFTER_LOGIN: readonly ImapState[] = ['authenticated', 'selected'];
+
+/**
+ * One argument as the dispatcher checks it before a handler runs:
+ * `astring` = atom, quoted string or literal; `atom`; `list-or-nil` =
+ * parenthesised list or NIL. `sensitive` marks the token so no log prints it.
+ */
+export interface ArgSpec {
+  kind: 'astring' | 'atom' | 'list-or-nil';
+  optional?: boolean;
+  sensitive?: boolean;
+}
+
+/** Successful login, as the session takes it over. */
+export type LoginSuccess = Extract<LoginResult, { ok: true }>;
+
+/** Shared, per-listener state every connection reads (never copied per connection). */
+export interface ImapContext {
+  authenticator: Authenticator;
+  limits: ProtocolLimits;
+  logger: Logger;
+}
+
+/** What a command handler may do with its connection. */
+export interface ImapSession {
+  readonly state: ImapState;
+  readonly secure: boolean;
+  readonly remoteAddress: string;
+  /** True when password login is allowed on this connection now (TLS, loopback or auth.allowPlaintext). */
+  readonly mayLogin: boolean;
+  readonly context: ImapContext;
+  /** The capability list for the current state and transport. */
+  capabilities(): string;
+  /** Writes one reply in one socket write. */
+  send(text: string): void;
+  /** Sends `+ <prompt>` and resolves with the client's next line; null if the connection closed first. */
+  readContinuation(prompt: string): Promise<Buffer | null>;
+  /** Takes over a successful login: registers the live session, hands it to the backend, sends the tagged OK. */
+  authenticated(tag: string, result: LoginSuccess): Promise<void>;
+  /** STARTTLS: tagged OK, discard pending plaintext, handshake. */
+  startTls(tag: string): Promise<void>;
+  /** LOGOUT: BYE, tagged OK, close. */
+  logout(tag: string): void;
+}
+
+/** One IMAP command module (`commands/<name>.ts`). */
+export interface ImapCommand {
+  /** Upper-case command name. */
+  name: string;
+  /** States the command is valid in; the dispatcher refuses it elsewhere. */
+  states: readonly ImapState[];
+  /** Argument shape; omitted = any (for commands answered without looking at them). */
+  args?: readonly ArgSpec[];
+  /** Runs after the dispatcher's state, argument and limit checks; handlers move the state forward only on success. */
+  handler(session: ImapSession, request: ImapRequest): void | Promise<void>;
+}
+
+/** The string value of an astring token (atom, quoted or literal). */
+export function astring(t: Token | undefined): string {
+  if (t === undefined || t.type === 'list') return '';
+  return t.value;
+}

@@ -1,0 +1,417 @@
+import type net from 'node:net';
+import { pipeline } from 'node:stream';
+import type tls from 'node:tls';
+import type { EndReason, LiveSession, SessionRegistry } from '../../auth/sessions.js';
+import type { Backends, PipeSession } from '../../backends/types.js';
+import { isLoopback } from '../../keys/cidr.js';
+import { upgradeToTls, type TlsProvider } from '../../tls/index.js';
+import type { Connection } from '../tcp-listener.js';
+import type { ImapContext, ImapState, LoginSuccess } from './command.js';
+import { dispatch, type Dispatchable } from './dispatcher.js';
+import { ImapFramer } from './framing.js';
+import { peekTag } from './parser.js';
+import { END_BYE, FATAL_BYE, REPLY } from './responses.js';
+
+/** Capability lists, computed once per listener. */
+export interface Capabilities {
+  /** Before TLS where password login is not allowed. */
+  loginDisabled: string;
+  /** Before TLS where password login is allowed (loopback, auth.allowPlaintext). */
+  plainLogin: string;
+  /** Under TLS, before login. */
+  secure: string;
+  /** After login with no backend. */
+  authenticated: string;
+}
+
+const BASE_CAPS = 'IMAP4rev1 ID LITERAL+';
+const AUTH_CAPS = 'SASL-IR AUTH=PLAIN AUTH=LOGIN';
+
+export const CAPABILITIES: Capabilities = {
+  loginDisabled: `${BASE_CAPS} STARTTLS LOGINDISABLED`,
+  plainLogin: `${BASE_CAPS} STARTTLS ${AUTH_CAPS}`,
+  secure: `${BASE_CAPS} ${AUTH_CAPS}`,
+  authenticated: BASE_CAPS,
+};
+
+/** The three possible greetings, built once. */
+const GREETINGS = {
+  loginDisabled: REPLY.greeting(CAPABILITIES.loginDisabled),
+  plainLogin: REPLY.greeting(CAPABILITIES.plainLogin),
+  secure: REPLY.greeting(CAPABILITIES.secure),
+};
+
+/** Loopback without parsing the address for the two common spellings (TcpListener hands us IPv4-mapped addresses as IPv4). */
+function loopback(ip: string): boolean {
+  return ip === '127.0.0.1' || ip === '::1' || isLoopback(ip);
+}
+
+/** Everything a connection shares with the others on its listener. */
+export interface ImapListenerContext extends ImapContext {
+  sessions: SessionRegistry;
+  backends: Backends;
+  tls: TlsProvider;
+  /** auth.allowPlaintext: password login before TLS from any address. */
+  allowPlaintext: boolean;
+  /** This listener's open connections (told to drain on shutdown). */
+  open: Set<ImapConnection>;
+}
+
+/** How long a closing socket may linger for its last reply before it is destroyed. */
+const CLOSE_LINGER_MS = 2000;
+
+/**
+ * One IMAP connection: the not-authenticated state machine around a socket.
+ * Framing, parsing and the command gates live in their own modules; this
+ * class owns the socket, ordering (one command at a time, pipelined input
+ * buffered within bounds), flow control, timers, the STARTTLS upgrade, the
+ * hand-off to a backend, and goodbyes. It is also the LiveSession the
+ * registry ends on revocation.
+ *
+ * Kept small on purpose: an idle logged-in connection holds no buffers, no
+ * per-connection logger and a handful of bound handlers.
+ */
+export class ImapConnection implements Dispatchable, LiveSession {
+  readonly protocol = 'imap' as const;
+  keyId = '';
+  account = '';
+  expiresAt: string | null = null;
+  state: ImapState = 'not_authenticated';
+  secure: boolean;
+  readonly remoteAddress: string;
+  private readonly remotePort: number;
+  private socket: net.Socket | tls.TLSSocket;
+  private readonly framer: ImapFramer;
+  /** Loopback or auth.allowPlaintext: password login allowed without TLS. */
+  private readonly plainAllowed: boolean;
+  /** A handler is running; further input waits in the framer. */
+  private busy = false;
+  /** A handler waits for a continuation line (AUTHENTICATE). */
+  private waiter: ((line: Buffer | null) => void) | null = null;
+  /** BYE sent (or the socket closed): nothing more is read or written. */
+  private ending = false;
+  /** Shutdown asked: say BYE as soon as no command is running. */
+  private draining = false;
+  private paused = false;
+  private writeBlocked = false;
+  private commands = 0;
+  private errors = 0;
+  private loginTimer: NodeJS.Timeout | null = null;
+  /** After our BYE: destroys the socket if the peer does not close its side. */
+  private lingerTimer: NodeJS.Timeout | null = null;
+  /** The post-login inactivity timer is armed on the socket. */
+  private idleArmed = false;
+  private unregister: (() => void) | null = null;
+  private pipe: PipeSession | null = null;
+
+  constructor(
+    readonly context: ImapListenerContext,
+    conn: Connection,
+  ) {
+    this.socket = conn.socket;
+    this.remoteAddress = conn.remoteAddress;
+    this.remotePort = conn.remotePort;
+    this.secure = conn.secure;
+    this.plainAllowed = context.allowPlaintext || loopback(conn.remoteAddress);
+    this.framer = new ImapFramer(context.limits);
+    conn.onShutdown(() => this.end('shutdown'));
+  }
+
+  /** Greets the client and starts reading. */
+  start(): void {
+    this.context.open.add(this);
+    this.attach(this.socket);
+    this.loginTimer = setTimeout(this.onLoginTimeout, this.context.limits.loginTimeoutMs);
+    this.loginTimer.unref();
+    this.send(this.secure ? GREETINGS.secure : this.plainAllowed ? GREETINGS.plainLogin : GREETINGS.loginDisabled);
+  }
+
+  get mayLogin(): boolean {
+    return this.secure || this.plainAllowed;
+  }
+
+  capabilities(): string {
+    if (this.state !== 'not_authenticated') return CAPABILITIES.authenticated;
+    if (this.secure) return CAPABILITIES.secure;
+    return this.plainAllowed ? CAPABILITIES.plainLogin : CAPABILITIES.loginDisabled;
+  }
+
+  send(text: string): void {
+    if (this.ending) return;
+    if (!this.socket.write(text) && !this.writeBlocked) {
+      this.writeBlocked = true;
+      this.socket.once('drain', this.onDrain);
+      this.updateFlow();
+    }
+  }
+
+  readContinuation(prompt: string): Promise<Buffer | null> {
+    if (this.ending) return Promise.resolve(null);
+    this.send(prompt === '' ? '+ \r\n' : `+ ${prompt}\r\n`);
+    return new Promise((resolve) => {
+      this.waiter = resolve;
+      // The line may already be buffered (pipelined by the client).
+      queueMicrotask(this.pump);
+    });
+  }
+
+  countCommand(): boolean {
+    if (this.state !== 'not_authenticated') return true;
+    if (++this.commands <= this.context.limits.commandsBeforeLogin) return true;
+    this.close(REPLY.byeTooManyCommands);
+    return false;
+  }
+
+  protocolError(tag: string | null, reply: string): void {
+    const line = `${tag ?? '*'} ${reply}\r\n`;
+    if (++this.errors >= this.context.limits.protocolErrors) this.close(line + REPLY.byeTooManyErrors);
+    else this.send(line);
+  }
+
+  async authenticated(tag: string, result: LoginSuccess): Promise<void> {
+    if (this.ending) return;
+    const backend = this.context.backends.imap;
+    let pipe: PipeSession | null = null;
+    if (backend) {
+      try {
+        pipe = await backend.open({ protocol: 'imap', account: result.account, key: result.key, clientIp: this.remoteAddress, clientPort: this.remotePort, secure: this.secure });
+      } catch (err) {
+        this.context.logger.warn({ ip: this.remoteAddress, account: result.account.address, err: (err as Error).message }, 'IMAP backend unavailable');
+        this.send(`${tag} ${REPLY.backendDown}\r\n`);
+        return;
+      }
+      if (this.ending) {
+        pipe.close();
+        return;
+      }
+    }
+    this.clearLoginTimer();
+    this.state = 'authenticated';
+    this.keyId = result.key.id;
+    this.account = result.account.address;
+    this.expiresAt = result.key.expiresAt;
+    this.unregister = this.context.sessions.add(this);
+    if (pipe) {
+      this.send(`${tag} OK [CAPABILITY ${pipe.capabilities?.join(' ') ?? CAPABILITIES.authenticated}] Logged in\r\n`);
+      this.startPipe(pipe);
+      return;
+    }
+    this.send(`${tag} OK [CAPABILITY ${CAPABILITIES.authenticated}] Logged in\r\n`);
+    this.idleArmed = true;
+    this.socket.setTimeout(this.context.limits.idleTimeoutMs);
+    this.socket.on('timeout', this.onLoginTimeout);
+  }
+
+  async startTls(tag: string): Promise<void> {
+    const plain = this.socket as net.Socket;
+    // Nothing received so far may be read as a command once TLS is up.
+    this.framer.discard();
+    plain.off('data', this.onData);
+    plain.off('drain', this.onDrain);
+    this.paused = false;
+    this.writeBlocked = false;
+    this.send(`${tag} OK Begin TLS negotiation now\r\n`);
+    let secure: tls.TLSSocket;
+    try {
+      secure = await upgradeToTls(plain, this.context.tls);
+    } catch (err) {
+      this.context.logger.debug({ ip: this.remoteAddress, err: (err as Error).message }, 'STARTTLS handshake failed');
+      this.onClose();
+      return;
+    }
+    if (this.ending) {
+      secure.destroy();
+      return;
+    }
+    this.socket = secure;
+    this.secure = true;
+    this.attach(secure);
+  }
+
+  logout(tag: string): void {
+    this.close(`${REPLY.byeLogout}${tag} OK LOGOUT completed\r\n`);
+  }
+
+  /** LiveSession: the key was revoked or expired, the account disabled, or the server is going down. */
+  end(reason: EndReason): void {
+    if (this.ending) return;
+    const pipe = this.pipe;
+    if (!pipe) return this.close(END_BYE[reason]);
+    // Piped: the BYE goes between the upstream's bytes, then both sides are cut.
+    this.ending = true;
+    const client = this.socket;
+    const kill = (): void => {
+      pipe.close();
+      client.destroy();
+    };
+    client.write(END_BYE[reason], kill);
+    setTimeout(kill, CLOSE_LINGER_MS).unref();
+    this.cleanup();
+  }
+
+  /** Shutdown has begun: an idle session says BYE now, a busy one after its command; piped sessions keep running. */
+  drain(): void {
+    this.draining = true;
+    if (!this.busy && !this.pipe) this.close(END_BYE.shutdown);
+  }
+
+  // ---- internals ----
+
+  private attach(socket: net.Socket | tls.TLSSocket): void {
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.once('close', this.onClose);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.framer.push(chunk);
+    this.pump();
+  };
+
+  /** Frames and runs what has arrived, one command at a time. */
+  private readonly pump = (): void => {
+    while (!this.ending && (!this.busy || this.waiter !== null)) {
+      const frame = this.framer.next(this.waiter !== null ? 'line' : 'command');
+      if (frame === null) break;
+      switch (frame.kind) {
+        case 'line': {
+          const waiter = this.waiter!;
+          this.waiter = null;
+          waiter(frame.raw);
+          break;
+        }
+        case 'literal':
+          this.send(REPLY.continueLiteral);
+          break;
+        case 'refused':
+          this.protocolError(peekTag(frame.head), frame.reason === 'literal_too_large' ? REPLY.literalTooLarge : REPLY.commandTooLong);
+          break;
+        case 'fatal':
+          this.close(FATAL_BYE[frame.reason]);
+          return;
+        case 'command':
+          this.run(frame.raw);
+          break;
+      }
+    }
+    this.updateFlow();
+  };
+
+  private run(raw: Buffer): void {
+    let pending: void | Promise<void>;
+    try {
+      pending = dispatch(this, raw);
+    } catch (err) {
+      this.internalError(raw, err);
+      return;
+    }
+    if (pending === undefined) {
+      if (this.draining && !this.pipe) this.close(END_BYE.shutdown);
+      return;
+    }
+    this.busy = true;
+    pending.then(this.onDone, (err: unknown) => {
+      this.internalError(raw, err);
+      this.onDone();
+    });
+  }
+
+  private readonly onDone = (): void => {
+    this.busy = false;
+    this.waiter = null;
+    if (this.pipe || this.ending) return;
+    if (this.draining) return this.close(END_BYE.shutdown);
+    this.pump();
+  };
+
+  private internalError(raw: Buffer, err: unknown): void {
+    this.context.logger.error({ err, ip: this.remoteAddress }, 'IMAP command failed');
+    this.send(`${peekTag(raw) ?? '*'} ${REPLY.serverBug}\r\n`);
+  }
+
+  /** Stops reading while too much input waits or the client is not reading our replies. */
+  private updateFlow(): void {
+    if (this.ending || this.pipe) return;
+    const pause = this.writeBlocked || this.framer.buffered > this.framer.commandLimit * 2;
+    if (pause === this.paused) return;
+    this.paused = pause;
+    if (pause) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  private readonly onDrain = (): void => {
+    this.writeBlocked = false;
+    this.updateFlow();
+  };
+
+  private readonly onLoginTimeout = (): void => {
+    this.loginTimer = null;
+    this.close(REPLY.byeAutologout);
+  };
+
+  private readonly onError = (err: Error & { code?: string }): void => {
+    this.context.logger.debug({ ip: this.remoteAddress, code: err.code, err: err.message }, 'IMAP socket error');
+  };
+
+  private readonly onClose = (): void => {
+    this.context.open.delete(this);
+    this.ending = true;
+    if (this.lingerTimer) clearTimeout(this.lingerTimer);
+    this.lingerTimer = null;
+    this.cleanup();
+    this.pipe?.close();
+    const waiter = this.waiter;
+    this.waiter = null;
+    waiter?.(null);
+  };
+
+  private startPipe(pipe: PipeSession): void {
+    this.pipe = pipe;
+    const client = this.socket;
+    client.off('data', this.onData);
+    client.off('drain', this.onDrain);
+    const upstream = pipe.socket;
+    (upstream as Partial<net.Socket>).setNoDelay?.(true);
+    const pending = this.framer.takeRest();
+    if (pending) upstream.write(pending);
+    let open = 2;
+    const done = (err?: Error | null): void => {
+      if (err) this.context.logger.debug({ ip: this.remoteAddress, err: err.message }, 'IMAP session pipe closed with an error');
+      if (--open > 0 && !err) return;
+      pipe.close();
+      client.destroy();
+    };
+    // Backpressure both ways: each side is read only as fast as the other takes it.
+    pipeline(client, upstream, done);
+    pipeline(upstream, client, done);
+  }
+
+  /** Sends a last reply (if any), half-closes, and destroys the socket if the peer lingers. */
+  private close(last?: string): void {
+    if (this.ending) return;
+    this.ending = true;
+    this.state = 'logout';
+    this.cleanup();
+    const socket = this.socket;
+    if (last === undefined) socket.end();
+    else socket.end(last);
+    this.lingerTimer = setTimeout(() => socket.destroy(), CLOSE_LINGER_MS);
+    this.lingerTimer.unref();
+  }
+
+  private clearLoginTimer(): void {
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    this.loginTimer = null;
+  }
+
+  /** Timers and the live-session entry; safe to call more than once. */
+  private cleanup(): void {
+    this.clearLoginTimer();
+    if (this.idleArmed) {
+      this.idleArmed = false;
+      this.socket.setTimeout(0);
+    }
+    this.unregister?.();
+    this.unregister = null;
+  }
+}

@@ -1,0 +1,3 @@
+export { startImapListeners } from './server.js';
+export { ImapConnection, CAPABILITIES } from './connection.js';
+export { COMMANDS } from './commands/index.js';

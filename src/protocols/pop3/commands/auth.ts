@@ -1,0 +1,37 @@
+import { REPLY } from '../replies.js';
+import { decodePlain } from '../sasl.js';
+import type { Pop3Command, Pop3Session } from '../types.js';
+
+const MECHANISMS = ['PLAIN'];
+
+async function plain(session: Pop3Session, response: string): Promise<void> {
+  const decoded = decodePlain(response);
+  if (!decoded.ok) {
+    // Nothing was checked against the store: a protocol error, not a failed login.
+    return session.protocolError(decoded.reason === 'authzid' ? REPLY.authFailed : REPLY.badSasl);
+  }
+  await session.login(decoded.username, decoded.secret);
+}
+
+/**
+ * AUTH (RFC 5034), PLAIN only: with an initial response (`AUTH PLAIN <b64>`)
+ * or after an empty `+ ` challenge; a `*` line cancels. A bare `AUTH` lists
+ * the mechanisms, as many servers do for older clients.
+ */
+export const auth: Pop3Command = {
+  name: 'AUTH',
+  states: ['authorization'],
+  async handler(session, args) {
+    if (!session.passwordLoginAllowed) return session.reply(REPLY.tlsRequired);
+    const [mechanism = '', initial, ...extra] = args.trim().split(/\s+/).filter((s) => s !== '');
+    if (mechanism === '') return session.reply(REPLY.saslList, ...MECHANISMS, '.');
+    if (!MECHANISMS.includes(mechanism.toUpperCase())) return session.protocolError(REPLY.badMechanism);
+    if (extra.length > 0) return session.protocolError(REPLY.badSasl);
+    if (initial !== undefined) return plain(session, initial);
+    session.expectContinuation(async (line) => {
+      if (line.trim() === '*') return session.reply(REPLY.saslCancelled);
+      await plain(session, line);
+    });
+    session.reply(REPLY.saslContinue);
+  },
+};

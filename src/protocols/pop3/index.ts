@@ -1,0 +1,1 @@
+export { startPop3Listeners } from './server.js';

@@ -1,0 +1,37 @@
+/** RFC 1939 states Keygate serves itself; with a backend, TRANSACTION belongs to the upstream. */
+export type Pop3State = 'authorization' | 'transaction';
+
+/**
+ * What a command handler may do with its connection. Handlers never touch the
+ * socket, the store or the backend directly: the connection owns those.
+ */
+export interface Pop3Session {
+  readonly state: Pop3State;
+  /** TLS is active (implicit TLS or after STLS). */
+  readonly secure: boolean;
+  /** USER/PASS and AUTH may be offered: TLS, a loopback client, or auth.allowPlaintext. */
+  readonly passwordLoginAllowed: boolean;
+  /** Name given by USER, waiting for PASS. */
+  pendingUser: string | null;
+
+  /** Writes one reply (lines joined, CRLF added) in one socket write. */
+  reply(...lines: string[]): void;
+  /** Counts a protocol error and answers it; too many and the connection is closed. */
+  protocolError(line: string): void;
+  /** Routes the next line to `fn` instead of the dispatcher (SASL continuation). */
+  expectContinuation(fn: (line: string) => Promise<void> | void): void;
+  /** Checks a username and key; answers success or failure itself. */
+  login(username: string, secret: string): Promise<void>;
+  /** Answers +OK and upgrades the socket to TLS; pipelined plaintext is discarded. */
+  startTls(): Promise<void>;
+  /** Answers and closes. */
+  quit(line: string): void;
+}
+
+/** One POP3 command: its name, the states it is valid in, and what it does. */
+export interface Pop3Command {
+  name: string;
+  states: readonly Pop3State[];
+  /** `args` is the rest of the line after the command name and one space, untrimmed. */
+  handler(session: Pop3Session, args: string): Promise<void> | void;
+}

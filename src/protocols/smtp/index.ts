@@ -1,0 +1,1 @@
+export { startSmtpListeners } from './server.js';

@@ -1,0 +1,305 @@
+import { randomUUID } from 'node:crypto';
+import type net from 'node:net';
+import { Transform } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { domainToUnicode } from 'node:url';
+import {
+  SMTPServer,
+  type SMTPServerAddress,
+  type SMTPServerAuthentication,
+  type SMTPServerAuthenticationResponse,
+  type SMTPServerDataStream,
+  type SMTPServerSession,
+} from 'smtp-server';
+import type { EndReason } from '../../auth/sessions.js';
+import { BackendRejectedError, BackendUnavailableError, type SessionContext } from '../../backends/types.js';
+import { isLoopback } from '../../keys/cidr.js';
+import type { AccountRecord, KeyRecord } from '../../keys/record.js';
+import type { Logger } from '../../log.js';
+import type { ListenerDeps } from '../deps.js';
+import type { ProtocolLimits } from '../limits.js';
+import type { Connection } from '../tcp-listener.js';
+import { REPLY, SmtpReplyError, sessionEnded, type Reply } from './replies.js';
+
+/** RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command. */
+const IDLE_TIMEOUT_MS = 5 * 60_000;
+/** After a 421 the socket is destroyed this long later if the client keeps its side open. */
+const CLOSE_LINGER_MS = 1000;
+
+type SmtpConnection = SMTPServer['connections'] extends Set<infer C> ? C : never;
+type Listener = (...args: unknown[]) => void;
+
+export interface SmtpContext {
+  deps: ListenerDeps;
+  limits: ProtocolLimits;
+  log: Logger;
+}
+
+interface SessionState {
+  /** The accepted socket as the TcpListener handed it over. */
+  socket: net.Socket;
+  /** 'close' listeners others (the TcpListener's per-IP count) had on it before smtp-server got it. */
+  lifecycle: Listener[];
+  loginTimer: NodeJS.Timeout | null;
+  login: { key: KeyRecord; account: AccountRecord } | null;
+  unregister: (() => void) | null;
+}
+
+/** Lower-case local part and Unicode, lower-case domain: how smtp-server reports MAIL FROM (it decodes punycode). */
+function canonicalMailbox(address: string): string {
+  const at = address.lastIndexOf('@');
+  if (at < 0) return address.toLowerCase();
+  const domain = address.slice(at + 1);
+  return `${address.slice(0, at)}@${domainToUnicode(domain) || domain}`.toLowerCase();
+}
+
+/**
+ * One SMTP submission listener's smtp-server, fed with sockets the shared
+ * TcpListener accepted (see server.ts for why), plus the Keygate policy in its
+ * callbacks: who may AUTH and when, MAIL FROM ownership, the backend at DATA,
+ * live revocation and shutdown.
+ *
+ * smtp-server hands callbacks the session, not the connection; the connection
+ * (needed only to say 421 from outside: revocation, login timeout, shutdown)
+ * is found by the session id we assign, scanning `server.connections` — rare
+ * events, so no index is kept.
+ */
+export class SmtpSubmission {
+  readonly server: SMTPServer;
+  private readonly states = new Map<string, SessionState>();
+
+  constructor(
+    private readonly ctx: SmtpContext,
+    implicitTls: boolean,
+  ) {
+    const { config, tls } = ctx.deps;
+    this.server = new SMTPServer({
+      // On the implicit-TLS port the TcpListener has already done the handshake; this tells smtp-server the socket is secure.
+      secure: implicitTls,
+      name: config.hostname,
+      banner: 'Keygate',
+      // The no-SNI default context is replaced by the provider's below; SNI clients get the current one from the provider.
+      key: tls.keyPem(),
+      cert: tls.certPem(),
+      minVersion: 'TLSv1.2',
+      SNICallback: tls.serverOptions().SNICallback,
+      authMethods: ['PLAIN', 'LOGIN'],
+      // Plaintext AUTH is decided per connection (loopback, auth.allowPlaintext) in onConnect.
+      allowInsecureAuth: true,
+      disableReverseLookup: true,
+      size: config.limits.messageSize,
+      rejectOversized: true,
+      authRequiredMessage: REPLY.authRequired[1],
+      // smtp-server closes at the limit-th command; ours allows `commandsBeforeLogin` and closes at the next, as POP3 and IMAP do.
+      maxAllowedUnauthenticatedCommands: ctx.limits.commandsBeforeLogin + 1,
+      maxCommandLength: ctx.limits.lineLength,
+      socketTimeout: IDLE_TIMEOUT_MS,
+      logger: false,
+      onConnect: (session, cb) => this.onConnect(session, cb),
+      onSecure: (_socket, session, cb) => this.onSecure(session, cb),
+      onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
+      onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
+      onRcptTo: (_address, session, cb) => cb(this.loginOf(session) ? null : new SmtpReplyError(REPLY.authRequired)),
+      onData: (stream, session, cb) => this.onData(stream, session, cb),
+      onClose: (session) => this.onClose(session),
+    });
+    this.useCurrentCertificate();
+    // Socket and TLS errors of single connections: smtp-server re-emits them on the server, where an unhandled 'error' would crash.
+    this.server.on('error', (err: Error & { code?: string }) => ctx.log.debug({ code: err.code, err: err.message }, 'SMTP connection error'));
+  }
+
+  /** Points STARTTLS for clients without SNI at the provider's current context (call again after a certificate swap). */
+  useCurrentCertificate(): void {
+    this.server.secureContext.set('*', this.ctx.deps.tls.secureContext());
+  }
+
+  /**
+   * Starts an SMTP session on an accepted connection. smtp-server waits
+   * 100 ms before its greeting (its early-talker check: a client that speaks
+   * first gets `421 You talk too soon`); it is left on, which caps SMTP login
+   * cycles at concurrency / 0.1 s.
+   */
+  accept(conn: Connection): void {
+    const id = randomUUID();
+    const socket = conn.socket as net.Socket;
+    const state: SessionState = { socket, lifecycle: socket.listeners('close') as Listener[], loginTimer: null, login: null, unregister: null };
+    state.loginTimer = setTimeout(() => this.say(id, REPLY.loginTimeout), this.ctx.limits.loginTimeoutMs);
+    state.loginTimer.unref();
+    this.states.set(id, state);
+    conn.onShutdown(() => this.say(id, sessionEnded('shutdown')));
+    this.server.connect(socket, { id, remoteAddress: conn.remoteAddress, remotePort: conn.remotePort });
+  }
+
+  private plaintextAllowed(ip: string): boolean {
+    return isLoopback(ip) || this.ctx.deps.config.auth.allowPlaintext;
+  }
+
+  private loginOf(session: SMTPServerSession): SessionState['login'] {
+    return session.user ? (this.states.get(session.id)?.login ?? null) : null;
+  }
+
+  private connection(id: string): SmtpConnection | undefined {
+    for (const c of this.server.connections) if (c.id === id) return c;
+    return undefined;
+  }
+
+  /** Sends a 421 (which makes smtp-server close) to one session from outside. */
+  private say(id: string, [code, text]: Reply): void {
+    const connection = this.connection(id);
+    if (!connection) return;
+    connection.send(code, text);
+    const socket = connection._socket;
+    setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();
+  }
+
+  private end(id: string, reason: EndReason): void {
+    this.say(id, sessionEnded(reason));
+  }
+
+  /** Before TLS, a client that may not send passwords in the clear is not offered AUTH at all (EHLO lists no AUTH; AUTH is unknown). */
+  private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    if (!session.secure && !this.plaintextAllowed(session.remoteAddress)) session.disabledCommands = ['AUTH'];
+    cb();
+  }
+
+  private onSecure(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    delete session.disabledCommands;
+    cb();
+  }
+
+  private onAuth(
+    auth: SMTPServerAuthentication,
+    session: SMTPServerSession,
+    cb: (err: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void,
+  ): void {
+    const state = this.states.get(session.id);
+    if (!state) return cb(new SmtpReplyError(REPLY.internal));
+    if (!session.secure && !this.plaintextAllowed(session.remoteAddress)) return cb(new SmtpReplyError(REPLY.tlsRequired));
+    this.authenticate(session, auth).then(
+      (result) => {
+        if (!result.ok) return cb(new SmtpReplyError(result.reply));
+        const { key, account } = result;
+        if (state.loginTimer) clearTimeout(state.loginTimer);
+        state.loginTimer = null;
+        state.login = { key, account };
+        state.unregister = this.ctx.deps.sessions.add({
+          protocol: 'smtp',
+          keyId: key.id,
+          account: account.address,
+          expiresAt: key.expiresAt,
+          end: (reason) => this.end(session.id, reason),
+        });
+        cb(null, { user: account.address });
+      },
+      (err: unknown) => {
+        this.ctx.log.error({ err, ip: session.remoteAddress }, 'SMTP login check failed');
+        cb(new SmtpReplyError(REPLY.authTemporary));
+      },
+    );
+  }
+
+  private async authenticate(
+    session: SMTPServerSession,
+    auth: SMTPServerAuthentication,
+  ): Promise<{ ok: true; key: KeyRecord; account: AccountRecord } | { ok: false; reply: Reply }> {
+    const delayed = async (reply: Reply): Promise<{ ok: false; reply: Reply }> => {
+      await sleep(this.ctx.limits.failureDelayMs);
+      return { ok: false, reply };
+    };
+    // PLAIN with an authorization identity other than the authentication identity: acting as someone else is not something a key can do.
+    if (auth.authzid && auth.authcid && auth.authzid.toLowerCase() !== auth.authcid.toLowerCase()) return delayed(REPLY.authFailed);
+    const result = await this.ctx.deps.authenticator.login({
+      protocol: 'smtp',
+      username: auth.username ?? '',
+      secret: auth.password ?? '',
+      ip: session.remoteAddress,
+    });
+    if (!result.ok) return delayed(result.temporary ? REPLY.authTemporary : REPLY.authFailed);
+    return { ok: true, key: result.key, account: result.account };
+  }
+
+  /** MAIL FROM must be the account's address or one of its aliases (case-insensitive); the null sender is not. */
+  private onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const login = this.loginOf(session);
+    if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
+    const from = canonicalMailbox(address.address);
+    const owned = [login.account.address, ...login.account.aliases].some((a) => canonicalMailbox(a) === from);
+    cb(owned && from !== '' ? null : new SmtpReplyError(REPLY.senderNotOwned));
+  }
+
+  /**
+   * With no backend: `451 4.3.0` once the message is in (smtp-server has no
+   * hook before its 354). With one: the message is streamed to it, cut off with
+   * an error as soon as it passes the size limit (smtp-server then answers 552).
+   */
+  private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+    const login = this.loginOf(session);
+    const backend = this.ctx.deps.backends.smtp;
+    if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
+    if (!backend) return cb(new SmtpReplyError(REPLY.noBackend));
+
+    const body = new Transform({
+      transform(chunk: Buffer, _encoding, done) {
+        if (stream.sizeExceeded) done(new Error('message exceeds the size limit'));
+        else done(null, chunk);
+      },
+    });
+    stream.pipe(body);
+    const finish = (err: Error | null, message?: string): void => {
+      // However the backend ended, the rest of the message must still be read for smtp-server to reply.
+      stream.unpipe(body);
+      stream.resume();
+      cb(err, message);
+    };
+    const mailFrom = session.envelope.mailFrom;
+    const ctx: SessionContext = {
+      protocol: 'smtp',
+      account: login.account,
+      key: login.key,
+      clientIp: session.remoteAddress,
+      clientPort: session.remotePort,
+      secure: session.secure,
+    };
+    const envelope = { from: mailFrom ? mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address) };
+    backend.send(ctx, envelope, body).then(
+      (text) => finish(null, text),
+      (err: unknown) => {
+        if (err instanceof BackendRejectedError) return finish(new SmtpReplyError([err.code, err.response]));
+        if (err instanceof BackendUnavailableError) {
+          this.ctx.log.warn({ err: err.message, account: login.account.address }, 'SMTP backend unavailable');
+          return finish(new SmtpReplyError(REPLY.backendUnavailable));
+        }
+        if (!stream.sizeExceeded) this.ctx.log.error({ err, account: login.account.address }, 'SMTP backend failed');
+        finish(new SmtpReplyError(REPLY.internal));
+      },
+    );
+  }
+
+  private onClose(session: SMTPServerSession): void {
+    const state = this.states.get(session.id);
+    if (!state) return;
+    this.states.delete(session.id);
+    if (state.loginTimer) clearTimeout(state.loginTimer);
+    state.unregister?.();
+    this.restoreLifecycle(state);
+  }
+
+  /**
+   * smtp-server's STARTTLS calls removeAllListeners() on the plain socket
+   * before wrapping it, which drops the TcpListener's 'close' listener (its
+   * per-IP count and drain tracking). Once the session is over, put back
+   * whatever was dropped, or call it now if the socket has closed already.
+   */
+  private restoreLifecycle(state: SessionState): void {
+    const { socket } = state;
+    const current = socket.listeners('close');
+    const missing = state.lifecycle.filter((l) => !current.includes(l));
+    if (missing.length === 0) return;
+    if (socket.closed) {
+      for (const l of missing) l(false);
+      return;
+    }
+    for (const l of missing) socket.once('close', l);
+    socket.destroy();
+  }
+}

@@ -1,0 +1,115 @@
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BackendUnavailableError, NO_BACKENDS, type Backends, type SessionContext } from '../../../src/backends/types.js';
+import { ACCOUNT, sleep, startHarness, type Harness } from './harness.js';
+import { RawClient } from './raw-client.js';
+
+/** A stand-in upstream IMAP server that is already logged in: answers SELECT, FETCH (big) and LOGOUT. */
+function startUpstream(): Promise<{ port: number; sockets: Set<net.Socket>; opened: SessionContext[]; server: net.Server }> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    let buf = '';
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      for (let i = buf.indexOf('\r\n'); i >= 0; i = buf.indexOf('\r\n')) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 2);
+        const [tag, cmd] = line.split(' ');
+        if (cmd === 'SELECT') s.write(`* 3 EXISTS\r\n${tag} OK [READ-WRITE] SELECT completed\r\n`);
+        else if (cmd === 'FETCH') {
+          const body = 'x'.repeat(2 * 1024 * 1024);
+          s.write(`* 1 FETCH (BODY[] {${body.length}}\r\n${body})\r\n${tag} OK FETCH completed\r\n`);
+        } else if (cmd === 'LOGOUT') s.end(`* BYE upstream\r\n${tag} OK LOGOUT completed\r\n`);
+        else s.write(`${tag} OK upstream ${cmd}\r\n`);
+      }
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ port: (server.address() as net.AddressInfo).port, sockets, opened: [], server })));
+}
+
+let up: Awaited<ReturnType<typeof startUpstream>>;
+let h: Harness;
+let key: string;
+let failNext = false;
+
+beforeAll(async () => {
+  up = await startUpstream();
+  const backends: Backends = {
+    ...NO_BACKENDS,
+    imap: {
+      async open(ctx) {
+        if (failNext) {
+          failNext = false;
+          throw new BackendUnavailableError('upstream down');
+        }
+        up.opened.push(ctx);
+        const socket = net.connect(up.port, '127.0.0.1');
+        await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+        return { socket, capabilities: ['IMAP4rev1', 'IDLE', 'UIDPLUS'], close: () => socket.destroy() };
+      },
+    },
+  };
+  h = await startHarness({ backends });
+  ({ key } = await h.issue());
+});
+afterAll(async () => {
+  await h.close();
+  await new Promise((r) => up.server.close(r));
+});
+
+describe('hand-off to an IMAP backend', () => {
+  it("announces the backend's capabilities and pipes both ways, including commands pipelined after LOGIN", async () => {
+    const c = await RawClient.connect(h.port);
+    await c.line();
+    c.write(`a LOGIN ${ACCOUNT} ${key}\r\nb SELECT INBOX\r\n`);
+    expect(await c.line()).toBe('a OK [CAPABILITY IMAP4rev1 IDLE UIDPLUS] Logged in');
+    expect(await c.response('b')).toEqual(['* 3 EXISTS', 'b OK [READ-WRITE] SELECT completed']);
+    expect(up.opened.at(-1)).toMatchObject({ protocol: 'imap', clientIp: '127.0.0.1', secure: false, account: { address: ACCOUNT } });
+    c.write('c FETCH 1 BODY[]\r\n');
+    const lines = await c.response('c', 10_000);
+    expect(lines.at(-1)).toBe('c OK FETCH completed');
+    expect(lines.join('\r\n').length).toBeGreaterThan(2 * 1024 * 1024);
+    c.write('d LOGOUT\r\n');
+    expect(await c.response('d')).toEqual(['* BYE upstream', 'd OK LOGOUT completed']);
+    await c.closed;
+    await sleep(50);
+    expect(up.sockets.size).toBe(0);
+    expect(h.sessions.count()).toBe(0);
+  });
+
+  it('closes the upstream when the client vanishes', async () => {
+    const c = await RawClient.connect(h.securePort, { tls: true });
+    await c.line();
+    expect(await c.command('a', `LOGIN ${ACCOUNT} ${key}`)).toMatch(/^a OK/);
+    expect(up.sockets.size).toBe(1);
+    c.destroy();
+    await sleep(100);
+    expect(up.sockets.size).toBe(0);
+    expect(h.sessions.count()).toBe(0);
+  });
+
+  it('ends a piped session with * BYE on revocation, and closes the upstream', async () => {
+    const { key: k, id } = await h.issue();
+    const c = await RawClient.connect(h.port);
+    await c.line();
+    expect(await c.command('a', `LOGIN ${ACCOUNT} ${k}`)).toMatch(/^a OK/);
+    await h.store.revokeKey(id, new Date().toISOString());
+    expect(await c.line(1000)).toBe('* BYE Session revoked');
+    await c.closed;
+    await sleep(50);
+    expect(up.sockets.size).toBe(0);
+  });
+
+  it('answers NO [UNAVAILABLE] when the backend cannot be reached, and the client may try again', async () => {
+    const c = await RawClient.connect(h.port);
+    await c.line();
+    failNext = true;
+    expect(await c.command('a', `LOGIN ${ACCOUNT} ${key}`)).toBe('a NO [UNAVAILABLE] Mailbox backend unavailable, try again later');
+    expect(h.sessions.count()).toBe(0);
+    expect(await c.command('b', `LOGIN ${ACCOUNT} ${key}`)).toMatch(/^b OK/);
+    c.destroy();
+  });
+});
