@@ -5,7 +5,7 @@ import { parseExpiry } from './duration.js';
 import { isValidCidr } from './keys/cidr.js';
 import { decodeExport, MalformedBlobError } from './keys/export-codec.js';
 import { normalizeScopes, UnknownScopeError } from './keys/scopes.js';
-import { createLogger } from './log.js';
+import { createLogger, flushLogsSync } from './log.js';
 import { startServer } from './server.js';
 import { exportToken, importToken, InputError, issueToken, findToken } from './services/tokens.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from './store/errors.js';
@@ -55,9 +55,13 @@ export function buildCli(): Command {
     const stop = (signal: string) => {
       logger.info({ signal }, 'shutting down');
       server.close().then(
-        () => process.exit(0),
+        () => {
+          flushLogsSync();
+          process.exit(0);
+        },
         (err: unknown) => {
           logger.error({ err }, 'shutdown failed');
+          flushLogsSync();
           process.exit(1);
         },
       );
@@ -143,6 +147,7 @@ export function buildCli(): Command {
 }
 
 function fail(code: 1 | 2, message: string): never {
+  flushLogsSync();
   process.stderr.write(`keygate: ${message.split('\n')[0]}\n`);
   process.exit(code);
 }
