@@ -222,6 +222,7 @@ describe('POP3 TLS', () => {
     const { port } = await start();
     const out = await new Promise<string>((resolve, reject) => {
       const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-starttls', 'pop3', '-quiet'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      p.stdin.on('error', () => {}); // s_client may be gone before we write
       let text = '';
       p.stdout.on('data', (d: Buffer) => {
         text += d.toString();

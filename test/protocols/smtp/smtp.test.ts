@@ -436,6 +436,7 @@ describe('SMTP with command-line clients', () => {
     const { port } = await start();
     const out = await new Promise<string>((resolve, reject) => {
       const p = spawn('openssl', ['s_client', '-connect', `127.0.0.1:${port}`, '-starttls', 'smtp', '-quiet'], { stdio: ['pipe', 'pipe', 'pipe'] });
+      p.stdin.on('error', () => {}); // s_client may be gone before we write
       let text = '';
       p.stdout.on('data', (d: Buffer) => {
         text += d.toString();
