@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import type { LoginMode, MasterStyle, TlsMode } from './backends/routing.js';
+import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
 
 /**
@@ -21,6 +23,18 @@ export interface PublicEndpoint {
   port: number;
   securePort: number;
   enabled: boolean;
+}
+
+/** The default upstream for one protocol (proxy backends); an empty host = no backend for it. */
+export interface UpstreamSettings {
+  host: string;
+  /** 0 = the protocol's usual port for the TLS mode. */
+  port: number;
+  tls: TlsMode;
+  verifyCert: boolean;
+  trusted: boolean;
+  login: LoginMode;
+  masterStyle: MasterStyle;
 }
 
 export interface Config {
@@ -58,6 +72,26 @@ export interface Config {
   proxyProtocol: boolean;
   shutdownGrace: number;
   touchInterval: number;
+  upstream: {
+    imap: UpstreamSettings;
+    pop3: UpstreamSettings;
+    smtp: UpstreamSettings & { xclient: boolean; maxConnections: number; timeout: number };
+    master: { user: string; password: string; separator: string };
+    /** JSON object: domain → { imap?, pop3?, smtp?, master? } (see src/backends/routing.ts). */
+    domains: string;
+    connectTimeout: number;
+    loginTimeout: number;
+  };
+  nginx: { authSecret: string };
+  setup: {
+    /** Lifetime of a one-time setup link, ms. */
+    linkTtl: number;
+    /** PEM certificate (chain) and key that sign Apple profiles; empty = the TLS pair. */
+    signingCert: string;
+    signingKey: string;
+    /** Public origin of the control plane for setup links and QR codes; empty = the request's scheme and Host. */
+    publicUrl: string;
+  };
 }
 
 type Kind = 'string' | 'int' | 'port' | 'bool' | 'duration' | 'level';
@@ -103,6 +137,28 @@ export const DEFAULTS: Config = {
   proxyProtocol: false,
   shutdownGrace: 10_000,
   touchInterval: 1000,
+  upstream: {
+    imap: { host: '', port: 0, tls: 'starttls', verifyCert: true, trusted: false, login: 'master', masterStyle: 'separator' },
+    pop3: { host: '', port: 0, tls: 'starttls', verifyCert: true, trusted: false, login: 'master', masterStyle: 'separator' },
+    smtp: {
+      host: '',
+      port: 0,
+      tls: 'starttls',
+      verifyCert: true,
+      trusted: false,
+      login: 'master',
+      masterStyle: 'separator',
+      xclient: false,
+      maxConnections: 5,
+      timeout: 120_000,
+    },
+    master: { user: '', password: '', separator: '*' },
+    domains: '',
+    connectTimeout: 10_000,
+    loginTimeout: 15_000,
+  },
+  nginx: { authSecret: '' },
+  setup: { linkTtl: 10 * 60_000, signingCert: '', signingKey: '', publicUrl: '' },
 };
 
 function listener(name: string, port: number, securePort: number): Record<string, Spec> {
@@ -122,6 +178,20 @@ function publicEndpoint(name: string): Record<string, Spec> {
     [`public.${name}.port`]: { kind: 'port', env: `KEYGATE_PUBLIC_${up}_PORT`, doc: `${up} STARTTLS port clients should use` },
     [`public.${name}.securePort`]: { kind: 'port', env: `KEYGATE_PUBLIC_${up}_SECURE_PORT`, doc: `${up} implicit-TLS port clients should use` },
     [`public.${name}.enabled`]: { kind: 'bool', env: `KEYGATE_PUBLIC_${up}_ENABLED`, doc: `advertise ${up} to clients` },
+  };
+}
+
+function upstreamSpecs(name: 'imap' | 'pop3' | 'smtp'): Record<string, Spec> {
+  const up = name.toUpperCase();
+  const logins = name === 'smtp' ? 'master, account, lmtp (deliver over LMTP), none (relay without login)' : 'master, account';
+  return {
+    [`upstream.${name}.host`]: { kind: 'string', env: `KEYGATE_UPSTREAM_${up}_HOST`, doc: `default upstream ${up} server; empty = no ${up} backend` },
+    [`upstream.${name}.port`]: { kind: 'port', env: `KEYGATE_UPSTREAM_${up}_PORT`, doc: `default upstream ${up} port; 0 = usual port for the TLS mode` },
+    [`upstream.${name}.tls`]: { kind: 'string', env: `KEYGATE_UPSTREAM_${up}_TLS`, doc: `TLS to the upstream ${up} server: implicit, starttls or none` },
+    [`upstream.${name}.verifyCert`]: { kind: 'bool', env: `KEYGATE_UPSTREAM_${up}_VERIFY_CERT`, doc: `check the upstream ${up} certificate` },
+    [`upstream.${name}.trusted`]: { kind: 'bool', env: `KEYGATE_UPSTREAM_${up}_TRUSTED`, doc: name === 'imap' ? 'upstream trusts Keygate: send ID x-originating-ip/port before login' : `upstream ${up} trusts Keygate to report the client` },
+    [`upstream.${name}.login`]: { kind: 'string', env: `KEYGATE_UPSTREAM_${up}_LOGIN`, doc: `how Keygate logs in upstream: ${logins}` },
+    [`upstream.${name}.masterStyle`]: { kind: 'string', env: `KEYGATE_UPSTREAM_${up}_MASTER_STYLE`, doc: 'master login form: separator (user*master) or authzid (SASL PLAIN authzid=user)' },
   };
 }
 
@@ -163,6 +233,23 @@ export const SPECS: Record<string, Spec> = {
   proxyProtocol: { kind: 'bool', env: 'KEYGATE_PROXY_PROTOCOL', doc: 'expect a PROXY protocol v1/v2 header on mail listeners' },
   shutdownGrace: { kind: 'duration', env: 'KEYGATE_SHUTDOWN_GRACE', doc: 'how long open sessions may finish after SIGTERM' },
   touchInterval: { kind: 'duration', env: 'KEYGATE_TOUCH_INTERVAL', doc: 'how often coalesced last-use writes are flushed' },
+  ...upstreamSpecs('imap'),
+  ...upstreamSpecs('pop3'),
+  ...upstreamSpecs('smtp'),
+  'upstream.smtp.xclient': { kind: 'bool', env: 'KEYGATE_UPSTREAM_SMTP_XCLIENT', doc: 'send Postfix XCLIENT (client address, login) to a trusted SMTP upstream' },
+  'upstream.smtp.maxConnections': { kind: 'int', env: 'KEYGATE_UPSTREAM_SMTP_MAX_CONNECTIONS', doc: 'pooled connections per SMTP upstream and login' },
+  'upstream.smtp.timeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_SMTP_TIMEOUT', doc: 'inactivity timeout while relaying a message upstream' },
+  'upstream.master.user': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_USER', doc: 'upstream master user (login mode master)' },
+  'upstream.master.password': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_PASSWORD', doc: 'upstream master user password' },
+  'upstream.master.separator': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_SEPARATOR', doc: 'separator of user and master in the separator style (Dovecot auth_master_user_separator)' },
+  'upstream.domains': { kind: 'string', env: 'KEYGATE_UPSTREAM_DOMAINS', doc: 'per-domain routes, JSON: {"example.com": {"imap": {"host": …}, "smtp": {…}, "master": {…}}}' },
+  'upstream.connectTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_CONNECT_TIMEOUT', doc: 'time allowed to connect to an upstream (TCP and TLS)' },
+  'upstream.loginTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_LOGIN_TIMEOUT', doc: 'time allowed from upstream greeting to logged in' },
+  'setup.linkTtl': { kind: 'duration', env: 'KEYGATE_SETUP_LINK_TTL', doc: 'how long a one-time setup link (Apple profile, QR code) stays usable; at most 24h' },
+  'setup.signingCert': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_CERT', doc: 'PEM certificate chain file that signs Apple profiles; empty = the TLS certificate' },
+  'setup.signingKey': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_KEY', doc: 'PEM private key file of setup.signingCert' },
+  'setup.publicUrl': { kind: 'string', env: 'KEYGATE_PUBLIC_URL', doc: 'public URL of the control plane for setup links, e.g. https://keygate.example.com; empty = the request\'s scheme and Host' },
+  'nginx.authSecret': { kind: 'string', env: 'KEYGATE_NGINX_AUTH_SECRET', doc: 'shared secret nginx sends in X-Keygate-Secret to GET /auth/nginx; empty = endpoint disabled' },
 };
 
 export class ConfigError extends Error {
@@ -266,7 +353,31 @@ export function loadConfig(options: LoadOptions = {}): Config {
     throw new ConfigError('dbs.redis', 'expected a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL');
   }
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
+  validateSetup(c.setup);
+  const upstreamProblem = validateUpstreamConfig(c);
+  if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
   return c;
+}
+
+/** Longest allowed setup-link lifetime: the link carries a key until it is used. */
+const MAX_SETUP_LINK_TTL = 24 * 60 * 60_000;
+
+function validateSetup(s: Config['setup']): void {
+  if (s.linkTtl <= 0 || s.linkTtl > MAX_SETUP_LINK_TTL) throw new ConfigError('setup.linkTtl', `expected a duration from 1ms to 24h (got ${s.linkTtl} ms)`);
+  if ((s.signingCert === '') !== (s.signingKey === '')) {
+    throw new ConfigError(s.signingCert === '' ? 'setup.signingCert' : 'setup.signingKey', 'setup.signingCert and setup.signingKey go together');
+  }
+  if (s.publicUrl !== '') {
+    let url: URL | null = null;
+    try {
+      url = new URL(s.publicUrl);
+    } catch {
+      url = null;
+    }
+    if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
+      throw new ConfigError('setup.publicUrl', `expected an http(s) origin such as https://keygate.example.com (got ${JSON.stringify(s.publicUrl)})`);
+    }
+  }
 }
 
 /** Every environment variable the config module reads (used by deployment-file checks). */

@@ -68,3 +68,9 @@ export interface Backends {
 }
 
 export const NO_BACKENDS: Backends = { imap: null, pop3: null, smtp: null };
+
+/** Backends that hold resources (pooled upstream connections) and can release them. */
+export interface ClosableBackends extends Backends {
+  /** Closes pooled upstream connections; open piped sessions are the listeners' to end. */
+  close(): Promise<void>;
+}

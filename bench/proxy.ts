@@ -1,0 +1,391 @@
+/**
+ * `npm run bench:proxy`: what the IMAP proxy backend costs. In one run, against
+ * a private tuned Dovecot (1,000-message mailbox) and through Keygate (its
+ * IMAP listener + the proxy backend, master login upstream):
+ *
+ * - `FETCH 1:* (BODY.PEEK[])` of the whole mailbox: MB/s;
+ * - `SELECT INBOX` and `NOOP` round trips on one connection: p50/p99 latency;
+ * - login cycles (connect → greeting → LOGIN → LOGOUT) at concurrency 1, 8
+ *   and 32, from forked load processes: cycles/s, and Keygate's CPU per
+ *   1,000 cycles.
+ *
+ * Reports throughput ratios (Keygate / direct) and added p50 latency per
+ * command. Targets: ≥ 90 % of direct throughput, added p50 < 0.2 ms.
+ * Keygate runs in its own process (this file with `--serve`), Dovecot in its
+ * own, the load in this one (and the forked workers for login cycles).
+ *
+ * Knobs (environment): BENCH_SECONDS (login cycles per cell, default 2.5),
+ * BENCH_MESSAGES (default 1000), BENCH_MESSAGE_KB (default 10),
+ * BENCH_ROUNDS (FETCH repetitions per side, default 7), BENCH_RTT (round trips per
+ * command, default 2000), BENCH_WORKERS (default 2).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { cpus, release, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { connect, type Socket } from 'node:net';
+import nodemailer from 'nodemailer';
+import { dovecotAvailable, startDovecot, type RunningDovecot } from '../test/helpers/dovecot.js';
+import { LoadPool } from './lib/load.js';
+import { processCpu } from './lib/proc.js';
+import { fmt, quantile, sortNumbers, table } from './lib/stats.js';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 2.5);
+const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 1000);
+const MESSAGE_KB = Number(process.env.BENCH_MESSAGE_KB ?? 10);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
+const RTT = Number(process.env.BENCH_RTT ?? 2000);
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
+const ACCOUNT = 'bench@example.com';
+const PASSWORD = 'bench-upstream-pw';
+const MASTER = { user: 'keygate', password: 'bench-master-pw' };
+
+const progress = (msg: string): void => void process.stderr.write(`${msg}\n`);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+// ---------------------------------------------------------------------------
+// Keygate child process: `tsx bench/proxy.ts --serve <json>`.
+
+interface ServeArgs {
+  dir: string;
+  imapPort: number;
+  lmtpPort: number;
+}
+
+interface ServeReady {
+  imap: number;
+  key: string;
+}
+
+async function serve(args: ServeArgs): Promise<void> {
+  const { loadConfig } = await import('../src/config.js');
+  const { createLogger } = await import('../src/log.js');
+  const { createBackends } = await import('../src/backends/index.js');
+  const { startServer } = await import('../src/server.js');
+  const { issueToken } = await import('../src/services/tokens.js');
+  const config = loadConfig({
+    env: {},
+    flags: {
+      'db.path': join(args.dir, 'keygate.db'),
+      'http.port': 0,
+      'smtp.enabled': false,
+      'pop3.enabled': false,
+      'imap.port': 0,
+      'imap.securePort': 0,
+      'tls.dir': join(args.dir, 'certs'),
+      'limits.connectionsPerIp': 0,
+      'log.level': 'warn',
+      'upstream.imap.host': '127.0.0.1',
+      'upstream.imap.port': args.imapPort,
+      'upstream.imap.tls': 'none',
+      'upstream.master.user': MASTER.user,
+      'upstream.master.password': MASTER.password,
+    },
+  });
+  const logger = createLogger(config.log.level);
+  const backends = createBackends(config, null, logger);
+  const server = await startServer(config, logger, { backends });
+  const { key } = await issueToken(server.store, { description: 'bench', account: ACCOUNT, scopes: ['imap'] });
+  const ready: ServeReady = { imap: server.listeners.get('imap').address().port, key };
+  process.stdout.write(`${JSON.stringify(ready)}\n`);
+  const stop = async (): Promise<void> => {
+    await server.close();
+    await backends.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop());
+  process.once('SIGINT', () => void stop());
+}
+
+async function startKeygate(args: ServeArgs): Promise<{ child: ChildProcess; ready: ServeReady; stop(): Promise<void> }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', import.meta.filename, '--serve', JSON.stringify(args)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, NODE_ENV: 'production' },
+  });
+  const ready = await new Promise<ServeReady>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf('\n');
+      if (nl >= 0) resolve(JSON.parse(out.slice(0, nl)) as ServeReady);
+    });
+    child.once('exit', (code) => reject(new Error(`keygate exited (${code})`)));
+  });
+  return {
+    child,
+    ready,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, sleep(10_000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// A minimal IMAP client for the load side: one command at a time, the reply
+// scanned for its tagged line without building strings of the payload.
+
+class RawImap {
+  private tagNo = 0;
+  private pending: { tag: string; resolve: (bytes: number) => void; reject: (e: Error) => void; bytes: number; tail: Buffer } | null = null;
+
+  private constructor(private readonly socket: Socket) {}
+
+  static async open(port: number): Promise<RawImap> {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.setNoDelay(true);
+    const c = new RawImap(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('data', () => {
+        socket.on('data', (d: Buffer) => c.onData(d));
+        resolve();
+      });
+      socket.once('error', reject);
+    });
+    socket.on('error', (e) => c.pending?.reject(e));
+    return c;
+  }
+
+  /** Sends one command; resolves with the reply's size in bytes; rejects on NO/BAD. */
+  command(text: string): Promise<number> {
+    const tag = `t${++this.tagNo}`;
+    return new Promise((resolve, reject) => {
+      this.pending = { tag: `${tag} `, resolve, reject, bytes: 0, tail: Buffer.alloc(0) };
+      this.socket.write(`${tag} ${text}\r\n`);
+    });
+  }
+
+  /**
+   * Only the end of the stream is looked at: the reply is complete when its
+   * last line (after the final CRLF but one) starts with the tag. Payload
+   * bytes are counted, never copied or searched.
+   */
+  private onData(d: Buffer): void {
+    const p = this.pending;
+    if (!p) return;
+    p.bytes += d.length;
+    const tail = d.length >= 4096 ? d.subarray(d.length - 4096) : Buffer.concat([p.tail, d]).subarray(-4096);
+    p.tail = tail;
+    if (tail.length < 2 || tail[tail.length - 2] !== 13 || tail[tail.length - 1] !== 10) return;
+    const text = tail.toString('latin1');
+    const cr = text.lastIndexOf('\r\n', text.length - 3);
+    const last = cr < 0 ? text : text.slice(cr + 2);
+    if (!last.startsWith(p.tag)) return;
+    this.pending = null;
+    if (last.startsWith(`${p.tag}OK`)) p.resolve(p.bytes);
+    else p.reject(new Error(last.trim()));
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+async function logIn(port: number, user: string, pass: string): Promise<RawImap> {
+  const c = await RawImap.open(port);
+  await c.command(`LOGIN ${user} ${pass}`);
+  return c;
+}
+
+interface Side {
+  name: string;
+  port: number;
+  pass: string;
+}
+
+interface FetchResult {
+  mbPerSecond: number;
+  bytes: number;
+  /** Median time of one FETCH, ms. */
+  median: number;
+}
+
+interface RttResult {
+  p50: number;
+  p99: number;
+  perSecond: number;
+}
+
+/**
+ * The two sides are measured alternately, block by block, on one logged-in
+ * connection each, so a burst of other load on the machine hits both alike.
+ */
+async function compare(sides: [Side, Side], blocks: number, block: (c: RawImap) => Promise<number[]>): Promise<[number[], number[]]> {
+  const conns = await Promise.all(sides.map((s) => logIn(s.port, ACCOUNT, s.pass)));
+  try {
+    for (const c of conns) await c.command('SELECT INBOX');
+    for (const c of conns) await block(c); // warm-up (Dovecot caches, page cache, JIT)
+    const out: [number[], number[]] = [[], []];
+    for (let b = 0; b < blocks; b++) for (let i = 0; i < 2; i++) out[i]!.push(...(await block(conns[i]!)));
+    return out;
+  } finally {
+    for (const c of conns) c.close();
+  }
+}
+
+async function fetchAll(sides: [Side, Side]): Promise<[FetchResult, FetchResult]> {
+  let bytes = 0;
+  const times = await compare(sides, ROUNDS, async (c) => {
+    const t0 = performance.now();
+    bytes = await c.command('FETCH 1:* (BODY.PEEK[])');
+    return [performance.now() - t0];
+  });
+  return times.map((t) => {
+    const median = quantile(sortNumbers(t), 0.5);
+    return { mbPerSecond: bytes / 1e6 / (median / 1000), bytes, median };
+  }) as [FetchResult, FetchResult];
+}
+
+async function roundTrips(sides: [Side, Side], command: string, n: number): Promise<[RttResult, RttResult]> {
+  const blocks = 10;
+  const per = Math.max(10, Math.floor(n / blocks));
+  const lat = await compare(sides, blocks, async (c) => {
+    const out: number[] = [];
+    for (let i = 0; i < per; i++) {
+      const s = performance.now();
+      await c.command(command);
+      out.push(performance.now() - s);
+    }
+    return out;
+  });
+  return lat.map((l) => {
+    const sorted = sortNumbers(l);
+    return { p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), perSecond: 1000 / (l.reduce((a, b) => a + b, 0) / l.length) };
+  }) as [RttResult, RttResult];
+}
+
+async function fillMailbox(dc: RunningDovecot): Promise<void> {
+  const t = nodemailer.createTransport({ pool: true, host: '127.0.0.1', port: dc.lmtpPort, lmtp: true, ignoreTLS: true, maxConnections: 4, logger: false });
+  const line = 'The quick brown fox jumps over the lazy dog. 0123456789 abcdefghijklmnopqrstuvwxyz';
+  const body = Array.from({ length: Math.ceil((MESSAGE_KB * 1024) / (line.length + 2)) }, () => line).join('\r\n');
+  try {
+    const batch = 50;
+    for (let i = 0; i < MESSAGES; i += batch) {
+      await Promise.all(
+        Array.from({ length: Math.min(batch, MESSAGES - i) }, (_, j) =>
+          t.sendMail({
+            envelope: { from: 'sender@example.net', to: [ACCOUNT] },
+            raw: `From: <sender@example.net>\r\nTo: <${ACCOUNT}>\r\nSubject: bench message ${i + j}\r\nMessage-ID: <bench-${i + j}@example.net>\r\n\r\n${body}\r\n`,
+          }),
+        ),
+      );
+    }
+  } finally {
+    t.close();
+  }
+}
+
+async function main(): Promise<void> {
+  if (!dovecotAvailable()) {
+    console.log('Dovecot is not installed (apt dovecot-imapd dovecot-pop3d dovecot-lmtpd): nothing to compare the proxy with.');
+    return;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-proxy-'));
+  let dc: RunningDovecot | null = null;
+  let keygate: Awaited<ReturnType<typeof startKeygate>> | null = null;
+  let pool: LoadPool | null = null;
+  let cleaned = false;
+  const cleanup = async (): Promise<void> => {
+    if (cleaned) return;
+    cleaned = true;
+    pool?.close();
+    await keygate?.stop();
+    await dc?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  // An interrupted run leaves no server and no temp dir behind.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void cleanup().finally(() => process.exit(130)));
+  try {
+    progress('starting tuned Dovecot');
+    dc = await startDovecot({ users: [{ user: ACCOUNT, password: PASSWORD }], master: MASTER, tuned: true });
+    progress(`filling the mailbox with ${MESSAGES} messages of ~${MESSAGE_KB} KB`);
+    await fillMailbox(dc);
+    progress('starting Keygate (IMAP listener + proxy backend)');
+    keygate = await startKeygate({ dir, imapPort: dc.imapPort, lmtpPort: dc.lmtpPort });
+    const direct: Side = { name: 'direct', port: dc.imapPort, pass: PASSWORD };
+    const through: Side = { name: 'keygate', port: keygate.ready.imap, pass: keygate.ready.key };
+
+    progress('FETCH 1:* (BODY.PEEK[])');
+    const [fDirect, fKeygate] = await fetchAll([direct, through]);
+    progress('SELECT / NOOP round trips');
+    const rtt: Record<string, { direct: RttResult; keygate: RttResult }> = {};
+    for (const cmd of ['NOOP', 'SELECT INBOX']) {
+      const [d, k] = await roundTrips([direct, through], cmd, cmd === 'NOOP' ? RTT : Math.max(100, Math.floor(RTT / 4)));
+      rtt[cmd] = { direct: d, keygate: k };
+    }
+
+    progress('login cycles');
+    pool = new LoadPool(WORKERS);
+    const logins: Array<{ c: number; direct: number; keygate: number; kP50: number; dP50: number; cpuPer1000: number; errors: number }> = [];
+    for (const c of [1, 8, 32]) {
+      const dRes = await pool.run({ protocol: 'imap', port: direct.port, tls: false, creds: { user: ACCOUNT, pass: PASSWORD } }, c, SECONDS * 1000);
+      const cpu0 = processCpu(keygate.child.pid!);
+      const kRes = await pool.run({ protocol: 'imap', port: through.port, tls: false, creds: { user: ACCOUNT, pass: through.pass } }, c, SECONDS * 1000);
+      const cpu = processCpu(keygate.child.pid!) - cpu0;
+      logins.push({
+        c,
+        direct: dRes.cyclesPerSecond,
+        keygate: kRes.cyclesPerSecond,
+        dP50: dRes.loginP50,
+        kP50: kRes.loginP50,
+        cpuPer1000: (cpu / Math.max(1, kRes.cycles)) * 1000,
+        errors: dRes.errors + kRes.errors,
+      });
+      if (kRes.firstError || dRes.firstError) progress(`  errors at c=${c}: ${kRes.firstError ?? dRes.firstError}`);
+    }
+
+    const pct = (k: number, d: number): string => `${fmt((k / d) * 100, 1)} %`;
+    const out: string[] = [];
+    out.push(`## IMAP proxy benchmark (npm run bench:proxy)\n`);
+    out.push(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${fmt(totalmem() / 2 ** 30, 1)} GiB, Linux ${release()}, Node ${process.version}; Dovecot tuned (service_count = 0), ${MESSAGES} messages of ~${MESSAGE_KB} KB; plaintext on loopback.\n`);
+    out.push(
+      table(
+        ['measure', 'direct Dovecot', 'through Keygate', 'Keygate / direct', 'added p50'],
+        [
+          [`FETCH 1:* (BODY.PEEK[]) (${fmt(fDirect.bytes / 1e6, 1)} MB)`, `${fmt(fDirect.mbPerSecond, 0)} MB/s`, `${fmt(fKeygate.mbPerSecond, 0)} MB/s`, pct(fKeygate.mbPerSecond, fDirect.mbPerSecond), `${fmt(fKeygate.median - fDirect.median, 1)} ms per FETCH`],
+          ...Object.entries(rtt).map(([cmd, r]) => [
+            `${cmd} round trip (p50 / p99)`,
+            `${fmt(r.direct.p50, 3)} / ${fmt(r.direct.p99, 3)} ms`,
+            `${fmt(r.keygate.p50, 3)} / ${fmt(r.keygate.p99, 3)} ms`,
+            pct(r.keygate.perSecond, r.direct.perSecond),
+            `${fmt(r.keygate.p50 - r.direct.p50, 3)} ms`,
+          ]),
+          ...logins.map((l) => [
+            `login cycles/s, c=${l.c} (login p50)`,
+            `${fmt(l.direct, 0)} (${fmt(l.dP50, 2)} ms)`,
+            `${fmt(l.keygate, 0)} (${fmt(l.kP50, 2)} ms)`,
+            pct(l.keygate, l.direct),
+            `${fmt(l.kP50 - l.dP50, 2)} ms`,
+          ]),
+        ],
+      ),
+    );
+    out.push(`\nKeygate CPU per 1,000 proxied login cycles: ${logins.map((l) => `c=${l.c}: ${fmt(l.cpuPer1000, 2)} s`).join(', ')}.`);
+    const errors = logins.reduce((s, l) => s + l.errors, 0);
+    if (errors) out.push(`Login cycle errors: ${errors}.`);
+    const verdicts = [
+      `FETCH throughput ${pct(fKeygate.mbPerSecond, fDirect.mbPerSecond)} of direct (target ≥ 90 %): ${fKeygate.mbPerSecond >= 0.9 * fDirect.mbPerSecond ? 'met' : 'MISSED'}`,
+      ...Object.entries(rtt).map(([cmd, r]) => `${cmd} added p50 ${fmt((r.keygate.p50 - r.direct.p50) * 1000, 0)} µs (target < 200 µs): ${r.keygate.p50 - r.direct.p50 < 0.2 ? 'met' : 'MISSED'}`),
+    ];
+    out.push(`\n${verdicts.map((v) => `- ${v}`).join('\n')}`);
+    out.push(`\nA login through Keygate is two logins (Keygate's key check, then Dovecot's master login), so login cycles are compared, not targeted.`);
+    console.log(out.join('\n'));
+  } finally {
+    await cleanup();
+  }
+}
+
+if (process.argv[2] === '--serve') {
+  void serve(JSON.parse(process.argv[3]!) as ServeArgs);
+} else {
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,196 @@
+import { isIP, connect as netConnect, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { UpstreamServer } from './routing.js';
+
+/** Longest line accepted from an upstream before login (guards memory against a broken server). */
+const MAX_LINE = 64 * 1024;
+
+/** An upstream failed in a way worth logging (connect refused, timeout, TLS, unexpected reply); never carries a password. */
+export class UpstreamError extends Error {
+  constructor(
+    message: string,
+    readonly stage: 'connect' | 'tls' | 'greeting' | 'login' | 'protocol' | 'timeout',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'UpstreamError';
+  }
+}
+
+export interface Timeouts {
+  connectMs: number;
+  loginMs: number;
+}
+
+/**
+ * One upstream connection during its pre-login phase: CRLF lines and literal
+ * bytes read on demand, under one deadline (connect timeout until connected,
+ * then the login timeout). `detach()` hands the socket over positioned right
+ * after the last consumed byte: anything read ahead is pushed back.
+ */
+export class UpstreamConnection {
+  private buffer: Buffer = Buffer.alloc(0);
+  private waiter: (() => void) | null = null;
+  private failure: Error | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private readonly onData = (chunk: Buffer): void => {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    this.wake();
+  };
+  private readonly onError = (err: Error): void => this.fail(new UpstreamError(`${err.message}`, 'protocol', { cause: err }));
+  private readonly onClose = (): void => this.fail(new UpstreamError('upstream closed the connection', 'protocol'));
+
+  private constructor(
+    public socket: Socket,
+    readonly server: UpstreamServer,
+  ) {
+    this.attach();
+  }
+
+  /** Connects (TLS at once for `implicit`), with `setNoDelay`. Rejects with UpstreamError. */
+  static async open(server: UpstreamServer, timeouts: Timeouts): Promise<UpstreamConnection> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const implicit = server.tls === 'implicit';
+      const s: Socket = implicit
+        ? tlsConnect({ host: server.host, port: server.port, servername: sni(server.host), rejectUnauthorized: server.verifyCert, minVersion: 'TLSv1.2' })
+        : netConnect({ host: server.host, port: server.port });
+      const timer = setTimeout(() => {
+        s.destroy();
+        reject(new UpstreamError(`connect to ${server.host}:${server.port} timed out after ${timeouts.connectMs} ms`, 'timeout'));
+      }, timeouts.connectMs);
+      s.setNoDelay(true);
+      s.once(implicit ? 'secureConnect' : 'connect', () => {
+        clearTimeout(timer);
+        s.off('error', onError);
+        resolve(s);
+      });
+      const onError = (err: Error): void => {
+        clearTimeout(timer);
+        s.destroy();
+        reject(new UpstreamError(`connect to ${server.host}:${server.port} failed: ${err.message}`, implicit && !/ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(err.message) ? 'tls' : 'connect', { cause: err }));
+      };
+      s.once('error', onError);
+    });
+    const conn = new UpstreamConnection(socket, server);
+    conn.timer = setTimeout(() => {
+      conn.fail(new UpstreamError(`upstream ${server.host}:${server.port} did not complete the login within ${timeouts.loginMs} ms`, 'timeout'));
+      socket.destroy();
+    }, timeouts.loginMs);
+    return conn;
+  }
+
+  /** Next line without its CRLF (latin1, so byte counts stay exact). */
+  async readLine(): Promise<string> {
+    for (;;) {
+      const i = this.buffer.indexOf('\r\n');
+      if (i >= 0) {
+        const line = this.buffer.toString('latin1', 0, i);
+        this.buffer = this.buffer.subarray(i + 2);
+        return line;
+      }
+      if (this.buffer.length > MAX_LINE) throw this.abort(new UpstreamError('upstream sent an overlong line', 'protocol'));
+      await this.more();
+    }
+  }
+
+  /** Exactly n bytes (an IMAP literal). */
+  async readBytes(n: number): Promise<Buffer> {
+    if (n > MAX_LINE) throw this.abort(new UpstreamError('upstream sent an oversized literal before login', 'protocol'));
+    while (this.buffer.length < n) await this.more();
+    const out = this.buffer.subarray(0, n);
+    this.buffer = this.buffer.subarray(n);
+    return out;
+  }
+
+  write(data: string | Buffer): void {
+    this.socket.write(data);
+  }
+
+  /** STARTTLS / STLS: the upgrade after the server said go ahead; pre-TLS read-ahead is discarded (RFC 3207 §4.2). */
+  async startTls(): Promise<void> {
+    this.detachListeners();
+    this.buffer = Buffer.alloc(0);
+    const plain = this.socket;
+    this.socket = await new Promise<TLSSocket>((resolve, reject) => {
+      const s = tlsConnect({ socket: plain, servername: sni(this.server.host), rejectUnauthorized: this.server.verifyCert, minVersion: 'TLSv1.2' });
+      const onError = (err: Error): void => {
+        s.destroy();
+        reject(new UpstreamError(`TLS with ${this.server.host}:${this.server.port} failed: ${err.message}`, 'tls', { cause: err }));
+      };
+      s.once('error', onError);
+      s.once('secureConnect', () => {
+        s.off('error', onError);
+        resolve(s);
+      });
+    });
+    this.socket.setNoDelay(true);
+    this.attach();
+  }
+
+  /**
+   * Hands the socket over: listeners removed, the login timer stopped, the
+   * stream paused, and any bytes read past the login reply pushed back.
+   */
+  detach(): Socket {
+    this.clearTimer();
+    this.detachListeners();
+    this.socket.pause();
+    if (this.buffer.length > 0) this.socket.unshift(this.buffer);
+    this.buffer = Buffer.alloc(0);
+    return this.socket;
+  }
+
+  /** Gives up: destroys the socket. */
+  destroy(): void {
+    this.clearTimer();
+    this.detachListeners();
+    this.socket.destroy();
+  }
+
+  private attach(): void {
+    this.socket.on('data', this.onData);
+    this.socket.on('error', this.onError);
+    this.socket.on('close', this.onClose);
+  }
+
+  private detachListeners(): void {
+    this.socket.off('data', this.onData);
+    this.socket.off('error', this.onError);
+    this.socket.off('close', this.onClose);
+    // A late error after hand-over or destroy must not crash the process.
+    this.socket.on('error', () => {});
+  }
+
+  private clearTimer(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private fail(err: Error): void {
+    this.failure ??= err;
+    this.wake();
+  }
+
+  private abort(err: UpstreamError): UpstreamError {
+    this.fail(err);
+    this.destroy();
+    return err;
+  }
+
+  private wake(): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.();
+  }
+
+  private async more(): Promise<void> {
+    if (this.failure) throw this.failure;
+    await new Promise<void>((resolve) => (this.waiter = resolve));
+    if (this.failure && !this.buffer.length) throw this.failure;
+  }
+}
+
+/** SNI only for names (RFC 6066 forbids IP literals). */
+function sni(host: string): string | undefined {
+  return isIP(host) ? undefined : host;
+}

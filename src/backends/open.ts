@@ -1,0 +1,57 @@
+import type { AccountRecord } from '../keys/record.js';
+import type { Logger } from '../log.js';
+import { UpstreamError } from './connection.js';
+import type { MailProtocol, Route } from './routing.js';
+import { BackendUnavailableError, type SessionContext } from './types.js';
+
+/** Where backends get routes from (the Router; tests may pass their own). */
+export interface RouteSource {
+  resolve(account: AccountRecord, protocol: MailProtocol): Route | null;
+}
+
+/** What a log line may say about a route: never a password. */
+export function describeRoute(route: Route): Record<string, unknown> {
+  return {
+    upstream: `${route.server.host}:${route.server.port}`,
+    tls: route.server.tls,
+    login: route.login.mode,
+    upstreamUser: route.user,
+    route: route.source,
+  };
+}
+
+/**
+ * Resolves the session's route and runs `fn` against it. Every failure
+ * becomes a BackendUnavailableError (the client gets its protocol's
+ * temporary failure) and one warning with the upstream's error.
+ */
+export async function openRoute<T>(
+  routes: RouteSource,
+  ctx: SessionContext,
+  protocol: MailProtocol,
+  logger: Logger,
+  fn: (route: Route) => Promise<T>,
+): Promise<T> {
+  const base = { component: 'backend', protocol, account: ctx.account.address, keyId: ctx.key.id, ip: ctx.clientIp };
+  let route: Route | null;
+  try {
+    route = routes.resolve(ctx.account, protocol);
+  } catch (err) {
+    logger.error({ ...base, err: (err as Error).message }, 'cannot route session upstream');
+    throw new BackendUnavailableError(`no usable ${protocol} upstream for this account`, { cause: err });
+  }
+  if (!route) {
+    logger.warn(base, 'no upstream route for this account');
+    throw new BackendUnavailableError(`no ${protocol} upstream for this account`);
+  }
+  const started = performance.now();
+  try {
+    const result = await fn(route);
+    logger.debug({ ...base, ...describeRoute(route), ms: Math.round((performance.now() - started) * 100) / 100 }, 'upstream session open');
+    return result;
+  } catch (err) {
+    const stage = err instanceof UpstreamError ? err.stage : 'internal';
+    logger.warn({ ...base, ...describeRoute(route), stage, err: (err as Error).message }, 'upstream unavailable');
+    throw new BackendUnavailableError(`${protocol} upstream unavailable (${stage})`, { cause: err });
+  }
+}

@@ -1,0 +1,149 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { Authenticator } from '../../auth/authenticate.js';
+import { Router, type MailProtocol } from '../../backends/routing.js';
+import type { Config } from '../../config.js';
+import { errorBody } from '../errors.js';
+
+export interface NginxAuthOptions {
+  config: Config;
+  /** The same Authenticator the listeners use (policy, limits, audit). */
+  authenticator: Authenticator;
+  /** Routes to upstreams; default: built from `config`. */
+  router?: Router;
+  /** Host name → address for `Auth-Server` (nginx takes addresses only); default: DNS lookup. */
+  resolveHost?: (host: string) => Promise<string>;
+}
+
+/** The header nginx must send: `auth_http_header X-Keygate-Secret "<nginx.authSecret>";`. */
+export const NGINX_SECRET_HEADER = 'x-keygate-secret';
+/** Seconds nginx waits before letting the client try again after a refusal. */
+const AUTH_WAIT = '3';
+const INVALID = 'Invalid login or password';
+const TEMPORARY = 'Temporary server problem, try again later';
+const PROTOCOLS: readonly MailProtocol[] = ['imap', 'pop3', 'smtp'];
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** nginx percent-encodes Auth-User and Auth-Pass (space, %, control characters); anything malformed stays as sent. */
+function unescape(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
+  }
+}
+
+function header(req: FastifyRequest, name: string): string {
+  const v = req.headers[name];
+  return typeof v === 'string' ? v : Array.isArray(v) ? (v[0] ?? '') : '';
+}
+
+/**
+ * `GET /auth/nginx`: nginx's mail `auth_http` protocol, so a site running
+ * nginx's mail proxy can log clients in with Keygate keys. In: `Auth-User`,
+ * `Auth-Pass`, `Auth-Protocol`, `Auth-Method`, `Auth-Login-Attempt`,
+ * `Client-IP`, and the shared secret in `X-Keygate-Secret`. The login goes
+ * through the same `Authenticator.login` as the listeners (same policy,
+ * limits and audit, `Client-IP` as the client). Out (always HTTP 200 once the
+ * secret matched): `Auth-Status: OK`, `Auth-Server` (an address), `Auth-Port`,
+ * and for IMAP/POP3 the upstream login — `Auth-User`/`Auth-Pass` rewritten to
+ * `user*master` + master password in master mode, or the account's stored
+ * credentials in account mode; on a refusal `Auth-Status: Invalid login or
+ * password` and `Auth-Wait: 3`; on a temporary problem (limits, store,
+ * no route) `Auth-Status: Temporary server problem…` (+ `Auth-Error-Code` for
+ * SMTP). A missing or wrong secret (or none configured) is HTTP 403.
+ *
+ * nginx's mail proxy speaks plaintext to its backends and cannot log in with
+ * an authzid: routes used through nginx should be `tls: none` and master
+ * logins are always written in the separator style here.
+ */
+export const nginxAuthRoutes: FastifyPluginAsync<NginxAuthOptions> = async (app, opts) => {
+  const { config, authenticator } = opts;
+  const router = opts.router ?? new Router(config);
+  const resolveHost = opts.resolveHost ?? (async (host: string) => (isIP(host) ? host : (await lookup(host)).address));
+  const expected = config.nginx.authSecret === '' ? null : digest(config.nginx.authSecret);
+
+  app.get(
+    '/auth/nginx',
+    {
+      config: { auth: false },
+      schema: {
+        tags: ['nginx'],
+        summary: "nginx mail auth_http endpoint (answers in headers); needs the X-Keygate-Secret header",
+        hide: true,
+      },
+    },
+    async (req: FastifyRequest, reply: FastifyReply) => {
+      reply.header('cache-control', 'no-store');
+      if (!expected) return reply.code(403).send(errorBody('forbidden', 'nginx auth is disabled: set nginx.authSecret (KEYGATE_NGINX_AUTH_SECRET)'));
+      const presented = header(req, NGINX_SECRET_HEADER);
+      if (presented === '' || !timingSafeEqual(digest(presented), expected)) {
+        req.log.warn({ ip: req.ip }, 'nginx auth request without the shared secret');
+        return reply.code(403).send(errorBody('forbidden', 'The nginx shared secret is missing or wrong'));
+      }
+
+      const protocol = header(req, 'auth-protocol').toLowerCase() as MailProtocol;
+      const method = header(req, 'auth-method').toLowerCase() || 'plain';
+      const username = unescape(header(req, 'auth-user'));
+      const secret = unescape(header(req, 'auth-pass'));
+      const clientIp = header(req, 'client-ip') || req.ip;
+      const attempt = Number(header(req, 'auth-login-attempt')) || 1;
+
+      const refuse = (status: string, temporary: boolean): FastifyReply => {
+        reply.header('Auth-Status', status);
+        // After many attempts on one connection nginx should give up: no Auth-Wait closes it (nginx docs: 10-20 tries).
+        if (attempt < 10) reply.header('Auth-Wait', AUTH_WAIT);
+        if (protocol === 'smtp') reply.header('Auth-Error-Code', temporary ? '451 4.3.0' : '535 5.7.8');
+        return reply.code(200).send('');
+      };
+
+      if (!PROTOCOLS.includes(protocol)) return reply.code(400).send(errorBody('bad_request', 'Auth-Protocol must be imap, pop3 or smtp'));
+      if (method !== 'plain' && method !== 'login') {
+        // apop / cram-md5 never carry the key itself; external has no password.
+        authenticator.audit(protocol, clientIp, username.trim().toLowerCase(), { ok: false, reason: 'unsupported_mechanism' });
+        return refuse(INVALID, false);
+      }
+
+      const result = await authenticator.login({ protocol, username, secret, ip: clientIp });
+      if (!result.ok) return refuse(result.temporary ? TEMPORARY : INVALID, result.temporary);
+
+      let route;
+      try {
+        route = router.resolve(result.account, protocol);
+      } catch (err) {
+        req.log.error({ account: result.account.address, protocol, err: (err as Error).message }, 'cannot route nginx login upstream');
+        return refuse(TEMPORARY, true);
+      }
+      if (!route) {
+        req.log.warn({ account: result.account.address, protocol }, 'no upstream route for nginx login');
+        return refuse(TEMPORARY, true);
+      }
+      let address: string;
+      try {
+        address = await resolveHost(route.server.host);
+      } catch (err) {
+        req.log.error({ host: route.server.host, err: (err as Error).message }, 'cannot resolve upstream host for nginx');
+        return refuse(TEMPORARY, true);
+      }
+      reply.header('Auth-Status', 'OK');
+      reply.header('Auth-Server', address);
+      reply.header('Auth-Port', String(route.server.port));
+      if (protocol !== 'smtp') {
+        const login = route.login;
+        if (login.mode === 'master') {
+          reply.header('Auth-User', `${login.user}${login.separator}${login.masterUser}`);
+          reply.header('Auth-Pass', login.masterPassword);
+        } else if (login.mode === 'account') {
+          reply.header('Auth-User', login.user);
+          reply.header('Auth-Pass', login.password);
+        }
+      }
+      return reply.code(200).send('');
+    },
+  );
+};

@@ -1,0 +1,332 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+/** Why Dovecot tests are skipped, printed once. */
+export const DOVECOT_SKIP_REASON = 'dovecot (apt dovecot-imapd, dovecot-pop3d, dovecot-lmtpd) not found: skipping tests that need a real Dovecot';
+
+let available: boolean | undefined;
+let warned = false;
+
+/** True when dovecot 2.3+ can be run with IMAP, POP3 and LMTP; warns once with the skip reason otherwise. */
+export function dovecotAvailable(): boolean {
+  if (available === undefined) {
+    const version = spawnSync('dovecot', ['--version'], { encoding: 'utf8' });
+    const hasUser = (name: string): boolean => spawnSync('id', [name], { stdio: 'ignore' }).status === 0;
+    const exe = (name: string): boolean => spawnSync('test', ['-x', `/usr/lib/dovecot/${name}`]).status === 0;
+    available =
+      version.status === 0 &&
+      /^2\.[3-9]/.test(version.stdout.trim()) &&
+      hasUser('dovecot') &&
+      hasUser('dovenull') &&
+      hasUser('nobody') &&
+      exe('imap') &&
+      exe('pop3') &&
+      exe('lmtp');
+  }
+  if (!available && !warned) {
+    warned = true;
+    console.warn(DOVECOT_SKIP_REASON);
+  }
+  return available;
+}
+
+export interface DovecotUser {
+  user: string;
+  password: string;
+}
+
+export interface DovecotOptions {
+  /** Regular users (passwd-file); default alice@example.com and bob@example.com. */
+  users?: DovecotUser[];
+  /** The master user (master passdb, `user*master` or SASL PLAIN authzid). */
+  master?: DovecotUser;
+  /** Tuned for load (`service_count = 0` and a `client_limit` for the login and session services); default false = Dovecot's defaults. */
+  tuned?: boolean;
+  /** Verbose auth logging into the log file (debugging a test). */
+  verbose?: boolean;
+  /** TLS with a fresh self-signed certificate (CN and SAN localhost): STARTTLS/STLS on the plain ports, and implicit-TLS ports. */
+  ssl?: boolean;
+}
+
+export interface RunningDovecot {
+  host: '127.0.0.1';
+  imapPort: number;
+  pop3Port: number;
+  lmtpPort: number;
+  /** Implicit-TLS ports; 0 unless started with `ssl`. */
+  imapsPort: number;
+  pop3sPort: number;
+  /** PEM certificate Dovecot presents (with `ssl`). */
+  certPath: string | null;
+  dir: string;
+  users: DovecotUser[];
+  master: DovecotUser;
+  pid: number;
+  /** The last lines of Dovecot's log (for a failing test's message). */
+  logTail(lines?: number): string;
+  /** Stops Dovecot and removes its directory. */
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_USERS: DovecotUser[] = [
+  { user: 'alice@example.com', password: 'alice-upstream-pw' },
+  { user: 'bob@example.com', password: 'bob-upstream-pw' },
+];
+export const DEFAULT_MASTER: DovecotUser = { user: 'keygate', password: 'master-secret-pw' };
+
+// Every Dovecot we start, so a crashed test run never leaves one behind.
+const children = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+});
+
+/** A port the kernel says is free now (bind 0, read, close). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
+      const { port } = srv.address() as { port: number };
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function safeRead(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function passwdLine(u: DovecotUser): string {
+  if (/[:\n]/.test(u.user) || /[:\n]/.test(u.password)) throw new Error(`unusable test credentials for ${u.user}`);
+  return `${u.user}:{PLAIN}${u.password}::::::\n`;
+}
+
+/**
+ * Starts a private Dovecot as a child process (`dovecot -F -c <temp>/dovecot.conf`)
+ * on free loopback ports for IMAP, POP3 and LMTP, with `ssl = no` (or a
+ * self-signed certificate with `ssl`), passwd-file
+ * users, a master user (`auth_master_user_separator = *`), maildir storage and
+ * every runtime path inside a temp dir. As root Dovecot refuses mail access as
+ * uid 0, so mail runs as nobody/nogroup, which owns the mail directory.
+ * Failure delays are 0 and the per-user/IP connection limits raised, so tests
+ * and benchmarks are not slowed down by them.
+ */
+export async function startDovecot(options: DovecotOptions = {}): Promise<RunningDovecot> {
+  const users = options.users ?? DEFAULT_USERS;
+  const master = options.master ?? DEFAULT_MASTER;
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-dovecot-'));
+  chmodSync(dir, 0o755); // nobody (mail) and dovenull (login) need to traverse it
+  const mail = join(dir, 'mail');
+  mkdirSync(mail, { mode: 0o700 });
+  chownSync(mail, 65534, 65534);
+  mkdirSync(join(dir, 'state'), { mode: 0o755 });
+  // Read by the auth process, which runs as the dovecot user.
+  const dovecotGid = Number(spawnSync('id', ['-g', 'dovecot'], { encoding: 'utf8' }).stdout.trim());
+  for (const [name, text] of [['users', users.map(passwdLine).join('')], ['masters', passwdLine(master)]] as const) {
+    writeFileSync(join(dir, name), text, { mode: 0o640 });
+    chownSync(join(dir, name), 0, dovecotGid);
+  }
+  const [imapPort, pop3Port, lmtpPort] = await Promise.all([freePort(), freePort(), freePort()]);
+  const [imapsPort, pop3sPort] = options.ssl ? await Promise.all([freePort(), freePort()]) : [0, 0];
+  let certPath: string | null = null;
+  if (options.ssl) {
+    certPath = join(dir, 'cert.pem');
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', join(dir, 'key.pem'), '-out', certPath], { stdio: 'ignore' });
+    if (made.status !== 0) throw new Error('openssl could not make a test certificate');
+  }
+  const sslConf = options.ssl ? `ssl = yes\nssl_cert = <${certPath}\nssl_key = <${join(dir, 'key.pem')}\nssl_min_protocol = TLSv1.2` : 'ssl = no';
+  const listenerAddr = (port: number): string => (port ? `address = 127.0.0.1\n    port = ${port}` : 'port = 0');
+  const log = join(dir, 'dovecot.log');
+  const tuned = options.tuned
+    ? `
+service imap-login {
+  service_count = 0
+  client_limit = 2000
+  process_min_avail = 2
+  vsz_limit = 1G
+}
+service pop3-login {
+  service_count = 0
+  client_limit = 2000
+  process_min_avail = 2
+  vsz_limit = 1G
+}
+service imap {
+  service_count = 0
+  client_limit = 2000
+  process_limit = 64
+  vsz_limit = 1G
+}
+service pop3 {
+  service_count = 0
+  client_limit = 2000
+  process_limit = 64
+}
+default_client_limit = 4000
+default_process_limit = 200
+`
+    : '';
+  const conf = `# Keygate test fixture: a private Dovecot, nothing outside ${dir}
+base_dir = ${dir}/run
+state_dir = ${dir}/state
+log_path = ${log}
+info_log_path = ${log}
+debug_log_path = ${log}
+instance_name = keygate-test-${imapPort}
+protocols = imap pop3 lmtp
+listen = 127.0.0.1
+${sslConf}
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+auth_failure_delay = 0
+auth_master_user_separator = *
+auth_verbose = ${options.verbose ? 'yes' : 'no'}
+auth_debug = ${options.verbose ? 'yes' : 'no'}
+login_trusted_networks = 127.0.0.0/8
+default_internal_user = dovecot
+default_login_user = dovenull
+mail_uid = nobody
+mail_gid = nogroup
+first_valid_uid = 1
+mail_location = maildir:${mail}/%u
+mail_max_userip_connections = 10000
+mail_fsync = never
+recipient_delimiter =
+lmtp_save_to_detail_mailbox = no
+namespace inbox {
+  inbox = yes
+  separator = /
+  mailbox Drafts {
+    special_use = \\Drafts
+    auto = subscribe
+  }
+  mailbox Sent {
+    special_use = \\Sent
+    auto = subscribe
+  }
+  mailbox Trash {
+    special_use = \\Trash
+    auto = subscribe
+  }
+}
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN ${dir}/masters
+  master = yes
+  result_success = continue
+}
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN ${dir}/users
+}
+userdb {
+  driver = passwd-file
+  args = ${dir}/users
+  default_fields = uid=nobody gid=nogroup home=${mail}/%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${imapPort}
+  }
+  inet_listener imaps {
+    ${listenerAddr(imapsPort)}
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    address = 127.0.0.1
+    port = ${pop3Port}
+  }
+  inet_listener pop3s {
+    ${listenerAddr(pop3sPort)}
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = ${lmtpPort}
+  }
+}
+service anvil {
+  client_limit = 10000
+}
+service stats {
+  client_limit = 10000
+}
+service log {
+  client_limit = 10000
+}
+service auth {
+  client_limit = 10000
+}
+service config {
+  client_limit = 10000
+}
+service imap-hibernate {
+  client_limit = 10000
+}
+protocol imap {
+  mail_max_userip_connections = 10000
+}
+protocol pop3 {
+  mail_max_userip_connections = 10000
+}
+${tuned}`;
+  const confPath = join(dir, 'dovecot.conf');
+  writeFileSync(confPath, conf);
+
+  const child = spawn('dovecot', ['-F', '-c', confPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  children.add(child);
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const stop = async (): Promise<void> => {
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((r) => child.once('exit', () => r()));
+      child.kill('SIGTERM');
+      await Promise.race([exited, sleep(5000)]);
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+    children.delete(child);
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const logTail = (n = 20): string => safeRead(log).split('\n').slice(-n).join('\n');
+
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    if (child.exitCode !== null) {
+      const why = `${stderr}\n${logTail()}`.trim();
+      await stop();
+      throw new Error(`dovecot exited with code ${child.exitCode}: ${why}`);
+    }
+    const up = await Promise.all([imapPort, pop3Port, lmtpPort, ...(options.ssl ? [imapsPort, pop3sPort] : [])].map(canConnect));
+    if (up.every(Boolean)) break;
+    if (Date.now() > deadline) {
+      const why = `${stderr}\n${logTail()}`.trim();
+      await stop();
+      throw new Error(`dovecot did not open its ports in time: ${why}`);
+    }
+    await sleep(50);
+  }
+  return { host: '127.0.0.1', imapPort, pop3Port, lmtpPort, imapsPort, pop3sPort, certPath, dir, users, master, pid: child.pid!, logTail, stop };
+}
