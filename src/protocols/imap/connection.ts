@@ -1,5 +1,4 @@
 import type net from 'node:net';
-import { pipeline } from 'node:stream';
 import type tls from 'node:tls';
 import type { EndReason, LiveSession, SessionRegistry } from '../../auth/sessions.js';
 import type { Backends, PipeSession } from '../../backends/types.js';
@@ -374,16 +373,23 @@ export class ImapConnection implements Dispatchable, LiveSession {
     (upstream as Partial<net.Socket>).setNoDelay?.(true);
     const pending = this.framer.takeRest();
     if (pending) upstream.write(pending);
-    let open = 2;
-    const done = (err?: Error | null): void => {
+    let finished = false;
+    const finish = (err?: Error): void => {
+      if (finished) return;
+      finished = true;
       if (err) this.context.logger.debug({ ip: this.remoteAddress, err: err.message }, 'IMAP session pipe closed with an error');
-      if (--open > 0 && !err) return;
       pipe.close();
       client.destroy();
     };
-    // Backpressure both ways: each side is read only as fast as the other takes it.
-    pipeline(client, upstream, done);
-    pipeline(upstream, client, done);
+    // Backpressure both ways: .pipe() pauses each side while the other's buffer is full.
+    // (Two stream.pipeline() calls on the same pair stacked 11 'close' listeners per
+    // socket and a MaxListenersExceeded warning per proxied session.)
+    client.pipe(upstream);
+    upstream.pipe(client);
+    client.once('close', () => finish());
+    upstream.once('close', () => finish());
+    client.on('error', finish);
+    upstream.on('error', finish);
   }
 
   /** Sends a last reply (if any), half-closes, and destroys the socket if the peer lingers. */
