@@ -2,7 +2,8 @@ import type { FastifyInstance } from 'fastify';
 import { Authenticator } from './auth/authenticate.js';
 import { createLoginLimiter, type LoginLimiterWithClose } from './auth/limits.js';
 import { SessionRegistry } from './auth/sessions.js';
-import { NO_BACKENDS, type Backends } from './backends/types.js';
+import { checkSecret, createBackends } from './backends/index.js';
+import type { Backends, ClosableBackends } from './backends/types.js';
 import type { Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
@@ -32,19 +33,23 @@ export interface RunningServer {
 const LOGIN_RETRY_DEDUPE_MS = 30_000;
 
 export interface StartOptions {
-  /** What logged-in sessions are handed to; none by default. */
+  /** What logged-in sessions are handed to; default: built from the `upstream.*` settings. */
   backends?: Backends;
 }
 
 /** Opens the store, imports prepared tokens, then opens the control plane and the mail listeners. */
 export async function startServer(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
   const store = await openStore(config, logger);
+  let backends: ClosableBackends | null = null;
   let limiter: LoginLimiterWithClose | null = null;
   let tls: TlsProvider | null = null;
   let sessions: SessionRegistry | null = null;
   let app: FastifyInstance | null = null;
   try {
     if (config.preparedToken !== '') await importPreparedTokens(store, config.preparedToken, logger);
+    // A missing or wrong KEYGATE_SECRET is a start-up error once sealed upstream credentials exist.
+    await checkSecret(store, config);
+    if (!options.backends) backends = createBackends(config, store, logger);
     const metrics = new Metrics(store);
     const authenticator = new Authenticator(store, logger, metrics);
     tls = await createTlsProvider(config, logger);
@@ -53,9 +58,9 @@ export async function startServer(config: Config, logger: Logger, options: Start
     authenticator.limiter = limiter;
     sessions = new SessionRegistry(store, logger, metrics);
     sessions.start();
-    app = await buildApp({ config, store, logger, metrics, authenticator });
+    app = await buildApp({ config, store, logger, metrics, authenticator, tls });
     await app.listen({ host: config.http.host, port: config.http.port });
-    const listeners = await startListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? NO_BACKENDS, metrics });
+    const listeners = await startListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? backends ?? { imap: null, pop3: null, smtp: null }, metrics });
     logger.info(
       { store: describeStore(config), http: `${config.http.host}:${config.http.port}`, listeners: listeners.all.map((l) => `${l.name}=${l.address().host}:${l.address().port}`) },
       'Keygate started',
@@ -76,6 +81,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
           await Promise.all([listeners.close(config.shutdownGrace), running.app.close()]);
           running.sessions.endAll('shutdown');
           running.sessions.stop();
+          await backends?.close();
           await running.limiter.close();
           running.tls.close();
           await store.close();
@@ -87,6 +93,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   } catch (err) {
     await app?.close().catch(() => {});
     sessions?.stop();
+    await backends?.close().catch(() => {});
     await limiter?.close().catch(() => {});
     tls?.close();
     await store.close().catch(() => {});

@@ -1,22 +1,29 @@
+import { readFileSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Authenticator } from '../auth/authenticate.js';
-import type { Config } from '../config.js';
+import { ConfigError, type Config } from '../config.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { ScopeGrantError } from '../services/credentials.js';
 import { InputError } from '../services/tokens.js';
+import { checkSigner, MobileconfigError, type ProfileSigner } from '../setup/mobileconfig.js';
+import { MemorySetupLinkBackend, RedisSetupLinkBackend, SetupLinkCapacityError, SetupLinks } from '../setup/setup-links.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from '../store/errors.js';
 import { createRedisClient, type RedisClient } from '../store/redis-connect.js';
 import type { KeyStore } from '../store/types.js';
+import type { TlsProvider } from '../tls/index.js';
 import { errorBody, HttpError } from './errors.js';
 import { authPlugin } from './plugins/auth.js';
 import { docsPlugin } from './plugins/docs.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
 import { accountRoutes } from './routes/accounts/index.js';
+import { clientSetupRoutes } from './routes/client-setup/index.js';
+import { nginxAuthRoutes } from './routes/nginx-auth.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { credentialRoutes } from './routes/smtp-credentials/index.js';
@@ -30,11 +37,26 @@ export interface AppDeps {
   authenticator: Authenticator;
   /** Prefix of the rate-limit counters in Redis (when `dbs.redis` is set); tests use their own. */
   rateLimitNamespace?: string;
+  /**
+   * The TLS certificate, whose pair signs Apple profiles unless `setup.signingCert`
+   * is set. Without either, profile and setup-link requests get 503.
+   */
+  tls?: Pick<TlsProvider, 'certPem' | 'keyPem'>;
+  /** Overrides the profile signer (tests). */
+  signer?: ProfileSigner | (() => ProfileSigner | null);
+  /**
+   * One-time setup links. Default: in Redis when `dbs.redis` is set (so any
+   * instance can serve a link another made), else in memory; closed with the app.
+   * A service passed here stays the caller's to close.
+   */
+  setupLinks?: SetupLinks;
 }
 
 /** Builds the control plane. `server.ts` only listens; tests use `app.inject`. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, store, logger, metrics, authenticator } = deps;
+  // Profiles are signed with setup.signingCert, else the (possibly renewed) TLS pair. A bad signing pair stops start-up here.
+  const signer = deps.signer !== undefined ? (typeof deps.signer === 'function' ? deps.signer : constant(deps.signer)) : profileSigner(config, deps.tls);
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: config.http.bodyLimit,
@@ -73,6 +95,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       req.log.error({ err }, 'store unavailable');
       return send(503, 'store_unavailable', 'The key store is unavailable; retry later');
     }
+    if (error instanceof MobileconfigError) {
+      req.log.error({ err }, 'cannot build an Apple profile');
+      return send(503, 'setup_unavailable', error.message);
+    }
+    if (error instanceof SetupLinkCapacityError) {
+      req.log.warn('setup links full');
+      return send(503, 'setup_unavailable', error.message);
+    }
     if (err.statusCode === 429) return send(429, 'rate_limited', 'Too many requests; retry later');
     if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return send(413, 'payload_too_large', 'The request body is too large');
     if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return send(415, 'unsupported_media_type', 'Unsupported content type');
@@ -86,16 +116,27 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     metrics.httpRequests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
   });
 
-  // Rate-limit counters live where the keys live: shared in Redis, in-process with SQLite.
+  // Rate-limit counters and pending setup links live where the keys live: shared in Redis, in-process with SQLite.
   let redis: RedisClient | null = null;
   if (config.dbs.redis !== '') {
     redis = createRedisClient(config.dbs.redis, { connectionName: 'keygate-rate-limit' });
-    redis.on('error', () => {}); // failed commands are handled (and logged) by the limiter
+    redis.on('error', () => {}); // failed commands are handled (and logged) by the limiter and the setup routes
     await whenReady(redis, 3000);
     app.addHook('onClose', async () => {
       await redis!.quit().catch(() => redis!.disconnect());
     });
   }
+
+  let links = deps.setupLinks ?? null;
+  if (!links) {
+    links = new SetupLinks(redis ? new RedisSetupLinkBackend(redis) : new MemorySetupLinkBackend(), { ttlMs: config.setup.linkTtl });
+    const owned = links;
+    app.addHook('onClose', async () => {
+      await owned.close();
+    });
+  }
+  const publicUrl = config.setup.publicUrl === '' ? undefined : config.setup.publicUrl;
+  const setup = { signer, links, ...(publicUrl !== undefined && { publicUrl }) };
 
   try {
     // Order matters: docs (OpenAPI collects routes registered after it), the one
@@ -105,15 +146,78 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(rateLimitPlugin, { config, metrics, redis, namespace: deps.rateLimitNamespace ?? 'keygate:rl:' });
     await app.register(healthRoutes, { store });
     await app.register(metricsRoutes, { metrics });
-    await app.register(credentialRoutes, { store, config, mode: 'own' });
-    await app.register(credentialRoutes, { store, config, mode: 'admin' });
+    await app.register(credentialRoutes, { store, config, mode: 'own', setup });
+    await app.register(credentialRoutes, { store, config, mode: 'admin', setup });
     await app.register(accountRoutes, { store });
     await app.register(tokenRoutes, { store });
+    await app.register(clientSetupRoutes, { config, links, ...(publicUrl !== undefined && { publicUrl }) });
+    // nginx's mail proxy asks here; guarded by nginx.authSecret, limits and audit as the listeners.
+    await app.register(nginxAuthRoutes, { config, authenticator });
   } catch (err) {
     redis?.disconnect();
     throw err;
   }
   return app as unknown as FastifyInstance;
+}
+
+function constant<T>(value: T): () => T {
+  return () => value;
+}
+
+/**
+ * The profile signer: the files `setup.signingCert` / `setup.signingKey`
+ * (checked now, a bad pair stops start-up naming the setting; re-read when
+ * they change on disk), else the TLS provider's current pair, else none.
+ */
+export function profileSigner(config: Pick<Config, 'setup'>, tls?: Pick<TlsProvider, 'certPem' | 'keyPem'>): () => ProfileSigner | null {
+  const { signingCert, signingKey } = config.setup;
+  if (signingCert === '' && signingKey === '') return tls ? () => ({ certPem: tls.certPem(), keyPem: tls.keyPem() }) : () => null;
+  if (signingCert === '' || signingKey === '') throw new ConfigError(signingCert === '' ? 'setup.signingCert' : 'setup.signingKey', 'setup.signingCert and setup.signingKey go together');
+  const certPath = resolve(signingCert);
+  const keyPath = resolve(signingKey);
+  const signature = () => [certPath, keyPath].map((p) => {
+    try {
+      const s = statSync(p);
+      return `${s.ino}:${s.size}:${s.mtimeMs}`;
+    } catch {
+      return 'missing';
+    }
+  }).join('|');
+  const load = (): ProfileSigner => {
+    let certPem: string;
+    let keyPem: string;
+    try {
+      certPem = readFileSync(certPath, 'utf8');
+    } catch (err) {
+      throw new ConfigError('setup.signingCert', `cannot read ${certPath}: ${(err as Error).message}`);
+    }
+    try {
+      keyPem = readFileSync(keyPath, 'utf8');
+    } catch (err) {
+      throw new ConfigError('setup.signingKey', `cannot read ${keyPath}: ${(err as Error).message}`);
+    }
+    try {
+      checkSigner({ certPem, keyPem });
+    } catch (err) {
+      throw new ConfigError('setup.signingCert', `${certPath} with ${keyPath} cannot sign profiles: ${(err as Error).message}`);
+    }
+    return { certPem, keyPem };
+  };
+  let seen = signature();
+  let current = load();
+  return () => {
+    const now = signature();
+    if (now !== seen) {
+      // A renewal in progress (one file written, not the other) keeps the last good pair.
+      try {
+        current = load();
+        seen = now;
+      } catch {
+        /* keep the last good pair; the next request tries again */
+      }
+    }
+    return current;
+  };
 }
 
 /** Waits until the client is connected, at most `ms`; limits fail open (and log) meanwhile. */

@@ -4,12 +4,14 @@ export const HTTP_ERRORS = {
   forbidden: { status: 403, message: 'This key may not do that' },
   not_found: { status: 404, message: 'Not found' },
   conflict: { status: 409, message: 'Conflicts with the current state' },
+  gone: { status: 410, message: 'This setup link has been used or has expired; ask for a new one' },
   validation: { status: 400, message: 'The request is not valid' },
   bad_request: { status: 400, message: 'The request is not valid' },
   payload_too_large: { status: 413, message: 'The request body is too large' },
   unsupported_media_type: { status: 415, message: 'Unsupported content type' },
   rate_limited: { status: 429, message: 'Too many requests; retry later' },
   store_unavailable: { status: 503, message: 'The key store is unavailable; retry later' },
+  setup_unavailable: { status: 503, message: 'Client setup (signed profiles, setup links) is unavailable; retry later' },
   internal: { status: 500, message: 'Internal error' },
 } as const;
 

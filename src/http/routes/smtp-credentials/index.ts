@@ -12,6 +12,19 @@ import {
   revokeCredential,
   rotateCredential,
 } from '../../../services/credentials.js';
+import type { ConnectionInfo } from '../../../setup/connection.js';
+import { MOBILECONFIG_CONTENT_TYPE, MobileconfigError, type ProfileSigner } from '../../../setup/mobileconfig.js';
+import {
+  buildMobileResponse,
+  MobileSetupAdditions,
+  MobileSetupFields,
+  mobileSetupMode,
+  preflightMobileSetup,
+  requestOrigin,
+  type MobileResponse,
+  type MobileSetupRequest,
+} from '../../../setup/mobile-response.js';
+import { SetupLinkCapacityError, type SetupLinks } from '../../../setup/setup-links.js';
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
 import { HttpError } from '../../errors.js';
@@ -40,8 +53,18 @@ export type CredentialsMode = 'own' | 'admin';
 
 export interface CredentialRoutesOptions {
   store: KeyStore;
-  config: Pick<Config, 'public'>;
+  config: Pick<Config, 'public' | 'hostname'>;
   mode: CredentialsMode;
+  /** Apple profiles and one-time setup links for POST …/mobile; without it those requests get 503. */
+  setup?: MobileSetupOptions;
+}
+
+export interface MobileSetupOptions {
+  /** The current profile signer (asked per request: the TLS pair may be renewed); null when none is configured. */
+  signer: () => ProfileSigner | null;
+  links: SetupLinks | null;
+  /** Public origin for setup links (config `setup.publicUrl`); default the request's scheme and Host. */
+  publicUrl?: string;
 }
 
 const Address = Type.String({ format: 'email', maxLength: 254 });
@@ -64,13 +87,16 @@ const MobileBody = Type.Object(
     name: KeyName,
     platform: Type.Union(PLATFORMS.map((p) => Type.Literal(p))),
     deviceId: Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
+    ...MobileSetupFields,
   },
   { additionalProperties: false },
 );
 
+const MobileCreated = Type.Object({ ...CreatedCredentialKey.properties, ...MobileSetupAdditions.properties });
+
 const NO_STORE = 'no-store';
 
-export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesOptions> = async (app, { store, config, mode }) => {
+export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesOptions> = async (app, { store, config, mode, setup }) => {
   const admin = mode === 'admin';
   const base = admin ? '/api/accounts/:account/smtp-credentials' : '/api/smtp-credentials';
   const who = admin ? ' of the account in the URL (administrator keys)' : ' of the calling key’s account';
@@ -149,14 +175,74 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesOptions
       schema: {
         ...common,
         summary: `Create a mail-app key (smtp, imap, pop3) for one device${who}; replaces that device's previous key`,
+        description:
+          'Answers JSON with the key by default. `format: "mobileconfig"` (or `Accept: application/x-apple-aspen-config`) answers with a signed Apple configuration profile ' +
+          '(`application/x-apple-aspen-config`, an attachment) that sets up Mail with the new key instead. `setupLink: true` answers JSON with a one-time `setupUrl` ' +
+          'that serves that profile once, for a short time, and (unless `qr: false`) its QR code as SVG and PNG. When the server cannot build or sign a profile, ' +
+          'or cannot keep a link, the answer is 503 and no key is made.',
         params: BaseParams,
         body: MobileBody,
-        response: { 201: CreatedCredentialKey, 400: ErrorBody, 409: ErrorBody, ...AUTH_ERRORS },
+        response: {
+          201: {
+            description: 'The new key (JSON), or the signed profile that carries it',
+            content: {
+              'application/json': { schema: MobileCreated },
+              [MOBILECONFIG_CONTENT_TYPE]: { schema: Type.String({ format: 'binary', description: 'Signed .mobileconfig (CMS SignedData, DER)' }) },
+            },
+          },
+          400: ErrorBody,
+          409: ErrorBody,
+          503: ErrorBody,
+          ...AUTH_ERRORS,
+        },
       },
     },
     async (req, reply) => {
-      const { key, record } = await createMobileCredential(store, caller(req), accountOf(req, caller(req)), req.body);
-      return reply.code(201).header('cache-control', NO_STORE).send({ ...credentialView(record), apiKey: key });
+      const creator = caller(req);
+      const account = accountOf(req, creator);
+      const { format, setupLink, qr, ...input } = req.body;
+      const request: MobileSetupRequest = { format, setupLink, qr, accept: req.headers.accept };
+      const connectionInfo: ConnectionInfo = { smtp: config.public.smtp, imap: config.public.imap, pop3: config.public.pop3 };
+
+      // Everything that can be checked before the key exists is checked now: a failure leaves no key behind.
+      let signer: ProfileSigner | null = null;
+      if (mobileSetupMode(request) !== 'json') {
+        signer = setup?.signer() ?? null;
+        if (signer === null) throw new MobileconfigError('No certificate is configured to sign Apple profiles (setup.signingCert, or the TLS certificate)');
+        if (request.setupLink === true && !setup?.links) throw new HttpError('setup_unavailable', 'One-time setup links are not configured on this server');
+        preflightMobileSetup({ request, connectionInfo, signer, links: setup?.links ?? null });
+      }
+
+      const { key, record } = await createMobileCredential(store, creator, account, input);
+      if (signer === null) return reply.code(201).header('cache-control', NO_STORE).send({ ...credentialView(record), apiKey: key });
+
+      let out: MobileResponse;
+      try {
+        const owner = await store.getAccount(account);
+        out = await buildMobileResponse({
+          apiKey: key,
+          key: record,
+          account: { address: account, displayName: owner?.displayName ?? null },
+          connectionInfo,
+          signer,
+          request,
+          links: setup?.links ?? null,
+          origin: requestOrigin(req, config.hostname, setup?.publicUrl),
+        });
+      } catch (err) {
+        // Nobody will ever see this key: take it back rather than leave a live secret no one holds.
+        // (It already replaced the device's previous key; the device asks again once setup works.)
+        await store.revokeKey(record.id, new Date().toISOString()).catch((e: unknown) => req.log.error({ err: e, keyId: record.id }, 'could not revoke an undelivered mobile key'));
+        if (err instanceof MobileconfigError || err instanceof SetupLinkCapacityError || err instanceof HttpError) throw err;
+        req.log.error({ err }, 'setup link store unavailable');
+        throw new HttpError('setup_unavailable', 'The setup-link store is unavailable; retry later');
+      }
+      // The profile is raw bytes (sent as-is, no serializer); the 201 schema types the JSON answer.
+      if (out.kind === 'profile') return reply.code(201).headers(out.headers).send(out.body as never);
+      return reply
+        .code(201)
+        .header('cache-control', NO_STORE)
+        .send({ ...credentialView(record), apiKey: key, ...out.additions });
     },
   );
 

@@ -1,0 +1,329 @@
+import { execFile, spawnSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeExport } from '../../src/keys/export-codec.js';
+import { builtCliAvailable, CLI, cleanEnv, freePort, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
+
+/*
+ * Issue 7, item 6: every README block fenced as ```sh runnable id=NAME``` is
+ * run with bash (`set -euo pipefail`), in README order, against a real
+ * Keygate (`node dist/cli.js serve`, SQLite, free ports). The blocks run one
+ * after another as in one terminal: the shell variables a block sets (KEY,
+ * ADMIN, …) are handed to the next. Each block must exit 0, and its output is
+ * checked against EXPECT below (a runnable block without an entry there
+ * fails, so nothing is "run" without being checked).
+ *
+ * The recipes read KEYGATE_URL and SMTP_PORT, … with the dev defaults; this
+ * test sets them to its own ports. `keygate` is a PATH shim for
+ * `node dist/cli.js`, pointed at the server's store through KEYGATE_DB_PATH.
+ */
+
+interface Block {
+  /** 1-based line of the opening fence. */
+  line: number;
+  lang: string;
+  info: string[];
+  id: string | null;
+  runnable: boolean;
+  code: string;
+}
+
+const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
+
+function fencedBlocks(markdown: string): Block[] {
+  const out: Block[] = [];
+  const lines = markdown.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const open = /^(`{3,})(.*)$/.exec(lines[i]!);
+    if (!open) continue;
+    const fence = open[1]!;
+    const info = open[2]!.trim().split(/\s+/).filter(Boolean);
+    const body: string[] = [];
+    let j = i + 1;
+    while (j < lines.length && !lines[j]!.startsWith(fence)) body.push(lines[j++]!);
+    const id = info.find((w) => w.startsWith('id='))?.slice(3) ?? null;
+    out.push({ line: i + 1, lang: info[0] ?? '', info, id, runnable: info.includes('runnable'), code: body.join('\n') });
+    i = j;
+  }
+  return out;
+}
+
+function section(markdown: string, heading: string): string {
+  const start = markdown.indexOf(`\n${heading}\n`);
+  if (start < 0) return '';
+  const next = markdown.indexOf('\n## ', start + heading.length + 2);
+  return markdown.slice(start, next < 0 ? undefined : next);
+}
+
+const ALL = fencedBlocks(README);
+const GUIDE = fencedBlocks(section(README, '## User guide'));
+const RUNNABLE = ALL.filter((b) => b.runnable);
+
+const has = (bin: string, args = ['--version']) => spawnSync(bin, args, { stdio: 'ignore' }).status === 0;
+const TOOLS: Record<string, boolean> = {
+  curl: has('curl'),
+  jq: has('jq'),
+  openssl: has('openssl', ['version']),
+  swaks: has('swaks'),
+};
+/** The first tool a block needs that this machine lacks, or null. */
+function missingTool(code: string): string | null {
+  for (const [tool, ok] of Object.entries(TOOLS)) if (!ok && new RegExp(`(^|[\\s|($])${tool}\\b`, 'm').test(code)) return tool;
+  return null;
+}
+
+interface Ports {
+  http: number;
+  smtp: number;
+  smtps: number;
+  imap: number;
+  imaps: number;
+  pop3: number;
+  pop3s: number;
+}
+
+interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** The block's working directory (files it wrote). */
+  cwd: string;
+}
+
+type Check = (r: RunResult, p: Ports) => void | Promise<void>;
+
+const b64url = '[A-Za-z0-9_-]';
+
+/** What each runnable block must show. */
+const EXPECT: Record<string, Check> = {
+  'first-key': ({ stdout }) => {
+    expect(stdout).toMatch(/^kg_[0-9A-Za-z]{49}$/m);
+    expect(stdout).toMatch(/^\S+\s+Alice's laptop\s+alice@example\.com\s+app\s+active\b/m);
+  },
+  autoconfig: ({ stdout }, p) => {
+    expect(stdout).toContain('<clientConfig version="1.1">');
+    expect(stdout).toContain('<incomingServer type="imap">');
+    expect(stdout).toContain(`<port>${p.imaps}</port>`);
+    expect(stdout).toContain('<outgoingServer type="smtp">');
+    expect(stdout).toContain('<username>%EMAILADDRESS%</username>');
+  },
+  autodiscover: ({ stdout }, p) => {
+    expect(stdout).toContain('responseschema/2006a');
+    for (const t of ['IMAP', 'POP3', 'SMTP']) expect(stdout).toContain(`<Type>${t}</Type>`);
+    expect(stdout).toContain(`<Port>${p.imaps}</Port>`);
+  },
+  mobileconfig: ({ stdout, stderr, cwd }, p) => {
+    expect(stderr).toMatch(/Verification successful/);
+    expect(stdout).toMatch(new RegExp(`<key>IncomingMailServerPortNumber</key>\\s*\\n\\s*<integer>${p.imaps}</integer>`));
+    expect(stdout).toMatch(new RegExp(`<key>OutgoingMailServerPortNumber</key>\\s*\\n\\s*<integer>${p.smtps}</integer>`));
+    expect(readFileSync(join(cwd, 'alice.mobileconfig'))[0]).toBe(0x30); // DER SEQUENCE, not JSON
+  },
+  'setup-link': async ({ stdout, cwd }, p) => {
+    const url = new RegExp(`^http://127\\.0\\.0\\.1:${p.http}/setup/${b64url}{43}$`, 'm').exec(stdout)?.[0];
+    expect(url, stdout).toBeDefined();
+    expect(readFileSync(join(cwd, 'setup-qr.svg'), 'utf8')).toMatch(/<svg[\s\S]*<\/svg>/);
+    expect(readFileSync(join(cwd, 'setup-qr.png')).subarray(0, 8)).toEqual(Buffer.from('89504e470d0a1a0a', 'hex'));
+    // The link the recipe printed serves the profile once, then 410.
+    const first = await fetch(url!);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('content-type')).toBe('application/x-apple-aspen-config');
+    expect((await fetch(url!)).status).toBe(410);
+  },
+  'swaks-starttls': ({ stdout }) => {
+    expect(stdout).toMatch(/^=== TLS started/m);
+    expect(stdout).toMatch(/^<~ +235 /m);
+  },
+  'swaks-implicit': ({ stdout }) => {
+    expect(stdout).toMatch(/^=== TLS started/m);
+    expect(stdout).toMatch(/^ ~> AUTH LOGIN/m);
+    expect(stdout).toMatch(/^<~ +235 /m);
+  },
+  'imap-starttls': ({ stdout }) => {
+    expect(stdout).toMatch(/^a OK .*Logged in\r?$/m);
+    expect(stdout).toMatch(/^b OK LOGOUT completed\r?$/m);
+  },
+  'imap-implicit': ({ stdout }) => {
+    expect(stdout).toMatch(/^\* OK .*Keygate ready\r?$/m);
+    expect(stdout).toMatch(/^a OK .*Logged in\r?$/m);
+  },
+  pop3: ({ stdout }) => {
+    expect(stdout.match(/^\+OK Logged in\r?$/gm)).toHaveLength(2);
+    expect(stdout.match(/^\+OK Bye\r?$/gm)).toHaveLength(2);
+  },
+  'rest-api': ({ stdout }) => {
+    expect(stdout).toMatch(/"serverName":"127\.0\.0\.1"/);
+    expect(stdout).toMatch(/"name":"Alice's laptop"/);
+    expect(stdout).toMatch(/"name":"Thunderbird at work","apiKey":"kg_/);
+    expect(stdout).toMatch(/^204$/m);
+    expect(stdout).toMatch(/"name":"Alice’s Pixel","scopes":\["smtp","imap","pop3"\],"apiKey":"kg_/);
+    expect(stdout).toMatch(/^[1-9]\d*$/m);
+    expect(stdout).toMatch(/"description":"Admin","account":null/);
+  },
+  metrics: ({ stdout }) => {
+    expect(stdout).toMatch(/^keygate_auth_attempts_total\{(?=.*protocol="smtp")(?=.*result="success").*\} [1-9]/m);
+    expect(stdout).toMatch(/^keygate_auth_attempts_total\{(?=.*protocol="imap")(?=.*result="success").*\} [1-9]/m);
+  },
+  'prepared-token': ({ stdout, cwd }) => {
+    const blob = /^KEYGATE_PREPARED_TOKEN=(\S+)$/m.exec(stdout)?.[1];
+    expect(blob, stdout).toBeDefined();
+    expect(readFileSync(join(cwd, '.env'), 'utf8')).toContain(`KEYGATE_PREPARED_TOKEN=${blob}`);
+    // A real export: the record of the key just issued, without the key.
+    const record = decodeExport(blob!);
+    expect(record).toMatchObject({ name: 'Ops admin', scopes: ['*'] });
+    expect(blob).not.toMatch(/kg_[0-9A-Za-z]{49}/);
+  },
+};
+
+describe('README', () => {
+  it('has a User guide between the reference workflow and Keys and scopes', () => {
+    const order = ['## First key, the reference workflow', '## User guide', '## Keys and scopes'].map((h) => README.indexOf(`\n${h}\n`));
+    expect(order.every((i) => i > 0)).toBe(true);
+    expect([...order].sort((a, b) => a - b)).toEqual(order);
+  });
+
+  it('marks every shell block of the User guide runnable (with an id and a check here) or not-runnable', () => {
+    const shell = GUIDE.filter((b) => ['sh', 'bash', 'shell'].includes(b.lang));
+    expect(shell.length).toBeGreaterThan(10);
+    for (const b of shell) expect(b.runnable || b.info.includes('not-runnable'), `block at User guide line ${b.line}: ${b.info.join(' ')}`).toBe(true);
+    const ids = RUNNABLE.map((b) => b.id);
+    for (const id of ids) {
+      expect(id, 'every runnable block has an id=').not.toBeNull();
+      expect(EXPECT, `no check for runnable block ${id}`).toHaveProperty(id!);
+    }
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(Object.keys(EXPECT).filter((id) => !ids.includes(id)), 'checks for blocks that are gone').toEqual([]);
+  });
+
+  it('the YAML blocks parse (Prometheus scrape config with a bearer credential)', () => {
+    const yamls = GUIDE.filter((b) => b.lang === 'yaml');
+    expect(yamls.length).toBeGreaterThan(0);
+    for (const b of yamls) parseYaml(b.code);
+    const scrape = parseYaml(yamls.find((b) => b.code.includes('scrape_configs'))!.code) as {
+      scrape_configs: { job_name: string; authorization: { type: string; credentials_file: string }; static_configs: { targets: string[] }[] }[];
+    };
+    expect(scrape.scrape_configs[0]).toMatchObject({ job_name: 'keygate', authorization: { type: 'Bearer' } });
+  });
+
+  it('names only KEYGATE_* variables the config module has', async () => {
+    const { knownEnvVars } = await import('../../src/config.js');
+    const known = new Set(knownEnvVars());
+    const used = new Set<string>();
+    for (const b of GUIDE) for (const m of b.code.matchAll(/\b(KEYGATE_[A-Z0-9_]+)=/g)) used.add(m[1]!);
+    for (const m of section(README, '## User guide').matchAll(/`(KEYGATE_[A-Z0-9_]+)`/g)) used.add(m[1]!);
+    expect(used.size).toBeGreaterThan(5);
+    // KEYGATE_URL is the recipes' own variable (where the control plane is), not a setting.
+    expect([...used].filter((v) => !known.has(v) && v !== 'KEYGATE_URL')).toEqual([]);
+  });
+});
+
+describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Keygate', () => {
+  let dir: string;
+  let work: string;
+  let state: string;
+  let ports: Ports;
+  let serve: ServeProcess;
+  let env: NodeJS.ProcessEnv;
+  let baseline: string[];
+  let failedBefore: string | null = null;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'keygate-readme-'));
+    work = join(dir, 'work');
+    mkdirSync(work);
+    state = join(dir, 'state.sh');
+    const bin = join(dir, 'bin');
+    mkdirSync(bin);
+    writeFileSync(join(bin, 'keygate'), `#!/bin/sh\nexec '${process.execPath}' '${CLI}' "$@"\n`);
+    chmodSync(join(bin, 'keygate'), 0o755);
+
+    const taken = new Set<number>();
+    while (taken.size < 7) taken.add(await freePort());
+    const [http, smtp, smtps, imap, imaps, pop3, pop3s] = [...taken] as [number, number, number, number, number, number, number];
+    ports = { http, smtp, smtps, imap, imaps, pop3, pop3s };
+    const db = join(dir, 'keygate.db');
+    const args = [
+      '--db.path', db,
+      '--tls.dir', join(dir, 'certs'),
+      '--hostname', '127.0.0.1',
+      '--http.port', String(http),
+      '--auth.failureDelay', '10ms',
+      '--rateLimit.credentials.max', '1000',
+    ];
+    for (const [name, port, securePort] of [['smtp', smtp, smtps], ['imap', imap, imaps], ['pop3', pop3, pop3s]] as const) {
+      args.push(`--${name}.port`, String(port), `--${name}.securePort`, String(securePort));
+      args.push(`--public.${name}.port`, String(port), `--public.${name}.securePort`, String(securePort));
+    }
+    serve = startServe(args);
+    await serve.waitForLine(/Keygate started/, 20_000);
+
+    env = cleanEnv({
+      PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`,
+      KEYGATE_DB_PATH: db,
+      KEYGATE_URL: `http://127.0.0.1:${http}`,
+      SMTP_PORT: String(smtp),
+      SMTPS_PORT: String(smtps),
+      IMAP_PORT: String(imap),
+      IMAPS_PORT: String(imaps),
+      POP3_PORT: String(pop3),
+      POP3S_PORT: String(pop3s),
+    });
+    baseline = spawnSync('bash', ['-c', 'compgen -v'], { env, encoding: 'utf8' }).stdout.split('\n').filter(Boolean);
+  });
+  afterAll(async () => {
+    await serve?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Runs one block as a user would after the ones before it: their variables set, `set -euo pipefail`. */
+  function run(block: Block): Promise<RunResult> {
+    const skip = [...baseline, '__kg_v'].join(' ');
+    const script = [
+      'set -euo pipefail',
+      `if [ -f '${state}' ]; then source '${state}'; fi`,
+      `# --- README.md line ${block.line} ---`,
+      block.code,
+      '# --- hand the variables set so far to the next block ---',
+      `for __kg_v in $(compgen -v); do case ' ${skip} ' in *" $__kg_v "*) continue;; esac; declare -p "$__kg_v"; done > '${state}'`,
+    ].join('\n');
+    const file = join(dir, `block-${block.id}.sh`);
+    writeFileSync(file, script);
+    return new Promise((resolve) => {
+      execFile('bash', [file], { env, cwd: work, timeout: 20_000, maxBuffer: 8 * 1024 * 1024 }, (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+        resolve({ code, stdout, stderr, cwd: work });
+      });
+    });
+  }
+
+  for (const block of RUNNABLE) {
+    const missing = missingTool(block.code);
+    if (missing) {
+      it.skip(`${block.id} (README line ${block.line}): ${missing} not found on PATH`, () => {});
+      continue;
+    }
+    it(`${block.id} (README line ${block.line})`, async () => {
+      expect(failedBefore, `an earlier block failed (${failedBefore}); this one depends on it`).toBeNull();
+      try {
+        const r = await run(block);
+        expect(r.code, `exit ${r.code}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`).toBe(0);
+        await EXPECT[block.id!]!(r, ports);
+      } catch (err) {
+        failedBefore ??= block.id;
+        throw err;
+      }
+    });
+  }
+
+  it('left no key in the server log', () => {
+    expect(existsSync(state)).toBe(true);
+    const keys = [...readFileSync(state, 'utf8').matchAll(/kg_[0-9A-Za-z]{49}/g)].map((m) => m[0]);
+    expect(keys.length).toBeGreaterThan(0);
+    const log = serve.output();
+    for (const k of keys) expect(log).not.toContain(k);
+  });
+});
+
+if (!builtCliAvailable()) it.skip('dist/cli.js not built: run `npm run build` (npm test does) to run the README blocks', () => {});
