@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { LoginMode, MasterStyle, TlsMode } from './backends/routing.js';
+import type { UpstreamServer } from './backends/routing.js';
 import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
 
@@ -26,16 +26,7 @@ export interface PublicEndpoint {
 }
 
 /** The default upstream for one protocol (proxy backends); an empty host = no backend for it. */
-export interface UpstreamSettings {
-  host: string;
-  /** 0 = the protocol's usual port for the TLS mode. */
-  port: number;
-  tls: TlsMode;
-  verifyCert: boolean;
-  trusted: boolean;
-  login: LoginMode;
-  masterStyle: MasterStyle;
-}
+export type UpstreamSettings = Omit<UpstreamServer, 'xclient'>;
 
 export interface Config {
   db: { path: string };

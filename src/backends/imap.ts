@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import { UpstreamConnection, UpstreamError, type Timeouts } from './connection.js';
-import type { Route } from './routing.js';
+import { saslIdentity, type Route } from './routing.js';
 import type { ImapBackend, PipeSession, SessionContext } from './types.js';
 import { openRoute, type RouteSource } from './open.js';
 
@@ -113,20 +113,9 @@ export async function imapLogin(conn: UpstreamConnection, route: Route, ctx: Ses
  * when offered). `continuation` answers `+` prompts in order.
  */
 function loginCommand(route: Route, caps: string[], tag: string): { first: string; continuation: string[] } {
-  const login = route.login;
-  let authzid = '';
-  let authcid: string;
-  let password: string;
-  if (login.mode === 'master') {
-    password = login.masterPassword;
-    if (login.style === 'authzid') {
-      authzid = login.user;
-      authcid = login.masterUser;
-    } else authcid = `${login.user}${login.separator}${login.masterUser}`;
-  } else if (login.mode === 'account') {
-    authcid = login.user;
-    password = login.password;
-  } else throw new UpstreamError(`login mode ${login.mode} does not apply to IMAP`, 'login');
+  const identity = saslIdentity(route.login);
+  if (!identity) throw new UpstreamError(`login mode ${route.login.mode} does not apply to IMAP`, 'login');
+  const { authzid, authcid, password } = identity;
 
   if (authzid === '' && isQuotable(authcid) && isQuotable(password)) {
     return { first: `${tag} LOGIN ${quoted(authcid)} ${quoted(password)}\r\n`, continuation: [] };

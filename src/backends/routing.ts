@@ -95,6 +95,17 @@ export type RouteLogin =
   | { mode: 'lmtp' }
   | { mode: 'none' };
 
+/** Who to log in upstream as: authzid (empty = none), authcid and password; null for `lmtp`/`none`. */
+export function saslIdentity(login: RouteLogin): { authzid: string; authcid: string; password: string } | null {
+  if (login.mode === 'master') {
+    return login.style === 'authzid'
+      ? { authzid: login.user, authcid: login.masterUser, password: login.masterPassword }
+      : { authzid: '', authcid: `${login.user}${login.separator}${login.masterUser}`, password: login.masterPassword };
+  }
+  if (login.mode === 'account') return { authzid: '', authcid: login.user, password: login.password };
+  return null;
+}
+
 /** A resolved route: the server, the login, and where the host came from (for logs). */
 export interface Route {
   protocol: MailProtocol;

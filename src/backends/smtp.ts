@@ -7,7 +7,7 @@ import type { SMTPPoolOptions, SMTPPoolSentMessageInfo } from 'nodemailer/lib/sm
 import type Mail from 'nodemailer/lib/mailer';
 import type { Logger } from '../log.js';
 import { describeRoute, type RouteSource } from './open.js';
-import type { Route } from './routing.js';
+import { saslIdentity, type Route } from './routing.js';
 import { BackendRejectedError, BackendUnavailableError, type SessionContext, type SmtpBackend, type SmtpEnvelope } from './types.js';
 
 export interface SmtpBackendOptions {
@@ -194,20 +194,9 @@ export class SmtpProxyBackend implements SmtpBackend {
       disableUrlAccess: true,
     };
 
-    let authzid = '';
-    let authcid = '';
-    let password = '';
-    if (login.mode === 'master') {
-      password = login.masterPassword;
-      if (login.style === 'authzid') {
-        authzid = login.user;
-        authcid = login.masterUser;
-      } else authcid = `${login.user}${login.separator}${login.masterUser}`;
-    } else if (login.mode === 'account') {
-      authcid = login.user;
-      password = login.password;
-    }
-    const needsLogin = login.mode === 'master' || login.mode === 'account';
+    const identity = saslIdentity(login);
+    const { authzid, authcid, password } = identity ?? { authzid: '', authcid: '', password: '' };
+    const needsLogin = identity !== null;
     if (!xclient && authzid === '') {
       if (needsLogin) options.auth = { user: authcid, pass: password, method: 'PLAIN' };
       return options;
