@@ -51,9 +51,13 @@ export class Authenticator {
   /** Finds the key a secret belongs to, without deciding anything about what it may do. */
   async identify(secret: string): Promise<IdentifyResult> {
     const candidate = secret.trim();
-    if (!isWellFormedKey(candidate)) return { ok: false, reason: 'malformed' };
+    return isWellFormedKey(candidate) ? this.identifyHash(hashKey(candidate)) : { ok: false, reason: 'malformed' };
+  }
+
+  /** `identify` for a key whose shape was checked and hash taken already. */
+  private async identifyHash(hash: string): Promise<IdentifyResult> {
     try {
-      const key = await this.store.findByHash(hashKey(candidate));
+      const key = await this.store.findByHash(hash);
       if (!key) return { ok: false, reason: 'unknown_key' };
       const keyAccount = key.account === null ? null : await this.store.getAccount(key.account);
       return { ok: true, key, keyAccount };
@@ -71,17 +75,19 @@ export class Authenticator {
   /** A protocol login: username is the account address or an alias, password the key. */
   async login(req: LoginRequest): Promise<LoginResult> {
     const started = process.hrtime.bigint();
-    const result = await this.loginInner(req);
+    const username = normalizeAddress(req.username);
+    const result = await this.loginInner(req, username);
     this.metrics?.authDuration.observe({ protocol: req.protocol }, Number(process.hrtime.bigint() - started) / 1e9);
     this.metrics?.authAttempts.inc({ protocol: req.protocol, result: result.ok ? 'success' : result.temporary ? 'temporary_failure' : 'failure' });
-    this.audit(req.protocol, req.ip, result.ok ? result.account.address : normalizeAddress(req.username), result);
+    this.audit(req.protocol, req.ip, result.ok ? result.account.address : username, result);
     return result;
   }
 
-  private async loginInner(req: LoginRequest): Promise<LoginResult> {
-    const username = normalizeAddress(req.username);
+  private async loginInner(req: LoginRequest, username: string): Promise<LoginResult> {
     const secret = req.secret.trim();
-    const limitKey = { ip: req.ip, account: username, keyHash: isWellFormedKey(secret) ? hashKey(secret) : 'malformed' };
+    // One shape check and one SHA-256 per login: the limiter keys on the same hash the store is searched by.
+    const keyHash = isWellFormedKey(secret) ? hashKey(secret) : null;
+    const limitKey = { ip: req.ip, account: username, keyHash: keyHash ?? 'malformed' };
     if (this.limiter && !(await this.limiter.allow(limitKey))) {
       this.metrics?.rateLimited.inc({ surface: req.protocol });
       return { ok: false, reason: 'rate_limited', temporary: true };
@@ -91,7 +97,7 @@ export class Authenticator {
       return keyId ? { ok: false, reason, keyId, temporary: false } : { ok: false, reason, temporary: false };
     };
 
-    const id = await this.identify(secret);
+    const id: IdentifyResult = keyHash === null ? { ok: false, reason: 'malformed' } : await this.identifyHash(keyHash);
     if (!id.ok) {
       if (id.reason === 'store_unavailable') return { ok: false, reason: id.reason, temporary: true };
       return fail(id.reason);
@@ -106,13 +112,14 @@ export class Authenticator {
       throw err;
     }
     if (!account) return fail('unknown_account', id.key.id);
+    const now = new Date();
     const decision = decide(id.key, { kind: 'login', protocol: req.protocol, account: account.address }, {
       ip: req.ip,
-      now: new Date(),
+      now,
       account: id.key.account === null ? account : id.keyAccount,
     });
     if (!decision.allowed) return fail(decision.reason, id.key.id);
-    this.store.touchKey(id.key.id, { at: new Date().toISOString(), ip: req.ip, protocol: req.protocol });
+    this.store.touchKey(id.key.id, { at: now.toISOString(), ip: req.ip, protocol: req.protocol });
     void this.limiter?.recordSuccess?.(limitKey);
     return { ok: true, key: id.key, account };
   }
