@@ -46,6 +46,11 @@ export function isAdminKey(key: Pick<KeyRecord, 'account' | 'scopes'>): boolean 
   return key.account === null && (key.scopes.includes('*') || (key.scopes.includes('api:read') && key.scopes.includes('api:write')));
 }
 
+/** Scopes a key actually holds: `app` means "a mail app for its own account", so nothing on an unbound key. */
+export function heldScopes(key: Pick<KeyRecord, 'account' | 'scopes'>): Scope[] {
+  return key.account !== null ? key.scopes : key.scopes.filter((s) => s !== 'app');
+}
+
 /**
  * The one place that decides whether a key may do a thing. Pure: same inputs,
  * same answer; no I/O. Checks run from the key's own state outwards so the
@@ -58,8 +63,7 @@ export function decide(key: KeyRecord, action: Action, ctx: PolicyContext): Deci
 
   const bound = key.account !== null;
   if (bound && ctx.account?.disabled) return deny('account_disabled');
-  // `app` means "a mail app for its own account": it grants nothing to an unbound key.
-  const held = bound ? key.scopes : key.scopes.filter((s) => s !== 'app');
+  const held = heldScopes(key);
 
   const scope = requiredScope(action);
   switch (action.kind) {

@@ -1,4 +1,4 @@
-import { isAdminKey } from '../keys/policy.js';
+import { heldScopes, isAdminKey } from '../keys/policy.js';
 import { newKey } from '../keys/new-key.js';
 import { isActive, type KeyRecord } from '../keys/record.js';
 import { effectiveScopes, normalizeScopes, SCOPES, type Scope } from '../keys/scopes.js';
@@ -34,7 +34,7 @@ export class ScopeGrantError extends Error {
  */
 export function ungrantableScopes(creator: Pick<KeyRecord, 'account' | 'scopes'>, requested: readonly Scope[]): Scope[] {
   if (isAdminKey(creator)) return [];
-  const held = effectiveScopes(creator.account === null ? creator.scopes.filter((s) => s !== 'app') : creator.scopes);
+  const held = effectiveScopes(heldScopes(creator));
   const wanted = effectiveScopes(requested);
   const missing = SCOPES.filter((s) => wanted.has(s) && !held.has(s));
   // Name what was asked for before what it implies: "app", not the "imap" that app includes.
