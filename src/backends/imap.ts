@@ -1,6 +1,6 @@
 import type { Logger } from '../log.js';
 import { UpstreamConnection, UpstreamError, type Timeouts } from './connection.js';
-import { saslIdentity, type Route } from './routing.js';
+import { saslIdentity, saslPlain, type Route } from './routing.js';
 import type { ImapBackend, PipeSession, SessionContext } from './types.js';
 import { openRoute, type RouteSource } from './open.js';
 
@@ -120,7 +120,7 @@ function loginCommand(route: Route, caps: string[], tag: string): { first: strin
   if (authzid === '' && isQuotable(authcid) && isQuotable(password)) {
     return { first: `${tag} LOGIN ${quoted(authcid)} ${quoted(password)}\r\n`, continuation: [] };
   }
-  const plain = Buffer.from(`${authzid}\0${authcid}\0${password}`, 'utf8').toString('base64');
+  const plain = saslPlain(identity);
   if (authzid === '' && has(caps, 'LITERAL+')) {
     const u = Buffer.from(authcid, 'utf8');
     const p = Buffer.from(password, 'utf8');

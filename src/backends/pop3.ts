@@ -1,7 +1,7 @@
 import type { Logger } from '../log.js';
 import { UpstreamConnection, UpstreamError, type Timeouts } from './connection.js';
 import { openRoute, type RouteSource } from './open.js';
-import type { Route } from './routing.js';
+import { saslIdentity, saslPlain, type Route } from './routing.js';
 import type { PipeSession, Pop3Backend, SessionContext } from './types.js';
 
 /**
@@ -72,25 +72,18 @@ export async function pop3Login(conn: UpstreamConnection, route: Route, ctx: Ses
   }
 
   const login = route.login;
-  if (login.mode === 'master' && login.style === 'authzid') {
-    const plain = Buffer.from(`${login.user}\0${login.masterUser}\0${login.masterPassword}`, 'utf8').toString('base64');
-    conn.write(`AUTH PLAIN ${plain}\r\n`);
+  const identity = saslIdentity(login);
+  if (!identity) throw new UpstreamError(`login mode ${login.mode} does not apply to POP3`, 'login');
+  if (identity.authzid !== '') {
+    conn.write(`AUTH PLAIN ${saslPlain(identity)}\r\n`);
     await status(conn, `upstream refused the login of ${route.user} (master)`, 'login');
     return;
   }
-  let user: string;
-  let password: string;
-  if (login.mode === 'master') {
-    user = `${login.user}${login.separator}${login.masterUser}`;
-    password = login.masterPassword;
-  } else if (login.mode === 'account') {
-    user = login.user;
-    password = login.password;
-  } else throw new UpstreamError(`login mode ${login.mode} does not apply to POP3`, 'login');
+  const { authcid: user, password } = identity;
 
   if (/[\s\0]/.test(user) || /[\r\n\0]/.test(password)) {
     // USER takes one word: names with spaces go through AUTH PLAIN.
-    conn.write(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`, 'utf8').toString('base64')}\r\n`);
+    conn.write(`AUTH PLAIN ${saslPlain(identity)}\r\n`);
     await status(conn, `upstream refused the login of ${route.user} (${login.mode})`, 'login');
     return;
   }

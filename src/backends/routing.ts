@@ -106,6 +106,11 @@ export function saslIdentity(login: RouteLogin): { authzid: string; authcid: str
   return null;
 }
 
+/** The SASL PLAIN initial response for an identity, base64. */
+export function saslPlain(id: { authzid: string; authcid: string; password: string }): string {
+  return Buffer.from(`${id.authzid}\0${id.authcid}\0${id.password}`, 'utf8').toString('base64');
+}
+
 /** A resolved route: the server, the login, and where the host came from (for logs). */
 export interface Route {
   protocol: MailProtocol;

@@ -7,7 +7,7 @@ import type { SMTPPoolOptions, SMTPPoolSentMessageInfo } from 'nodemailer/lib/sm
 import type Mail from 'nodemailer/lib/mailer';
 import type { Logger } from '../log.js';
 import { describeRoute, type RouteSource } from './open.js';
-import { saslIdentity, type Route } from './routing.js';
+import { saslIdentity, saslPlain, type Route } from './routing.js';
 import { BackendRejectedError, BackendUnavailableError, type SessionContext, type SmtpBackend, type SmtpEnvelope } from './types.js';
 
 export interface SmtpBackendOptions {
@@ -215,7 +215,7 @@ export class SmtpProxyBackend implements SmtpBackend {
           if (code(ehlo.response) !== 250) throw new Error(`EHLO after XCLIENT refused: ${ehlo.response}`);
         }
         if (needsLogin) {
-          const plain = Buffer.from(`${authzid}\0${authcid}\0${password}`, 'utf8').toString('base64');
+          const plain = saslPlain({ authzid, authcid, password });
           const r = await c.sendCommand(`AUTH PLAIN ${plain}`);
           if (code(r.response) !== 235) throw new Error(`upstream refused the login of ${route.user}: ${r.status} ${r.text}`);
         }

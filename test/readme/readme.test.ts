@@ -6,6 +6,7 @@ import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeExport } from '../../src/keys/export-codec.js';
 import { builtCliAvailable, CLI, cleanEnv, freePort, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
+import { DOVECOT_SKIP_REASON, dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
 
 /*
  * Issue 7, item 6: every README block fenced as ```sh runnable id=NAME``` is
@@ -18,7 +19,16 @@ import { builtCliAvailable, CLI, cleanEnv, freePort, ROOT, startServe, type Serv
  *
  * The recipes read KEYGATE_URL and SMTP_PORT, … with the dev defaults; this
  * test sets them to its own ports. `keygate` is a PATH shim for
- * `node dist/cli.js`, pointed at the server's store through KEYGATE_DB_PATH.
+ * `node dist/cli.js`; the server's settings (store, ports, certificate dir)
+ * are KEYGATE_* variables in every block's environment, as a deployment
+ * would set them, so the CLI uses the server's store.
+ *
+ * The fronting recipes restart Keygate themselves (`keygate serve` with
+ * upstream settings, in a subshell that stops it): before the first of them
+ * this test stops its own Keygate, so they get its ports. They need a
+ * private Dovecot (test/helpers/dovecot.ts, STARTTLS with a certificate
+ * trusted through NODE_EXTRA_CA_CERTS, reached as `localhost`), and the
+ * nginx one nginx with the mail module; without those they are skipped.
  */
 
 interface Block {
@@ -69,9 +79,17 @@ const TOOLS: Record<string, boolean> = {
   openssl: has('openssl', ['version']),
   swaks: has('swaks'),
 };
+const MAIL_MODULE = '/usr/lib/nginx/modules/ngx_mail_module.so';
+const NGINX = has('nginx', ['-v']) && existsSync(MAIL_MODULE);
+/** Blocks that start their own Keygate (they take over the test server's ports). */
+const restartsKeygate = (b: Block): boolean => /^\s*keygate serve\b/m.test(b.code);
+const needsDovecot = (b: Block): boolean => /\bDOVECOT_/.test(b.code);
+const DOVECOT = RUNNABLE.some(needsDovecot) && dovecotAvailable();
 /** The first tool a block needs that this machine lacks, or null. */
-function missingTool(code: string): string | null {
-  for (const [tool, ok] of Object.entries(TOOLS)) if (!ok && new RegExp(`(^|[\\s|($])${tool}\\b`, 'm').test(code)) return tool;
+function missingTool(block: Block): string | null {
+  for (const [tool, ok] of Object.entries(TOOLS)) if (!ok && new RegExp(`(^|[\\s|($])${tool}\\b`, 'm').test(block.code)) return `${tool} not found on PATH`;
+  if (needsDovecot(block) && !DOVECOT) return DOVECOT_SKIP_REASON;
+  if (/(^|[\s|(])nginx\s/m.test(block.code) && !NGINX) return `nginx with its mail module (${MAIL_MODULE}, apt libnginx-mod-mail) not found`;
   return null;
 }
 
@@ -96,6 +114,17 @@ interface RunResult {
 type Check = (r: RunResult, p: Ports) => void | Promise<void>;
 
 const b64url = '[A-Za-z0-9_-]';
+
+/** The private Dovecot the fronting recipes log in to (when installed). */
+let dovecot: RunningDovecot | undefined;
+
+/** The Keygate a fronting recipe started: up, logged a login, stopped, and no key in its log. */
+function frontingKeygateLog(cwd: string): void {
+  const log = readFileSync(join(cwd, 'keygate.log'), 'utf8');
+  expect(log).toContain('Keygate started');
+  expect(log).toMatch(/"signal":"SIGTERM"/);
+  expect(log).not.toMatch(/kg_[0-9A-Za-z]{49}/);
+}
 
 /** What each runnable block must show. */
 const EXPECT: Record<string, Check> = {
@@ -165,6 +194,23 @@ const EXPECT: Record<string, Check> = {
   metrics: ({ stdout }) => {
     expect(stdout).toMatch(/^keygate_auth_attempts_total\{(?=.*protocol="smtp")(?=.*result="success").*\} [1-9]/m);
     expect(stdout).toMatch(/^keygate_auth_attempts_total\{(?=.*protocol="imap")(?=.*result="success").*\} [1-9]/m);
+  },
+  dovecot: ({ stdout, cwd }) => {
+    expect(stdout).toMatch(/^a OK .*Logged in\r?$/m);
+    // Dovecot's answers, relayed: Keygate's own IMAP serves no mailbox.
+    expect(stdout).toMatch(/^\* \d+ EXISTS\r?$/m);
+    expect(stdout).toMatch(/^b OK \[READ-ONLY\] Examine completed/m);
+    expect(stdout).toMatch(/^c OK Logout completed/m);
+    expect(dovecot!.logTail(50)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>.*secured/);
+    frontingKeygateLog(cwd);
+  },
+  nginx: ({ stdout, cwd }) => {
+    expect(stdout).toMatch(/^\* \d+ EXISTS\r?$/m);
+    expect(stdout).toMatch(/^\* OK \[UIDVALIDITY \d+\]/m);
+    expect(dovecot!.logTail(50)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>, method=PLAIN, rip=127\.0\.0\.1/);
+    frontingKeygateLog(cwd);
+    const log = readFileSync(join(cwd, 'keygate.log'), 'utf8');
+    expect(log).toMatch(/"protocol":"imap".*"account":"alice@example\.com".*"result":"success"/);
   },
   'prepared-token': ({ stdout, cwd }) => {
     const blob = /^KEYGATE_PREPARED_TOKEN=(\S+)$/m.exec(stdout)?.[1];
@@ -244,24 +290,41 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
     const [http, smtp, smtps, imap, imaps, pop3, pop3s] = [...taken] as [number, number, number, number, number, number, number];
     ports = { http, smtp, smtps, imap, imaps, pop3, pop3s };
     const db = join(dir, 'keygate.db');
-    const args = [
-      '--db.path', db,
-      '--tls.dir', join(dir, 'certs'),
-      '--hostname', '127.0.0.1',
-      '--http.port', String(http),
-      '--auth.failureDelay', '10ms',
-      '--rateLimit.credentials.max', '1000',
-    ];
-    for (const [name, port, securePort] of [['smtp', smtp, smtps], ['imap', imap, imaps], ['pop3', pop3, pop3s]] as const) {
-      args.push(`--${name}.port`, String(port), `--${name}.securePort`, String(securePort));
-      args.push(`--public.${name}.port`, String(port), `--public.${name}.securePort`, String(securePort));
+    // The server's settings, as a deployment sets them: the test's Keygate and the
+    // ones the fronting recipes start read the same store, certificate and ports.
+    const settings: Record<string, string> = {
+      KEYGATE_DB_PATH: db,
+      KEYGATE_TLS_DIR: join(dir, 'certs'),
+      KEYGATE_HOSTNAME: '127.0.0.1',
+      KEYGATE_HTTP_PORT: String(http),
+      KEYGATE_AUTH_FAILURE_DELAY: '10ms',
+      KEYGATE_RATE_LIMIT_CREDENTIALS_MAX: '1000',
+    };
+    for (const [name, port, securePort] of [['SMTP', smtp, smtps], ['IMAP', imap, imaps], ['POP3', pop3, pop3s]] as const) {
+      settings[`KEYGATE_${name}_PORT`] = settings[`KEYGATE_PUBLIC_${name}_PORT`] = String(port);
+      settings[`KEYGATE_${name}_SECURE_PORT`] = settings[`KEYGATE_PUBLIC_${name}_SECURE_PORT`] = String(securePort);
     }
-    serve = startServe(args);
+    serve = startServe([], settings);
     await serve.waitForLine(/Keygate started/, 20_000);
 
+    // The fronting recipes' own variables: where Dovecot and nginx listen.
+    const fronting: Record<string, string> = {};
+    if (DOVECOT) {
+      dovecot = await startDovecot({ ssl: true });
+      Object.assign(fronting, {
+        DOVECOT_HOST: 'localhost', // the name in its certificate
+        DOVECOT_IMAP_PORT: String(dovecot.imapPort),
+        DOVECOT_POP3_PORT: String(dovecot.pop3Port),
+        DOVECOT_MASTER_PASSWORD: dovecot.master.password,
+        NODE_EXTRA_CA_CERTS: dovecot.certPath!, // Keygate checks Dovecot's certificate
+        NGINX_IMAP_PORT: String(await freePort()),
+      });
+    }
+
     env = cleanEnv({
+      ...settings,
+      ...fronting,
       PATH: `${bin}:${process.env.PATH ?? '/usr/bin:/bin'}`,
-      KEYGATE_DB_PATH: db,
       KEYGATE_URL: `http://127.0.0.1:${http}`,
       SMTP_PORT: String(smtp),
       SMTPS_PORT: String(smtps),
@@ -274,6 +337,7 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
   });
   afterAll(async () => {
     await serve?.stop();
+    await dovecot?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
@@ -299,14 +363,16 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
   }
 
   for (const block of RUNNABLE) {
-    const missing = missingTool(block.code);
+    const missing = missingTool(block);
     if (missing) {
-      it.skip(`${block.id} (README line ${block.line}): ${missing} not found on PATH`, () => {});
+      it.skip(`${block.id} (README line ${block.line}): ${missing}`, () => {});
       continue;
     }
     it(`${block.id} (README line ${block.line})`, async () => {
       expect(failedBefore, `an earlier block failed (${failedBefore}); this one depends on it`).toBeNull();
       try {
+        // The recipe restarts Keygate with new settings: ours makes way (its log stays readable).
+        if (restartsKeygate(block)) await serve.stop();
         const r = await run(block);
         expect(r.code, `exit ${r.code}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`).toBe(0);
         await EXPECT[block.id!]!(r, ports);

@@ -3,7 +3,8 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Authenticator } from '../../auth/authenticate.js';
-import { Router, type MailProtocol } from '../../backends/routing.js';
+import { MAIL_PROTOCOLS, Router, saslIdentity, type MailProtocol } from '../../backends/routing.js';
+import { normalizeAddress } from '../../keys/record.js';
 import type { Config } from '../../config.js';
 import { errorBody } from '../errors.js';
 
@@ -23,7 +24,6 @@ export const NGINX_SECRET_HEADER = 'x-keygate-secret';
 const AUTH_WAIT = '3';
 const INVALID = 'Invalid login or password';
 const TEMPORARY = 'Temporary server problem, try again later';
-const PROTOCOLS: readonly MailProtocol[] = ['imap', 'pop3', 'smtp'];
 
 function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
@@ -102,10 +102,10 @@ export const nginxAuthRoutes: FastifyPluginAsync<NginxAuthOptions> = async (app,
         return reply.code(200).send('');
       };
 
-      if (!PROTOCOLS.includes(protocol)) return reply.code(400).send(errorBody('bad_request', 'Auth-Protocol must be imap, pop3 or smtp'));
+      if (!MAIL_PROTOCOLS.includes(protocol)) return reply.code(400).send(errorBody('bad_request', 'Auth-Protocol must be imap, pop3 or smtp'));
       if (method !== 'plain' && method !== 'login') {
         // apop / cram-md5 never carry the key itself; external has no password.
-        authenticator.audit(protocol, clientIp, username.trim().toLowerCase(), { ok: false, reason: 'unsupported_mechanism' });
+        authenticator.audit(protocol, clientIp, normalizeAddress(username), { ok: false, reason: 'unsupported_mechanism' });
         return refuse(INVALID, false);
       }
 
@@ -134,13 +134,12 @@ export const nginxAuthRoutes: FastifyPluginAsync<NginxAuthOptions> = async (app,
       reply.header('Auth-Server', address);
       reply.header('Auth-Port', String(route.server.port));
       if (protocol !== 'smtp') {
+        // nginx cannot send an authzid: master logins always take the separator form.
         const login = route.login;
-        if (login.mode === 'master') {
-          reply.header('Auth-User', `${login.user}${login.separator}${login.masterUser}`);
-          reply.header('Auth-Pass', login.masterPassword);
-        } else if (login.mode === 'account') {
-          reply.header('Auth-User', login.user);
-          reply.header('Auth-Pass', login.password);
+        const identity = saslIdentity(login.mode === 'master' ? { ...login, style: 'separator' } : login);
+        if (identity) {
+          reply.header('Auth-User', identity.authcid);
+          reply.header('Auth-Pass', identity.password);
         }
       }
       return reply.code(200).send('');

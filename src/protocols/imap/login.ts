@@ -1,3 +1,4 @@
+import { normalizeAddress } from '../../keys/record.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ImapSession } from './command.js';
 import { REPLY } from './responses.js';
@@ -24,7 +25,7 @@ export async function passwordLogin(session: ImapSession, tag: string, username:
  */
 export async function refuseLogin(session: ImapSession, tag: string, username: string, reason: string): Promise<void> {
   const { authenticator, limits } = session.context;
-  authenticator.audit('imap', session.remoteAddress, username.trim().toLowerCase(), { ok: false, reason });
+  authenticator.audit('imap', session.remoteAddress, normalizeAddress(username), { ok: false, reason });
   await sleep(limits.failureDelayMs);
   session.send(`${tag} ${REPLY.authFailed}\r\n`);
 }
