@@ -17,7 +17,8 @@ export interface RedisStoreOptions {
 
 /*
  * Layout. Every key carries the hash tag {ns}, so all of them live in one
- * Cluster slot and every script may touch any of them (all declared in KEYS).
+ * Cluster slot and every script may touch any of them (declared in KEYS, except
+ * the record kgFindByHash reaches through the hash index, in the same slot).
  *   {ns}:key:<id>            hash, one field per KeyRecord property, each JSON-encoded
  *   {ns}:hash:<sha256>       string → id
  *   {ns}:keys                zset, score createdAt (ms), member "<seq16>:<id>" (seq breaks ties by insertion)
@@ -133,6 +134,14 @@ end
 `;
 
 const SCRIPTS = {
+  // KEYS: hash  ARGV: key-name prefix. The login path's lookup in one round trip.
+  // The record's name is known only inside the script, so it is not in KEYS;
+  // it carries the same {ns} hash tag, hence the same Cluster slot.
+  kgFindByHash: `
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return redis.call('HGETALL', ARGV[1] .. id)`,
+
   // KEYS: key, hash, all, seq[, acctKeys]  ARGV: id, score, fields...
   kgCreateKey: `
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 'CONFLICT' end
@@ -390,9 +399,11 @@ class RedisStore implements KeyStore {
 
   async findByHash(hash: string): Promise<KeyRecord | null> {
     return this.run(async () => {
-      const id = await this.client.get(this.k.hash(hash));
-      if (id === null) return null;
-      return parseKey(await this.client.hgetall(this.k.key(id)));
+      const flat = (await this.script('kgFindByHash', [this.k.hash(hash)], [this.k.key('')])) as string[] | null;
+      if (!flat) return null;
+      const h: Record<string, string> = {};
+      for (let i = 0; i < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
+      return parseKey(h);
     });
   }
 

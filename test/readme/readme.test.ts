@@ -201,13 +201,15 @@ const EXPECT: Record<string, Check> = {
     expect(stdout).toMatch(/^\* \d+ EXISTS\r?$/m);
     expect(stdout).toMatch(/^b OK \[READ-ONLY\] Examine completed/m);
     expect(stdout).toMatch(/^c OK Logout completed/m);
-    expect(dovecot!.logTail(50)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>.*secured/);
+    // Keygate logged in as Alice (master user), over STARTTLS.
+    expect(dovecot!.logTail(50)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>, method=PLAIN, .*, TLS, /);
     frontingKeygateLog(cwd);
   },
   nginx: ({ stdout, cwd }) => {
     expect(stdout).toMatch(/^\* \d+ EXISTS\r?$/m);
     expect(stdout).toMatch(/^\* OK \[UIDVALIDITY \d+\]/m);
-    expect(dovecot!.logTail(50)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>, method=PLAIN, rip=127\.0\.0\.1/);
+    // nginx logged in as Alice (master user), in plaintext as nginx does.
+    expect(dovecot!.logTail(50)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>, method=PLAIN, rip=127\.0\.0\.1, lip=127\.0\.0\.1, mpid=\d+, session=/);
     frontingKeygateLog(cwd);
     const log = readFileSync(join(cwd, 'keygate.log'), 'utf8');
     expect(log).toMatch(/"protocol":"imap".*"account":"alice@example\.com".*"result":"success"/);
