@@ -15,6 +15,13 @@ export interface Connection {
   secure: boolean;
   /** The protocol registers how to say goodbye on shutdown (e.g. IMAP "* BYE ..."); default destroys the socket. */
   onShutdown(fn: () => void): void;
+  /**
+   * Ends the connection's accounting now (per-IP count, shutdown drain). The
+   * listener otherwise does it on the socket's 'close'; a protocol that hands
+   * the socket to code that may strip its listeners (smtp-server's STARTTLS
+   * calls removeAllListeners()) calls this when its session ends. Idempotent.
+   */
+  release(): void;
 }
 
 export interface TcpListenerOptions {
@@ -201,6 +208,10 @@ export class TcpListener {
       secure: this.opts.implicitTls,
       onShutdown: (fn) => {
         t.shutdown = fn;
+      },
+      release: () => {
+        socket.destroy();
+        this.forget(t);
       },
     };
     try {

@@ -1,4 +1,4 @@
-import { execFile, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -356,10 +356,29 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
     ].join('\n');
     const file = join(dir, `block-${block.id}.sh`);
     writeFileSync(file, script);
+    // In its own process group, so a block that fails or hangs leaves nothing
+    // running: the servers a recipe starts in the background are in it too.
+    const child = spawn('bash', [file], { env, cwd: work, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const killGroup = (signal: NodeJS.Signals): void => {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        // nothing left in the group
+      }
+    };
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     return new Promise((resolve) => {
-      execFile('bash', [file], { env, cwd: work, timeout: 20_000, maxBuffer: 8 * 1024 * 1024 }, (err, stdout, stderr) => {
-        const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-        resolve({ code, stdout, stderr, cwd: work });
+      const timer = setTimeout(() => {
+        stderr += '\n[readme test] timed out after 20 s: stopped the block and everything it started';
+        killGroup('SIGKILL');
+      }, 20_000);
+      child.once('close', (code, signal) => {
+        clearTimeout(timer);
+        killGroup('SIGKILL');
+        resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr, cwd: work });
       });
     });
   }

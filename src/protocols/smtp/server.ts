@@ -16,7 +16,8 @@ import { SmtpSubmission, type SmtpContext } from './submission.js';
  * TcpListener also gives SMTP the same per-IP connection limit, implicit-TLS
  * handshake (from the TlsProvider, TLS 1.2 minimum) and graceful shutdown as
  * IMAP and POP3, in one place. The cost is one seam: smtp-server's STARTTLS
- * strips the plain socket's listeners, which SmtpSubmission puts back.
+ * strips the plain socket's listeners, so SmtpSubmission releases the
+ * connection explicitly when the session closes.
  */
 export async function startSmtpListeners(deps: ListenerDeps): Promise<RunningListener[]> {
   const cfg = deps.config.smtp;

@@ -27,8 +27,6 @@ const IDLE_TIMEOUT_MS = 5 * 60_000;
 const CLOSE_LINGER_MS = 1000;
 
 type SmtpConnection = SMTPServer['connections'] extends Set<infer C> ? C : never;
-type Listener = (...args: unknown[]) => void;
-
 export interface SmtpContext {
   deps: ListenerDeps;
   limits: ProtocolLimits;
@@ -38,8 +36,8 @@ export interface SmtpContext {
 interface SessionState {
   /** The accepted socket as the TcpListener handed it over. */
   socket: net.Socket;
-  /** 'close' listeners others (the TcpListener's per-IP count) had on it before smtp-server got it. */
-  lifecycle: Listener[];
+  /** Ends the TcpListener's accounting: its own 'close' listener may be gone (see onClose). */
+  release: () => void;
   loginTimer: NodeJS.Timeout | null;
   login: { key: KeyRecord; account: AccountRecord } | null;
   unregister: (() => void) | null;
@@ -122,7 +120,7 @@ export class SmtpSubmission {
   accept(conn: Connection): void {
     const id = randomUUID();
     const socket = conn.socket as net.Socket;
-    const state: SessionState = { socket, lifecycle: socket.listeners('close') as Listener[], loginTimer: null, login: null, unregister: null };
+    const state: SessionState = { socket, release: () => conn.release(), loginTimer: null, login: null, unregister: null };
     state.loginTimer = setTimeout(() => this.say(id, REPLY.loginTimeout), this.ctx.limits.loginTimeoutMs);
     state.loginTimer.unref();
     this.states.set(id, state);
@@ -281,25 +279,8 @@ export class SmtpSubmission {
     this.states.delete(session.id);
     if (state.loginTimer) clearTimeout(state.loginTimer);
     state.unregister?.();
-    this.restoreLifecycle(state);
-  }
-
-  /**
-   * smtp-server's STARTTLS calls removeAllListeners() on the plain socket
-   * before wrapping it, which drops the TcpListener's 'close' listener (its
-   * per-IP count and drain tracking). Once the session is over, put back
-   * whatever was dropped, or call it now if the socket has closed already.
-   */
-  private restoreLifecycle(state: SessionState): void {
-    const { socket } = state;
-    const current = socket.listeners('close');
-    const missing = state.lifecycle.filter((l) => !current.includes(l));
-    if (missing.length === 0) return;
-    if (socket.closed) {
-      for (const l of missing) l(false);
-      return;
-    }
-    for (const l of missing) socket.once('close', l);
-    socket.destroy();
+    // smtp-server's STARTTLS calls removeAllListeners() on the plain socket,
+    // dropping the TcpListener's 'close' listener: release explicitly.
+    state.release();
   }
 }
