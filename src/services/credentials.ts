@@ -155,6 +155,30 @@ export async function createMobileCredential(
   input: MobileInput,
   now = new Date(),
 ): Promise<{ key: string; record: KeyRecord }> {
+  // Requests for one device take turns within this process: the sweep below
+  // orders keys by createdAt, which concurrent requests in the same
+  // millisecond cannot agree on. Across instances the sweep still settles
+  // races; an atomic per-device replace in the KeyStore would close it fully.
+  const slot = `${account}\0${input.deviceId}`;
+  const before = deviceTurns.get(slot) ?? Promise.resolve();
+  const mine = before.then(() => createMobileCredentialNow(store, creator, account, input, now));
+  const settled = mine.then(() => {}, () => {});
+  deviceTurns.set(slot, settled);
+  void settled.then(() => {
+    if (deviceTurns.get(slot) === settled) deviceTurns.delete(slot);
+  });
+  return mine;
+}
+
+const deviceTurns = new Map<string, Promise<void>>();
+
+async function createMobileCredentialNow(
+  store: KeyStore,
+  creator: KeyRecord,
+  account: string,
+  input: MobileInput,
+  now: Date,
+): Promise<{ key: string; record: KeyRecord }> {
   const name = checkName(input.name);
   // No grant check here: the issue makes api:write (or app) enough to provision a
   // device, and a mobile key is a fixed mail-only set for the caller's own account.
