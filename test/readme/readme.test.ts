@@ -209,7 +209,7 @@ const EXPECT: Record<string, Check> = {
     expect(stdout).toMatch(/^\* \d+ EXISTS\r?$/m);
     expect(stdout).toMatch(/^\* OK \[UIDVALIDITY \d+\]/m);
     // nginx logged in as Alice (master user), in plaintext as nginx does.
-    expect(dovecot!.logTail(50)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>, method=PLAIN, rip=127\.0\.0\.1, lip=127\.0\.0\.1, mpid=\d+, session=/);
+    expect(dovecot!.logTail(50)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>, method=PLAIN, rip=127\.0\.0\.1, lip=127\.0\.0\.1, mpid=\d+, secured, session=/); // plaintext on loopback: "secured", not "TLS"
     frontingKeygateLog(cwd);
     const log = readFileSync(join(cwd, 'keygate.log'), 'utf8');
     expect(log).toMatch(/"protocol":"imap".*"account":"alice@example\.com".*"result":"success"/);
