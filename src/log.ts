@@ -54,9 +54,7 @@ const serializers = {
 function scrubbingStream(out: DestinationStream): DestinationStream {
   return new Writable({
     write(chunk: Buffer | string, _enc, cb) {
-      const text = chunk.toString();
-      out.write(KEY_SCAN_RE.test(text) ? text.replace(KEY_SCAN_RE, 'kg_[REDACTED]') : text);
-      KEY_SCAN_RE.lastIndex = 0;
+      out.write(chunk.toString().replace(KEY_SCAN_RE, 'kg_[REDACTED]'));
       cb();
     },
   }) as unknown as DestinationStream;

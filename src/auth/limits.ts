@@ -3,7 +3,7 @@ import ipaddr from 'ipaddr.js';
 import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import { createRedisClient, type RedisClient } from '../store/redis-connect.js';
+import { createRedisClient, waitReady, type RedisClient } from '../store/redis-connect.js';
 import type { LoginLimiter } from './authenticate.js';
 
 export interface LoginLimiterWithClose extends LoginLimiter {
@@ -155,18 +155,3 @@ export async function createLoginLimiter(
   };
 }
 
-/** Resolves when the client is ready, fails to connect (it keeps retrying in the background) or `ms` pass. */
-function waitReady(client: RedisClient, ms: number): Promise<void> {
-  if (client.status === 'ready') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      client.off('ready', done);
-      client.off('error', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    client.once('ready', done);
-    client.once('error', done);
-  });
-}

@@ -5,6 +5,14 @@ import type { KeyStore, StoreEvent } from '../store/types.js';
 
 export type EndReason = 'revoked' | 'expired' | 'account_disabled' | 'shutdown';
 
+/** How each protocol tells a client why its session was ended from outside. */
+export const END_REASON_TEXT: Record<EndReason, string> = {
+  revoked: 'key revoked',
+  expired: 'key expired',
+  account_disabled: 'account disabled',
+  shutdown: 'server shutting down',
+};
+
 export interface LiveSession {
   protocol: 'smtp' | 'imap' | 'pop3';
   keyId: string;

@@ -14,7 +14,7 @@ import { InputError } from '../services/tokens.js';
 import { checkSigner, MobileconfigError, type ProfileSigner } from '../setup/mobileconfig.js';
 import { MemorySetupLinkBackend, RedisSetupLinkBackend, SetupLinkCapacityError, SetupLinks } from '../setup/setup-links.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from '../store/errors.js';
-import { createRedisClient, type RedisClient } from '../store/redis-connect.js';
+import { createRedisClient, waitReady, type RedisClient } from '../store/redis-connect.js';
 import type { KeyStore } from '../store/types.js';
 import type { TlsProvider } from '../tls/index.js';
 import { errorBody, HttpError } from './errors.js';
@@ -121,7 +121,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (config.dbs.redis !== '') {
     redis = createRedisClient(config.dbs.redis, { connectionName: 'keygate-rate-limit' });
     redis.on('error', () => {}); // failed commands are handled (and logged) by the limiter and the setup routes
-    await whenReady(redis, 3000);
+    await waitReady(redis, 3000); // limits fail open (and log) until Redis answers
     app.addHook('onClose', async () => {
       await redis!.quit().catch(() => redis!.disconnect());
     });
@@ -220,16 +220,3 @@ export function profileSigner(config: Pick<Config, 'setup'>, tls?: Pick<TlsProvi
   };
 }
 
-/** Waits until the client is connected, at most `ms`; limits fail open (and log) meanwhile. */
-function whenReady(client: RedisClient, ms: number): Promise<void> {
-  if (client.status === 'ready') return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    client.once('ready', done);
-    function done(): void {
-      clearTimeout(timer);
-      client.off('ready', done);
-      resolve();
-    }
-  });
-}

@@ -1,7 +1,5 @@
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
-export const BASE62_RE = /^[0-9A-Za-z]*$/;
-
 /** Encodes a non-negative integer as base62, left-padded with '0' to `width`. */
 export function encodeBase62(value: number, width: number): string {
   let out = '';

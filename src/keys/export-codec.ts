@@ -11,7 +11,6 @@ import { isScope, type Scope } from './scopes.js';
  */
 const VERSION = 1;
 
-export type ExportedKey = Omit<KeyRecord, 'lastUsedAt' | 'lastUsedIp' | 'lastUsedProtocol'>;
 
 export class MalformedBlobError extends Error {
   constructor(detail: string) {

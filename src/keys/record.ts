@@ -48,3 +48,8 @@ export function isActive(key: KeyRecord, now: Date = new Date()): boolean {
 export function normalizeAddress(address: string): string {
   return address.trim().toLowerCase();
 }
+
+/** Normalised, de-duplicated, without empties. */
+export function uniqueAddresses(list: readonly string[]): string[] {
+  return [...new Set(list.map(normalizeAddress))].filter((s) => s !== '');
+}

@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
+import { describeRedisTarget, parseRedisUrl } from './redis-connect.js';
 import { openSqliteStore } from './sqlite.js';
 import type { KeyStore } from './types.js';
 
@@ -19,8 +20,7 @@ export async function openStore(config: Pick<Config, 'db' | 'dbs' | 'touchInterv
 export function describeStore(config: Pick<Config, 'db' | 'dbs'>): string {
   if (config.dbs.redis === '') return `sqlite:${config.db.path}`;
   try {
-    const u = new URL(config.dbs.redis.replace(/^redis-(sentinel|cluster):/, 'redis:').split(',')[0]!);
-    return `${config.dbs.redis.split(':')[0]}://${u.host}`;
+    return `redis ${describeRedisTarget(parseRedisUrl(config.dbs.redis))}`;
   } catch {
     return 'redis';
   }

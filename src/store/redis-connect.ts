@@ -253,3 +253,19 @@ export function createRedisClient(url: string, opts: RedisClientOptions = {}): R
     }
   }
 }
+
+/** Resolves when the client is ready, fails to connect (it keeps retrying in the background) or `ms` pass. */
+export function waitReady(client: RedisClient, ms: number): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      client.off('ready', done);
+      client.off('error', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    client.once('ready', done);
+    client.once('error', done);
+  });
+}

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { normalizeAddress, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
+import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from './errors.js';
 import { createRedisClient, describeRedisTarget, parseRedisUrl, type RedisClient } from './redis-connect.js';
 import { TouchBuffer } from './touch-buffer.js';
@@ -94,10 +94,6 @@ function pairs(flat: unknown): Record<string, string> {
   if (!Array.isArray(flat)) return out;
   for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1]);
   return out;
-}
-
-function uniqueAddresses(list: readonly string[]): string[] {
-  return [...new Set(list.map(normalizeAddress))].filter((s) => s !== '');
 }
 
 function scoreOf(iso: string): string {

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { normalizeAddress, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
+import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
 import type { Scope } from '../keys/scopes.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from './errors.js';
 import { TouchBuffer } from './touch-buffer.js';
@@ -380,10 +380,6 @@ export class SqliteStore implements KeyStore {
     this.closed = true;
     this.db.close();
   }
-}
-
-function uniqueAddresses(list: readonly string[]): string[] {
-  return [...new Set(list.map(normalizeAddress))].filter((s) => s !== '');
 }
 
 function normalizeAccount(a: AccountRecord): AccountRecord {

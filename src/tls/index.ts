@@ -7,7 +7,7 @@ import { ConfigError, type Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { ensureSelfSigned } from './selfsigned.js';
 
-export { createSelfSignedCertificate, ensureSelfSigned, selfSignedProblem, SELF_SIGNED_CERT, SELF_SIGNED_KEY } from './selfsigned.js';
+export { createSelfSignedCertificate, SELF_SIGNED_CERT, SELF_SIGNED_KEY } from './selfsigned.js';
 
 export const MIN_TLS_VERSION = 'TLSv1.2' as const;
 /** How long a server-side handshake (STARTTLS or implicit TLS) may take. */

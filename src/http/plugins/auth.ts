@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Authenticator } from '../../auth/authenticate.js';
-import { isAdminKey, type Action } from '../../keys/policy.js';
+import { isAdminKey, type Action, type DenyReason } from '../../keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../../keys/record.js';
 import { HttpError } from '../errors.js';
 
@@ -41,7 +41,8 @@ export function presentedKey(req: FastifyRequest): string | null {
   return typeof q === 'string' ? q : null;
 }
 
-const TO_401 = new Set(['malformed', 'unknown_key', 'revoked', 'expired', 'account_disabled']);
+// Deny reasons that mean the key itself is no longer usable: 401, like an unknown key.
+const TO_401 = new Set<DenyReason>(['revoked', 'expired', 'account_disabled']);
 
 /**
  * The one authentication hook. Missing or unusable key → 401 with
@@ -56,12 +57,12 @@ export const authPlugin = fp<{ authenticator: Authenticator }>(
       if (rule === false) return;
       if (rule === undefined && req.routeOptions.url === undefined) return; // 404 handler
       const secret = presentedKey(req);
-      if (secret === null) throw unauthorized(reply, 'missing');
+      if (secret === null) throw unauthorized(reply);
       const id = await authenticator.identify(secret);
       if (!id.ok) {
         if (id.reason === 'store_unavailable') throw new HttpError('store_unavailable');
         authenticator.audit('http', req.ip, null, { ok: false, reason: id.reason });
-        throw unauthorized(reply, id.reason);
+        throw unauthorized(reply);
       }
       if (rule === undefined) throw new HttpError('forbidden', 'This route has no access rule');
       let action: Action;
@@ -74,7 +75,7 @@ export const authPlugin = fp<{ authenticator: Authenticator }>(
       const decision = authenticator.authorize(id, action, req.ip);
       if (!decision.allowed) {
         authenticator.audit('http', req.ip, id.key.account, { ok: false, reason: decision.reason, keyId: id.key.id });
-        if (TO_401.has(decision.reason)) throw unauthorized(reply, decision.reason);
+        if (TO_401.has(decision.reason)) throw unauthorized(reply);
         if (decision.reason === 'missing_scope') {
           throw new HttpError('forbidden', `This key lacks the "${decision.missingScope}" scope`, { missingScope: decision.missingScope });
         }
@@ -88,7 +89,7 @@ export const authPlugin = fp<{ authenticator: Authenticator }>(
   { name: 'keygate-auth' },
 );
 
-function unauthorized(reply: FastifyReply, _reason: string): HttpError {
+function unauthorized(reply: FastifyReply): HttpError {
   // Same answer for every reason; the reason is in the audit log.
   reply.header('WWW-Authenticate', 'Bearer realm="keygate"');
   return new HttpError('unauthorized');

@@ -35,7 +35,6 @@ export const REPLY = {
   byeTooManyCommands: '* BYE Too many commands before login\r\n',
   byeTooManyErrors: '* BYE Too many protocol errors\r\n',
   byeTooManyConnections: '* BYE Too many connections from your address\r\n',
-  byeTlsFailed: '* BYE TLS negotiation failed\r\n',
 } as const;
 
 /** Fatal framing errors: the stream cannot be resynchronised. */

@@ -1,4 +1,4 @@
-import type { EndReason } from '../../auth/sessions.js';
+import { END_REASON_TEXT, type EndReason } from '../../auth/sessions.js';
 
 /**
  * Every POP3 reply Keygate sends, in one place, with its RFC 2449 / RFC 3206
@@ -42,14 +42,7 @@ export const REPLY = {
   internal: '-ERR [SYS/TEMP] Internal error, closing connection',
 } as const;
 
-const END_TEXT: Record<EndReason, string> = {
-  revoked: 'key revoked',
-  expired: 'key expired',
-  account_disabled: 'account disabled',
-  shutdown: 'server shutting down',
-};
-
 /** What a live session is told when it is ended from outside (revocation, expiry, shutdown). */
 export function sessionEnded(reason: EndReason): string {
-  return `-ERR [SYS/TEMP] Session ended: ${END_TEXT[reason]}`;
+  return `-ERR [SYS/TEMP] Session ended: ${END_REASON_TEXT[reason]}`;
 }

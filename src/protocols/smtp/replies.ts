@@ -1,4 +1,4 @@
-import type { EndReason } from '../../auth/sessions.js';
+import { END_REASON_TEXT, type EndReason } from '../../auth/sessions.js';
 
 /**
  * Every SMTP reply Keygate itself decides, with its RFC 3463 enhanced status
@@ -31,14 +31,7 @@ export class SmtpReplyError extends Error {
   }
 }
 
-const END_TEXT: Record<EndReason, string> = {
-  revoked: 'key revoked',
-  expired: 'key expired',
-  account_disabled: 'account disabled',
-  shutdown: 'server shutting down',
-};
-
 /** What a session ended from outside is told before the connection closes (421 closes in smtp-server). */
 export function sessionEnded(reason: EndReason): Reply {
-  return [421, reason === 'shutdown' ? '4.3.2 Server shutting down' : `4.7.0 Session ended: ${END_TEXT[reason]}`];
+  return [421, reason === 'shutdown' ? '4.3.2 Server shutting down' : `4.7.0 Session ended: ${END_REASON_TEXT[reason]}`];
 }

@@ -1,9 +1,10 @@
+import { encodeExport } from '../../../keys/export-codec.js';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { SCOPES, SCOPE_ALIASES } from '../../../keys/scopes.js';
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
-import { exportToken, importToken, issueToken } from '../../../services/tokens.js';
+import { importToken, issueToken } from '../../../services/tokens.js';
 import { HttpError } from '../../errors.js';
 import { AUTH_ERRORS, ErrorBody, TokenView, tokenView } from '../../schemas.js';
 
@@ -92,7 +93,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
     async (req) => {
       const rec = await store.getKey(req.params.id);
       if (!rec) throw new HttpError('not_found', 'No such token');
-      return { id: rec.id, blob: await exportToken(store, rec.id) };
+      return { id: rec.id, blob: encodeExport(rec) };
     },
   );
 
