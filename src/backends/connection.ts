@@ -1,5 +1,6 @@
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { AdaptiveReads } from './adaptive-reads.js';
 import type { UpstreamServer } from './routing.js';
 
 /** Longest line accepted from an upstream before login (guards memory against a broken server). */
@@ -43,17 +44,20 @@ export class UpstreamConnection {
   private constructor(
     public socket: Socket,
     readonly server: UpstreamServer,
+    /** Plain upstreams only: a TLS socket reads through its own stream. */
+    private readonly reads: AdaptiveReads | null,
   ) {
     this.attach();
   }
 
   /** Connects (TLS at once for `implicit`), with `setNoDelay`. Rejects with UpstreamError. */
   static async open(server: UpstreamServer, timeouts: Timeouts): Promise<UpstreamConnection> {
+    const reads = server.tls === 'none' ? new AdaptiveReads() : null;
     const socket = await new Promise<Socket>((resolve, reject) => {
       const implicit = server.tls === 'implicit';
       const s: Socket = implicit
         ? tlsConnect({ host: server.host, port: server.port, servername: sni(server.host), rejectUnauthorized: server.verifyCert, minVersion: 'TLSv1.2' })
-        : netConnect({ host: server.host, port: server.port });
+        : netConnect({ host: server.host, port: server.port, ...(reads ? { onread: reads.onread } : {}) });
       const timer = setTimeout(() => {
         s.destroy();
         reject(new UpstreamError(`connect to ${server.host}:${server.port} timed out after ${timeouts.connectMs} ms`, 'timeout'));
@@ -71,7 +75,7 @@ export class UpstreamConnection {
       };
       s.once('error', onError);
     });
-    const conn = new UpstreamConnection(socket, server);
+    const conn = new UpstreamConnection(socket, server, reads);
     conn.timer = setTimeout(() => {
       conn.fail(new UpstreamError(`upstream ${server.host}:${server.port} did not complete the login within ${timeouts.loginMs} ms`, 'timeout'));
       socket.destroy();
@@ -128,16 +132,27 @@ export class UpstreamConnection {
   }
 
   /**
-   * Hands the socket over: listeners removed, the login timer stopped, the
-   * stream paused, and any bytes read past the login reply pushed back.
+   * Hands the logged-in socket over: listeners removed, the login timer
+   * stopped, reading paused until `relay` names where the bytes go (any read
+   * past the login reply first).
    */
-  detach(): Socket {
+  detach(): { socket: Socket; relay(sink: (chunk: Buffer) => void): void } {
     this.clearTimer();
     this.detachListeners();
-    this.socket.pause();
-    if (this.buffer.length > 0) this.socket.unshift(this.buffer);
+    const { socket, reads } = this;
+    socket.pause();
+    const readAhead = this.buffer;
     this.buffer = Buffer.alloc(0);
-    return this.socket;
+    return {
+      socket,
+      relay(sink) {
+        if (reads) reads.sink = sink;
+        else socket.on('data', sink);
+        socket.resume();
+        // Synchronous, so no read can overtake it; a full client buffer may pause the socket again.
+        if (readAhead.length > 0) sink(readAhead);
+      },
+    };
   }
 
   /** Gives up: destroys the socket. */
@@ -148,13 +163,15 @@ export class UpstreamConnection {
   }
 
   private attach(): void {
-    this.socket.on('data', this.onData);
+    if (this.reads) this.reads.sink = this.onData;
+    else this.socket.on('data', this.onData);
     this.socket.on('error', this.onError);
     this.socket.on('close', this.onClose);
   }
 
   private detachListeners(): void {
-    this.socket.off('data', this.onData);
+    if (this.reads) this.reads.sink = () => {};
+    else this.socket.off('data', this.onData);
     this.socket.off('error', this.onError);
     this.socket.off('close', this.onClose);
     // A late error after hand-over or destroy must not crash the process.

@@ -38,8 +38,8 @@ export class ImapProxyBackend implements ImapBackend {
       const conn = await UpstreamConnection.open(route.server, this.timeouts);
       try {
         const capabilities = await imapLogin(conn, route, ctx);
-        const socket = conn.detach();
-        return { socket, capabilities, close: () => socket.destroy() };
+        const { socket, relay } = conn.detach();
+        return { socket, relay, capabilities, close: () => socket.destroy() };
       } catch (err) {
         conn.destroy();
         throw err;

@@ -25,8 +25,8 @@ export class Pop3ProxyBackend implements Pop3Backend {
       const conn = await UpstreamConnection.open(route.server, this.timeouts);
       try {
         await pop3Login(conn, route, ctx);
-        const socket = conn.detach();
-        return { socket, close: () => socket.destroy() };
+        const { socket, relay } = conn.detach();
+        return { socket, relay, close: () => socket.destroy() };
       } catch (err) {
         conn.destroy();
         throw err;

@@ -30,9 +30,12 @@ export class BackendRejectedError extends Error {
   }
 }
 
-/** An authenticated upstream connection that the listener pipes the client into. */
+/** An authenticated upstream connection that the listener splices the client into (src/protocols/splice.ts). */
 export interface PipeSession {
+  /** The client's bytes are written here; its end, close and errors end the session; pause()/resume() hold the relay back. */
   socket: Duplex;
+  /** Starts delivering the upstream's bytes, beginning with any read past the login reply. Called once. */
+  relay(sink: (chunk: Buffer) => void): void;
   /** Post-login capabilities to announce in the tagged OK (IMAP). */
   capabilities?: string[];
   close(): void;

@@ -179,6 +179,54 @@ describe.skipIf(!dovecotAvailable())('full loop: Keygate listeners → proxy bac
     }
   });
 
+  it('carries an 8 MB message byte for byte both ways, to a client that reads slowly', async () => {
+    const subject = `bulk-${Date.now()}`;
+    const message = makeMessage('alice@example.com', 'alice@example.com', subject, 8 * 1024 * 1024);
+    const c = imap('alice@example.com');
+    await c.connect();
+    let uid: number;
+    try {
+      const appended = await c.append('INBOX', message);
+      uid = (appended as { uid: number }).uid;
+    } finally {
+      await c.logout();
+    }
+    // A raw client that stops reading for a moment after every chunk, so
+    // Keygate's buffer towards it fills and the upstream must be held back.
+    const sock = connect({ host: '127.0.0.1', port: port('imap') });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let waiting: { marker: string; resolve: () => void } | null = null;
+    let tail = '';
+    sock.on('data', (d: Buffer) => {
+      chunks.push(d);
+      size += d.length;
+      sock.pause();
+      setTimeout(() => sock.resume(), 2);
+      tail = (tail + d.toString('latin1', Math.max(0, d.length - 256))).slice(-512);
+      if (waiting && tail.includes(waiting.marker)) waiting.resolve();
+    });
+    const until = (marker: string): Promise<void> =>
+      new Promise((resolve) => {
+        tail = '';
+        waiting = { marker, resolve };
+      });
+    await until('* OK');
+    sock.write(`a LOGIN alice@example.com ${keys['alice@example.com']!.key}\r\na SELECT INBOX\r\n`);
+    await until('a OK [READ-WRITE]');
+    chunks.length = 0;
+    size = 0;
+    sock.write(`b UID FETCH ${uid!} (BODY.PEEK[])\r\n`);
+    await until('b OK');
+    sock.destroy();
+    const reply = Buffer.concat(chunks, size);
+    const open = reply.indexOf(`{${message.length}}\r\n`);
+    expect(open).toBeGreaterThan(0);
+    const start = open + `{${message.length}}\r\n`.length;
+    expect(reply.subarray(start, start + message.length).equals(message)).toBe(true);
+    expect(reply.subarray(start + message.length).toString('latin1')).toMatch(/^\)\r\nb OK /);
+  }, 60_000);
+
   it('a client vanishing mid-pipe (inside an APPEND literal) ends the upstream session too', async () => {
     // earlier tests' sessions finish closing first
     for (const end = Date.now() + 3000; server.sessions.count('imap') > 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));

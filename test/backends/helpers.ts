@@ -1,5 +1,5 @@
-import { Writable, type Duplex } from 'node:stream';
-import type { SessionContext } from '../../src/backends/types.js';
+import { PassThrough, Writable, type Readable } from 'node:stream';
+import type { PipeSession, SessionContext } from '../../src/backends/types.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { newKey } from '../../src/keys/new-key.js';
 import type { AccountRecord } from '../../src/keys/record.js';
@@ -53,7 +53,7 @@ export function session(acct: AccountRecord, protocol: SessionContext['protocol'
 }
 
 /** Reads from a piped socket until `done(text)` holds; rejects after ms. */
-export function readUntil(socket: Duplex, done: (text: string) => boolean, ms = 5000): Promise<string> {
+export function readUntil(socket: Readable, done: (text: string) => boolean, ms = 5000): Promise<string> {
   return new Promise((resolve, reject) => {
     let text = '';
     const timer = setTimeout(() => {
@@ -81,6 +81,20 @@ export function readUntil(socket: Duplex, done: (text: string) => boolean, ms = 
     socket.on('end', onEnd);
     socket.resume();
   });
+}
+
+const readers = new WeakMap<PipeSession, Readable>();
+
+/** The upstream's bytes of a PipeSession as a stream (its `relay` can be started only once, so one per session). */
+export function upstreamBytes(pipe: PipeSession): Readable {
+  let out = readers.get(pipe);
+  if (!out) {
+    const stream = new PassThrough();
+    pipe.relay((c) => stream.write(c));
+    pipe.socket.once('end', () => stream.end());
+    readers.set(pipe, (out = stream));
+  }
+  return out;
 }
 
 /** A plain RFC 5322 message of about `bytes` bytes (base64 body lines). */

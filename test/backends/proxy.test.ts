@@ -8,7 +8,7 @@ import { Router } from '../../src/backends/routing.js';
 import { sealSecret, secretBox } from '../../src/backends/secret.js';
 import { BackendRejectedError, BackendUnavailableError, type ClosableBackends } from '../../src/backends/types.js';
 import { dovecotAvailable, freePort, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { account, dovecotConfig, makeMessage, memoryLogger, readUntil, session } from './helpers.js';
+import { account, dovecotConfig, makeMessage, memoryLogger, readUntil, session, upstreamBytes } from './helpers.js';
 
 /**
  * Each backend directly against a real private Dovecot (IMAP, POP3, LMTP):
@@ -41,11 +41,11 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
         expect(pipe.capabilities).toContain('IDLE');
         expect(pipe.capabilities!.some((c) => /^(AUTH=|STARTTLS|LOGINDISABLED|SASL-IR)/i.test(c))).toBe(false);
         pipe.socket.write('a1 SELECT INBOX\r\n');
-        const reply = await readUntil(pipe.socket, (t) => /\r\na1 (OK|NO|BAD)[^\r]*\r\n$/.test(`\r\n${t}`));
+        const reply = await readUntil(upstreamBytes(pipe), (t) => /\r\na1 (OK|NO|BAD)[^\r]*\r\n$/.test(`\r\n${t}`));
         expect(reply).toMatch(/\* \d+ EXISTS/);
         expect(reply).toMatch(/a1 OK \[READ-WRITE\]/);
         pipe.socket.write('a2 LOGOUT\r\n');
-        expect(await readUntil(pipe.socket, (t) => t.includes('a2 OK'))).toContain('* BYE');
+        expect(await readUntil(upstreamBytes(pipe), (t) => t.includes('a2 OK'))).toContain('* BYE');
       } finally {
         pipe.close();
       }
@@ -63,7 +63,7 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
       const b = createBackends(dovecotConfig(dc, { 'upstream.imap.masterStyle': 'authzid' }), null, log.logger);
       const pipe = await b.imap!.open(session(alice, 'imap'));
       pipe.socket.write('n NAMESPACE\r\n');
-      expect(await readUntil(pipe.socket, (t) => t.includes('n OK'))).toContain('* NAMESPACE');
+      expect(await readUntil(upstreamBytes(pipe), (t) => t.includes('n OK'))).toContain('* NAMESPACE');
       pipe.close();
     });
 
@@ -73,7 +73,7 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
       const acct = account('bob@example.com', { imap: { login: 'account' }, password: sealed });
       const pipe = await backends.imap!.open(session(acct, 'imap'));
       pipe.socket.write('x STATUS INBOX (MESSAGES)\r\n');
-      expect(await readUntil(pipe.socket, (t) => t.includes('x OK'))).toMatch(/\* STATUS INBOX \(MESSAGES \d+\)/);
+      expect(await readUntil(upstreamBytes(pipe), (t) => t.includes('x OK'))).toMatch(/\* STATUS INBOX \(MESSAGES \d+\)/);
       pipe.close();
     });
 
@@ -104,12 +104,12 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
     it('survives the client vanishing mid-command: close() drops the upstream, the next session works', async () => {
       const pipe = await backends.imap!.open(session(alice, 'imap'));
       pipe.socket.write('a APPEND INBOX {100}\r\n'); // the literal never comes
-      await readUntil(pipe.socket, (t) => t.startsWith('+'));
+      await readUntil(upstreamBytes(pipe), (t) => t.startsWith('+'));
       pipe.close();
       expect(pipe.socket.destroyed).toBe(true);
       const again = await backends.imap!.open(session(alice, 'imap'));
       again.socket.write('b NOOP\r\n');
-      expect(await readUntil(again.socket, (t) => t.includes('b OK'))).toContain('b OK');
+      expect(await readUntil(upstreamBytes(again), (t) => t.includes('b OK'))).toContain('b OK');
       again.close();
     });
 
@@ -129,7 +129,7 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
         const b = new ImapProxyBackend(new Router(config), { connectMs: 1000, loginMs: 1000 }, log.logger);
         const pipe = await b.open(session(alice, 'imap'));
         expect(pipe.capabilities).toEqual(['IMAP4rev1', 'IDLE', 'MOVE']);
-        expect(await readUntil(pipe.socket, (t) => t.includes('\r\n'))).toBe('* 3 EXISTS\r\n');
+        expect(await readUntil(upstreamBytes(pipe), (t) => t.includes('\r\n'))).toBe('* 3 EXISTS\r\n');
         pipe.close();
       } finally {
         fake.close();
@@ -141,9 +141,9 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
     it('logs in as the master user (USER user*master / PASS) and pipes STAT and LIST', async () => {
       const pipe = await backends.pop3!.open(session(alice, 'pop3'));
       pipe.socket.write('STAT\r\n');
-      expect(await readUntil(pipe.socket, (t) => t.endsWith('\r\n'))).toMatch(/^\+OK \d+ \d+\r\n$/);
+      expect(await readUntil(upstreamBytes(pipe), (t) => t.endsWith('\r\n'))).toMatch(/^\+OK \d+ \d+\r\n$/);
       pipe.socket.write('QUIT\r\n');
-      expect(await readUntil(pipe.socket, (t) => t.endsWith('\r\n'))).toMatch(/^\+OK/);
+      expect(await readUntil(upstreamBytes(pipe), (t) => t.endsWith('\r\n'))).toMatch(/^\+OK/);
       pipe.close();
     });
 
@@ -151,7 +151,7 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
       const b = createBackends(dovecotConfig(dc, { 'upstream.pop3.masterStyle': 'authzid', 'upstream.pop3.trusted': true }), null, log.logger);
       const pipe = await b.pop3!.open(session(bob, 'pop3', '198.51.100.77'));
       pipe.socket.write('NOOP\r\n');
-      expect(await readUntil(pipe.socket, (t) => t.endsWith('\r\n'))).toMatch(/^\+OK/);
+      expect(await readUntil(upstreamBytes(pipe), (t) => t.endsWith('\r\n'))).toMatch(/^\+OK/);
       pipe.close();
       await new Promise((r) => setTimeout(r, 200));
       expect(dc.logTail(50)).toMatch(/pop3-login: Info: Login: user=<bob@example\.com>.*rip=198\.51\.100\.77/);

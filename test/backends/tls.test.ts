@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBackends } from '../../src/backends/index.js';
 import { BackendUnavailableError } from '../../src/backends/types.js';
 import { dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { account, dovecotConfig, memoryLogger, readUntil, session } from './helpers.js';
+import { account, dovecotConfig, memoryLogger, readUntil, session, upstreamBytes } from './helpers.js';
 
 /** TLS to the upstream: STARTTLS/STLS and implicit TLS against Dovecot with a self-signed certificate. */
 describe.skipIf(!dovecotAvailable())('proxy backends over TLS to Dovecot', () => {
@@ -35,11 +35,11 @@ describe.skipIf(!dovecotAvailable())('proxy backends over TLS to Dovecot', () =>
       expect(imap.socket.constructor.name).toBe('TLSSocket');
       expect(imap.capabilities).toContain('IMAP4rev1');
       imap.socket.write('a NOOP\r\n');
-      expect(await readUntil(imap.socket, (t) => t.includes('a OK'))).toContain('a OK');
+      expect(await readUntil(upstreamBytes(imap), (t) => t.includes('a OK'))).toContain('a OK');
       imap.close();
       const pop = await b.pop3!.open(session(alice, 'pop3'));
       pop.socket.write('STAT\r\n');
-      expect(await readUntil(pop.socket, (t) => t.endsWith('\r\n'))).toMatch(/^\+OK/);
+      expect(await readUntil(upstreamBytes(pop), (t) => t.endsWith('\r\n'))).toMatch(/^\+OK/);
       pop.close();
       await new Promise((r) => setTimeout(r, 100));
       expect(dc.logTail(40)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>.*TLS/);

@@ -4,6 +4,7 @@ import type { EndReason, LiveSession, SessionRegistry } from '../../auth/session
 import type { Backends, PipeSession } from '../../backends/types.js';
 import { isLoopback } from '../../keys/cidr.js';
 import { upgradeToTls, type TlsProvider } from '../../tls/index.js';
+import { splice, type Splice } from '../splice.js';
 import type { Connection } from '../tcp-listener.js';
 import type { ImapContext, ImapState, LoginSuccess } from './command.js';
 import { dispatch, type Dispatchable } from './dispatcher.js';
@@ -102,6 +103,7 @@ export class ImapConnection implements Dispatchable, LiveSession {
   private idleArmed = false;
   private unregister: (() => void) | null = null;
   private pipe: PipeSession | null = null;
+  private splice: Splice | null = null;
 
   constructor(
     readonly context: ImapListenerContext,
@@ -234,18 +236,9 @@ export class ImapConnection implements Dispatchable, LiveSession {
   /** LiveSession: the key was revoked or expired, the account disabled, or the server is going down. */
   end(reason: EndReason): void {
     if (this.ending) return;
-    const pipe = this.pipe;
-    if (!pipe) return this.close(END_BYE[reason]);
-    // Piped: the BYE goes between the upstream's bytes, then both sides are cut.
-    this.ending = true;
-    const client = this.socket;
-    const kill = (): void => {
-      pipe.close();
-      client.destroy();
-    };
-    client.write(END_BYE[reason], kill);
-    setTimeout(kill, CLOSE_LINGER_MS).unref();
-    this.cleanup();
+    // Piped: no upstream byte may follow the BYE.
+    this.splice?.stop();
+    this.close(END_BYE[reason]);
   }
 
   /** Shutdown has begun: an idle session says BYE now, a busy one after its command; piped sessions keep running. */
@@ -369,27 +362,17 @@ export class ImapConnection implements Dispatchable, LiveSession {
     const client = this.socket;
     client.off('data', this.onData);
     client.off('drain', this.onDrain);
-    const upstream = pipe.socket;
-    (upstream as Partial<net.Socket>).setNoDelay?.(true);
     const pending = this.framer.takeRest();
-    if (pending) upstream.write(pending);
-    let finished = false;
-    const finish = (err?: Error): void => {
-      if (finished) return;
-      finished = true;
-      if (err) this.context.logger.debug({ ip: this.remoteAddress, err: err.message }, 'IMAP session pipe closed with an error');
-      pipe.close();
-      client.destroy();
-    };
-    // Backpressure both ways: .pipe() pauses each side while the other's buffer is full.
-    // (Two stream.pipeline() calls on the same pair stacked 11 'close' listeners per
-    // socket and a MaxListenersExceeded warning per proxied session.)
-    client.pipe(upstream);
-    upstream.pipe(client);
-    client.once('close', () => finish());
-    upstream.once('close', () => finish());
-    client.on('error', finish);
-    upstream.on('error', finish);
+    if (pending) pipe.socket.write(pending);
+    this.splice = splice(client, pipe, {
+      lingerMs: CLOSE_LINGER_MS,
+      onUpstreamError: (err) => this.context.logger.debug({ ip: this.remoteAddress, err: err.message }, 'IMAP upstream connection failed'),
+      onUpstreamEnded: () => {
+        this.ending = true;
+        this.state = 'logout';
+        this.cleanup();
+      },
+    });
   }
 
   /** Sends a last reply (if any), half-closes, and destroys the socket if the peer lingers. */

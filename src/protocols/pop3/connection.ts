@@ -8,6 +8,7 @@ import type { Logger } from '../../log.js';
 import { upgradeToTls } from '../../tls/index.js';
 import type { ListenerDeps } from '../deps.js';
 import type { ProtocolLimits } from '../limits.js';
+import { splice, type Splice } from '../splice.js';
 import type { Connection } from '../tcp-listener.js';
 import { dispatch, type DispatchTarget } from './dispatcher.js';
 import { LINE_TOO_LONG, LineFramer } from './framing.js';
@@ -56,6 +57,7 @@ export class Pop3Connection implements DispatchTarget {
   private loginTimer: NodeJS.Timeout | null = null;
   private unregister: (() => void) | null = null;
   private pipe: PipeSession | null = null;
+  private splice: Splice | null = null;
   private readonly loopback: boolean;
 
   constructor(
@@ -180,7 +182,8 @@ export class Pop3Connection implements DispatchTarget {
 
   /** Ends a session from outside (revocation, expiry, shutdown): `-ERR` and close. */
   end(reason: EndReason): void {
-    if (this.mode === 'piped') this.stopPipe();
+    // Piped: no upstream byte may follow the -ERR.
+    this.splice?.stop();
     this.close(sessionEnded(reason));
   }
 
@@ -264,22 +267,14 @@ export class Pop3Connection implements DispatchTarget {
     this.mode = 'piped';
     this.pipe = pipe;
     const client = this.socket;
-    const upstream = pipe.socket;
     client.off('data', this.onData);
     const rest = this.framer.takeRest();
-    if (rest.length > 0) upstream.write(rest);
-    upstream.on('error', (err) => {
-      this.ctx.log.debug({ ip: this.conn.remoteAddress, err: err.message }, 'POP3 upstream error');
-      client.destroy();
+    if (rest.length > 0) pipe.socket.write(rest);
+    this.splice = splice(client, pipe, {
+      lingerMs: CLOSE_LINGER_MS,
+      onUpstreamError: (err) => this.ctx.log.debug({ ip: this.conn.remoteAddress, err: err.message }, 'POP3 upstream connection failed'),
+      onUpstreamEnded: () => this.cleanup(),
     });
-    upstream.once('close', () => client.end());
-    client.pipe(upstream);
-    upstream.pipe(client);
-  }
-
-  private stopPipe(): void {
-    this.socket.unpipe();
-    this.pipe?.socket.unpipe();
   }
 
   /** Sends a last line (not during a TLS handshake, where it would be cleartext inside TLS) and closes. */

@@ -48,7 +48,7 @@ beforeAll(async () => {
         up.opened.push(ctx);
         const socket = net.connect(up.port, '127.0.0.1');
         await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
-        return { socket, capabilities: ['IMAP4rev1', 'IDLE', 'UIDPLUS'], close: () => socket.destroy() };
+        return { socket, capabilities: ['IMAP4rev1', 'IDLE', 'UIDPLUS'], relay: (sink) => void socket.on('data', sink), close: () => socket.destroy() };
       },
     },
   };
@@ -78,6 +78,29 @@ describe('hand-off to an IMAP backend', () => {
     await sleep(50);
     expect(up.sockets.size).toBe(0);
     expect(h.sessions.count()).toBe(0);
+  });
+
+  it('after the upstream logs out, closes a client that keeps its side open', async () => {
+    const raw = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true });
+    let text = '';
+    raw.on('data', (d: Buffer) => (text += d.toString()));
+    raw.on('error', () => {});
+    const ended = new Promise((r) => raw.once('end', r));
+    const closed = new Promise((r) => raw.once('close', r));
+    raw.write(`a LOGIN ${ACCOUNT} ${key}\r\nb LOGOUT\r\n`);
+    await ended;
+    expect(text).toMatch(/\r\n\* BYE upstream\r\nb OK LOGOUT completed\r\n$/);
+    await sleep(50);
+    expect(up.sockets.size).toBe(0);
+    expect(h.sessions.count()).toBe(0);
+    // Keygate lets go after its 2 s linger: the peer answers a write with a
+    // reset, and the write after that fails (reads stopped at the FIN).
+    await sleep(2300);
+    raw.write('c NOOP\r\n');
+    await sleep(100);
+    raw.write('d NOOP\r\n');
+    await closed;
+    expect(raw.destroyed).toBe(true);
   });
 
   it('closes the upstream when the client vanishes', async () => {

@@ -440,7 +440,7 @@ describe('POP3 with a backend', () => {
         opened.push(ctx);
         const socket = net.connect(upstreamPort, '127.0.0.1');
         await once(socket, 'connect');
-        return { socket, close: () => socket.destroy() };
+        return { socket, relay: (sink) => void socket.on('data', sink), close: () => socket.destroy() };
       },
     };
     return { imap: null, pop3, smtp: null };
@@ -481,6 +481,30 @@ describe('POP3 with a backend', () => {
     expect(await c.line(1000)).toBe('-ERR [SYS/TEMP] Session ended: key revoked');
     await c.waitClosed(1000);
     await until(() => upstreamSockets.size === 0);
+  });
+
+  it('after the upstream says goodbye, closes a client that keeps its side open, freeing its per-IP slot', async () => {
+    const { port } = await start({ 'limits.connectionsPerIp': '1' }, backend([]));
+    // A client that never half-closes on its own: the server has to end the connection.
+    const raw = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    let text = '';
+    raw.on('data', (d: Buffer) => (text += d.toString()));
+    const ended = once(raw, 'end');
+    await until(() => text.includes('+OK Keygate ready\r\n'));
+    raw.write(`USER ${ALICE}\r\nPASS ${aliceKey}\r\nQUIT\r\n`);
+    await ended;
+    expect(text).toMatch(/\+OK Logged in\r\n\+OK upstream bye\r\n$/);
+    await until(() => upstreamSockets.size === 0);
+    // The slot comes back once Keygate has let go of the lingering client (1 s).
+    let greeting = '';
+    for (const deadline = Date.now() + 3000; greeting !== '+OK Keygate ready' && Date.now() < deadline; ) {
+      const c = await LineClient.connect(port);
+      greeting = await c.line();
+      c.destroy();
+      if (greeting !== '+OK Keygate ready') await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(greeting).toBe('+OK Keygate ready');
+    raw.destroy();
   });
 
   it('answers -ERR [SYS/TEMP] when the backend is unavailable, and QUIT still works', async () => {

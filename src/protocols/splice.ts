@@ -1,0 +1,106 @@
+import type { Duplex } from 'node:stream';
+import type { PipeSession } from '../backends/types.js';
+
+export interface SpliceOptions {
+  /** How long a client may keep its side open after the upstream ended the session, ms. */
+  lingerMs: number;
+  /** The upstream connection failed (reset, TLS error); for a debug line. The client's errors are its connection's. */
+  onUpstreamError(err: Error): void;
+  /** The upstream ended the session (or failed): the session is over even while the client lingers. */
+  onUpstreamEnded(): void;
+}
+
+export interface Splice {
+  /**
+   * Takes the client back (revocation, shutdown): no more upstream bytes
+   * reach it, and the upstream connection is closed. The caller says the
+   * last line and closes the client.
+   */
+  stop(): void;
+}
+
+/**
+ * Joins a logged-in client (IMAP or POP3) to its upstream for the rest of the
+ * session: bytes flow both ways with backpressure, and when one side ends the
+ * other is ended too, so neither connection outlives the session. A client
+ * that keeps its side open after the upstream said goodbye is cut after
+ * `lingerMs`.
+ */
+export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions): Splice {
+  const upstream = pipe.socket;
+  let stopped = false;
+  let upstreamPaused = false;
+
+  const resumeUpstream = (): void => {
+    upstreamPaused = false;
+    if (!stopped) upstream.resume();
+  };
+  const toClient = (chunk: Buffer): void => {
+    if (stopped || client.destroyed) return;
+    if (!client.write(chunk) && !upstreamPaused) {
+      upstreamPaused = true;
+      upstream.pause();
+      client.once('drain', resumeUpstream);
+    }
+  };
+
+  // The upstream said goodbye (POP3 QUIT, IMAP LOGOUT, its autologout):
+  // everything it sent goes out, then the client is closed.
+  const upstreamEnded = (): void => {
+    if (stopped) return;
+    stopped = true;
+    detach();
+    pipe.close();
+    options.onUpstreamEnded();
+    if (client.destroyed) return;
+    client.end();
+    setTimeout(() => client.destroy(), options.lingerMs).unref();
+  };
+  const clientClosed = (): void => {
+    if (stopped) return;
+    stopped = true;
+    detach();
+    pipe.close();
+  };
+  const upstreamError = (err: Error): void => {
+    options.onUpstreamError(err);
+    if (stopped) return;
+    stopped = true;
+    detach();
+    pipe.close();
+    options.onUpstreamEnded();
+    client.destroy();
+  };
+
+  const detach = (): void => {
+    client.unpipe(upstream);
+    client.off('drain', resumeUpstream);
+    client.off('close', clientClosed);
+    upstream.off('end', upstreamEnded);
+    upstream.off('close', upstreamEnded);
+    // Late errors after the hand-back are the caller's, or harmless.
+    upstream.off('error', upstreamError);
+    upstream.on('error', () => {});
+  };
+
+  // A client error destroys the client socket, which ends here as a close.
+  client.once('close', clientClosed);
+  upstream.on('error', upstreamError);
+  upstream.once('end', upstreamEnded);
+  upstream.once('close', upstreamEnded);
+  // Client → upstream: small commands, or an APPEND's literal; .pipe()
+  // pauses the client while the upstream's buffer is full and passes the
+  // client's FIN on.
+  client.pipe(upstream);
+  // Upstream → client: the bulk direction (FETCH, RETR).
+  pipe.relay(toClient);
+
+  return {
+    stop(): void {
+      if (stopped) return;
+      stopped = true;
+      detach();
+      pipe.close();
+    },
+  };
+}
