@@ -2,7 +2,7 @@ import { heldScopes, isAdminKey } from '../keys/policy.js';
 import { newKey } from '../keys/new-key.js';
 import { isActive, type KeyRecord } from '../keys/record.js';
 import { effectiveScopes, normalizeScopes, SCOPES, type Scope } from '../keys/scopes.js';
-import { ConflictError, NotFoundError } from '../store/errors.js';
+import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
 import { InputError, issueToken } from './tokens.js';
 
@@ -137,16 +137,13 @@ export interface MobileInput {
   deviceId: string;
 }
 
-/** Total order on keys for settling concurrent first-time mobile requests: the newest survives. */
-const newer = (a: KeyRecord, b: KeyRecord): boolean => a.createdAt > b.createdAt || (a.createdAt === b.createdAt && a.id > b.id);
-
 /**
  * Issues a mail-app key (smtp, imap, pop3) for one device. One live key per
- * device: when the account already has a live key with this `deviceId`, the
- * new key replaces it through the store's atomic rotate, so there is no
- * instant with two live keys for the device. Two concurrent first requests for
- * a device that has no key yet each create one; each then revokes the other
- * device keys older than its own, so exactly one (the newest) stays live.
+ * device: the store's atomic `replaceDeviceKey` revokes the device's previous
+ * keys and stores the new one in one step, so there is no instant with two
+ * live keys for the device, nor none, and concurrent requests for one device
+ * (from this instance or another on the same store) leave exactly one live.
+ * The new record's `rotatedFrom` names the key it replaced, if any.
  */
 export async function createMobileCredential(
   store: KeyStore,
@@ -155,59 +152,13 @@ export async function createMobileCredential(
   input: MobileInput,
   now = new Date(),
 ): Promise<{ key: string; record: KeyRecord }> {
-  // Requests for one device take turns within this process: the sweep below
-  // orders keys by createdAt, which concurrent requests in the same
-  // millisecond cannot agree on. Across instances the sweep still settles
-  // races; an atomic per-device replace in the KeyStore would close it fully.
-  const slot = `${account}\0${input.deviceId}`;
-  const before = deviceTurns.get(slot) ?? Promise.resolve();
-  const mine = before.then(() => createMobileCredentialNow(store, creator, account, input, now));
-  const settled = mine.then(() => {}, () => {});
-  deviceTurns.set(slot, settled);
-  void settled.then(() => {
-    if (deviceTurns.get(slot) === settled) deviceTurns.delete(slot);
-  });
-  return mine;
-}
-
-const deviceTurns = new Map<string, Promise<void>>();
-
-async function createMobileCredentialNow(
-  store: KeyStore,
-  creator: KeyRecord,
-  account: string,
-  input: MobileInput,
-  now: Date,
-): Promise<{ key: string; record: KeyRecord }> {
   const name = checkName(input.name);
   // No grant check here: the issue makes api:write (or app) enough to provision a
   // device, and a mobile key is a fixed mail-only set for the caller's own account.
   void creator;
   const at = now.toISOString();
-  const deviceKeys = async () => (await store.listKeys({ account })).filter((k) => k.deviceId === input.deviceId && k.revokedAt === null);
-
-  for (let attempt = 0; attempt < 5; attempt++) {
-    const live = await deviceKeys();
-    const previous = live[0];
-    const made = newKey(
-      { name, account, scopes: [...MOBILE_SCOPES], platform: input.platform, deviceId: input.deviceId, rotatedFrom: previous?.id ?? null },
-      now,
-    );
-    if (previous) {
-      try {
-        await store.rotateKey(previous.id, made.record, at);
-      } catch (err) {
-        if (err instanceof ConflictError) continue; // another request replaced it first: replace the winner's key
-        throw err;
-      }
-    } else {
-      await store.ensureAccount(account, at);
-      await store.createKey(made.record);
-    }
-    for (const k of await deviceKeys()) {
-      if (k.id !== made.record.id && !newer(k, made.record)) await store.revokeKey(k.id, at);
-    }
-    return made;
-  }
-  throw new ConflictError('the device key kept changing; retry');
+  const made = newKey({ name, account, scopes: [...MOBILE_SCOPES], platform: input.platform, deviceId: input.deviceId }, now);
+  await store.ensureAccount(account, at);
+  const { key: record } = await store.replaceDeviceKey(made.record, at);
+  return { key: made.key, record };
 }

@@ -18,7 +18,8 @@ export interface RedisStoreOptions {
 /*
  * Layout. Every key carries the hash tag {ns}, so all of them live in one
  * Cluster slot and every script may touch any of them (declared in KEYS, except
- * the record kgFindByHash reaches through the hash index, in the same slot).
+ * the records kgFindByHash and kgReplaceDeviceKey reach through an index, in
+ * the same slot).
  *   {ns}:key:<id>            hash, one field per KeyRecord property, each JSON-encoded
  *   {ns}:hash:<sha256>       string → id
  *   {ns}:keys                zset, score createdAt (ms), member "<seq16>:<id>" (seq breaks ties by insertion)
@@ -164,6 +165,28 @@ redis.call('HSET', KEYS[1], 'revokedAt', ARGV[1])
 insert_key(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[4], ARGV[5], 6)
 publish_revoked(KEYS[1], ARGV[2], ARGV[3])
 return {'OK', redis.call('HGET', KEYS[1], 'account') or 'null'}`,
+
+  // KEYS: acctKeys, newKey, newHash, all, seq  ARGV: atJson, channel, originJson, deviceIdJson, key-name prefix, newId, score, fields...
+  // The account's records are found through acctKeys, so they are not in KEYS (same {ns} tag, same slot).
+  // Field values are JSON text, so deviceId compares as JSON and the newest revoked 'id' is already the JSON for rotatedFrom.
+  // Returns {'OK', {HGETALL of each revoked key, newest first}}.
+  kgReplaceDeviceKey: `
+if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return {'CONFLICT'} end
+local revoked = {}
+local from = 'null'
+for _, member in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, -1)) do
+  local k = ARGV[5] .. string.sub(member, ${MEMBER_PREFIX + 1})
+  local f = redis.call('HMGET', k, 'deviceId', 'revokedAt')
+  if f[1] == ARGV[4] and is_null(f[2]) then
+    redis.call('HSET', k, 'revokedAt', ARGV[1])
+    publish_revoked(k, ARGV[2], ARGV[3])
+    if #revoked == 0 then from = redis.call('HGET', k, 'id') end
+    revoked[#revoked + 1] = redis.call('HGETALL', k)
+  end
+end
+insert_key(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[1], ARGV[6], ARGV[7], 8)
+redis.call('HSET', KEYS[2], 'rotatedFrom', from)
+return {'OK', revoked}`,
 
   // KEYS: key per id  ARGV: at, ip, protocol per key. Only keys that exist are updated.
   kgTouch: `
@@ -439,6 +462,22 @@ class RedisStore implements KeyStore {
     });
     this.emit({ type: 'key-revoked', id: oldId, account });
     return parseKey(Object.fromEntries(pairsOf(keyFieldArgs(replacement))))!;
+  }
+
+  async replaceDeviceKey(replacement: KeyRecord, at: string): Promise<{ key: KeyRecord; revoked: KeyRecord[] }> {
+    const { account, deviceId } = replacement;
+    if (account === null || deviceId === null) throw new ConflictError('a device key needs an account and a deviceId');
+    const revoked = await this.run(async () => {
+      const [kKey, kHash, kAll, kSeq] = this.insertKeys(replacement);
+      const keys = [this.k.acctKeys(account), kKey!, kHash!, kAll!, kSeq!];
+      const args = [JSON.stringify(at), this.channel, this.originJson, JSON.stringify(deviceId), this.k.key(''), replacement.id, scoreOf(replacement.createdAt), ...keyFieldArgs(replacement)];
+      const res = (await this.script('kgReplaceDeviceKey', keys, args)) as unknown[];
+      if (res[0] === 'CONFLICT') throw new ConflictError('a key with this id or hash exists');
+      return ((res[1] ?? []) as unknown[]).map((flat) => parseKey(pairs(flat))!);
+    });
+    for (const k of revoked) this.emit({ type: 'key-revoked', id: k.id, account: k.account });
+    const key = parseKey(Object.fromEntries(pairsOf(keyFieldArgs({ ...replacement, rotatedFrom: revoked[0]?.id ?? null }))))!;
+    return { key, revoked };
   }
 
   touchKey(id: string, use: KeyUse): void {

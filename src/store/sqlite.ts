@@ -158,6 +158,9 @@ export class SqliteStore implements KeyStore {
       listByAccount: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE account = ? ORDER BY created_at DESC, rowid DESC'),
       revoke: db.prepare<[string, string]>('UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
       revokeByAccount: db.prepare<[string, string]>('UPDATE keys SET revoked_at = ? WHERE account = ? AND revoked_at IS NULL RETURNING id'),
+      liveByDevice: db.prepare<[string, string], KeyRow>(
+        'SELECT * FROM keys WHERE account = ? AND device_id = ? AND revoked_at IS NULL ORDER BY created_at DESC, rowid DESC',
+      ),
       touch: db.prepare('UPDATE keys SET last_used_at = @at, last_used_ip = @ip, last_used_protocol = @protocol WHERE id = @id'),
       account: db.prepare<[string], AccountRow>(`${ACCOUNT_SELECT} WHERE a.address = ?`),
       accounts: db.prepare<[], AccountRow>(`${ACCOUNT_SELECT} ORDER BY a.address`),
@@ -243,6 +246,26 @@ export class SqliteStore implements KeyStore {
     );
     this.emit({ type: 'key-revoked', id: oldId, account: old.account });
     return replacement;
+  }
+
+  async replaceDeviceKey(replacement: KeyRecord, at: string): Promise<{ key: KeyRecord; revoked: KeyRecord[] }> {
+    const { account, deviceId } = replacement;
+    if (account === null || deviceId === null) throw new ConflictError('a device key needs an account and a deviceId');
+    // IMMEDIATE takes the write lock before the read, so a concurrent replace
+    // (this process or another on the same file) waits instead of reading the
+    // same live keys.
+    const out = this.run(
+      this.db.transaction(() => {
+        if (this.q.exists.get(replacement.id, replacement.hash)!.n > 0) throw new ConflictError('a key with this id or hash exists');
+        const live = this.q.liveByDevice.all(account, deviceId);
+        for (const row of live) this.q.revoke.run(at, row.id);
+        const key: KeyRecord = { ...replacement, rotatedFrom: live[0]?.id ?? null };
+        this.q.insertKey.run(keyParams(key));
+        return { key, revoked: live.map((row) => toKey({ ...row, revoked_at: at })) };
+      }).immediate,
+    );
+    for (const k of out.revoked) this.emit({ type: 'key-revoked', id: k.id, account: k.account });
+    return out;
   }
 
   touchKey(id: string, use: KeyUse): void {

@@ -15,7 +15,7 @@ export interface AccountPatch {
 /**
  * The one key store every surface checks keys against.
  *
- * Atomicity: `createKey`, `revokeKey`, `rotateKey`, `importKey`, `createAccount`,
+ * Atomicity: `createKey`, `revokeKey`, `rotateKey`, `replaceDeviceKey`, `importKey`, `createAccount`,
  * `updateAccount` and `deleteAccount` are each all-or-nothing; readers never see
  * a half-written record. Every method rejects with StoreUnavailableError when
  * the backing store cannot be reached, NotFoundError / ConflictError as documented.
@@ -41,6 +41,23 @@ export interface KeyStore {
    * `replacement.rotatedFrom` must be `oldId`.
    */
   rotateKey(oldId: string, replacement: KeyRecord, at: string): Promise<KeyRecord>;
+  /**
+   * One live key per device, in one step: revokes (revokedAt = `at`) every
+   * non-revoked key with the same `account` and `deviceId` as `replacement`
+   * (expired ones too), and creates `replacement`. No reader ever sees the new
+   * key beside a live old one, nor the device without a key; concurrent calls
+   * for one device, from any number of instances, serialise, so afterwards
+   * exactly one key of the device is live (the last to commit). Keys of other
+   * devices and accounts are untouched.
+   *
+   * The stored `rotatedFrom` is the id of the newest key revoked here (null
+   * when there was none); `replacement.rotatedFrom` is ignored. Resolves to the
+   * stored replacement and the keys it revoked, newest first. Emits one
+   * `key-revoked` per revoked key. ConflictError, changing nothing, when the
+   * replacement's id or hash exists, or it lacks an account or a deviceId.
+   * Does not create the account record (see `ensureAccount`).
+   */
+  replaceDeviceKey(replacement: KeyRecord, at: string): Promise<{ key: KeyRecord; revoked: KeyRecord[] }>;
   /**
    * Records a use. Buffered and coalesced (last write per key wins), written
    * in the background; never awaited on the auth path.

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { newKey } from '../../src/keys/new-key.js';
+import { decide } from '../../src/keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../../src/keys/record.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from '../../src/store/errors.js';
 import type { KeyStore, StoreEvent } from '../../src/store/types.js';
@@ -10,6 +11,8 @@ export interface ConformanceTarget {
   open(): Promise<KeyStore>;
   /** Stops the backing server and starts it again with its data. Omitted where it has no meaning. */
   restart?(): Promise<void>;
+  /** Opens a second, independent instance on the same data as `store` (another Keygate instance); the caller closes it. */
+  openPeer?(store: KeyStore): Promise<KeyStore>;
 }
 
 const T0 = '2026-01-01T00:00:00.000Z';
@@ -20,6 +23,33 @@ function account(address: string, extra: Partial<AccountRecord> = {}): AccountRe
 
 function key(extra: Parameters<typeof newKey>[0] | undefined = undefined, at = new Date(T0)): KeyRecord {
   return newKey(extra ?? { name: 'k', scopes: ['smtp'], account: 'a@example.com' }, at).record;
+}
+
+/** A mail-app key for one device, as the mobile endpoint makes it. */
+function deviceKey(deviceId: string, acct = 'a@example.com', at = new Date(T0), name = 'phone'): KeyRecord {
+  return key({ name, scopes: ['smtp', 'imap', 'pop3'], account: acct, platform: 'ios', deviceId }, at);
+}
+
+/** Whether the key found by this hash may log in to IMAP as its account right now: the login path's store lookup and policy. */
+async function logsIn(store: KeyStore, k: KeyRecord): Promise<boolean> {
+  const found = await store.findByHash(k.hash);
+  if (!found) return false;
+  return decide(found, { kind: 'login', protocol: 'imap', account: k.account! }, { ip: '192.0.2.1', now: new Date(), account: null }).allowed;
+}
+
+/** After concurrent replaces of one device: exactly one live key, every other revoked, each replace revoking its predecessor (one chain). */
+async function expectOneChain(store: KeyStore, made: KeyRecord[], acct = 'a@example.com'): Promise<KeyRecord> {
+  const stored = (await store.listKeys({ account: acct })).filter((k) => made.some((m) => m.id === k.id));
+  expect(stored).toHaveLength(made.length);
+  const live = stored.filter((k) => k.revokedAt === null);
+  expect(live).toHaveLength(1);
+  // Serialised: one key replaced nothing, every other names a distinct predecessor, and nobody names the live one.
+  const from = stored.map((k) => k.rotatedFrom);
+  expect(from.filter((f) => f === null)).toHaveLength(1);
+  expect(new Set(from.filter((f) => f !== null)).size).toBe(made.length - 1);
+  expect(from).not.toContain(live[0]!.id);
+  for (const k of made) expect(await logsIn(store, k)).toBe(k.id === live[0]!.id);
+  return live[0]!;
 }
 
 /** One behaviour contract for every KeyStore; call inside a describe(). */
@@ -156,6 +186,146 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     expect(samples).toBeGreaterThan(10);
     expect((await store.listKeys()).filter((k) => k.revokedAt === null)).toEqual([current]);
   });
+
+  it(`${target.name}: replaceDeviceKey on a device with no key creates it, revoking nothing`, async () => {
+    const events: StoreEvent[] = [];
+    store.subscribe((e) => events.push(e));
+    const other = deviceKey('dev-2');
+    await store.createKey(other);
+    const k = deviceKey('dev-1');
+    const res = await store.replaceDeviceKey({ ...k, rotatedFrom: 'ignored' }, '2026-02-01T00:00:00.000Z');
+    expect(res).toEqual({ key: k, revoked: [] });
+    expect(await store.findByHash(k.hash)).toEqual(k);
+    expect(await store.getKey(k.id)).toEqual(k);
+    expect(await store.listKeys({ account: 'a@example.com' })).toEqual([k, other]);
+    expect(await logsIn(store, k)).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(events).toEqual([]);
+  });
+
+  it(`${target.name}: replaceDeviceKey revokes exactly the device's live keys, of that account only, and links the newest`, async () => {
+    const at = (s: number) => new Date(Date.parse(T0) + s * 1000);
+    const older = deviceKey('dev-1', 'a@example.com', at(1));
+    const newer = deviceKey('dev-1', 'a@example.com', at(2));
+    const gone = deviceKey('dev-1', 'a@example.com', at(0));
+    const otherDevice = deviceKey('dev-2', 'a@example.com', at(1));
+    const otherAccount = deviceKey('dev-1', 'b@example.com', at(1));
+    const noDevice = key({ name: 'tb', scopes: ['smtp', 'imap'], account: 'a@example.com' }, at(1));
+    for (const k of [gone, older, newer, otherDevice, otherAccount, noDevice]) await store.createKey(k);
+    await store.revokeKey(gone.id, '2026-01-15T00:00:00.000Z');
+    const events: StoreEvent[] = [];
+    store.subscribe((e) => events.push(e));
+
+    const next = deviceKey('dev-1', 'a@example.com', at(3));
+    const res = await store.replaceDeviceKey(next, '2026-02-01T00:00:00.000Z');
+    const revokedAt = '2026-02-01T00:00:00.000Z';
+    expect(res.key).toEqual({ ...next, rotatedFrom: newer.id });
+    expect(res.revoked).toEqual([{ ...newer, revokedAt }, { ...older, revokedAt }]);
+    expect(await store.findByHash(next.hash)).toEqual(res.key);
+    expect(await store.getKey(newer.id)).toEqual({ ...newer, revokedAt });
+    expect(await store.getKey(older.id)).toEqual({ ...older, revokedAt });
+    // An already revoked key keeps its first revocation; other devices and accounts are untouched.
+    expect((await store.getKey(gone.id))?.revokedAt).toBe('2026-01-15T00:00:00.000Z');
+    for (const k of [otherDevice, otherAccount, noDevice]) expect(await store.getKey(k.id)).toEqual(k);
+
+    // The login path: the replaced keys no longer log in, everything else still does.
+    for (const k of [older, newer, gone]) expect(await logsIn(store, k)).toBe(false);
+    for (const k of [next, otherDevice, otherAccount, noDevice]) expect(await logsIn(store, k)).toBe(true);
+    expect(decide((await store.findByHash(newer.hash))!, { kind: 'login', protocol: 'smtp', account: 'a@example.com' }, { ip: '192.0.2.1', now: new Date(), account: null })).toEqual({
+      allowed: false,
+      reason: 'revoked',
+    });
+
+    // One key-revoked event per revoked key, as revokeKey and rotateKey emit, so live sessions end.
+    await waitFor(() => events.length >= 2);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(events).toEqual([
+      { type: 'key-revoked', id: newer.id, account: 'a@example.com' },
+      { type: 'key-revoked', id: older.id, account: 'a@example.com' },
+    ]);
+  });
+
+  it(`${target.name}: replaceDeviceKey refuses a taken id or hash, or a key without account or device, changing nothing`, async () => {
+    const live = deviceKey('dev-1');
+    await store.createKey(live);
+    await expect(store.replaceDeviceKey({ ...deviceKey('dev-1'), id: live.id }, T0)).rejects.toBeInstanceOf(ConflictError);
+    await expect(store.replaceDeviceKey({ ...deviceKey('dev-1'), hash: live.hash }, T0)).rejects.toBeInstanceOf(ConflictError);
+    await expect(store.replaceDeviceKey({ ...deviceKey('dev-1'), deviceId: null }, T0)).rejects.toBeInstanceOf(ConflictError);
+    await expect(store.replaceDeviceKey({ ...deviceKey('dev-1'), account: null }, T0)).rejects.toBeInstanceOf(ConflictError);
+    expect(await store.listKeys()).toEqual([live]);
+  });
+
+  it(`${target.name}: 20 concurrent replaceDeviceKey calls for one device leave exactly one live key`, async () => {
+    const made = Array.from({ length: 20 }, (_, i) => deviceKey('race', 'a@example.com', new Date(T0), `race ${i}`));
+    const bystander = deviceKey('other');
+    await store.createKey(bystander);
+    const events: StoreEvent[] = [];
+    store.subscribe((e) => events.push(e));
+    const results = await Promise.all(made.map((k) => store.replaceDeviceKey(k, '2026-02-01T00:00:00.000Z')));
+    // Every call succeeded and revoked at most its predecessor.
+    expect(results.reduce((n, r) => n + r.revoked.length, 0)).toBe(19);
+    await expectOneChain(store, made);
+    expect((await store.getKey(bystander.id))?.revokedAt).toBeNull();
+    await waitFor(() => events.length >= 19);
+    expect(new Set(events.map((e) => (e.type === 'key-revoked' ? e.id : ''))).size).toBe(19);
+  });
+
+  it(`${target.name}: a reader racing device replaces never sees the new key beside a live old one, nor neither`, async () => {
+    const shared: { pair: { old: KeyRecord; next: KeyRecord } | null } = { pair: null };
+    let stop = false;
+    let samples = 0;
+    const reader = (async () => {
+      while (!stop) {
+        const p = shared.pair;
+        if (!p) {
+          await new Promise((r) => setImmediate(r));
+          continue;
+        }
+        const o1 = await store.findByHash(p.old.hash);
+        const n1 = await store.findByHash(p.next.hash);
+        if (o1?.revokedAt !== null) expect(n1).not.toBeNull();
+        const n2 = await store.findByHash(p.next.hash);
+        const o2 = await store.findByHash(p.old.hash);
+        if (n2 !== null) expect(o2?.revokedAt).not.toBeNull();
+        samples++;
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    let current = deviceKey('dev-1');
+    await store.replaceDeviceKey(current, new Date().toISOString());
+    for (let i = 0; i < 30; i++) {
+      const next = deviceKey('dev-1');
+      shared.pair = { old: current, next };
+      await new Promise((r) => setTimeout(r, 2));
+      await store.replaceDeviceKey(next, new Date().toISOString());
+      await new Promise((r) => setTimeout(r, 2));
+      current = next;
+    }
+    stop = true;
+    await reader;
+    expect(samples).toBeGreaterThan(10);
+    expect((await store.listKeys()).filter((k) => k.revokedAt === null).map((k) => k.id)).toEqual([current.id]);
+  });
+
+  if (target.openPeer) {
+    const openPeer = target.openPeer.bind(target);
+    it(`${target.name}: two instances racing replaceDeviceKey for one device leave exactly one live key`, async () => {
+      const peer = await openPeer(store);
+      try {
+        const first = deviceKey('race');
+        await store.createKey(first);
+        const made = Array.from({ length: 20 }, (_, i) => deviceKey('race', 'a@example.com', new Date(T0), `race ${i}`));
+        await Promise.all(made.map((k, i) => (i % 2 === 0 ? store : peer).replaceDeviceKey(k, '2026-02-01T00:00:00.000Z')));
+        const live = await expectOneChain(store, [first, ...made]);
+        expect(live.id).not.toBe(first.id);
+        // Both instances read the same outcome.
+        expect((await peer.listKeys({ account: 'a@example.com' })).filter((k) => k.revokedAt === null).map((k) => k.id)).toEqual([live.id]);
+        for (const k of [first, ...made]) expect(await logsIn(peer, k)).toBe(k.id === live.id);
+      } finally {
+        await peer.close();
+      }
+    });
+  }
 
   it(`${target.name}: touches are coalesced and written in the background`, async () => {
     const k = key();

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newKey } from '../../src/keys/new-key.js';
 import { openRedisStore } from '../../src/store/redis.js';
-import type { StoreEvent } from '../../src/store/types.js';
+import type { KeyStore, StoreEvent } from '../../src/store/types.js';
 import { redisAvailable, redisCli, startRedisCluster, type RedisCluster } from '../helpers/redis-server.js';
 import { runKeyStoreConformance } from './conformance.js';
 
@@ -18,9 +18,16 @@ describe.skipIf(!redisAvailable())('Redis store on a 3-node Cluster', () => {
   });
 
   // Every operation here would fail with CROSSSLOT if a script or pipeline spanned slots.
+  const namespaces = new WeakMap<KeyStore, string>();
   runKeyStoreConformance({
     name: 'redis-cluster',
-    open: () => openRedisStore(cluster.url, { namespace: ns(), touchIntervalMs: 20 }),
+    open: async () => {
+      const namespace = ns();
+      const store = await openRedisStore(cluster.url, { namespace, touchIntervalMs: 20 });
+      namespaces.set(store, namespace);
+      return store;
+    },
+    openPeer: (store) => openRedisStore(cluster.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20 }),
   });
 
   it('keeps every key the store writes in one hash slot', async () => {
@@ -31,18 +38,22 @@ describe.skipIf(!redisAvailable())('Redis store on a 3-node Cluster', () => {
       const k2 = newKey({ name: '2', scopes: ['imap'], account: 'a@example.com', rotatedFrom: k1.id }).record;
       const k3 = newKey({ name: '3', scopes: ['*'] }).record;
       const k4 = newKey({ name: '4', scopes: ['smtp'], account: 'imp@example.com' }).record;
+      const k5 = newKey({ name: '5', scopes: ['smtp'], account: 'a@example.com', deviceId: 'd' }).record;
+      const k6 = newKey({ name: '6', scopes: ['smtp'], account: 'a@example.com', deviceId: 'd' }).record;
       await store.createAccount({ address: 'a@example.com', aliases: ['alias1@example.com', 'alias2@example.com'], displayName: 'A', disabled: false, createdAt: k1.createdAt, upstream: null });
       await store.createKey(k1);
       await store.rotateKey(k1.id, k2, new Date().toISOString());
       await store.createKey(k3);
       await store.importKey(k4);
+      await store.replaceDeviceKey(k5, new Date().toISOString());
+      await store.replaceDeviceKey(k6, new Date().toISOString());
       store.touchKey(k3.id, { at: new Date().toISOString(), ip: '::1', protocol: 'imap' });
       await store.flushTouches();
       await store.updateAccount('a@example.com', { aliases: ['alias3@example.com'] });
       await store.ensureAccount('b@example.com');
       await store.createAccount({ address: 'c@example.com', aliases: ['c1@example.com'], displayName: null, disabled: false, createdAt: k1.createdAt, upstream: null });
       await store.deleteAccount('c@example.com', new Date().toISOString());
-      expect((await store.listKeys()).map((k) => k.name)).toEqual(['4', '3', '2', '1']);
+      expect((await store.listKeys()).map((k) => k.name)).toEqual(['6', '5', '4', '3', '2', '1']);
 
       const names = new Set<string>();
       for (const port of cluster.ports) {
@@ -51,7 +62,7 @@ describe.skipIf(!redisAvailable())('Redis store on a 3-node Cluster', () => {
       const p = `{${namespace}}:`;
       expect([...names].sort()).toEqual(
         [
-          ...[k1, k2, k3, k4].flatMap((k) => [`${p}key:${k.id}`, `${p}hash:${k.hash}`]),
+          ...[k1, k2, k3, k4, k5, k6].flatMap((k) => [`${p}key:${k.id}`, `${p}hash:${k.hash}`]),
           `${p}keys`,
           `${p}seq`,
           `${p}acct-keys:a@example.com`,

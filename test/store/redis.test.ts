@@ -135,10 +135,18 @@ describe.skipIf(!redisAvailable())('Redis store', () => {
     await server?.stop();
   });
 
+  const namespaces = new WeakMap<KeyStore, string>();
   runKeyStoreConformance({
     name: 'redis',
-    open: () => openRedisStore(server.url, { namespace: ns(), touchIntervalMs: 20 }),
+    open: async () => {
+      const namespace = ns();
+      const store = await openRedisStore(server.url, { namespace, touchIntervalMs: 20 });
+      namespaces.set(store, namespace);
+      return store;
+    },
     restart: () => server.restart(),
+    // Another Keygate instance: its own clients on the same Redis and namespace.
+    openPeer: (store) => openRedisStore(server.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20 }),
   });
 
   it('delivers revocations across instances sharing one Redis, each event once', async () => {
@@ -169,6 +177,37 @@ describe.skipIf(!redisAvailable())('Redis store', () => {
         { type: 'key-revoked', id: record.id, account: 'a@example.com' },
         { type: 'account-changed', address: 'a@example.com' },
       ]);
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  it('a device key replaced on one instance is revoked on every instance, each event once', async () => {
+    const namespace = ns();
+    const a = await openRedisStore(server.url, { namespace, touchIntervalMs: 20 });
+    const b = await openRedisStore(server.url, { namespace, touchIntervalMs: 20 });
+    try {
+      const mk = () => newKey({ name: 'phone', scopes: ['smtp', 'imap', 'pop3'], account: 'a@example.com', platform: 'ios', deviceId: 'dev-1' }).record;
+      const old1 = mk();
+      const old2 = mk();
+      await b.createKey(old1);
+      await b.createKey(old2);
+      const onA: StoreEvent[] = [];
+      const onB: StoreEvent[] = [];
+      a.subscribe((e) => onA.push(e));
+      b.subscribe((e) => onB.push(e));
+      const next = mk();
+      const { revoked } = await a.replaceDeviceKey(next, '2026-02-01T00:00:00.000Z');
+      expect(revoked.map((k) => k.id).sort()).toEqual([old1.id, old2.id].sort());
+      const t0 = Date.now();
+      while (onB.length < 2 && Date.now() - t0 < 1000) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 100));
+      const expected = revoked.map((k) => ({ type: 'key-revoked', id: k.id, account: 'a@example.com' }));
+      expect(onA).toEqual(expected);
+      expect(onB).toEqual(expected);
+      expect((await b.findByHash(old1.hash))?.revokedAt).toBe('2026-02-01T00:00:00.000Z');
+      expect(await b.findByHash(next.hash)).toEqual({ ...next, rotatedFrom: revoked[0]!.id });
     } finally {
       await a.close();
       await b.close();

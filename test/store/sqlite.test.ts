@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { newKey } from '../../src/keys/new-key.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
+import type { KeyStore } from '../../src/store/types.js';
 import { runKeyStoreConformance } from './conformance.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-sqlite-'));
@@ -11,7 +12,18 @@ let n = 0;
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('SQLite store', () => {
-  runKeyStoreConformance({ name: 'sqlite', open: async () => openSqliteStore(join(dir, `t${n++}.db`), { touchIntervalMs: 20 }) });
+  const paths = new WeakMap<KeyStore, string>();
+  runKeyStoreConformance({
+    name: 'sqlite',
+    open: async () => {
+      const path = join(dir, `t${n++}.db`);
+      const store = openSqliteStore(path, { touchIntervalMs: 20 });
+      paths.set(store, path);
+      return store;
+    },
+    // A second connection to the same file, as a second process would open it.
+    openPeer: async (store) => openSqliteStore(paths.get(store)!, { touchIntervalMs: 20 }),
+  });
 
   it('keeps its data in a WAL-mode file across reopen', async () => {
     const path = join(dir, 'persist.db');
