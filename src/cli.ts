@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-import { Command, CommanderError, Option } from 'commander';
-import { ConfigError, loadConfig, SPECS, type Config } from './config.js';
+import { Command, CommanderError } from 'commander';
+import { accountsCommand } from './cli/accounts.js';
+import { addSettingFlags, collect, configFrom, DB_FLAGS, looksLikeAddress, UsageError, withStore } from './cli/common.js';
+import { ConfigError, SPECS } from './config.js';
 import { parseExpiry } from './duration.js';
 import { isValidCidr } from './keys/cidr.js';
 import { decodeExport, MalformedBlobError } from './keys/export-codec.js';
@@ -9,40 +11,6 @@ import { createLogger, flushLogsSync } from './log.js';
 import { startServer } from './server.js';
 import { exportToken, importToken, InputError, issueToken, findToken } from './services/tokens.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from './store/errors.js';
-import { openStore } from './store/index.js';
-import type { KeyStore } from './store/types.js';
-
-/** Exit 2: the command line is wrong. Exit 1: it was right but the work failed. */
-class UsageError extends Error {}
-
-const DB_FLAGS = ['db.path', 'dbs.redis'];
-
-function addSettingFlags(cmd: Command, keys: readonly string[]): Command {
-  cmd.option('--config <file>', 'JSON configuration file');
-  for (const key of keys) cmd.addOption(new Option(`--${key} <value>`, SPECS[key]!.doc).hideHelp(!DB_FLAGS.includes(key) && key !== 'preparedToken'));
-  return cmd;
-}
-
-function configFrom(opts: Record<string, unknown>): Config {
-  const flags: Record<string, unknown> = {};
-  for (const key of Object.keys(SPECS)) if (opts[key] !== undefined) flags[key] = opts[key];
-  const file = (opts.config as string | undefined) ?? process.env.KEYGATE_CONFIG;
-  return loadConfig({ file, flags });
-}
-
-async function withStore<T>(opts: Record<string, unknown>, fn: (store: KeyStore) => Promise<T>): Promise<T> {
-  const config = configFrom(opts);
-  const store = await openStore(config);
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
 
 export function buildCli(): Command {
   const program = new Command('keygate').description('Mail credential server: SMTP, IMAP and POP3 logins with scoped API keys').version('0.1.0');
@@ -88,7 +56,7 @@ export function buildCli(): Command {
       // Validate everything before the store is opened, so bad input writes nothing.
       const scopes = normalizeScopes((opts.scope as string[]).length ? (opts.scope as string[]) : ['*']);
       const account = (opts.account as string | undefined) ?? null;
-      if (account !== null && !/^[^\s@]+@[^\s@]+$/.test(account.trim())) throw new UsageError(`--account: "${account}" is not an address`);
+      if (account !== null && !looksLikeAddress(account)) throw new UsageError(`--account: "${account}" is not an address`);
       const allowedIps = opts.allowedIp as string[];
       for (const c of allowedIps) if (!isValidCidr(c)) throw new UsageError(`--allowed-ip: "${c}" is not an IP address or CIDR range`);
       const { key } = await withStore(opts, (store) =>
@@ -143,6 +111,7 @@ export function buildCli(): Command {
       process.stdout.write('Token was revoked\n');
     });
   program.addCommand(tokens);
+  program.addCommand(accountsCommand());
   return program;
 }
 

@@ -2,7 +2,7 @@ import type { Config } from '../config.js';
 import type { AccountRecord } from '../keys/record.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
-import { checkAccountUpstream, MAIL_PROTOCOLS, type AccountUpstream, type UpstreamOverlay } from './routing.js';
+import { checkAccountUpstream, MAIL_PROTOCOLS, type AccountUpstream, type MailProtocol, type UpstreamOverlay } from './routing.js';
 import { MIN_SECRET_LENGTH, sealSecret, secretBox, SecretError } from './secret.js';
 
 /** What an operator gives to route an account; `password` in plain text (sealed before it is stored). */
@@ -59,4 +59,53 @@ export async function setAccountUpstream(
   const problem = checkAccountUpstream(next);
   if (problem) throw new UpstreamInputError(`invalid upstream route: ${problem}`, problem.split(':')[0]!);
   return store.updateAccount(current.address, { upstream: next as Record<string, unknown> });
+}
+
+/** An account's route as an API or the CLI shows it: the stored overlays and user name, and only whether a password is set. */
+export interface UpstreamRouteView {
+  imap?: UpstreamOverlay;
+  pop3?: UpstreamOverlay;
+  smtp?: UpstreamOverlay;
+  /** Upstream user name; null = the account address. */
+  username: string | null;
+  /** A sealed upstream password is stored (it is never shown, sealed or not). */
+  passwordSet: boolean;
+}
+
+export interface AccountUpstreamView {
+  account: string;
+  /** null: the account has no route of its own (it follows its domain's route or the default). */
+  route: UpstreamRouteView | null;
+}
+
+// Every overlay field, so a field added to UpstreamServer must be listed here to be shown.
+const OVERLAY_KEYS = Object.keys({
+  host: true,
+  port: true,
+  tls: true,
+  verifyCert: true,
+  trusted: true,
+  login: true,
+  masterStyle: true,
+  xclient: true,
+} satisfies Record<keyof UpstreamOverlay, true>) as (keyof UpstreamOverlay)[];
+
+/**
+ * The redacted view of an account's route. Built from an allowlist of fields,
+ * so nothing else stored on the record (above all the sealed password) can
+ * reach a response.
+ */
+export function upstreamView(account: AccountRecord): AccountUpstreamView {
+  const stored = account.upstream as (AccountUpstream & Record<string, unknown>) | null;
+  if (stored === null) return { account: account.address, route: null };
+  const overlays: Pick<UpstreamRouteView, MailProtocol> = {};
+  for (const p of MAIL_PROTOCOLS) {
+    const overlay = stored[p];
+    if (typeof overlay !== 'object' || overlay === null) continue;
+    overlays[p] = Object.fromEntries(OVERLAY_KEYS.filter((k) => overlay[k] !== undefined).map((k) => [k, overlay[k]])) as UpstreamOverlay;
+  }
+  return {
+    account: account.address,
+    route: { ...overlays, username: typeof stored.username === 'string' ? stored.username : null, passwordSet: typeof stored.password === 'string' },
+  };
 }

@@ -8,7 +8,7 @@ import { SmtpProxyBackend } from './smtp.js';
 import type { ClosableBackends } from './types.js';
 
 export { setAccountUpstream, UpstreamInputError, type AccountUpstreamInput } from './accounts.js';
-export { Router, RouteError, publicUpstream, type AccountUpstream, type Route, type UpstreamServer } from './routing.js';
+export { Router, RouteError, type AccountUpstream, type Route, type UpstreamServer } from './routing.js';
 export { checkSecret, SecretError } from './secret.js';
 export { BackendRejectedError, BackendUnavailableError, NO_BACKENDS, type Backends, type ClosableBackends } from './types.js';
 

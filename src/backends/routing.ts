@@ -307,10 +307,3 @@ function stripUndefined<T extends object>(o: T | undefined): Partial<T> {
   if (!o) return {};
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
-
-/** The account's upstream record without its sealed password: what an API may show (nothing secret). */
-export function publicUpstream(upstream: Record<string, unknown> | null): Record<string, unknown> | null {
-  if (upstream === null) return null;
-  const { password, ...rest } = upstream as AccountUpstream & Record<string, unknown>;
-  return password === undefined ? rest : { ...rest, hasPassword: true };
-}

@@ -22,6 +22,7 @@ import { authPlugin } from './plugins/auth.js';
 import { docsPlugin } from './plugins/docs.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
 import { accountRoutes } from './routes/accounts/index.js';
+import { accountUpstreamRoutes } from './routes/accounts/upstream.js';
 import { clientSetupRoutes } from './routes/client-setup/index.js';
 import { nginxAuthRoutes } from './routes/nginx-auth.js';
 import { healthRoutes } from './routes/health.js';
@@ -149,6 +150,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(credentialRoutes, { store, config, mode: 'own', setup });
     await app.register(credentialRoutes, { store, config, mode: 'admin', setup });
     await app.register(accountRoutes, { store });
+    await app.register(accountUpstreamRoutes, { store, config });
     await app.register(tokenRoutes, { store });
     await app.register(clientSetupRoutes, { config, links, ...(publicUrl !== undefined && { publicUrl }) });
     // nginx's mail proxy asks here; guarded by nginx.authSecret, limits and audit as the listeners.

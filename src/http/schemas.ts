@@ -1,4 +1,5 @@
 import { Type } from 'typebox';
+import { LOGIN_MODES, MASTER_STYLES, TLS_MODES } from '../backends/routing.js';
 import { isActive, type AccountRecord, type KeyRecord } from '../keys/record.js';
 import { SCOPE_ALIASES, SCOPES } from '../keys/scopes.js';
 
@@ -103,3 +104,67 @@ export const ScopeName = Type.Union([...SCOPES, ...Object.keys(SCOPE_ALIASES)].m
 
 /** A human-readable name: 1-100 characters, no control characters. */
 export const KeyName = Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]*$' });
+
+/**
+ * What an account's route says about one protocol: any subset of the fields,
+ * laid over the domain's route and the default (`upstream.<protocol>.*`).
+ * Login modes `lmtp` and `none` are for SMTP only (refused for IMAP and POP3 with a 400).
+ */
+export const UpstreamOverlay = Type.Object(
+  {
+    host: Type.Optional(Type.String({ minLength: 1, maxLength: 253, pattern: '^[^\\s/]+$' })),
+    port: Type.Optional(Type.Integer({ minimum: 0, maximum: 65535, description: '0 = the usual port for the protocol and TLS mode' })),
+    tls: Type.Optional(Type.Enum([...TLS_MODES])),
+    verifyCert: Type.Optional(Type.Boolean({ description: "Check the upstream's certificate chain and name" })),
+    trusted: Type.Optional(Type.Boolean({ description: 'The upstream trusts Keygate to report the client address (IMAP ID, SMTP XCLIENT)' })),
+    login: Type.Optional(Type.Enum([...LOGIN_MODES.smtp], { description: 'master: the master user acting for the account; account: the stored user name and password' })),
+    masterStyle: Type.Optional(Type.Enum([...MASTER_STYLES])),
+    xclient: Type.Optional(Type.Boolean({ description: 'SMTP only: send Postfix XCLIENT (needs trusted)' })),
+  },
+  { additionalProperties: false },
+);
+
+/**
+ * A string or null as OpenAPI 3.0 writes it (`nullable: true`), not as a union:
+ * with type coercion on, a union lets ajv turn "" into null and back, and here
+ * "" (refused) and null (account address / remove the password) must stay apart.
+ */
+const NullableString = (options: { maxLength: number; pattern?: string; description?: string }) => Type.Unsafe<string | null>(Type.String({ ...options, nullable: true }));
+
+/** PUT body: the account's whole route (it replaces the stored one), except that an absent `password` keeps the stored one. */
+export const AccountUpstreamBody = Type.Object(
+  {
+    imap: Type.Optional(UpstreamOverlay),
+    pop3: Type.Optional(UpstreamOverlay),
+    smtp: Type.Optional(UpstreamOverlay),
+    username: Type.Optional(NullableString({ maxLength: 254, pattern: '^[^\\u0000-\\u001f\\u007f]*$', description: 'Upstream user name; null = the account address' })),
+    password: Type.Optional(
+      NullableString({
+        maxLength: 1024,
+        description: 'Upstream password for login mode "account", in plain text; stored sealed under KEYGATE_SECRET and never returned. Absent = keep the stored one; null = remove it.',
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+/**
+ * An account's route as the API shows it: never the password, only whether one
+ * is set. `route` is null when the account has no route of its own (it follows
+ * its domain's route, `upstream.domains`, or the default).
+ */
+export const AccountUpstreamView = Type.Object({
+  account: Type.String(),
+  route: Nullable(
+    Type.Object(
+      {
+        imap: Type.Optional(UpstreamOverlay),
+        pop3: Type.Optional(UpstreamOverlay),
+        smtp: Type.Optional(UpstreamOverlay),
+        username: Nullable(Type.String({ description: 'null = the account address' })),
+        passwordSet: Type.Boolean({ description: 'An upstream password is stored (sealed; never returned)' }),
+      },
+      { additionalProperties: false },
+    ),
+  ),
+});

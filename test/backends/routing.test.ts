@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createBackends } from '../../src/backends/index.js';
-import { parseDomainRoutes, publicUpstream, Router, RouteError } from '../../src/backends/routing.js';
+import { parseDomainRoutes, Router, RouteError } from '../../src/backends/routing.js';
 import { sealSecret, secretBox } from '../../src/backends/secret.js';
 import { ConfigError, loadConfig } from '../../src/config.js';
 import { account, memoryLogger } from './helpers.js';
@@ -71,11 +71,6 @@ describe('upstream routing', () => {
     expect(() => router.resolve(account('e@example.com', { imap: { login: 'account' } }), 'imap')).toThrow(/no stored upstream password/);
     const noMaster = new Router(loadConfig({ env: {}, flags: { 'upstream.imap.host': 'h' } }));
     expect(() => noMaster.resolve(account('e@example.com'), 'imap')).toThrow(/no master user/);
-  });
-
-  it('never shows the sealed password in the public view', () => {
-    expect(publicUpstream({ imap: { host: 'h' }, password: 'kgsec1.x' })).toEqual({ imap: { host: 'h' }, hasPassword: true });
-    expect(publicUpstream(null)).toBeNull();
   });
 });
 

@@ -6,8 +6,8 @@ import type { KeyStore } from '../../../store/types.js';
 import { HttpError } from '../../errors.js';
 import { accountView, AccountView, AUTH_ERRORS, ErrorBody, KEY_SECURITY, Nullable } from '../../schemas.js';
 
-const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
-const adminWrite = () => ({ kind: 'admin', access: 'write' }) as const;
+export const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
+export const adminWrite = () => ({ kind: 'admin', access: 'write' }) as const;
 
 const Address = Type.String({ format: 'email', maxLength: 254 });
 const DisplayName = Nullable(Type.String({ maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }));
