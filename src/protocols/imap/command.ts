@@ -22,8 +22,8 @@ export interface ArgSpec {
   sensitive?: boolean;
 }
 
-/** Successful login, as the session takes it over. */
-export type LoginSuccess = Extract<LoginResult, { ok: true }>;
+/** Successful login, as the session takes it over: the key and the account it logged in to. */
+export type LoginSuccess = Pick<Extract<LoginResult, { ok: true }>, 'key' | 'account'>;
 
 /** Shared, per-listener state every connection reads (never copied per connection). */
 export interface ImapContext {

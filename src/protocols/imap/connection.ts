@@ -2,8 +2,8 @@ import type net from 'node:net';
 import type tls from 'node:tls';
 import type { EndReason, LiveSession, SessionRegistry } from '../../auth/sessions.js';
 import type { Backends, PipeSession } from '../../backends/types.js';
-import { isLoopback } from '../../keys/cidr.js';
 import { upgradeToTls, type TlsProvider } from '../../tls/index.js';
+import { plaintextLoginAllowed } from '../limits.js';
 import { splice, type Splice } from '../splice.js';
 import type { Connection } from '../tcp-listener.js';
 import type { ImapContext, ImapState, LoginSuccess } from './command.js';
@@ -41,11 +41,6 @@ const GREETINGS = {
   secure: REPLY.greeting(CAPABILITIES.secure),
 };
 
-/** Loopback without parsing the address for the two common spellings (TcpListener hands us IPv4-mapped addresses as IPv4). */
-function loopback(ip: string): boolean {
-  return ip === '127.0.0.1' || ip === '::1' || isLoopback(ip);
-}
-
 /** Everything a connection shares with the others on its listener. */
 export interface ImapListenerContext extends ImapContext {
   sessions: SessionRegistry;
@@ -82,8 +77,6 @@ export class ImapConnection implements Dispatchable, LiveSession {
   private readonly remotePort: number;
   private socket: net.Socket | tls.TLSSocket;
   private readonly framer: ImapFramer;
-  /** Loopback or auth.allowPlaintext: password login allowed without TLS. */
-  private readonly plainAllowed: boolean;
   /** A handler is running; further input waits in the framer. */
   private busy = false;
   /** A handler waits for a continuation line (AUTHENTICATE). */
@@ -113,7 +106,6 @@ export class ImapConnection implements Dispatchable, LiveSession {
     this.remoteAddress = conn.remoteAddress;
     this.remotePort = conn.remotePort;
     this.secure = conn.secure;
-    this.plainAllowed = context.allowPlaintext || loopback(conn.remoteAddress);
     this.framer = new ImapFramer(context.limits);
     conn.onShutdown(() => this.end('shutdown'));
   }
@@ -124,17 +116,17 @@ export class ImapConnection implements Dispatchable, LiveSession {
     this.attach(this.socket);
     this.loginTimer = setTimeout(this.onLoginTimeout, this.context.limits.loginTimeoutMs);
     this.loginTimer.unref();
-    this.send(this.secure ? GREETINGS.secure : this.plainAllowed ? GREETINGS.plainLogin : GREETINGS.loginDisabled);
+    this.send(this.secure ? GREETINGS.secure : this.mayLogin ? GREETINGS.plainLogin : GREETINGS.loginDisabled);
   }
 
   get mayLogin(): boolean {
-    return this.secure || this.plainAllowed;
+    return plaintextLoginAllowed({ secure: this.secure, remoteAddress: this.remoteAddress, allowPlaintext: this.context.allowPlaintext });
   }
 
   capabilities(): string {
     if (this.state !== 'not_authenticated') return CAPABILITIES.authenticated;
     if (this.secure) return CAPABILITIES.secure;
-    return this.plainAllowed ? CAPABILITIES.plainLogin : CAPABILITIES.loginDisabled;
+    return this.mayLogin ? CAPABILITIES.plainLogin : CAPABILITIES.loginDisabled;
   }
 
   send(text: string): void {
@@ -165,7 +157,8 @@ export class ImapConnection implements Dispatchable, LiveSession {
 
   protocolError(tag: string | null, reply: string): void {
     const line = `${tag ?? '*'} ${reply}\r\n`;
-    if (++this.errors >= this.context.limits.protocolErrors) this.close(line + REPLY.byeTooManyErrors);
+    // `protocolErrors` are tolerated (answered); the next one is answered and closes the connection.
+    if (++this.errors > this.context.limits.protocolErrors) this.close(line + REPLY.byeTooManyErrors);
     else this.send(line);
   }
 

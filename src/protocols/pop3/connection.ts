@@ -1,13 +1,12 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { EndReason } from '../../auth/sessions.js';
 import type { PipeSession } from '../../backends/types.js';
-import { isLoopback } from '../../keys/cidr.js';
 import type { Logger } from '../../log.js';
 import { upgradeToTls } from '../../tls/index.js';
 import type { ListenerDeps } from '../deps.js';
-import type { ProtocolLimits } from '../limits.js';
+import { plaintextLoginAllowed, type ProtocolLimits } from '../limits.js';
+import { checkLogin, refuseLogin, type LoginOutcome, type LoginOutcomeDeps } from '../login-outcome.js';
 import { splice, type Splice } from '../splice.js';
 import type { Connection } from '../tcp-listener.js';
 import { dispatch, type DispatchTarget } from './dispatcher.js';
@@ -58,7 +57,6 @@ export class Pop3Connection implements DispatchTarget {
   private unregister: (() => void) | null = null;
   private pipe: PipeSession | null = null;
   private splice: Splice | null = null;
-  private readonly loopback: boolean;
 
   constructor(
     private readonly ctx: Pop3Context,
@@ -67,11 +65,10 @@ export class Pop3Connection implements DispatchTarget {
     this.socket = conn.socket;
     this.secure = conn.secure;
     this.framer = new LineFramer(ctx.limits.lineLength);
-    this.loopback = isLoopback(conn.remoteAddress);
   }
 
   get passwordLoginAllowed(): boolean {
-    return this.secure || this.loopback || this.ctx.deps.config.auth.allowPlaintext;
+    return plaintextLoginAllowed({ secure: this.secure, remoteAddress: this.conn.remoteAddress, allowPlaintext: this.ctx.deps.config.auth.allowPlaintext });
   }
 
   /** A getter, read fresh after each await (a direct `this.mode` comparison would be narrowed away by TypeScript). */
@@ -94,6 +91,7 @@ export class Pop3Connection implements DispatchTarget {
   }
 
   protocolError(line: string): void {
+    // `protocolErrors` are tolerated (answered); the next one closes the connection.
     if (++this.errors > this.ctx.limits.protocolErrors) this.close(REPLY.tooManyErrors);
     else this.reply(line);
   }
@@ -107,23 +105,27 @@ export class Pop3Connection implements DispatchTarget {
   }
 
   async login(username: string, secret: string): Promise<void> {
-    const { authenticator, backends, sessions } = this.ctx.deps;
-    const { remoteAddress: ip, remotePort } = this.conn;
-    let result;
-    try {
-      result = await authenticator.login({ protocol: 'pop3', username, secret, ip });
-    } catch (err) {
-      this.ctx.log.error({ err, ip }, 'POP3 login check failed');
-      result = { ok: false as const, temporary: true };
-    }
+    return this.answerLogin(await checkLogin(this.outcomeDeps(), { protocol: 'pop3', username, secret, ip: this.conn.remoteAddress }));
+  }
+
+  async refuseLogin(username: string, reason: string): Promise<void> {
+    return this.answerLogin(await refuseLogin(this.outcomeDeps(), { protocol: 'pop3', username, ip: this.conn.remoteAddress }, reason));
+  }
+
+  private outcomeDeps(): LoginOutcomeDeps {
+    return { authenticator: this.ctx.deps.authenticator, logger: this.ctx.log, failureDelayMs: this.ctx.limits.failureDelayMs };
+  }
+
+  /** POP3's answer to a login outcome: `-ERR [AUTH]`, `-ERR [SYS/TEMP]`, or the session is handed over (backend, registry, +OK). */
+  private async answerLogin(outcome: LoginOutcome): Promise<void> {
     if (this.closed) return;
-    if (!result.ok) {
-      await sleep(this.ctx.limits.failureDelayMs);
-      this.reply(result.temporary ? REPLY.authTemporary : REPLY.authFailed);
+    if (outcome.kind !== 'ok') {
+      this.reply(outcome.kind === 'temporary' ? REPLY.authTemporary : REPLY.authFailed);
       return;
     }
-
-    const { key, account } = result;
+    const { backends, sessions } = this.ctx.deps;
+    const { remoteAddress: ip, remotePort } = this.conn;
+    const { key, account } = outcome;
     let pipe: PipeSession | null = null;
     if (backends.pop3) {
       try {

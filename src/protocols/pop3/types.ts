@@ -22,6 +22,8 @@ export interface Pop3Session {
   expectContinuation(fn: (line: string) => Promise<void> | void): void;
   /** Checks a username and key; answers success or failure itself. */
   login(username: string, secret: string): Promise<void>;
+  /** Refuses a login already decided against (SASL authzid mismatch): audited, delayed, answered like any refusal. */
+  refuseLogin(username: string, reason: string): Promise<void>;
   /** Answers +OK and upgrades the socket to TLS; pipelined plaintext is discarded. */
   startTls(): Promise<void>;
   /** Answers and closes. */

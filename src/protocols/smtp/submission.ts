@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type net from 'node:net';
 import { Transform } from 'node:stream';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { domainToUnicode } from 'node:url';
 import {
   SMTPServer,
@@ -13,11 +12,12 @@ import {
 } from 'smtp-server';
 import type { EndReason } from '../../auth/sessions.js';
 import { BackendRejectedError, BackendUnavailableError, type SessionContext } from '../../backends/types.js';
-import { isLoopback } from '../../keys/cidr.js';
 import type { AccountRecord, KeyRecord } from '../../keys/record.js';
 import type { Logger } from '../../log.js';
 import type { ListenerDeps } from '../deps.js';
-import type { ProtocolLimits } from '../limits.js';
+import { plaintextLoginAllowed, type ProtocolLimits } from '../limits.js';
+import { checkLogin, refuseLogin, type LoginOutcome, type LoginOutcomeDeps } from '../login-outcome.js';
+import { authzidMatches } from '../sasl-plain.js';
 import type { Connection } from '../tcp-listener.js';
 import { REPLY, SmtpReplyError, sessionEnded, type Reply } from './replies.js';
 
@@ -128,8 +128,8 @@ export class SmtpSubmission {
     this.server.connect(socket, { id, remoteAddress: conn.remoteAddress, remotePort: conn.remotePort });
   }
 
-  private plaintextAllowed(ip: string): boolean {
-    return isLoopback(ip) || this.ctx.deps.config.auth.allowPlaintext;
+  private mayLogin(session: SMTPServerSession): boolean {
+    return plaintextLoginAllowed({ secure: session.secure, remoteAddress: session.remoteAddress, allowPlaintext: this.ctx.deps.config.auth.allowPlaintext });
   }
 
   private loginOf(session: SMTPServerSession): SessionState['login'] {
@@ -156,7 +156,7 @@ export class SmtpSubmission {
 
   /** Before TLS, a client that may not send passwords in the clear is not offered AUTH at all (EHLO lists no AUTH; AUTH is unknown). */
   private onConnect(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
-    if (!session.secure && !this.plaintextAllowed(session.remoteAddress)) session.disabledCommands = ['AUTH'];
+    if (!this.mayLogin(session)) session.disabledCommands = ['AUTH'];
     cb();
   }
 
@@ -172,11 +172,11 @@ export class SmtpSubmission {
   ): void {
     const state = this.states.get(session.id);
     if (!state) return cb(new SmtpReplyError(REPLY.internal));
-    if (!session.secure && !this.plaintextAllowed(session.remoteAddress)) return cb(new SmtpReplyError(REPLY.tlsRequired));
+    if (!this.mayLogin(session)) return cb(new SmtpReplyError(REPLY.tlsRequired));
     this.authenticate(session, auth).then(
-      (result) => {
-        if (!result.ok) return cb(new SmtpReplyError(result.reply));
-        const { key, account } = result;
+      (outcome) => {
+        if (outcome.kind !== 'ok') return cb(new SmtpReplyError(outcome.kind === 'temporary' ? REPLY.authTemporary : REPLY.authFailed));
+        const { key, account } = outcome;
         if (state.loginTimer) clearTimeout(state.loginTimer);
         state.loginTimer = null;
         state.login = { key, account };
@@ -189,31 +189,26 @@ export class SmtpSubmission {
         });
         cb(null, { user: account.address });
       },
+      // checkLogin does not throw (a failing check is a `temporary` outcome): this is a bug of ours.
       (err: unknown) => {
-        this.ctx.log.error({ err, ip: session.remoteAddress }, 'SMTP login check failed');
-        cb(new SmtpReplyError(REPLY.authTemporary));
+        this.ctx.log.error({ err, ip: session.remoteAddress }, 'SMTP AUTH failed');
+        cb(new SmtpReplyError(REPLY.internal));
       },
     );
   }
 
-  private async authenticate(
-    session: SMTPServerSession,
-    auth: SMTPServerAuthentication,
-  ): Promise<{ ok: true; key: KeyRecord; account: AccountRecord } | { ok: false; reply: Reply }> {
-    const delayed = async (reply: Reply): Promise<{ ok: false; reply: Reply }> => {
-      await sleep(this.ctx.limits.failureDelayMs);
-      return { ok: false, reply };
-    };
-    // PLAIN with an authorization identity other than the authentication identity: acting as someone else is not something a key can do.
-    if (auth.authzid && auth.authcid && auth.authzid.toLowerCase() !== auth.authcid.toLowerCase()) return delayed(REPLY.authFailed);
-    const result = await this.ctx.deps.authenticator.login({
-      protocol: 'smtp',
-      username: auth.username ?? '',
-      secret: auth.password ?? '',
-      ip: session.remoteAddress,
-    });
-    if (!result.ok) return delayed(result.temporary ? REPLY.authTemporary : REPLY.authFailed);
-    return { ok: true, key: result.key, account: result.account };
+  /**
+   * The shared login check for one AUTH (audit, limits, failure delay). PLAIN
+   * with an authorization identity naming another user is refused up front —
+   * acting as someone else is not something a key can do — and audited like
+   * any other refusal. smtp-server has already taken the user from the authcid,
+   * or from the authzid when the authcid is empty.
+   */
+  private authenticate(session: SMTPServerSession, auth: SMTPServerAuthentication): Promise<LoginOutcome> {
+    const deps: LoginOutcomeDeps = { authenticator: this.ctx.deps.authenticator, logger: this.ctx.log, failureDelayMs: this.ctx.limits.failureDelayMs };
+    const attempt = { protocol: 'smtp' as const, username: auth.username ?? '', ip: session.remoteAddress };
+    if (!authzidMatches(auth.authzid ?? '', auth.authcid ?? '')) return refuseLogin(deps, { ...attempt, username: auth.authcid ?? '' }, 'authzid_mismatch');
+    return checkLogin(deps, { ...attempt, secret: auth.password ?? '' });
   }
 
   /** MAIL FROM must be the account's address or one of its aliases (case-insensitive); the null sender is not. */

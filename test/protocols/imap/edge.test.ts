@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MAX_PROTOCOL_ERRORS } from '../../../src/protocols/limits.js';
 import { ACCOUNT, proxyV1, sleep, startHarness, type Harness } from './harness.js';
 import { RawClient } from './raw-client.js';
 
@@ -84,11 +85,14 @@ describe('framing and bounds', () => {
     expect(await c.command('l', `LOGIN ${ACCOUNT} ${key}`)).toMatch(/^l OK /);
     c.write('d NOOP extra\r\n');
     expect(await c.line()).toBe('d BAD Too many arguments');
-    const many = Array.from({ length: 5 }, (_, i) => `g${i} ???\r\n`).join('');
-    c.write(many);
+    // Five errors so far. MAX_PROTOCOL_ERRORS (10) are tolerated, in IMAP as in POP3: errors 6–10 are
+    // answered, and the 11th is answered and closes the connection.
+    expect(MAX_PROTOCOL_ERRORS).toBe(10);
+    const more = MAX_PROTOCOL_ERRORS - 5 + 1;
+    c.write(Array.from({ length: more }, (_, i) => `g${i} ???\r\n`).join(''));
     const text = await c.rest();
     expect(text.split('\r\n').filter(Boolean)).toEqual([
-      ...Array.from({ length: 5 }, (_, i) => `g${i} BAD Invalid command name`),
+      ...Array.from({ length: more }, (_, i) => `g${i} BAD Invalid command name`),
       '* BYE Too many protocol errors',
     ]);
   });

@@ -1,7 +1,9 @@
 /**
- * Shared by the POP3 and SMTP listener tests: a real SQLite store, the real
+ * Shared by the POP3 and SMTP listener tests (and the cross-protocol login
+ * tests, which start IMAP on it too): a real SQLite store, the real
  * Authenticator and SessionRegistry, a real (self-signed) TlsProvider, config
- * through loadConfig with test flags, and a line-oriented raw socket client.
+ * through loadConfig with test flags, every log line captured, and a
+ * line-oriented raw socket client.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
@@ -19,8 +21,24 @@ import { openSqliteStore } from '../../../src/store/sqlite.js';
 import type { KeyStore } from '../../../src/store/types.js';
 import { createTlsProvider, type TlsProvider } from '../../../src/tls/index.js';
 
+/** One captured log line, parsed (audit lines carry `audit: true`). */
+export interface LogLine {
+  level?: number;
+  msg?: string;
+  audit?: boolean;
+  protocol?: string;
+  ip?: string;
+  account?: string | null;
+  result?: string;
+  reason?: string | null;
+  [field: string]: unknown;
+}
+
 export interface Harness {
   dir: string;
+  /** Every log line at info level and above, parsed. */
+  logs: LogLine[];
+  audits(): LogLine[];
   store: KeyStore;
   logger: Logger;
   tls: TlsProvider;
@@ -34,6 +52,9 @@ export interface Harness {
 
 const BASE_FLAGS = {
   'auth.failureDelay': '10ms',
+  'imap.host': '127.0.0.1',
+  'imap.port': '0',
+  'imap.securePort': '0',
   'pop3.host': '127.0.0.1',
   'pop3.port': '0',
   'pop3.securePort': '0',
@@ -45,7 +66,14 @@ const BASE_FLAGS = {
 
 export async function createHarness(): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-proto-'));
-  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'silent');
+  const logs: LogLine[] = [];
+  // Captured for the audit and error assertions; TEST_LOG_LEVEL also prints them.
+  const logger = createLogger(process.env.TEST_LOG_LEVEL ?? 'info', {
+    write(text: string) {
+      if (process.env.TEST_LOG_LEVEL) process.stdout.write(text);
+      for (const l of text.split('\n')) if (l.trim() !== '') logs.push(JSON.parse(l) as LogLine);
+    },
+  } as never);
   const store = openSqliteStore(join(dir, 'keys.db'), { touchIntervalMs: 50 });
   const tlsProvider = await createTlsProvider({ tls: { cert: '', key: '', dir: join(dir, 'certs') }, hostname: 'mail.test' }, logger);
   const authenticator = new Authenticator(store, logger);
@@ -53,6 +81,8 @@ export async function createHarness(): Promise<Harness> {
   sessions.start();
   return {
     dir,
+    logs,
+    audits: () => logs.filter((l) => l.audit),
     store,
     logger,
     tls: tlsProvider,

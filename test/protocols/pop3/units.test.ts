@@ -2,8 +2,6 @@ import { describe, expect, it } from 'vitest';
 import { parseCommand } from '../../../src/protocols/pop3/dispatcher.js';
 import { LINE_TOO_LONG, LineFramer } from '../../../src/protocols/pop3/framing.js';
 import { COMMANDS } from '../../../src/protocols/pop3/registry.js';
-import { decodePlain } from '../../../src/protocols/pop3/sasl.js';
-import { plain } from './harness.js';
 
 describe('POP3 LineFramer', () => {
   it('splits CRLF and bare LF lines, across chunks', () => {
@@ -40,21 +38,6 @@ describe('POP3 LineFramer', () => {
     f.push(Buffer.from('CAPA\r\n'));
     f.clear();
     expect(f.next()).toBeNull();
-  });
-});
-
-describe('POP3 SASL PLAIN', () => {
-  it('decodes authcid and password, falling back to the authzid', () => {
-    expect(decodePlain(plain('a@b.c', 'kg_x'))).toEqual({ ok: true, username: 'a@b.c', secret: 'kg_x' });
-    expect(decodePlain(Buffer.from('a@b.c\0\0kg_x').toString('base64'))).toEqual({ ok: true, username: 'a@b.c', secret: 'kg_x' });
-    expect(decodePlain(plain('a@b.c', 'kg_x', 'A@B.C'))).toMatchObject({ ok: true });
-  });
-
-  it('refuses malformed messages and a foreign authzid', () => {
-    expect(decodePlain('not base64!')).toEqual({ ok: false, reason: 'malformed' });
-    expect(decodePlain('=')).toEqual({ ok: false, reason: 'malformed' });
-    expect(decodePlain(Buffer.from('only\0two').toString('base64'))).toEqual({ ok: false, reason: 'malformed' });
-    expect(decodePlain(plain('a@b.c', 'kg_x', 'other@b.c'))).toEqual({ ok: false, reason: 'authzid' });
   });
 });
 

@@ -1,5 +1,6 @@
 import { astring, BEFORE_LOGIN, type ImapCommand, type ImapSession } from '../command.js';
-import { decodeBase64, decodePlain, passwordLogin, refuseLogin } from '../login.js';
+import { decodeBase64, decodePlain } from '../../sasl-plain.js';
+import { passwordLogin, refuseLogin } from '../login.js';
 import { REPLY } from '../responses.js';
 
 /** Base64 of "Username:" and "Password:", the prompts clients expect for SASL LOGIN. */
@@ -7,35 +8,39 @@ const USERNAME_PROMPT = 'VXNlcm5hbWU6';
 const PASSWORD_PROMPT = 'UGFzc3dvcmQ6';
 
 /**
- * Reads one SASL response: the initial response when SASL-IR sent one,
+ * Reads one SASL response text: the initial response when SASL-IR sent one,
  * otherwise a continuation line after `+ <prompt>`. Answers the client
- * itself (BAD) and returns null on `*` (cancel), bad base64 or a closed
- * connection.
+ * itself (BAD) and returns null on `*` (cancel) or a closed connection.
  */
-async function response(session: ImapSession, tag: string, initial: string | undefined, prompt: string): Promise<Buffer | null> {
-  let text = initial;
-  if (text === undefined) {
-    const line = await session.readContinuation(prompt);
-    if (line === null) return null;
-    text = line.toString('latin1').trim();
-    if (text === '*') {
-      session.send(`${tag} ${REPLY.cancelled}\r\n`);
-      return null;
-    }
+async function responseText(session: ImapSession, tag: string, initial: string | undefined, prompt: string): Promise<string | null> {
+  if (initial !== undefined) return initial;
+  const line = await session.readContinuation(prompt);
+  if (line === null) return null;
+  const text = line.toString('latin1').trim();
+  if (text === '*') {
+    session.send(`${tag} ${REPLY.cancelled}\r\n`);
+    return null;
   }
+  return text;
+}
+
+/** `responseText`, base64-decoded; answers BAD itself and returns null on bad base64. */
+async function response(session: ImapSession, tag: string, initial: string | undefined, prompt: string): Promise<Buffer | null> {
+  const text = await responseText(session, tag, initial, prompt);
+  if (text === null) return null;
   const decoded = decodeBase64(text);
   if (decoded === null) session.send(`${tag} ${REPLY.badBase64}\r\n`);
   return decoded;
 }
 
 async function plain(session: ImapSession, tag: string, initial: string | undefined): Promise<void> {
-  const message = await response(session, tag, initial, '');
-  if (message === null) return;
-  const creds = decodePlain(message);
-  if (creds === null) return session.send(`${tag} ${REPLY.badSaslPlain}\r\n`);
-  // Acting as someone else is not a thing keys do: an authorization identity must name the same user.
-  if (creds.authzid !== '' && creds.authzid.toLowerCase() !== creds.authcid.toLowerCase()) return refuseLogin(session, tag, creds.authcid, 'authzid_mismatch');
-  return passwordLogin(session, tag, creds.authcid, creds.password);
+  const text = await responseText(session, tag, initial, '');
+  if (text === null) return;
+  const creds = decodePlain(text);
+  if (creds.ok) return passwordLogin(session, tag, creds.username, creds.secret);
+  // Acting as someone else is not a thing keys do: a refused login, audited, not a syntax error.
+  if (creds.reason === 'authzid_mismatch') return refuseLogin(session, tag, creds.username, creds.reason);
+  session.send(`${tag} ${creds.reason === 'base64' ? REPLY.badBase64 : REPLY.badSaslPlain}\r\n`);
 }
 
 async function login(session: ImapSession, tag: string, initial: string | undefined): Promise<void> {

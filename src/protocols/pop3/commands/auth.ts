@@ -1,16 +1,16 @@
+import { decodePlain } from '../../sasl-plain.js';
 import { REPLY } from '../replies.js';
-import { decodePlain } from '../sasl.js';
 import type { Pop3Command, Pop3Session } from '../types.js';
 
 const MECHANISMS = ['PLAIN'];
 
 async function plain(session: Pop3Session, response: string): Promise<void> {
-  const decoded = decodePlain(response);
-  if (!decoded.ok) {
-    // Nothing was checked against the store: a protocol error, not a failed login.
-    return session.protocolError(decoded.reason === 'authzid' ? REPLY.authFailed : REPLY.badSasl);
-  }
-  await session.login(decoded.username, decoded.secret);
+  const decoded = decodePlain(response.trim());
+  if (decoded.ok) return session.login(decoded.username, decoded.secret);
+  // Acting as someone else is not a thing keys do: a refused login (audited, delayed), not a syntax error.
+  if (decoded.reason === 'authzid_mismatch') return session.refuseLogin(decoded.username, decoded.reason);
+  // Nothing could be checked against the store: a protocol error, not a failed login.
+  return session.protocolError(REPLY.badSasl);
 }
 
 /**
