@@ -1,8 +1,11 @@
 import type { Duplex } from 'node:stream';
 import type { PipeSession } from '../backends/types.js';
 
+/** How long a client that stopped reading may hold its connection after the upstream ended the session, ms. */
+const FLUSH_LIMIT_MS = 60_000;
+
 export interface SpliceOptions {
-  /** How long a client may keep its side open after the upstream ended the session, ms. */
+  /** How long a client may keep its side open after the upstream ended the session and its last bytes went out, ms. */
   lingerMs: number;
   /** The upstream connection failed (reset, TLS error); for a debug line. The client's errors are its connection's. */
   onUpstreamError(err: Error): void;
@@ -45,7 +48,8 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
   };
 
   // The upstream said goodbye (POP3 QUIT, IMAP LOGOUT, its autologout):
-  // everything it sent goes out, then the client is closed.
+  // everything it sent goes out (a slow client gets up to FLUSH_LIMIT_MS to
+  // read it), then the client is closed.
   const upstreamEnded = (): void => {
     if (stopped) return;
     stopped = true;
@@ -53,8 +57,10 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
     pipe.close();
     options.onUpstreamEnded();
     if (client.destroyed) return;
+    const cut = (): void => void client.destroy();
+    client.once('finish', () => setTimeout(cut, options.lingerMs).unref());
+    setTimeout(cut, FLUSH_LIMIT_MS).unref();
     client.end();
-    setTimeout(() => client.destroy(), options.lingerMs).unref();
   };
   const clientClosed = (): void => {
     if (stopped) return;
@@ -83,15 +89,20 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
     upstream.on('error', () => {});
   };
 
-  // A client error destroys the client socket, which ends here as a close.
+  // A client that half-closes (`printf … | nc -N`, a script's last QUIT)
+  // still gets every reply: its FIN goes upstream (.pipe() ends the upstream),
+  // and the client is ended only when the upstream is done. A client error
+  // destroys the client socket, which ends here as a close.
+  client.allowHalfOpen = true;
   client.once('close', clientClosed);
   upstream.on('error', upstreamError);
   upstream.once('end', upstreamEnded);
   upstream.once('close', upstreamEnded);
   // Client → upstream: small commands, or an APPEND's literal; .pipe()
-  // pauses the client while the upstream's buffer is full and passes the
-  // client's FIN on.
+  // pauses the client while the upstream's buffer is full.
   client.pipe(upstream);
+  // A FIN that came before the hand-over is passed on here.
+  if (client.readableEnded) upstream.end();
   // Upstream → client: the bulk direction (FETCH, RETR).
   pipe.relay(toClient);
 

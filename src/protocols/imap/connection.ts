@@ -83,6 +83,8 @@ export class ImapConnection implements Dispatchable, LiveSession {
   private waiter: ((line: Buffer | null) => void) | null = null;
   /** BYE sent (or the socket closed): nothing more is read or written. */
   private ending = false;
+  /** The client sent its FIN; we close once its last command is answered. */
+  private clientEnded = false;
   /** Shutdown asked: say BYE as soon as no command is running. */
   private draining = false;
   private paused = false;
@@ -243,10 +245,19 @@ export class ImapConnection implements Dispatchable, LiveSession {
   // ---- internals ----
 
   private attach(socket: net.Socket | tls.TLSSocket): void {
+    // A client's FIN ends its input, not our replies: commands it sent before
+    // it (`printf … | nc -N`) are answered, then the connection is closed.
+    socket.allowHalfOpen = true;
     socket.on('data', this.onData);
+    socket.once('end', this.onEnd);
     socket.on('error', this.onError);
     socket.once('close', this.onClose);
   }
+
+  private readonly onEnd = (): void => {
+    this.clientEnded = true;
+    if (!this.pipe) this.pump();
+  };
 
   private readonly onData = (chunk: Buffer): void => {
     this.framer.push(chunk);
@@ -279,6 +290,8 @@ export class ImapConnection implements Dispatchable, LiveSession {
           break;
       }
     }
+    // Everything the client sent before its FIN is answered: nothing more can come.
+    if (this.clientEnded && !this.ending && !this.pipe && (!this.busy || this.waiter !== null)) return this.close();
     this.updateFlow();
   };
 

@@ -51,6 +51,8 @@ export class Pop3Connection implements DispatchTarget {
   private readonly framer: LineFramer;
   private mode: Mode = 'commands';
   private busy = false;
+  /** The client sent its FIN; we close once its last line is answered. */
+  private clientEnded = false;
   private continuation: ((line: string) => Promise<void> | void) | null = null;
   private errors = 0;
   private loginTimer: NodeJS.Timeout | null = null;
@@ -190,10 +192,19 @@ export class Pop3Connection implements DispatchTarget {
   }
 
   private watch(socket: net.Socket | tls.TLSSocket): void {
+    // A client's FIN ends its input, not our replies: lines it sent before it
+    // are answered, then the connection is closed.
+    socket.allowHalfOpen = true;
     socket.on('data', this.onData);
+    socket.once('end', this.onEnd);
     socket.once('close', this.onClose);
     socket.on('error', this.onError);
   }
+
+  private readonly onEnd = (): void => {
+    this.clientEnded = true;
+    if (this.mode === 'commands') void this.pump();
+  };
 
   private readonly onData = (chunk: Buffer): void => {
     if (this.mode !== 'commands') return;
@@ -238,6 +249,8 @@ export class Pop3Connection implements DispatchTarget {
     } finally {
       this.busy = false;
     }
+    // Every line sent before the client's FIN is answered: nothing more can come.
+    if (this.mode === 'commands' && this.clientEnded) return this.close();
     if (this.mode === 'commands' && this.socket.isPaused()) this.socket.resume();
   }
 
@@ -279,12 +292,12 @@ export class Pop3Connection implements DispatchTarget {
     });
   }
 
-  /** Sends a last line (not during a TLS handshake, where it would be cleartext inside TLS) and closes. */
-  private close(line: string): void {
+  /** Sends a last line, if any (not during a TLS handshake, where it would be cleartext inside TLS), and closes. */
+  private close(line?: string): void {
     if (this.mode === 'closed') return;
     const socket = this.socket;
     if (this.mode === 'tls') socket.destroy();
-    else if (socket.writable) socket.end(`${line}\r\n`);
+    else if (socket.writable) socket.end(line === undefined ? '' : `${line}\r\n`);
     this.mode = 'closed';
     this.cleanup();
     setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_PROTOCOL_ERRORS } from '../../../src/protocols/limits.js';
 import { ACCOUNT, proxyV1, sleep, startHarness, type Harness } from './harness.js';
@@ -258,5 +259,17 @@ describe('shutdown', () => {
     expect(await idle.rest()).toBe('* BYE Server shutting down\r\n');
     expect(await loggedIn.rest()).toBe('* BYE Server shutting down\r\n');
     expect(await busy.rest()).toBe('a NO [AUTHENTICATIONFAILED] Authentication failed\r\n* BYE Server shutting down\r\n');
+  });
+});
+
+describe('a client that half-closes', () => {
+  it('gets an answer to every command it sent before its FIN, then the connection closes', async () => {
+    const raw = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true });
+    let text = '';
+    raw.on('data', (d: Buffer) => (text += d.toString()));
+    const closed = new Promise((r) => raw.once('close', r));
+    raw.end(`a CAPABILITY\r\nb LOGIN ${ACCOUNT} ${key}\r\nc NOOP\r\n`);
+    await closed;
+    expect(text).toMatch(/\r\na OK [^\r]*\r\nb OK \[CAPABILITY [^\r]*\] Logged in\r\n(\* [^\r]*\r\n)*c OK [^\r]*\r\n$/);
   });
 });

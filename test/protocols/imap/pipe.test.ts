@@ -2,6 +2,10 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendUnavailableError, NO_BACKENDS, type Backends, type SessionContext } from '../../../src/backends/types.js';
 import { ACCOUNT, sleep, startHarness, type Harness } from './harness.js';
+
+async function until(ok: () => boolean, ms = 3000): Promise<void> {
+  for (const deadline = Date.now() + ms; !ok(); await sleep(10)) if (Date.now() > deadline) throw new Error('condition not met in time');
+}
 import { RawClient } from './raw-client.js';
 
 /** A stand-in upstream IMAP server that is already logged in: answers SELECT, FETCH (big) and LOGOUT. */
@@ -90,17 +94,33 @@ describe('hand-off to an IMAP backend', () => {
     raw.write(`a LOGIN ${ACCOUNT} ${key}\r\nb LOGOUT\r\n`);
     await ended;
     expect(text).toMatch(/\r\n\* BYE upstream\r\nb OK LOGOUT completed\r\n$/);
-    await sleep(50);
-    expect(up.sockets.size).toBe(0);
-    expect(h.sessions.count()).toBe(0);
-    // Keygate lets go after its 2 s linger: the peer answers a write with a
-    // reset, and the write after that fails (reads stopped at the FIN).
-    await sleep(2300);
-    raw.write('c NOOP\r\n');
-    await sleep(100);
-    raw.write('d NOOP\r\n');
-    await closed;
-    expect(raw.destroyed).toBe(true);
+    await until(() => up.sockets.size === 0 && h.sessions.count() === 0);
+    // Keygate lets go after its 2 s linger: from then on the peer answers a
+    // write with a reset (reads stopped at the FIN, so it takes a second write).
+    let isClosed = false;
+    void closed.then(() => (isClosed = true));
+    for (const deadline = Date.now() + 5000; !isClosed && Date.now() < deadline; await sleep(200)) raw.write('c NOOP\r\n');
+    expect(isClosed).toBe(true);
+  });
+
+  it('a client that half-closes after its last command still gets every reply', async () => {
+    for (const pipelined of [false, true]) {
+      const raw = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true });
+      let text = '';
+      raw.on('data', (d: Buffer) => (text += d.toString()));
+      const closed = new Promise((r) => raw.once('close', r));
+      if (pipelined) {
+        // printf '…' | nc -N: everything at once, then FIN.
+        raw.end(`a LOGIN ${ACCOUNT} ${key}\r\nb SELECT INBOX\r\nc LOGOUT\r\n`);
+      } else {
+        raw.write(`a LOGIN ${ACCOUNT} ${key}\r\n`);
+        await until(() => text.includes('a OK'));
+        raw.end('b SELECT INBOX\r\nc LOGOUT\r\n');
+      }
+      await closed;
+      expect(text, pipelined ? 'pipelined' : 'after login').toMatch(/\r\nb OK \[READ-WRITE\] SELECT completed\r\n\* BYE upstream\r\nc OK LOGOUT completed\r\n$/);
+    }
+    await until(() => up.sockets.size === 0 && h.sessions.count() === 0);
   });
 
   it('closes the upstream when the client vanishes', async () => {

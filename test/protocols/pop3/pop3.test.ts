@@ -509,6 +509,39 @@ describe('POP3 with a backend', () => {
     raw.destroy();
   });
 
+  it('a client that half-closes after its last command still gets every reply', async () => {
+    const { port } = await start({}, backend([]));
+    for (const pipelined of [false, true]) {
+      const raw = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      let text = '';
+      raw.on('data', (d: Buffer) => (text += d.toString()));
+      const closed = once(raw, 'close');
+      await until(() => text.includes('+OK Keygate ready\r\n'));
+      if (pipelined) {
+        // printf '…' | nc -N: everything at once, then FIN.
+        raw.end(`USER ${ALICE}\r\nPASS ${aliceKey}\r\nSTAT\r\nQUIT\r\n`);
+      } else {
+        raw.write(`USER ${ALICE}\r\nPASS ${aliceKey}\r\n`);
+        await until(() => text.includes('+OK Logged in'));
+        raw.end('STAT\r\nQUIT\r\n');
+      }
+      await closed;
+      expect(text, pipelined ? 'pipelined' : 'after login').toMatch(/\+OK Logged in\r\n\+OK 2 320\r\n\+OK upstream bye\r\n$/);
+    }
+    await until(() => upstreamSockets.size === 0);
+  });
+
+  it('answers what a client sent before its FIN without a backend too, then closes', async () => {
+    const { port } = await start();
+    const raw = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    let text = '';
+    raw.on('data', (d: Buffer) => (text += d.toString()));
+    const closed = once(raw, 'close');
+    raw.end(`CAPA\r\nUSER ${ALICE}\r\nPASS ${aliceKey}\r\n`);
+    await closed;
+    expect(text).toMatch(/\r\n\.\r\n\+OK[^\r]*\r\n\+OK Logged in\r\n$/);
+  });
+
   it('answers -ERR [SYS/TEMP] when the backend is unavailable, and QUIT still works', async () => {
     const pop3: Pop3Backend = {
       async open() {
