@@ -91,6 +91,8 @@ interface Spec {
   kind: Kind;
   env: string;
   doc: string;
+  /** A secret: from the environment or the config file only, never a command-line flag (other users see argv in ps). */
+  secret?: true;
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -191,7 +193,7 @@ export const SPECS: Record<string, Spec> = {
   'dbs.redis': { kind: 'string', env: 'KEYGATE_REDIS_URL', doc: 'Redis URL: redis://, rediss://, redis-sentinel://h:p,h:p/master, redis-cluster://h:p,h:p' },
   preparedToken: { kind: 'string', env: 'KEYGATE_PREPARED_TOKEN', doc: 'exported token blob(s), comma or space separated, imported at start-up' },
   hostname: { kind: 'string', env: 'KEYGATE_HOSTNAME', doc: 'public host name: greetings, certificate SAN, client setup' },
-  secret: { kind: 'string', env: 'KEYGATE_SECRET', doc: 'encryption secret for stored upstream credentials' },
+  secret: { kind: 'string', env: 'KEYGATE_SECRET', doc: 'encryption secret for stored upstream credentials', secret: true },
   'log.level': { kind: 'level', env: 'KEYGATE_LOG_LEVEL', doc: `log level: ${LEVELS.join(', ')}` },
   'http.host': { kind: 'string', env: 'KEYGATE_HTTP_HOST', doc: 'control-plane bind address' },
   'http.port': { kind: 'port', env: 'KEYGATE_HTTP_PORT', doc: 'control-plane port' },
@@ -231,7 +233,7 @@ export const SPECS: Record<string, Spec> = {
   'upstream.smtp.maxConnections': { kind: 'int', env: 'KEYGATE_UPSTREAM_SMTP_MAX_CONNECTIONS', doc: 'pooled connections per SMTP upstream and login' },
   'upstream.smtp.timeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_SMTP_TIMEOUT', doc: 'inactivity timeout while relaying a message upstream' },
   'upstream.master.user': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_USER', doc: 'upstream master user (login mode master)' },
-  'upstream.master.password': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_PASSWORD', doc: 'upstream master user password' },
+  'upstream.master.password': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_PASSWORD', doc: 'upstream master user password', secret: true },
   'upstream.master.separator': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_SEPARATOR', doc: 'separator of user and master in the separator style (Dovecot auth_master_user_separator)' },
   'upstream.domains': { kind: 'string', env: 'KEYGATE_UPSTREAM_DOMAINS', doc: 'per-domain routes, JSON: {"example.com": {"imap": {"host": …}, "smtp": {…}, "master": {…}}}' },
   'upstream.connectTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_CONNECT_TIMEOUT', doc: 'time allowed to connect to an upstream (TCP and TLS)' },
@@ -240,7 +242,7 @@ export const SPECS: Record<string, Spec> = {
   'setup.signingCert': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_CERT', doc: 'PEM certificate chain file that signs Apple profiles; empty = the TLS certificate' },
   'setup.signingKey': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_KEY', doc: 'PEM private key file of setup.signingCert' },
   'setup.publicUrl': { kind: 'string', env: 'KEYGATE_PUBLIC_URL', doc: 'public URL of the control plane for setup links, e.g. https://keygate.example.com; empty = the request\'s scheme and Host' },
-  'nginx.authSecret': { kind: 'string', env: 'KEYGATE_NGINX_AUTH_SECRET', doc: 'shared secret nginx sends in X-Keygate-Secret to GET /auth/nginx; empty = endpoint disabled' },
+  'nginx.authSecret': { kind: 'string', env: 'KEYGATE_NGINX_AUTH_SECRET', doc: 'shared secret nginx sends in X-Keygate-Secret to GET /auth/nginx; empty = endpoint disabled', secret: true },
 };
 
 export class ConfigError extends Error {

@@ -17,7 +17,12 @@ export function addSettingFlags(cmd: Command, keys: readonly string[]): Command 
 
 export function configFrom(opts: Record<string, unknown>): Config {
   const flags: Record<string, unknown> = {};
-  for (const key of Object.keys(SPECS)) if (opts[key] !== undefined) flags[key] = opts[key];
+  for (const [key, spec] of Object.entries(SPECS)) {
+    if (opts[key] === undefined) continue;
+    // Registered as (hidden) flags only to refuse them with a useful message.
+    if (spec.secret) throw new UsageError(`--${key} is not accepted on the command line, where other users can read it: set ${spec.env} or put it in the --config file`);
+    flags[key] = opts[key];
+  }
   const file = (opts.config as string | undefined) ?? process.env.KEYGATE_CONFIG;
   return loadConfig({ file, flags });
 }

@@ -124,3 +124,18 @@ describe('keygate tokens (built CLI, SQLite)', () => {
     for (const o of outs) expect(`${o.stdout}${o.stderr}`).not.toMatch(KEY_SCAN_RE);
   });
 });
+
+describe('secrets on the command line (built CLI)', () => {
+  it('refuses --secret, --upstream.master.password and --nginx.authSecret, naming the variable and never echoing the value', async () => {
+    const cases: Array<[string, string]> = [
+      ['secret', 'KEYGATE_SECRET'],
+      ['upstream.master.password', 'KEYGATE_UPSTREAM_MASTER_PASSWORD'],
+      ['nginx.authSecret', 'KEYGATE_NGINX_AUTH_SECRET'],
+    ];
+    for (const [flag, env] of cases) {
+      const r = await runCli(['serve', '--db.path', db, `--${flag}`, 'hunter2-do-not-echo-me']);
+      expectOneLineError(r, 2, new RegExp(`--${flag.replace('.', '\\.')} is not accepted on the command line.*${env}`));
+      expect(r.stderr).not.toContain('hunter2');
+    }
+  });
+});
