@@ -47,14 +47,18 @@ const serializers = {
   },
 };
 
+/** A sealed upstream credential (src/backends/secret.ts): no use to a reader of the logs without the secret, but never shown either. */
+const SEALED_SCAN_RE = /kgsec1\.[0-9a-f]{8}\.[A-Za-z0-9_.-]+/g;
+
 /**
- * A last line of defence: any text that looks like a Keygate key is masked
- * before it is written, whichever path or message it came in.
+ * A last line of defence: any text that looks like a Keygate key or a sealed
+ * credential is masked before it is written, whichever path or message it
+ * came in.
  */
 function scrubbingStream(out: DestinationStream): DestinationStream {
   return new Writable({
     write(chunk: Buffer | string, _enc, cb) {
-      out.write(chunk.toString().replace(KEY_SCAN_RE, 'kg_[REDACTED]'));
+      out.write(chunk.toString().replace(KEY_SCAN_RE, 'kg_[REDACTED]').replace(SEALED_SCAN_RE, 'kgsec1.[REDACTED]'));
       cb();
     },
   }) as unknown as DestinationStream;

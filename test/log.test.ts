@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { generateKey } from '../src/keys/format.js';
 import { createLogger, scrubUrl } from '../src/log.js';
+import { sealSecret, secretBox } from '../src/backends/secret.js';
 
 function capture() {
   const chunks: string[] = [];
@@ -43,6 +44,17 @@ describe('log redaction', () => {
     await flush();
     expect(text()).not.toContain(key);
     expect(text()).toContain('kg_[REDACTED]');
+  });
+
+  it('masks a sealed upstream credential wherever it appears', async () => {
+    const { stream, text } = capture();
+    const log = createLogger('info', stream as never);
+    const sealed = sealSecret(secretBox('a-test-secret-of-some-length')!, 'upstream-pw', 'a@example.com');
+    log.info({ account: { upstream: { password: sealed } }, note: `stored ${sealed}` }, `record ${sealed}`);
+    await flush();
+    expect(text()).not.toContain(sealed.slice(16));
+    expect(text()).toContain('kgsec1.[REDACTED]');
+    for (const line of text().trim().split('\n')) expect(() => JSON.parse(line)).not.toThrow();
   });
 
   it('scrubUrl keeps other parameters', () => {
