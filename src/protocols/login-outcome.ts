@@ -43,20 +43,22 @@ export interface LoginAttempt {
  * attempt, one line, and applies the login limits) and maps the result to an
  * outcome. When the check itself throws (a store bug, not an unreachable store
  * — that one comes back as a temporary result), the error is logged at error
- * level, without the secret, and the outcome is `temporary`. Waits the failure
- * delay before any outcome other than `ok`. Never throws.
+ * level, without the secret, and the outcome is `temporary`. Any outcome
+ * other than `ok` is answered the failure delay after the attempt began.
+ * Never throws.
  */
 export async function checkLogin(deps: LoginOutcomeDeps, attempt: LoginAttempt): Promise<LoginOutcome> {
   const { protocol, username, secret, ip } = attempt;
+  const started = performance.now();
   let result: LoginResult;
   try {
     result = await deps.authenticator.login({ protocol, username, secret, ip });
   } catch (err) {
     deps.logger.error({ err, protocol, ip, account: normalizeAddress(username) }, 'login check failed');
-    return failed(deps, { kind: 'temporary' });
+    return failed(deps, started, { kind: 'temporary' });
   }
   if (result.ok) return { kind: 'ok', key: result.key, account: result.account };
-  return failed(deps, { kind: result.temporary ? 'temporary' : 'refused' });
+  return failed(deps, started, { kind: result.temporary ? 'temporary' : 'refused' });
 }
 
 /**
@@ -66,11 +68,17 @@ export async function checkLogin(deps: LoginOutcomeDeps, attempt: LoginAttempt):
  * delayed like any other failure, and answered with the same refusal.
  */
 export async function refuseLogin(deps: LoginOutcomeDeps, attempt: Omit<LoginAttempt, 'secret'>, reason: string): Promise<LoginOutcome> {
+  const started = performance.now();
   deps.authenticator.audit(attempt.protocol, attempt.ip, normalizeAddress(attempt.username), { ok: false, reason });
-  return failed(deps, { kind: 'refused' });
+  return failed(deps, started, { kind: 'refused' });
 }
 
-async function failed(deps: LoginOutcomeDeps, outcome: LoginOutcome): Promise<LoginOutcome> {
-  await sleep(deps.failureDelayMs);
+/**
+ * Answers a failure `failureDelayMs` after the attempt began, not after the
+ * check ended: a refusal that took an extra lookup (a valid key under another
+ * account's name) then takes no longer than one that did not.
+ */
+async function failed(deps: LoginOutcomeDeps, started: number, outcome: LoginOutcome): Promise<LoginOutcome> {
+  await sleep(Math.max(0, deps.failureDelayMs - (performance.now() - started)));
   return outcome;
 }
