@@ -2,7 +2,7 @@ import type { Config } from '../config.js';
 import type { AccountRecord } from '../keys/record.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
-import { checkAccountUpstream, MAIL_PROTOCOLS, type AccountUpstream, type MailProtocol, type UpstreamOverlay } from './routing.js';
+import { checkAccountUpstream, MAIL_PROTOCOLS, MAX_UPSTREAM_PASSWORD, OVERLAY_KEYS, type AccountUpstream, type MailProtocol, type UpstreamOverlay } from './routing.js';
 import { MIN_SECRET_LENGTH, sealSecret, secretBox, SecretError } from './secret.js';
 
 /** What an operator gives to route an account; `password` in plain text (sealed before it is stored). */
@@ -50,7 +50,9 @@ export async function setAccountUpstream(
     const kept = (current.upstream as AccountUpstream | null)?.password;
     if (kept !== undefined) next.password = kept;
   } else if (input.password !== null) {
-    if (input.password === '' || /[\r\n\0]/.test(input.password)) throw new UpstreamInputError('the upstream password must be non-empty, without line breaks', 'password');
+    if (input.password === '' || input.password.length > MAX_UPSTREAM_PASSWORD || /[\r\n\0]/.test(input.password)) {
+      throw new UpstreamInputError(`the upstream password must be 1-${MAX_UPSTREAM_PASSWORD} characters, without line breaks`, 'password');
+    }
     if (config.secret.length < MIN_SECRET_LENGTH) {
       throw new SecretError(`storing upstream credentials needs KEYGATE_SECRET (setting secret) of at least ${MIN_SECRET_LENGTH} characters`);
     }
@@ -78,17 +80,6 @@ export interface AccountUpstreamView {
   route: UpstreamRouteView | null;
 }
 
-// Every overlay field, so a field added to UpstreamServer must be listed here to be shown.
-const OVERLAY_KEYS = Object.keys({
-  host: true,
-  port: true,
-  tls: true,
-  verifyCert: true,
-  trusted: true,
-  login: true,
-  masterStyle: true,
-  xclient: true,
-} satisfies Record<keyof UpstreamOverlay, true>) as (keyof UpstreamOverlay)[];
 
 /**
  * The redacted view of an account's route. Built from an allowlist of fields,

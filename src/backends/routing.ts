@@ -148,6 +148,14 @@ const OVERLAY_FIELDS: Record<keyof UpstreamServer, (v: unknown) => boolean> = {
   xclient: (v) => typeof v === 'boolean',
 };
 
+/** Every field an overlay may set: what a view of a route may show. */
+export const OVERLAY_KEYS = Object.keys(OVERLAY_FIELDS) as (keyof UpstreamServer)[];
+
+/** Longest upstream user name and password an account may store (a user name is at most an address). */
+export const MAX_UPSTREAM_USERNAME = 254;
+export const MAX_UPSTREAM_PASSWORD = 1024;
+const CONTROL_RE = /[\u0000-\u001f\u007f]/;
+
 /** Checks one overlay; returns the problem ('field: why') or null. */
 export function checkOverlay(protocol: MailProtocol, value: unknown): string | null {
   if (value === undefined) return null;
@@ -202,7 +210,9 @@ export function checkAccountUpstream(value: unknown): string | null {
       const problem = checkOverlay(k as MailProtocol, v);
       if (problem) return problem;
     } else if (k === 'username') {
-      if (typeof v !== 'string' || v === '' || /[\r\n\0]/.test(v)) return 'username: expected a non-empty string';
+      if (typeof v !== 'string' || v === '' || v.length > MAX_UPSTREAM_USERNAME || CONTROL_RE.test(v)) {
+        return `username: expected 1-${MAX_UPSTREAM_USERNAME} characters, no control characters`;
+      }
     } else if (k === 'password') {
       if (typeof v !== 'string' || !isSealed(v)) return 'password: expected a sealed secret';
     } else return `${k}: unknown field`;

@@ -1,5 +1,5 @@
 import { Type } from 'typebox';
-import { LOGIN_MODES, MASTER_STYLES, TLS_MODES } from '../backends/routing.js';
+import { LOGIN_MODES, MASTER_STYLES, MAX_UPSTREAM_PASSWORD, MAX_UPSTREAM_USERNAME, TLS_MODES } from '../backends/routing.js';
 import { isActive, type AccountRecord, type KeyRecord } from '../keys/record.js';
 import { SCOPE_ALIASES, SCOPES } from '../keys/scopes.js';
 
@@ -137,10 +137,10 @@ export const AccountUpstreamBody = Type.Object(
     imap: Type.Optional(UpstreamOverlay),
     pop3: Type.Optional(UpstreamOverlay),
     smtp: Type.Optional(UpstreamOverlay),
-    username: Type.Optional(NullableString({ maxLength: 254, pattern: '^[^\\u0000-\\u001f\\u007f]*$', description: 'Upstream user name; null = the account address' })),
+    username: Type.Optional(NullableString({ maxLength: MAX_UPSTREAM_USERNAME, pattern: '^[^\\u0000-\\u001f\\u007f]*$', description: 'Upstream user name; null = the account address' })),
     password: Type.Optional(
       NullableString({
-        maxLength: 1024,
+        maxLength: MAX_UPSTREAM_PASSWORD,
         description: 'Upstream password for login mode "account", in plain text; stored sealed under KEYGATE_SECRET and never returned. Absent = keep the stored one; null = remove it.',
       }),
     ),

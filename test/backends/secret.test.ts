@@ -69,6 +69,11 @@ describe('upstream credentials at rest', () => {
       await store.ensureAccount('c@example.com');
       await expect(setAccountUpstream(store, { secret: '' }, 'c@example.com', { password: 'x' })).rejects.toThrow(/at least 16 characters/);
       await expect(setAccountUpstream(store, { secret: SECRET }, 'c@example.com', { imap: { tls: 'maybe' as never } })).rejects.toThrow(UpstreamInputError);
+      // The same bounds as the HTTP schema, for every caller (the CLI too).
+      await expect(setAccountUpstream(store, { secret: SECRET }, 'c@example.com', { password: 'p'.repeat(1025) })).rejects.toMatchObject({ field: 'password' });
+      await expect(setAccountUpstream(store, { secret: SECRET }, 'c@example.com', { username: 'u'.repeat(255) })).rejects.toMatchObject({ field: 'username' });
+      await expect(setAccountUpstream(store, { secret: SECRET }, 'c@example.com', { username: 'tab\there' })).rejects.toMatchObject({ field: 'username' });
+      expect((await setAccountUpstream(store, { secret: SECRET }, 'c@example.com', { username: 'u'.repeat(254), password: 'p'.repeat(1024) })).upstream).toMatchObject({ username: 'u'.repeat(254) });
       await expect(setAccountUpstream(store, { secret: SECRET }, 'nobody@example.com', null)).rejects.toThrow(/not found/);
       expect((await setAccountUpstream(store, { secret: SECRET }, 'c@example.com', null)).upstream).toBeNull();
     } finally {
