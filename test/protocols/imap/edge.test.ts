@@ -98,6 +98,18 @@ describe('framing and bounds', () => {
     ]);
   });
 
+  it('counts malformed SASL responses toward the protocol-error limit, as POP3 does', async () => {
+    const c = await connect();
+    for (let i = 0; i < 5; i++) {
+      c.write(`s${i} AUTHENTICATE PLAIN ${i % 2 ? '!!!notbase64' : Buffer.from('no-nul-fields').toString('base64')}\r\n`);
+      expect(await c.line()).toMatch(new RegExp(`^s${i} BAD `));
+    }
+    expect(await c.command('l', `LOGIN ${ACCOUNT} ${key}`)).toMatch(/^l OK /);
+    // Five errors so far: five more are answered, the 11th closes.
+    c.write(Array.from({ length: 6 }, (_, i) => `g${i} ???\r\n`).join(''));
+    expect((await c.rest()).split('\r\n').filter(Boolean).at(-1)).toBe('* BYE Too many protocol errors');
+  });
+
   it('says BYE after too many commands before login', async () => {
     const c = await connect();
     const replies: string[] = [];

@@ -29,7 +29,7 @@ async function response(session: ImapSession, tag: string, initial: string | und
   const text = await responseText(session, tag, initial, prompt);
   if (text === null) return null;
   const decoded = decodeBase64(text);
-  if (decoded === null) session.send(`${tag} ${REPLY.badBase64}\r\n`);
+  if (decoded === null) session.protocolError(tag, REPLY.badBase64);
   return decoded;
 }
 
@@ -40,7 +40,8 @@ async function plain(session: ImapSession, tag: string, initial: string | undefi
   if (creds.ok) return passwordLogin(session, tag, creds.username, creds.secret);
   // Acting as someone else is not a thing keys do: a refused login, audited, not a syntax error.
   if (creds.reason === 'authzid_mismatch') return refuseLogin(session, tag, creds.username, creds.reason);
-  session.send(`${tag} ${creds.reason === 'base64' ? REPLY.badBase64 : REPLY.badSaslPlain}\r\n`);
+  // Malformed SASL counts toward the protocol-error limit, as in POP3.
+  session.protocolError(tag, creds.reason === 'base64' ? REPLY.badBase64 : REPLY.badSaslPlain);
 }
 
 async function login(session: ImapSession, tag: string, initial: string | undefined): Promise<void> {
