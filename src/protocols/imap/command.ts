@@ -44,6 +44,8 @@ export interface ImapSession {
   capabilities(): string;
   /** Writes one reply in one socket write. */
   send(text: string): void;
+  /** Answers a malformed command (`reply` is `BAD …`); counts toward the protocol-error limit, closing past it. */
+  protocolError(tag: string | null, reply: string): void;
   /** Sends `+ <prompt>` and resolves with the client's next line; null if the connection closed first. */
   readContinuation(prompt: string): Promise<Buffer | null>;
   /** Takes over a successful login: registers the live session, hands it to the backend, sends the tagged OK. */
