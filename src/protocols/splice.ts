@@ -11,6 +11,8 @@ export interface SpliceOptions {
   onUpstreamError(err: Error): void;
   /** The upstream ended the session (or failed): the session is over even while the client lingers. */
   onUpstreamEnded(): void;
+  /** Sees every upstream chunk on its way to the client (IMAP follows line boundaries with it). */
+  onRelay?(chunk: Buffer): void;
 }
 
 export interface Splice {
@@ -40,6 +42,7 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
   };
   const toClient = (chunk: Buffer): void => {
     if (stopped || client.destroyed) return;
+    options.onRelay?.(chunk);
     if (!client.write(chunk) && !upstreamPaused) {
       upstreamPaused = true;
       upstream.pause();

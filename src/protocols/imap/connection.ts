@@ -7,6 +7,7 @@ import { plaintextLoginAllowed } from '../limits.js';
 import { splice, type Splice } from '../splice.js';
 import type { Connection } from '../tcp-listener.js';
 import type { ImapContext, ImapState, LoginSuccess } from './command.js';
+import { ImapLineBoundary } from './boundary.js';
 import { dispatch, type Dispatchable } from './dispatcher.js';
 import { ImapFramer } from './framing.js';
 import { peekTag } from './parser.js';
@@ -99,6 +100,7 @@ export class ImapConnection implements Dispatchable, LiveSession {
   private unregister: (() => void) | null = null;
   private pipe: PipeSession | null = null;
   private splice: Splice | null = null;
+  private boundary: ImapLineBoundary | null = null;
 
   constructor(
     readonly context: ImapListenerContext,
@@ -231,9 +233,11 @@ export class ImapConnection implements Dispatchable, LiveSession {
   /** LiveSession: the key was revoked or expired, the account disabled, or the server is going down. */
   end(reason: EndReason): void {
     if (this.ending) return;
-    // Piped: no upstream byte may follow the BYE.
+    // Piped: no upstream byte may follow the BYE, and the BYE may not land
+    // inside a line or a literal the client is still reading (it would be
+    // taken for message bytes): then the session ends without one.
     this.splice?.stop();
-    this.close(END_BYE[reason]);
+    this.close(!this.pipe || this.boundary?.atLineStart ? END_BYE[reason] : undefined);
   }
 
   /** Shutdown has begun: an idle session says BYE now, a busy one after its command; piped sessions keep running. */
@@ -370,8 +374,11 @@ export class ImapConnection implements Dispatchable, LiveSession {
     client.off('drain', this.onDrain);
     const pending = this.framer.takeRest();
     if (pending) pipe.socket.write(pending);
+    const boundary = new ImapLineBoundary();
+    this.boundary = boundary;
     this.splice = splice(client, pipe, {
       lingerMs: CLOSE_LINGER_MS,
+      onRelay: (chunk) => boundary.feed(chunk),
       onUpstreamError: (err) => this.context.logger.debug({ ip: this.remoteAddress, err: err.message }, 'IMAP upstream connection failed'),
       onUpstreamEnded: () => {
         this.ending = true;

@@ -26,6 +26,20 @@ function startUpstream(): Promise<{ port: number; sockets: Set<net.Socket>; open
         else if (cmd === 'FETCH') {
           const body = 'x'.repeat(2 * 1024 * 1024);
           s.write(`* 1 FETCH (BODY[] {${body.length}}\r\n${body})\r\n${tag} OK FETCH completed\r\n`);
+        } else if (cmd === 'HUGE') {
+          // A 256 MB literal, streamed with backpressure: more than any socket buffers hold.
+          const size = 256 * 1024 * 1024;
+          const chunk = Buffer.alloc(64 * 1024, 'y');
+          let sent = 0;
+          s.write(`* 1 FETCH (BODY[] {${size}}\r\n`);
+          const more = (): void => {
+            while (sent < size && !s.destroyed) {
+              sent += chunk.length;
+              if (!s.write(chunk)) return void s.once('drain', more);
+            }
+            if (!s.destroyed) s.write(`)\r\n${tag} OK FETCH completed\r\n`);
+          };
+          more();
         } else if (cmd === 'LOGOUT') s.end(`* BYE upstream\r\n${tag} OK LOGOUT completed\r\n`);
         else s.write(`${tag} OK upstream ${cmd}\r\n`);
       }
@@ -144,6 +158,27 @@ describe('hand-off to an IMAP backend', () => {
     await c.closed;
     await sleep(50);
     expect(up.sockets.size).toBe(0);
+  });
+
+  it('on revocation in the middle of a literal, ends the session without a BYE inside the message', async () => {
+    const { key: k, id } = await h.issue();
+    const raw = net.connect({ port: h.port, host: '127.0.0.1' });
+    let text = '';
+    const onData = (d: Buffer): void => void (text += d.toString('latin1'));
+    raw.on('data', onData);
+    const closed = new Promise((r) => raw.once('close', r));
+    raw.write(`a LOGIN ${ACCOUNT} ${k}\r\nb HUGE\r\n`);
+    // Stop reading once the literal has begun: Keygate is left mid-literal.
+    await until(() => text.includes('BODY[] {'));
+    raw.pause();
+    await sleep(50);
+    await h.store.revokeKey(id, new Date().toISOString());
+    await until(() => up.sockets.size === 0);
+    raw.resume();
+    await closed;
+    expect(text).toContain('* 1 FETCH (BODY[] {268435456}\r\nyyyy');
+    expect(text.length).toBeLessThan(256 * 1024 * 1024); // cut short, as it should be
+    expect(text).not.toContain('* BYE Session revoked');
   });
 
   it('answers NO [UNAVAILABLE] when the backend cannot be reached, and the client may try again', async () => {
