@@ -2,6 +2,7 @@ import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { AdaptiveReads } from './adaptive-reads.js';
 import type { UpstreamServer } from './routing.js';
+import type { PipeSession } from './types.js';
 
 /** Longest line accepted from an upstream before login (guards memory against a broken server). */
 const MAX_LINE = 64 * 1024;
@@ -83,6 +84,23 @@ export class UpstreamConnection {
     return conn;
   }
 
+  /**
+   * Connects, runs the protocol's `login` exchange, and hands the logged-in
+   * connection over as a pipe session; a failed login destroys it. Rejects
+   * with UpstreamError (or whatever `login` throws).
+   */
+  static async logIn<T>(server: UpstreamServer, timeouts: Timeouts, login: (conn: UpstreamConnection) => Promise<T>): Promise<{ pipe: PipeSession; result: T }> {
+    const conn = await UpstreamConnection.open(server, timeouts);
+    let result: T;
+    try {
+      result = await login(conn);
+    } catch (err) {
+      conn.destroy();
+      throw err;
+    }
+    return { pipe: conn.detach(), result };
+  }
+
   /** Next line without its CRLF (latin1, so byte counts stay exact). */
   async readLine(): Promise<string> {
     for (;;) {
@@ -136,7 +154,7 @@ export class UpstreamConnection {
    * stopped, reading paused until `relay` names where the bytes go (any read
    * past the login reply first).
    */
-  detach(): { socket: Socket; relay(sink: (chunk: Buffer) => void): void } {
+  detach(): PipeSession {
     this.clearTimer();
     this.detachListeners();
     const { socket, reads } = this;
@@ -152,6 +170,7 @@ export class UpstreamConnection {
         // Synchronous, so no read can overtake it; a full client buffer may pause the socket again.
         if (readAhead.length > 0) sink(readAhead);
       },
+      close: () => void socket.destroy(),
     };
   }
 

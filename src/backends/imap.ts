@@ -35,15 +35,8 @@ export class ImapProxyBackend implements ImapBackend {
   /** Resolves with the logged-in upstream; BackendUnavailableError when it cannot be reached or refuses. */
   open(ctx: SessionContext): Promise<PipeSession> {
     return openRoute(this.routes, ctx, 'imap', this.logger, async (route) => {
-      const conn = await UpstreamConnection.open(route.server, this.timeouts);
-      try {
-        const capabilities = await imapLogin(conn, route, ctx);
-        const { socket, relay } = conn.detach();
-        return { socket, relay, capabilities, close: () => socket.destroy() };
-      } catch (err) {
-        conn.destroy();
-        throw err;
-      }
+      const { pipe, result } = await UpstreamConnection.logIn(route.server, this.timeouts, (conn) => imapLogin(conn, route, ctx));
+      return { ...pipe, capabilities: result };
     });
   }
 }

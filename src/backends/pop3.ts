@@ -22,15 +22,8 @@ export class Pop3ProxyBackend implements Pop3Backend {
   /** Resolves with the logged-in upstream; BackendUnavailableError when it cannot be reached or refuses. */
   open(ctx: SessionContext): Promise<PipeSession> {
     return openRoute(this.routes, ctx, 'pop3', this.logger, async (route) => {
-      const conn = await UpstreamConnection.open(route.server, this.timeouts);
-      try {
-        await pop3Login(conn, route, ctx);
-        const { socket, relay } = conn.detach();
-        return { socket, relay, close: () => socket.destroy() };
-      } catch (err) {
-        conn.destroy();
-        throw err;
-      }
+      const { pipe } = await UpstreamConnection.logIn(route.server, this.timeouts, (conn) => pop3Login(conn, route, ctx));
+      return pipe;
     });
   }
 }
