@@ -50,14 +50,19 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
     }
   };
 
+  /** Ends the splice once: listeners off, upstream closed. False when it had already ended. */
+  const finish = (): boolean => {
+    if (stopped) return false;
+    stopped = true;
+    detach();
+    pipe.close();
+    return true;
+  };
   // The upstream said goodbye (POP3 QUIT, IMAP LOGOUT, its autologout):
   // everything it sent goes out (a slow client gets up to FLUSH_LIMIT_MS to
   // read it), then the client is closed.
   const upstreamEnded = (): void => {
-    if (stopped) return;
-    stopped = true;
-    detach();
-    pipe.close();
+    if (!finish()) return;
     options.onUpstreamEnded();
     if (client.destroyed) return;
     const cut = (): void => void client.destroy();
@@ -65,18 +70,10 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
     setTimeout(cut, FLUSH_LIMIT_MS).unref();
     client.end();
   };
-  const clientClosed = (): void => {
-    if (stopped) return;
-    stopped = true;
-    detach();
-    pipe.close();
-  };
+  const clientClosed = (): void => void finish();
   const upstreamError = (err: Error): void => {
     options.onUpstreamError(err);
-    if (stopped) return;
-    stopped = true;
-    detach();
-    pipe.close();
+    if (!finish()) return;
     options.onUpstreamEnded();
     client.destroy();
   };
@@ -109,12 +106,5 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
   // Upstream → client: the bulk direction (FETCH, RETR).
   pipe.relay(toClient);
 
-  return {
-    stop(): void {
-      if (stopped) return;
-      stopped = true;
-      detach();
-      pipe.close();
-    },
-  };
+  return { stop: () => void finish() };
 }
