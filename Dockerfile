@@ -9,7 +9,7 @@
 #
 # Every setting is an environment variable (KEYGATE_*); see docker-compose.yml.
 
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 
 # --- toolchain: better-sqlite3 compiles its native module from source when no
 # prebuilt binary fits, which needs python3, make and g++. npm 11, as in
