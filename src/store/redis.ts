@@ -28,6 +28,7 @@ export interface RedisStoreOptions {
  *   {ns}:account:<address>   hash, one field per AccountRecord property, JSON-encoded
  *   {ns}:alias:<name>        string → address
  *   {ns}:accounts            zset, score 0, member address (lexical order)
+ *   {ns}:value:<name>        string, a value with a lifetime (putValue), expiry by PX
  * Events: PUBLISH on channel {ns}:events, JSON StoreEvent plus "origin" (the instance id).
  * Field values are JSON text, so Lua builds event JSON by concatenating stored fields.
  */
@@ -188,6 +189,11 @@ insert_key(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[1], ARGV[6], ARGV[7], 8)
 redis.call('HSET', KEYS[2], 'rotatedFrom', from)
 return {'OK', revoked}`,
 
+  // KEYS: value  ARGV: expected. Deletes only while the value is still the one the caller holds.
+  kgDeleteValueIf: `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`,
+
   // KEYS: key per id  ARGV: at, ip, protocol per key. Only keys that exist are updated.
   kgTouch: `
 local n = 0
@@ -341,6 +347,7 @@ class RedisStore implements KeyStore {
     account: (a: string) => `${this.p}account:${a}`,
     alias: (n: string) => `${this.p}alias:${n}`,
     accounts: () => `${this.p}accounts`,
+    value: (name: string) => `${this.p}value:${name}`,
   };
 
   private async run<T>(fn: () => Promise<T>): Promise<T> {
@@ -622,6 +629,32 @@ class RedisStore implements KeyStore {
     });
     for (const id of revoked) this.emit({ type: 'key-revoked', id, account: addr });
     this.emit({ type: 'account-changed', address: addr });
+  }
+
+  async putValue(name: string, value: string, ttlMs: number | null, options: { onlyIfAbsent?: boolean } = {}): Promise<boolean> {
+    return this.run(async () => {
+      const k = this.k.value(name);
+      const px = ttlMs === null ? null : Math.max(1, Math.ceil(ttlMs));
+      let res: string | null;
+      if (px === null) res = options.onlyIfAbsent ? await this.client.set(k, value, 'NX') : await this.client.set(k, value);
+      else res = options.onlyIfAbsent ? await this.client.set(k, value, 'PX', px, 'NX') : await this.client.set(k, value, 'PX', px);
+      return res === 'OK';
+    });
+  }
+
+  async getValue(name: string): Promise<string | null> {
+    return this.run(() => this.client.get(this.k.value(name)));
+  }
+
+  async takeValue(name: string): Promise<string | null> {
+    return this.run(() => this.client.getdel(this.k.value(name)));
+  }
+
+  async deleteValue(name: string, ifValue?: string): Promise<boolean> {
+    return this.run(async () => {
+      const n = ifValue === undefined ? await this.client.del(this.k.value(name)) : await this.script('kgDeleteValueIf', [this.k.value(name)], [ifValue]);
+      return Number(n) > 0;
+    });
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

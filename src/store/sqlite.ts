@@ -39,6 +39,12 @@ CREATE TABLE IF NOT EXISTS aliases (
   address TEXT NOT NULL REFERENCES accounts(address) ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS aliases_address ON aliases(address);
+CREATE TABLE IF NOT EXISTS kv (
+  name TEXT PRIMARY KEY,
+  value TEXT NOT NULL,
+  expires_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires_at) WHERE expires_at IS NOT NULL;
 `;
 
 interface KeyRow {
@@ -133,6 +139,7 @@ export class SqliteStore implements KeyStore {
   private readonly events = new EventEmitter();
   private readonly touches: TouchBuffer;
   private closed = false;
+  private lastPurge = 0;
   private readonly q;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
@@ -170,6 +177,18 @@ export class SqliteStore implements KeyStore {
       deleteAliases: db.prepare<[string]>('DELETE FROM aliases WHERE address = ?'),
       updateAccount: db.prepare('UPDATE accounts SET display_name = @display_name, disabled = @disabled, upstream = @upstream WHERE address = @address'),
       deleteAccount: db.prepare<[string]>('DELETE FROM accounts WHERE address = ?'),
+      getValue: db.prepare<[string, number], { value: string }>('SELECT value FROM kv WHERE name = ? AND (expires_at IS NULL OR expires_at > ?)'),
+      putValue: db.prepare<[string, string, number | null]>(
+        'INSERT INTO kv VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at',
+      ),
+      putValueIfAbsent: db.prepare<[{ name: string; value: string; expires: number | null; now: number }]>(
+        `INSERT INTO kv VALUES (@name, @value, @expires) ON CONFLICT(name) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at
+         WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= @now`,
+      ),
+      takeValue: db.prepare<[string], { value: string; expires_at: number | null }>('DELETE FROM kv WHERE name = ? RETURNING value, expires_at'),
+      deleteValue: db.prepare<[string]>('DELETE FROM kv WHERE name = ?'),
+      deleteValueIf: db.prepare<[string, string]>('DELETE FROM kv WHERE name = ? AND value = ?'),
+      purgeValues: db.prepare<[number]>('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     };
     this.touches = new TouchBuffer(async (batch) => this.writeTouches(batch), options.touchIntervalMs ?? 1000, options.onError);
   }
@@ -389,6 +408,34 @@ export class SqliteStore implements KeyStore {
     );
     for (const id of revoked) this.emit({ type: 'key-revoked', id, account: addr });
     this.emit({ type: 'account-changed', address: addr });
+  }
+
+  async putValue(name: string, value: string, ttlMs: number | null, options: { onlyIfAbsent?: boolean } = {}): Promise<boolean> {
+    const now = Date.now();
+    const expires = ttlMs === null ? null : now + ttlMs;
+    return this.run(() => {
+      // Expired rows are dropped as writes go by, a minute apart at most: reads ignore them anyway.
+      if (now - this.lastPurge > 60_000) {
+        this.lastPurge = now;
+        this.q.purgeValues.run(now);
+      }
+      if (options.onlyIfAbsent) return this.q.putValueIfAbsent.run({ name, value, expires, now }).changes > 0;
+      this.q.putValue.run(name, value, expires);
+      return true;
+    });
+  }
+
+  async getValue(name: string): Promise<string | null> {
+    return this.run(() => this.q.getValue.get(name, Date.now())?.value ?? null);
+  }
+
+  async takeValue(name: string): Promise<string | null> {
+    const row = this.run(() => this.q.takeValue.get(name));
+    return row && (row.expires_at === null || row.expires_at > Date.now()) ? row.value : null;
+  }
+
+  async deleteValue(name: string, ifValue?: string): Promise<boolean> {
+    return this.run(() => (ifValue === undefined ? this.q.deleteValue.run(name) : this.q.deleteValueIf.run(name, ifValue)).changes > 0);
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

@@ -81,6 +81,21 @@ export interface KeyStore {
   /** Deletes the account and revokes every key bound to it. NotFoundError for an unknown account. */
   deleteAccount(address: string, at: string): Promise<void>;
 
+  /**
+   * Small shared values with a lifetime, for everything several instances must
+   * agree on besides keys: console sessions, one-time links, locks, TLS ticket
+   * keys, certificates. `name` is a namespaced id (`session:…`, `lock:…`);
+   * `ttlMs` null keeps the value until deleted. With `onlyIfAbsent` an
+   * existing unexpired value is left alone and the call resolves false.
+   */
+  putValue(name: string, value: string, ttlMs: number | null, options?: { onlyIfAbsent?: boolean }): Promise<boolean>;
+  /** The value, or null when absent or expired. */
+  getValue(name: string): Promise<string | null>;
+  /** Removes and returns the value in one atomic step: of two concurrent takes, at most one gets it. */
+  takeValue(name: string): Promise<string | null>;
+  /** Removes the value; with `ifValue`, only while it still equals that (releasing a lock one holds). Resolves whether it removed one. */
+  deleteValue(name: string, ifValue?: string): Promise<boolean>;
+
   /** Receives revocation and account events, from this instance and (on Redis) every other. */
   subscribe(listener: (event: StoreEvent) => void): () => void;
 

@@ -307,8 +307,65 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     expect((await store.listKeys()).filter((k) => k.revokedAt === null).map((k) => k.id)).toEqual([current.id]);
   });
 
+  it(`${target.name}: keeps values with a lifetime: put, get, take once, expire, only-if-absent, delete-if-held`, async () => {
+    expect(await store.getValue('session:a')).toBeNull();
+    expect(await store.putValue('session:a', 'one', 60_000)).toBe(true);
+    expect(await store.getValue('session:a')).toBe('one');
+    // Overwrite refreshes the value (an idle timeout sliding forward).
+    expect(await store.putValue('session:a', 'two', 60_000)).toBe(true);
+    expect(await store.getValue('session:a')).toBe('two');
+    // Only-if-absent leaves a live value alone.
+    expect(await store.putValue('session:a', 'three', 60_000, { onlyIfAbsent: true })).toBe(false);
+    expect(await store.getValue('session:a')).toBe('two');
+    // Take: once, then gone.
+    expect(await store.takeValue('session:a')).toBe('two');
+    expect(await store.takeValue('session:a')).toBeNull();
+    expect(await store.getValue('session:a')).toBeNull();
+    // Expiry: gone for get and take, and free again for only-if-absent.
+    await store.putValue('link:x', 'soon', 50);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(await store.getValue('link:x')).toBeNull();
+    expect(await store.takeValue('link:x')).toBeNull();
+    expect(await store.putValue('link:x', 'again', 60_000, { onlyIfAbsent: true })).toBe(true);
+    expect(await store.getValue('link:x')).toBe('again');
+    // No lifetime: kept until deleted.
+    await store.putValue('cert:main', 'pem', null);
+    expect(await store.getValue('cert:main')).toBe('pem');
+    expect(await store.deleteValue('cert:main')).toBe(true);
+    expect(await store.deleteValue('cert:main')).toBe(false);
+    // A lock is released only by its holder.
+    expect(await store.putValue('lock:renew', 'holder-1', 60_000, { onlyIfAbsent: true })).toBe(true);
+    expect(await store.putValue('lock:renew', 'holder-2', 60_000, { onlyIfAbsent: true })).toBe(false);
+    expect(await store.deleteValue('lock:renew', 'holder-2')).toBe(false);
+    expect(await store.getValue('lock:renew')).toBe('holder-1');
+    expect(await store.deleteValue('lock:renew', 'holder-1')).toBe(true);
+    expect(await store.getValue('lock:renew')).toBeNull();
+  });
+
+  it(`${target.name}: of concurrent takes and only-if-absent puts of one value, exactly one wins`, async () => {
+    await store.putValue('link:race', 'v', 60_000);
+    const takes = await Promise.all(Array.from({ length: 20 }, () => store.takeValue('link:race')));
+    expect(takes.filter((t) => t === 'v')).toHaveLength(1);
+    const puts = await Promise.all(Array.from({ length: 20 }, (_, i) => store.putValue('lock:race', `h${i}`, 60_000, { onlyIfAbsent: true })));
+    expect(puts.filter(Boolean)).toHaveLength(1);
+  });
+
   if (target.openPeer) {
     const openPeer = target.openPeer.bind(target);
+    it(`${target.name}: a value put on one instance is read, taken and locked on another`, async () => {
+      const peer = await openPeer(store);
+      try {
+        await store.putValue('session:shared', 'signed-in', 60_000);
+        expect(await peer.getValue('session:shared')).toBe('signed-in');
+        expect(await peer.putValue('lock:shared', 'peer', 60_000, { onlyIfAbsent: true })).toBe(true);
+        expect(await store.putValue('lock:shared', 'store', 60_000, { onlyIfAbsent: true })).toBe(false);
+        expect(await peer.takeValue('session:shared')).toBe('signed-in');
+        expect(await store.getValue('session:shared')).toBeNull();
+      } finally {
+        await peer.close();
+      }
+    });
+
     it(`${target.name}: two instances racing replaceDeviceKey for one device leave exactly one live key`, async () => {
       const peer = await openPeer(store);
       try {
