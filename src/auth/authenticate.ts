@@ -1,5 +1,7 @@
-import { isWellFormedKey, hashKey } from '../keys/format.js';
-import { decide, type Action, type DenyReason } from '../keys/policy.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { NO_BACKENDS, type BackendSessions, type Backends } from '../backends/types.js';
+import { hashKey, isWellFormedKey } from '../keys/format.js';
+import { decide, type Action } from '../keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../keys/record.js';
 import { normalizeAddress } from '../keys/record.js';
 import type { Protocol } from '../keys/scopes.js';
@@ -7,129 +9,240 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { StoreUnavailableError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
+import type {
+  ApiAttempt,
+  ApiLoggedIn,
+  AttemptRecord,
+  FailReason,
+  LoginAttempt,
+  LoginOutcome,
+  MailAttempt,
+  MailLoggedIn,
+  Refused,
+  Temporary,
+  TemporaryReason,
+} from './attempt.js';
+import type { SessionRegistry } from './sessions.js';
 
-/** Why a presented key was refused; audit-log only, never shown to a client. */
-export type FailReason = DenyReason | 'malformed' | 'unknown_key' | 'unknown_account' | 'rate_limited' | 'store_unavailable';
+export type * from './attempt.js';
 
-export type IdentifyResult =
-  | { ok: true; key: KeyRecord; keyAccount: AccountRecord | null }
-  | { ok: false; reason: 'malformed' | 'unknown_key' | 'store_unavailable' };
-
-export type LoginResult =
-  | { ok: true; key: KeyRecord; account: AccountRecord }
-  | { ok: false; reason: FailReason; keyId?: string; temporary: boolean };
-
-export interface LoginRequest {
-  protocol: Protocol;
-  username: string;
-  secret: string;
+/** The limiter's view of one attempt: the IP, the account asked for ('' on HTTP) and the presented key's hash. */
+export interface LimitKey {
   ip: string;
+  account: string;
+  keyHash: string;
 }
 
-/** Gate consulted before and after a login; the listener issue supplies the rate limiter. */
+/** Failed-attempt limits, consulted before the store and told how the attempt went (src/auth/limits.ts). */
 export interface LoginLimiter {
-  /** True when this IP/account/key may try now; false = refuse with a temporary failure, no store lookup. */
-  allow(req: { ip: string; account: string; keyHash: string }): Promise<boolean>;
-  recordFailure(req: { ip: string; account: string; keyHash: string }): Promise<void>;
-  recordSuccess?(req: { ip: string; account: string; keyHash: string }): Promise<void>;
+  /** True when this IP/account/key may try now; false = a temporary refusal, no store lookup. */
+  allow(req: LimitKey): Promise<boolean>;
+  recordFailure(req: LimitKey): Promise<void>;
+  recordSuccess?(req: LimitKey): Promise<void>;
 }
+
+export interface AuthenticatorDeps {
+  store: KeyStore;
+  logger: Logger;
+  /** `auth.failureDelay`: every refusal is answered this long after the attempt began, ms. */
+  failureDelayMs: number;
+  metrics?: Metrics;
+  /** Failed-attempt limits; none = unlimited. */
+  limiter?: LoginLimiter | null;
+  /** The live mail sessions, so revocation and expiry can end them; none = not tracked. */
+  sessions?: SessionRegistry;
+  /** Where logged-in mail sessions go; default none. */
+  backends?: Backends;
+  /** Sees every attempt's record once it is decided, after its audit line (login history). */
+  onAttempt?: (record: AttemptRecord) => void;
+}
+
+/** An attempt as decided, before the surface's answer. */
+type Decision =
+  | { ok: true; key: KeyRecord; account: AccountRecord | null; keyAccount: AccountRecord | null }
+  | { ok: false; refused: Refused; key?: KeyRecord }
+  | { ok: false; temporary: Temporary; key?: KeyRecord };
 
 /**
- * The one authenticate path every surface uses: shape and checksum first (no
- * store hit for garbage), one SHA-256, one indexed lookup, then the policy.
- * Last use and audit never hold up the reply.
+ * The one login path of every surface (IMAP, POP3, SMTP, nginx auth_http,
+ * the HTTP API): `logIn(attempt)` checks the key's shape and checksum (no
+ * store hit for garbage), applies the failure limits, looks the key up by its
+ * SHA-256, asks the policy, audits and counts the attempt, answers every
+ * refusal the failure delay after the attempt began, and, for a mail login
+ * with a connection, opens the protocol's backend and registers the live
+ * session. Nothing else may decide a login. Last use and audit never hold up
+ * the reply.
  */
 export class Authenticator {
-  limiter: LoginLimiter | null = null;
+  readonly store: KeyStore;
+  private readonly logger: Logger;
+  private readonly failureDelayMs: number;
+  private readonly metrics: Metrics | undefined;
+  private readonly limiter: LoginLimiter | null;
+  private readonly sessions: SessionRegistry | undefined;
+  private readonly backends: Backends;
+  private readonly onAttempt: ((record: AttemptRecord) => void) | undefined;
 
-  constructor(
-    readonly store: KeyStore,
-    private readonly logger: Logger,
-    private readonly metrics?: Metrics,
-  ) {}
-
-  /** Finds the key a secret belongs to, without deciding anything about what it may do. */
-  async identify(secret: string): Promise<IdentifyResult> {
-    const candidate = secret.trim();
-    return isWellFormedKey(candidate) ? this.identifyHash(hashKey(candidate)) : { ok: false, reason: 'malformed' };
+  constructor(deps: AuthenticatorDeps) {
+    this.store = deps.store;
+    this.logger = deps.logger;
+    this.failureDelayMs = deps.failureDelayMs;
+    this.metrics = deps.metrics;
+    this.limiter = deps.limiter ?? null;
+    this.sessions = deps.sessions;
+    this.backends = deps.backends ?? NO_BACKENDS;
+    this.onAttempt = deps.onAttempt;
   }
 
-  /** `identify` for a key whose shape was checked and hash taken already. */
-  private async identifyHash(hash: string): Promise<IdentifyResult> {
+  /** A mail login; never throws. */
+  logIn<P extends Protocol>(attempt: MailAttempt<P>): Promise<LoginOutcome<MailLoggedIn<P>>>;
+  /** An HTTP request's key; never throws. */
+  logIn(attempt: ApiAttempt): Promise<LoginOutcome<ApiLoggedIn>>;
+  async logIn(attempt: LoginAttempt): Promise<LoginOutcome<MailLoggedIn | ApiLoggedIn>> {
+    const started = performance.now();
+    let decision: Decision;
     try {
-      const key = await this.store.findByHash(hash);
-      if (!key) return { ok: false, reason: 'unknown_key' };
-      const keyAccount = key.account === null ? null : await this.store.getAccount(key.account);
-      return { ok: true, key, keyAccount };
+      decision = attempt.refused !== undefined ? { ok: false, refused: { kind: 'refused', reason: attempt.refused } } : await this.decide(attempt);
     } catch (err) {
-      if (err instanceof StoreUnavailableError) return { ok: false, reason: 'store_unavailable' };
-      throw err;
+      // A bug, not an unreachable store (that one is a temporary decision): logged without the key.
+      this.logger.error({ err, protocol: attempt.protocol, ip: attempt.ip, account: 'username' in attempt ? normalizeAddress(attempt.username) : null }, 'login check failed');
+      decision = { ok: false, temporary: { kind: 'temporary', reason: 'check_failed' } };
     }
+    this.record(attempt, decision, performance.now() - started);
+    if (!decision.ok) {
+      // A refusal that took an extra lookup (a valid key under another account's name) takes no longer than one that did not.
+      await sleep(Math.max(0, this.failureDelayMs - (performance.now() - started)));
+      return 'refused' in decision ? decision.refused : decision.temporary;
+    }
+    if (attempt.protocol === 'http') return { kind: 'loggedIn', key: decision.key, keyAccount: decision.keyAccount };
+    return this.openSession(attempt, decision.key, decision.account!);
   }
 
-  /** Decides an already identified key against an action. */
-  authorize(id: Extract<IdentifyResult, { ok: true }>, action: Action, ip: string, now = new Date()) {
-    return decide(id.key, action, { ip, now, account: id.keyAccount });
-  }
-
-  /** A protocol login: username is the account address or an alias, password the key. */
-  async login(req: LoginRequest): Promise<LoginResult> {
-    const started = process.hrtime.bigint();
-    const username = normalizeAddress(req.username);
-    const result = await this.loginInner(req, username);
-    this.metrics?.authDuration.observe({ protocol: req.protocol }, Number(process.hrtime.bigint() - started) / 1e9);
-    this.metrics?.authAttempts.inc({ protocol: req.protocol, result: result.ok ? 'success' : result.temporary ? 'temporary_failure' : 'failure' });
-    this.audit(req.protocol, req.ip, result.ok ? result.account.address : username, result);
-    return result;
-  }
-
-  private async loginInner(req: LoginRequest, username: string): Promise<LoginResult> {
-    const secret = req.secret.trim();
-    // One shape check and one SHA-256 per login: the limiter keys on the same hash the store is searched by.
-    const keyHash = isWellFormedKey(secret) ? hashKey(secret) : null;
-    const limitKey = { ip: req.ip, account: username, keyHash: keyHash ?? 'malformed' };
+  private async decide(attempt: LoginAttempt): Promise<Decision> {
+    const key = attempt.key.trim();
+    // One shape check and one SHA-256 per attempt: the limiter keys on the same hash the store is searched by.
+    const keyHash = isWellFormedKey(key) ? hashKey(key) : null;
+    const username = attempt.protocol === 'http' ? null : normalizeAddress(attempt.username);
+    const limitKey: LimitKey = { ip: attempt.ip, account: username ?? '', keyHash: keyHash ?? 'malformed' };
     if (this.limiter && !(await this.limiter.allow(limitKey))) {
-      this.metrics?.rateLimited.inc({ surface: req.protocol });
-      return { ok: false, reason: 'rate_limited', temporary: true };
+      this.metrics?.rateLimited.inc({ surface: attempt.protocol });
+      return temporary('rate_limited');
     }
-    const fail = async (reason: FailReason, keyId?: string): Promise<LoginResult> => {
-      await this.limiter?.recordFailure(limitKey);
-      return keyId ? { ok: false, reason, keyId, temporary: false } : { ok: false, reason, temporary: false };
-    };
+    const decision = await this.lookUp(attempt, keyHash, username);
+    if (decision.ok) void this.limiter?.recordSuccess?.(limitKey);
+    else if ('refused' in decision) await this.limiter?.recordFailure(limitKey);
+    return decision;
+  }
 
-    const id: IdentifyResult = keyHash === null ? { ok: false, reason: 'malformed' } : await this.identifyHash(keyHash);
-    if (!id.ok) {
-      if (id.reason === 'store_unavailable') return { ok: false, reason: id.reason, temporary: true };
-      return fail(id.reason);
-    }
-    let account: AccountRecord | null;
+  /** The store and the policy: who the key is, and whether it may do what the attempt asks. */
+  private async lookUp(attempt: LoginAttempt, keyHash: string | null, username: string | null): Promise<Decision> {
+    if (keyHash === null) return refused('malformed');
+    let key: KeyRecord | null = null;
+    let keyAccount: AccountRecord | null = null;
+    let account: AccountRecord | null = null;
     try {
-      account = id.key.account !== null && (id.keyAccount?.address === username || id.keyAccount?.aliases.includes(username))
-        ? id.keyAccount
-        : await this.store.resolveAccount(username);
+      key = await this.store.findByHash(keyHash);
+      if (!key) return refused('unknown_key');
+      if (key.account !== null) keyAccount = await this.store.getAccount(key.account);
+      if (username !== null) {
+        // The key's own account (or an alias of it) needs no second lookup.
+        account = key.account !== null && (keyAccount?.address === username || keyAccount?.aliases.includes(username)) ? keyAccount : await this.store.resolveAccount(username);
+      }
     } catch (err) {
-      if (err instanceof StoreUnavailableError) return { ok: false, reason: 'store_unavailable', keyId: id.key.id, temporary: true };
+      if (err instanceof StoreUnavailableError) return temporary('store_unavailable', key);
       throw err;
     }
-    if (!account) return fail('unknown_account', id.key.id);
+
+    let action: Action;
+    if (attempt.protocol === 'http') {
+      try {
+        action = attempt.action(key);
+      } catch (cause) {
+        return { ok: false, refused: { kind: 'refused', reason: 'no_action', cause }, key };
+      }
+    } else {
+      if (!account) return refused('unknown_account', key);
+      action = { kind: 'login', protocol: attempt.protocol, account: account.address };
+    }
     const now = new Date();
-    const decision = decide(id.key, { kind: 'login', protocol: req.protocol, account: account.address }, {
-      ip: req.ip,
-      now,
-      account: id.key.account === null ? account : id.keyAccount,
-    });
-    if (!decision.allowed) return fail(decision.reason, id.key.id);
-    this.store.touchKey(id.key.id, { at: now.toISOString(), ip: req.ip, protocol: req.protocol });
-    void this.limiter?.recordSuccess?.(limitKey);
-    return { ok: true, key: id.key, account };
+    // Unbound keys are decided against the account they log in to; bound ones against their own.
+    const decision = decide(key, action, { ip: attempt.ip, now, account: key.account === null && account ? account : keyAccount });
+    if (!decision.allowed) {
+      const denied: Refused = { kind: 'refused', reason: decision.reason, ...(decision.missingScope && { missingScope: decision.missingScope }) };
+      return { ok: false, refused: denied, key };
+    }
+    this.store.touchKey(key.id, { at: now.toISOString(), ip: attempt.ip, protocol: attempt.protocol });
+    return { ok: true, key, account, keyAccount };
   }
 
-  /** One structured audit line per attempt; the reason is for operators only. */
-  audit(protocol: string, ip: string, account: string | null, result: LoginResult | { ok: boolean; reason?: string; keyId?: string; key?: KeyRecord }): void {
-    const keyId = result.ok ? (result as { key: KeyRecord }).key.id : (result as { keyId?: string }).keyId;
-    this.logger.info(
-      { audit: true, protocol, ip, account, keyId, result: result.ok ? 'success' : 'failure', reason: result.ok ? null : (result as { reason: string }).reason },
-      'auth attempt',
-    );
+  /** The backend's side of a mail login and its live-session entry. */
+  private async openSession<P extends Protocol>(attempt: MailAttempt<P>, key: KeyRecord, account: AccountRecord): Promise<LoginOutcome<MailLoggedIn<P>>> {
+    const { protocol, session } = attempt;
+    if (!session) return { kind: 'loggedIn', key, account, session: null };
+    let backend: BackendSessions[P] | null = null;
+    const opener = this.backends[protocol] as Backends[P];
+    if (opener) {
+      try {
+        backend = (await opener.open({ protocol, account, key, clientIp: attempt.ip, clientPort: session.clientPort, secure: session.secure })) as BackendSessions[P];
+      } catch (err) {
+        this.logger.warn({ protocol, ip: attempt.ip, account: account.address, err: (err as Error).message }, `${protocol.toUpperCase()} backend unavailable`);
+        return { kind: 'temporary', reason: 'backend_unavailable' };
+      }
+    }
+    // The client may have gone while its key was checked or its upstream opened: nothing to register then.
+    if (session.closed) {
+      backend?.close();
+      return { kind: 'temporary', reason: 'closed' };
+    }
+    const unregister = this.sessions?.add({ protocol, keyId: key.id, account: account.address, expiresAt: key.expiresAt, end: (reason) => session.end(reason) });
+    const opened = backend;
+    let released = false;
+    return {
+      kind: 'loggedIn',
+      key,
+      account,
+      session: {
+        backend: opened,
+        release() {
+          if (released) return;
+          released = true;
+          unregister?.();
+          opened?.close();
+        },
+      },
+    };
   }
+
+  /** The one hook point every attempt passes: one structured audit line, the metrics, then `onAttempt`. */
+  private record(attempt: LoginAttempt, decision: Decision, decideMs: number): void {
+    const result = decision.ok ? 'success' : 'refused' in decision ? 'failure' : 'temporary_failure';
+    const record: AttemptRecord = {
+      at: new Date().toISOString(),
+      protocol: attempt.protocol,
+      ip: attempt.ip,
+      // A mail attempt names its account (the resolved one on success, as asked otherwise); an HTTP one has the key's.
+      account: attempt.protocol !== 'http' ? (decision.ok ? decision.account!.address : normalizeAddress(attempt.username)) : (decision.key?.account ?? null),
+      keyId: decision.key?.id ?? null,
+      result,
+      reason: decision.ok ? null : 'refused' in decision ? decision.refused.reason : decision.temporary.reason,
+      client: attempt.client ?? null,
+    };
+    this.metrics?.authDuration.observe({ protocol: attempt.protocol }, decideMs / 1000);
+    this.metrics?.authAttempts.inc({ protocol: attempt.protocol, result });
+    // HTTP successes are in the request log already; every other attempt gets its audit line. The reason is for operators only.
+    if (!(decision.ok && attempt.protocol === 'http')) {
+      const { protocol, ip, account, keyId, reason, client } = record;
+      const line = { audit: true, protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, ...(client && { client }) };
+      this.logger.info(line, 'auth attempt');
+    }
+    this.onAttempt?.(record);
+  }
+}
+
+function refused(reason: FailReason, key?: KeyRecord): Decision {
+  return { ok: false, refused: { kind: 'refused', reason }, ...(key && { key }) };
+}
+
+function temporary(reason: TemporaryReason, key?: KeyRecord | null): Decision {
+  return { ok: false, temporary: { kind: 'temporary', reason }, ...(key && { key }) };
 }

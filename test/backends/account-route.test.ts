@@ -6,9 +6,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { issueToken } from '../../src/services/tokens.js';
-import { DEFAULT_USERS, dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
-import { dovecotConfig, memoryLogger } from './helpers.js';
+import { DEFAULT_USERS, dovecotAvailable, dovecotConfig, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
+import { TEST_CERT_DIR } from '../helpers/keygate.js';
+import { memoryLogger } from './helpers.js';
 
 /**
  * An account's own route, set through the HTTP API, is what its sessions use:
@@ -57,7 +57,7 @@ describe.skipIf(!dovecotAvailable())('account route set over HTTP → Keygate IM
   });
 
   const api = (method: string, body?: unknown): Promise<Response> => {
-    const { port } = server.app.server.address() as { port: number };
+    const { port } = server.app!.server.address() as { port: number };
     return fetch(`http://127.0.0.1:${port}/api/accounts/carol@example.com/upstream`, {
       method,
       headers: { authorization: `Bearer ${adminKey}`, ...(body !== undefined && { 'content-type': 'application/json' }) },

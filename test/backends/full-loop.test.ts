@@ -10,9 +10,9 @@ import type { ClosableBackends } from '../../src/backends/types.js';
 import type { Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { issueToken } from '../../src/services/tokens.js';
-import { dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
-import { dovecotConfig, makeMessage, memoryLogger } from './helpers.js';
+import { dovecotAvailable, dovecotConfig, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
+import { TEST_CERT_DIR } from '../helpers/keygate.js';
+import { makeMessage, memoryLogger } from './helpers.js';
 
 /**
  * The whole loop through Keygate's own listeners and the proxy backends, with

@@ -11,8 +11,9 @@ import { nginxAuthRoutes } from '../../src/http/routes/nginx-auth.js';
 import { issueToken } from '../../src/services/tokens.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
-import { dovecotAvailable, freePort, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { dovecotConfig, memoryLogger } from './helpers.js';
+import { dovecotAvailable, dovecotConfig, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
+import { freePort } from '../helpers/free-port.js';
+import { memoryLogger } from './helpers.js';
 
 const MAIL_MODULE = '/usr/lib/nginx/modules/ngx_mail_module.so';
 const nginxAvailable = spawnSync('nginx', ['-v'], { stdio: 'ignore' }).status === 0 && existsSync(MAIL_MODULE);
@@ -42,7 +43,7 @@ describe.skipIf(!nginxAvailable || !dovecotAvailable())('IMAP through a real ngi
     key = (await issueToken(store, { description: 'nginx', account: 'alice@example.com', scopes: ['imap'] })).key;
 
     app = Fastify();
-    await app.register(nginxAuthRoutes, { config, authenticator: new Authenticator(store, log.logger) });
+    await app.register(nginxAuthRoutes, { config, authenticator: new Authenticator({ store, logger: log.logger, failureDelayMs: config.auth.failureDelay }) });
     await app.listen({ host: '127.0.0.1', port: 0 });
     const httpPort = (app.server.address() as { port: number }).port;
 

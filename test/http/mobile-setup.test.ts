@@ -15,7 +15,7 @@ import { issueToken } from '../../src/services/tokens.js';
 import { MOBILECONFIG_CONTENT_TYPE } from '../../src/setup/mobileconfig.js';
 import { MemorySetupLinkBackend, SetupLinks, type SetupLinkBackend } from '../../src/setup/setup-links.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
-import { freePort } from '../helpers/cli.js';
+import { freePort } from '../helpers/free-port.js';
 import { redisAvailable } from '../helpers/redis-server.js';
 import { cmsVerify, opensslSigner, tempDir } from '../setup/helpers.js';
 import { cleanupFixtures, createFixture, type Fixture } from './fixture.js';
@@ -276,9 +276,9 @@ describe.skipIf(!haveOpenssl)('mobile profiles and setup links: configuration an
   /** An app on a fresh SQLite store, built the way server.ts builds it, with a bound `app` key. */
   async function appWith(flags: Record<string, unknown>, tls?: { certPem(): string; keyPem(): string }, setupLinks?: SetupLinks) {
     const store = openSqliteStore(join(tmp.dir, `${Math.random().toString(36).slice(2)}.db`));
-    const config = loadConfig({ env: {}, flags: { hostname: 'mail.example.test', 'rateLimit.credentials.max': 10_000, ...flags } });
+    const config = loadConfig({ env: {}, flags: { hostname: 'mail.example.test', 'rateLimit.credentials.max': 10_000, 'auth.failureDelay': '10ms', ...flags } });
     const metrics = new Metrics(store);
-    const app = await buildApp({ config, store, logger, metrics, authenticator: new Authenticator(store, logger, metrics), ...(tls && { tls }), ...(setupLinks && { setupLinks }) });
+    const app = await buildApp({ config, store, logger, metrics, authenticator: new Authenticator({ store, logger, metrics, failureDelayMs: config.auth.failureDelay }), ...(tls && { tls }), ...(setupLinks && { setupLinks }) });
     const user = (await issueToken(store, { description: 'u', scopes: ['app'], account: ACCOUNT })).key;
     const post = (body: Record<string, unknown>, headers: Record<string, string> = {}) =>
       app.inject({

@@ -1,7 +1,8 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { clientInfo, type FailReason, type Refused } from '../../auth/attempt.js';
 import type { Authenticator } from '../../auth/authenticate.js';
-import { isAdminKey, type Action, type DenyReason } from '../../keys/policy.js';
+import { isAdminKey, type Action } from '../../keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../../keys/record.js';
 import { HttpError } from '../errors.js';
 
@@ -41,13 +42,16 @@ export function presentedKey(req: FastifyRequest): string | null {
   return typeof q === 'string' ? q : null;
 }
 
-// Deny reasons that mean the key itself is no longer usable: 401, like an unknown key.
-const TO_401 = new Set<DenyReason>(['revoked', 'expired', 'account_disabled']);
+// Refusals that mean the key itself is unusable (unknown, malformed, revoked, expired, account disabled): 401.
+const TO_401 = new Set<FailReason>(['malformed', 'unknown_key', 'revoked', 'expired', 'account_disabled']);
 
 /**
- * The one authentication hook. Missing or unusable key → 401 with
- * `WWW-Authenticate: Bearer`; usable but not allowed → 403 naming the missing scope.
- * Routes without `config.auth` are refused, so a new route cannot be public by accident.
+ * The one authentication hook: the presented key goes through the
+ * Authenticator's `logIn` (limits, policy, audit, failure delay) with the
+ * action the route names. Missing or unusable key → 401 with
+ * `WWW-Authenticate: Bearer`; usable but not allowed → 403 naming the missing
+ * scope; limited → 429; store down → 503. Routes without `config.auth` are
+ * refused, so a new route cannot be public by accident.
  */
 export const authPlugin = fp<{ authenticator: Authenticator }>(
   async (app, { authenticator }) => {
@@ -56,38 +60,43 @@ export const authPlugin = fp<{ authenticator: Authenticator }>(
       const rule = req.routeOptions.config.auth;
       if (rule === false) return;
       if (rule === undefined && req.routeOptions.url === undefined) return; // 404 handler
-      const secret = presentedKey(req);
-      if (secret === null) throw unauthorized(reply);
-      const id = await authenticator.identify(secret);
-      if (!id.ok) {
-        if (id.reason === 'store_unavailable') throw new HttpError('store_unavailable');
-        authenticator.audit('http', req.ip, null, { ok: false, reason: id.reason });
-        throw unauthorized(reply);
+      const key = presentedKey(req);
+      if (key === null) throw unauthorized(reply);
+      const outcome = await authenticator.logIn({
+        protocol: 'http',
+        key,
+        ip: req.ip,
+        client: clientInfo(req.headers['user-agent']),
+        action(presented): Action {
+          if (rule === undefined) throw new HttpError('forbidden', 'This route has no access rule');
+          return rule(req, presented);
+        },
+      });
+      switch (outcome.kind) {
+        case 'loggedIn':
+          req.principal = { key: outcome.key, keyAccount: outcome.keyAccount, isAdmin: isAdminKey(outcome.key) };
+          return;
+        case 'temporary':
+          if (outcome.reason === 'rate_limited') throw new HttpError('rate_limited');
+          if (outcome.reason === 'store_unavailable') throw new HttpError('store_unavailable');
+          throw new HttpError('internal');
+        case 'refused':
+          throw refusal(outcome, reply);
       }
-      if (rule === undefined) throw new HttpError('forbidden', 'This route has no access rule');
-      let action: Action;
-      try {
-        action = rule(req, id.key);
-      } catch (err) {
-        authenticator.audit('http', req.ip, id.key.account, { ok: false, reason: 'no_action', keyId: id.key.id });
-        throw err;
-      }
-      const decision = authenticator.authorize(id, action, req.ip);
-      if (!decision.allowed) {
-        authenticator.audit('http', req.ip, id.key.account, { ok: false, reason: decision.reason, keyId: id.key.id });
-        if (TO_401.has(decision.reason)) throw unauthorized(reply);
-        if (decision.reason === 'missing_scope') {
-          throw new HttpError('forbidden', `This key lacks the "${decision.missingScope}" scope`, { missingScope: decision.missingScope });
-        }
-        if (decision.reason === 'ip_not_allowed') throw new HttpError('forbidden', 'This key may not be used from this address');
-        throw new HttpError('forbidden', 'This key may not act on this account');
-      }
-      authenticator.store.touchKey(id.key.id, { at: new Date().toISOString(), ip: req.ip, protocol: 'http' });
-      req.principal = { key: id.key, keyAccount: id.keyAccount, isAdmin: isAdminKey(id.key) };
     });
   },
   { name: 'keygate-auth' },
 );
+
+function refusal(outcome: Refused, reply: FastifyReply): unknown {
+  if (outcome.reason === 'no_action') return outcome.cause;
+  if (TO_401.has(outcome.reason)) return unauthorized(reply);
+  if (outcome.reason === 'missing_scope') {
+    return new HttpError('forbidden', `This key lacks the "${outcome.missingScope}" scope`, { missingScope: outcome.missingScope });
+  }
+  if (outcome.reason === 'ip_not_allowed') return new HttpError('forbidden', 'This key may not be used from this address');
+  return new HttpError('forbidden', 'This key may not act on this account');
+}
 
 function unauthorized(reply: FastifyReply): HttpError {
   // Same answer for every reason; the reason is in the audit log.

@@ -1,12 +1,14 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendUnavailableError, NO_BACKENDS, type Backends, type SessionContext } from '../../../src/backends/types.js';
-import { ACCOUNT, sleep, startHarness, type Harness } from './harness.js';
+import { type SingleKeygate, sleep, startKeygate } from '../../helpers/keygate.js';
+import { LineClient } from '../../helpers/line-client.js';
+
+const ACCOUNT = 'alice@example.com';
 
 async function until(ok: () => boolean, ms = 3000): Promise<void> {
   for (const deadline = Date.now() + ms; !ok(); await sleep(10)) if (Date.now() > deadline) throw new Error('condition not met in time');
 }
-import { RawClient } from './raw-client.js';
 
 /** A stand-in upstream IMAP server that is already logged in: answers SELECT, FETCH (big) and LOGOUT. */
 function startUpstream(): Promise<{ port: number; sockets: Set<net.Socket>; opened: SessionContext[]; server: net.Server }> {
@@ -49,7 +51,7 @@ function startUpstream(): Promise<{ port: number; sockets: Set<net.Socket>; open
 }
 
 let up: Awaited<ReturnType<typeof startUpstream>>;
-let h: Harness;
+let h: SingleKeygate;
 let key: string;
 let failNext = false;
 
@@ -70,8 +72,8 @@ beforeAll(async () => {
       },
     },
   };
-  h = await startHarness({ backends });
-  ({ key } = await h.issue());
+  h = await startKeygate({ backends });
+  ({ key } = await h.issue(ACCOUNT, ['imap']));
 });
 afterAll(async () => {
   await h.close();
@@ -80,7 +82,7 @@ afterAll(async () => {
 
 describe('hand-off to an IMAP backend', () => {
   it("announces the backend's capabilities and pipes both ways, including commands pipelined after LOGIN", async () => {
-    const c = await RawClient.connect(h.port);
+    const c = await LineClient.connect(h.port('imap'));
     await c.line();
     c.write(`a LOGIN ${ACCOUNT} ${key}\r\nb SELECT INBOX\r\n`);
     expect(await c.line()).toBe('a OK [CAPABILITY IMAP4rev1 IDLE UIDPLUS] Logged in');
@@ -99,7 +101,7 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('after the upstream logs out, closes a client that keeps its side open', async () => {
-    const raw = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true });
+    const raw = net.connect({ port: h.port('imap'), host: '127.0.0.1', allowHalfOpen: true });
     let text = '';
     raw.on('data', (d: Buffer) => (text += d.toString()));
     raw.on('error', () => {});
@@ -119,7 +121,7 @@ describe('hand-off to an IMAP backend', () => {
 
   it('a client that half-closes after its last command still gets every reply', async () => {
     for (const pipelined of [false, true]) {
-      const raw = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true });
+      const raw = net.connect({ port: h.port('imap'), host: '127.0.0.1', allowHalfOpen: true });
       let text = '';
       raw.on('data', (d: Buffer) => (text += d.toString()));
       const closed = new Promise((r) => raw.once('close', r));
@@ -138,7 +140,7 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('closes the upstream when the client vanishes', async () => {
-    const c = await RawClient.connect(h.securePort, { tls: true });
+    const c = await LineClient.connect(h.port('imaps'), { tls: true });
     await c.line();
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${key}`)).toMatch(/^a OK/);
     expect(up.sockets.size).toBe(1);
@@ -149,8 +151,8 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('ends a piped session with * BYE on revocation, and closes the upstream', async () => {
-    const { key: k, id } = await h.issue();
-    const c = await RawClient.connect(h.port);
+    const { key: k, id } = await h.issue(ACCOUNT, ['imap']);
+    const c = await LineClient.connect(h.port('imap'));
     await c.line();
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${k}`)).toMatch(/^a OK/);
     await h.store.revokeKey(id, new Date().toISOString());
@@ -161,8 +163,8 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('on revocation in the middle of a literal, ends the session without a BYE inside the message', async () => {
-    const { key: k, id } = await h.issue();
-    const raw = net.connect({ port: h.port, host: '127.0.0.1' });
+    const { key: k, id } = await h.issue(ACCOUNT, ['imap']);
+    const raw = net.connect({ port: h.port('imap'), host: '127.0.0.1' });
     let text = '';
     const onData = (d: Buffer): void => void (text += d.toString('latin1'));
     raw.on('data', onData);
@@ -182,7 +184,7 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('answers NO [UNAVAILABLE] when the backend cannot be reached, and the client may try again', async () => {
-    const c = await RawClient.connect(h.port);
+    const c = await LineClient.connect(h.port('imap'));
     await c.line();
     failNext = true;
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${key}`)).toBe('a NO [UNAVAILABLE] Mailbox backend unavailable, try again later');
