@@ -55,12 +55,6 @@ async function capa(c: LineClient): Promise<string[]> {
 }
 
 describe('POP3 listeners: capabilities and login', () => {
-  it('binds the STLS and the implicit-TLS port on 127.0.0.1', async () => {
-    await start();
-    expect(kg.listeners.all.map((l) => l.name)).toEqual(['pop3', 'pop3s']);
-    for (const l of kg.listeners.all) expect(l.address().host).toBe('127.0.0.1');
-  });
-
   it('greets, and answers CAPA to a loopback client with USER, SASL PLAIN and STLS, in one write', async () => {
     const { port } = await start();
     const c = await connect(port);
