@@ -210,3 +210,21 @@ describe.each(PROTOCOL_ERRORS)('$name protocol errors', (p) => {
     expect(last).toEqual(p.closing);
   });
 });
+
+describe('what a client says of itself', () => {
+  it('IMAP ID name and version, and the SMTP EHLO name, are kept with the login attempt', async () => {
+    const imap = await connect(PROTOCOLS[0]!);
+    expect(await imap.command('i1', `ID ("name" "Thunderbird" "version" "128.3.1" "os" "${'x'.repeat(300)}")`)).toBe('i1 OK ID completed');
+    let before = h.audits().length;
+    expect(untagged(await imap.send(`t${++tag} AUTHENTICATE PLAIN ${plain(ALICE, aliceKey)}`))).toMatch(PROTOCOLS[0]!.loggedIn);
+    expect(h.audits().slice(before)).toEqual([expect.objectContaining({ protocol: 'imap', result: 'success', client: { name: 'Thunderbird', version: '128.3.1' } })]);
+    imap.destroy();
+
+    // The greeting step says EHLO client.test.
+    const smtp = await connect(PROTOCOLS[2]!);
+    before = h.audits().length;
+    expect(await PROTOCOLS[2]!.authPlain(smtp, plain(ALICE, generateKey()))).toBe(PROTOCOLS[2]!.refused);
+    expect(h.audits().slice(before)).toEqual([expect.objectContaining({ protocol: 'smtp', result: 'failure', client: { name: 'client.test' } })]);
+    smtp.destroy();
+  });
+});
