@@ -3,7 +3,7 @@ import { LineSession, type LineContext, type LoginAnswers, type SessionTexts } f
 import type { Connection } from '../tcp-listener.js';
 import type { Pop3State } from './command.js';
 import { dispatch, type Dispatchable } from './dispatcher.js';
-import { LineFramer } from './framing.js';
+import { Pop3Framer } from './framing.js';
 import { REPLY, sessionEnded } from './replies.js';
 
 const line = (text: string): string => `${text}\r\n`;
@@ -37,7 +37,7 @@ export class Pop3Connection extends LineSession implements Dispatchable {
   pendingUser: string | null = null;
 
   constructor(context: LineContext, conn: Connection) {
-    super(context, conn, new LineFramer(context.limits.lineLength));
+    super(context, conn, new Pop3Framer(context.limits.lineLength));
   }
 
   get commandState(): Pop3State {

@@ -12,7 +12,7 @@ const CR = 0x0d;
  * call `next()` until it returns null. Holds no buffer while the connection
  * is idle.
  */
-export class LineFramer implements Framer {
+export class Pop3Framer implements Framer {
   private buf: Buffer | null = null;
   /** Bytes at the start of `buf` already searched for LF. */
   private scanned = 0;

@@ -1,17 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { parseCommand } from '../../../src/protocols/pop3/dispatcher.js';
-import { LineFramer } from '../../../src/protocols/pop3/framing.js';
+import { Pop3Framer } from '../../../src/protocols/pop3/framing.js';
 
-const text = (f: LineFramer): string | null | undefined => {
+const text = (f: Pop3Framer): string | null | undefined => {
   const frame = f.next();
   return frame === null ? null : frame.kind === 'command' ? frame.raw.toString() : undefined;
 };
 const LINE_TOO_LONG = { kind: 'fatal', reason: 'line_too_long' };
 import { COMMANDS } from '../../../src/protocols/pop3/registry.js';
 
-describe('POP3 LineFramer', () => {
+describe('Pop3Framer', () => {
   it('splits CRLF and bare LF lines, across chunks', () => {
-    const f = new LineFramer(100);
+    const f = new Pop3Framer(100);
     f.push(Buffer.from('CAPA\r\nUSER a'));
     expect(text(f)).toBe('CAPA');
     expect(f.next()).toBeNull();
@@ -25,18 +25,18 @@ describe('POP3 LineFramer', () => {
   });
 
   it('reports a line over the limit, with or without its line end', () => {
-    const f = new LineFramer(8);
+    const f = new Pop3Framer(8);
     f.push(Buffer.from('12345678\r\n'));
     expect(text(f)).toBe('12345678');
     f.push(Buffer.from('123456789\r\n'));
     expect(f.next()).toEqual(LINE_TOO_LONG);
-    const g = new LineFramer(8);
+    const g = new Pop3Framer(8);
     g.push(Buffer.from('1234567890'));
     expect(g.next()).toEqual(LINE_TOO_LONG);
   });
 
   it('hands back or drops what is buffered', () => {
-    const f = new LineFramer(100);
+    const f = new Pop3Framer(100);
     f.push(Buffer.from('PASS x\r\nSTAT\r\nLI'));
     expect(text(f)).toBe('PASS x');
     expect(f.takeRest()?.toString()).toBe('STAT\r\nLI');
