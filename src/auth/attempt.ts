@@ -134,7 +134,8 @@ export type LoginOutcome<L> = L | Refused | Temporary;
 
 /** One attempt, as it is audited and handed to `onAttempt` (login history). */
 export interface AttemptRecord {
-  at: string;
+  /** When it was decided, ms since the epoch. */
+  at: number;
   protocol: Surface;
   ip: string;
   /** The account asked for (mail), or the key's (HTTP); null when unknown. */

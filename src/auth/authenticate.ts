@@ -19,6 +19,7 @@ import type {
   MailAttempt,
   MailLoggedIn,
   Refused,
+  SessionHandle,
   Temporary,
   TemporaryReason,
 } from './attempt.js';
@@ -175,49 +176,49 @@ export class Authenticator {
     return { ok: true, key, account, keyAccount };
   }
 
-  /** The backend's side of a mail login and its live-session entry. */
-  private async openSession<P extends Protocol>(attempt: MailAttempt<P>, key: KeyRecord, account: AccountRecord): Promise<LoginOutcome<MailLoggedIn<P>>> {
+  /** The backend's side of a mail login and its live-session entry; synchronous when there is no backend to wait for. */
+  private openSession<P extends Protocol>(attempt: MailAttempt<P>, key: KeyRecord, account: AccountRecord): LoginOutcome<MailLoggedIn<P>> | Promise<LoginOutcome<MailLoggedIn<P>>> {
     const { protocol, session } = attempt;
     if (!session) return { kind: 'loggedIn', key, account, session: null };
-    let backend: BackendSessions[P] | null = null;
     const opener = this.backends[protocol] as Backends[P];
-    if (opener) {
-      try {
-        backend = (await opener.open({ protocol, account, key, clientIp: attempt.ip, clientPort: session.clientPort, secure: session.secure })) as BackendSessions[P];
-      } catch (err) {
+    if (!opener) return this.register(attempt, session, key, account, null);
+    return opener.open({ protocol, account, key, clientIp: attempt.ip, clientPort: session.clientPort, secure: session.secure }).then(
+      (backend) => this.register(attempt, session, key, account, backend as BackendSessions[P]),
+      (err: unknown): Temporary => {
         this.logger.warn({ protocol, ip: attempt.ip, account: account.address, err: (err as Error).message }, `${protocol.toUpperCase()} backend unavailable`);
         return { kind: 'temporary', reason: 'backend_unavailable' };
-      }
-    }
-    // The client may have gone while its key was checked or its upstream opened: nothing to register then.
+      },
+    );
+  }
+
+  /** Registers the live session, unless the client went away while its key was checked or its upstream opened. */
+  private register<P extends Protocol>(
+    attempt: MailAttempt<P>,
+    session: SessionHandle,
+    key: KeyRecord,
+    account: AccountRecord,
+    backend: BackendSessions[P] | null,
+  ): LoginOutcome<MailLoggedIn<P>> {
     if (session.closed) {
       backend?.close();
       return { kind: 'temporary', reason: 'closed' };
     }
-    const unregister = this.sessions?.add({ protocol, keyId: key.id, account: account.address, expiresAt: key.expiresAt, end: (reason) => session.end(reason) });
-    const opened = backend;
+    const unregister = this.sessions?.add({ protocol: attempt.protocol, keyId: key.id, account: account.address, expiresAt: key.expiresAt, end: (reason) => session.end(reason) });
     let released = false;
-    return {
-      kind: 'loggedIn',
-      key,
-      account,
-      session: {
-        backend: opened,
-        release() {
-          if (released) return;
-          released = true;
-          unregister?.();
-          opened?.close();
-        },
-      },
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      unregister?.();
+      backend?.close();
     };
+    return { kind: 'loggedIn', key, account, session: { backend, release } };
   }
 
   /** The one hook point every attempt passes: one structured audit line, the metrics, then `onAttempt`. */
   private record(attempt: LoginAttempt, decision: Decision, decideMs: number): void {
     const result = decision.ok ? 'success' : 'refused' in decision ? 'failure' : 'temporary_failure';
     const record: AttemptRecord = {
-      at: new Date().toISOString(),
+      at: Date.now(),
       protocol: attempt.protocol,
       ip: attempt.ip,
       // A mail attempt names its account (the resolved one on success, as asked otherwise); an HTTP one has the key's.
@@ -232,8 +233,7 @@ export class Authenticator {
     // HTTP successes are in the request log already; every other attempt gets its audit line. The reason is for operators only.
     if (!(decision.ok && attempt.protocol === 'http')) {
       const { protocol, ip, account, keyId, reason, client } = record;
-      const line = { audit: true, protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, ...(client && { client }) };
-      this.logger.info(line, 'auth attempt');
+      this.logger.info({ audit: true, protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, client: client ?? undefined }, 'auth attempt');
     }
     this.onAttempt?.(record);
   }

@@ -132,8 +132,9 @@ export abstract class LineSession implements SessionHandle {
   private errors = 0;
   private loginTimer: NodeJS.Timeout | null = null;
 
-  protected abstract readonly protocol: LineProtocol;
-  protected abstract readonly texts: SessionTexts;
+  /** Getters on the subclass's prototype, so no connection carries them. */
+  protected abstract get protocol(): LineProtocol;
+  protected abstract get texts(): SessionTexts;
 
   constructor(
     readonly context: LineContext,
@@ -266,10 +267,11 @@ export abstract class LineSession implements SessionHandle {
     // Nothing received so far may be read as a command once TLS is up.
     this.framer.discard();
     plain.off('data', this.onData);
+    this.write(ok);
+    // Flow control starts afresh on the TLS socket.
     plain.off('drain', this.onDrain);
     this.paused = false;
     this.writeBlocked = false;
-    this.write(ok);
     this.state = { kind: 'handshake' };
     let secure: tls.TLSSocket;
     try {

@@ -20,7 +20,7 @@ import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
 import { silentLogger } from '../tls/helpers.js';
 
-const DELAY_MS = 60;
+const DELAY_MS = 200;
 const ALICE = 'alice@example.com';
 const dir = mkdtempSync(join(tmpdir(), 'keygate-authenticate-'));
 let store: KeyStore;

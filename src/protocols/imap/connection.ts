@@ -10,7 +10,7 @@ import { peekTag } from './parser.js';
 import { END_BYE, FATAL_BYE, REPLY } from './replies.js';
 
 /** Capability lists, computed once. */
-export interface Capabilities {
+interface Capabilities {
   /** Before TLS where password login is not allowed. */
   loginDisabled: string;
   /** Before TLS where password login is allowed (loopback, auth.allowPlaintext). */
@@ -24,7 +24,7 @@ export interface Capabilities {
 const BASE_CAPS = 'IMAP4rev1 ID LITERAL+';
 const AUTH_CAPS = 'SASL-IR AUTH=PLAIN AUTH=LOGIN';
 
-export const CAPABILITIES: Capabilities = {
+const CAPABILITIES: Capabilities = {
   loginDisabled: `${BASE_CAPS} STARTTLS LOGINDISABLED`,
   plainLogin: `${BASE_CAPS} STARTTLS ${AUTH_CAPS}`,
   secure: `${BASE_CAPS} ${AUTH_CAPS}`,
@@ -55,8 +55,12 @@ const TEXTS: SessionTexts = {
  * lands inside a line or literal.
  */
 export class ImapConnection extends LineSession implements Dispatchable {
-  protected readonly protocol = 'imap';
-  protected readonly texts = TEXTS;
+  protected get protocol(): 'imap' {
+    return 'imap';
+  }
+  protected get texts(): SessionTexts {
+    return TEXTS;
+  }
   private boundary: ImapLineBoundary | null = null;
 
   constructor(context: LineContext, conn: Connection) {

@@ -32,8 +32,12 @@ const ANSWERS: LoginAnswers = {
  * a byte pipe to the backend.
  */
 export class Pop3Connection extends LineSession implements Dispatchable {
-  protected readonly protocol = 'pop3';
-  protected readonly texts = TEXTS;
+  protected get protocol(): 'pop3' {
+    return 'pop3';
+  }
+  protected get texts(): SessionTexts {
+    return TEXTS;
+  }
   pendingUser: string | null = null;
 
   constructor(context: LineContext, conn: Connection) {
