@@ -379,6 +379,26 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     expect(await page.locator('.who-name').textContent()).toBe('bob@example.com');
     await context.close();
   });
+  it('the README’s screenshots: a Thunderbird key used over IMAP and an iPhone', async () => {
+    const { context, page } = await newPage();
+    await signInWithPassword(page, 'alice@example.com', 'alice-upstream-pw');
+    await page.getByRole('button', { name: 'Create a key' }).click();
+    await page.getByRole('dialog', { name: 'Create a key' }).getByLabel('Name').fill('Thunderbird');
+    await page.getByRole('dialog', { name: 'Create a key' }).getByRole('button', { name: 'Create key' }).click();
+    const key = await page.getByTestId('new-key').inputValue();
+    await page.getByRole('dialog', { name: 'Your new key' }).getByRole('button', { name: 'Done' }).click();
+    const imap = new ImapFlow({ host: '127.0.0.1', port: server.listeners.get('imap').address().port, secure: false, tls: { rejectUnauthorized: false }, auth: { user: 'alice@example.com', pass: key }, logger: false });
+    await imap.connect();
+    await imap.logout();
+    const row = page.locator('tr', { has: page.getByText('Thunderbird', { exact: true }) });
+    await expect.poll(async () => {
+      await page.reload();
+      return row.locator('.last-used').textContent();
+    }, { timeout: 10_000 }).toContain('over IMAP');
+    await checkPage(page, 'readme-my-keys');
+    await context.close();
+  });
+
   // Last: Dovecot slows down logins from an address after a failure (its auth penalty), and every check comes from Keygate's.
   it('a wrong password, an unknown address and a wrong key all get one answer, after the failure delay', async () => {
     const { context, page } = await newPage();

@@ -34,9 +34,9 @@ export function AccountPage(props: { address: string }) {
       {account && (
         <>
           <Details path={path} account={account} onChange={setAccount} />
+          <KeysPage account={account.address} own={false} />
           <SignInLink path={path} />
           <Upstream path={path} />
-          <KeysPage account={account.address} own={false} />
         </>
       )}
     </div>

@@ -1,7 +1,6 @@
 import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { FormError } from '../components/Field';
-import { navigate } from '../router';
 
 /**
  * A one-time sign-in link lands here. Signing in takes a click, so a link
@@ -24,9 +23,9 @@ export function LinkSignIn(props: { token: string; onSignedIn: () => Promise<voi
           setError('');
           try {
             await api('/api/console/sign-in/link', { method: 'POST', body: { token: props.token }, signIn: true });
-            history.replaceState(null, '', '#/keys');
             await props.onSignedIn();
-            navigate('/keys');
+            // Replace the link's history entry: Back must not lead to a used link.
+            location.replace('#/keys');
           } catch (err) {
             setError(`${(err as Error).message} The link may have been used already or expired; ask for a new one.`);
           } finally {
