@@ -381,15 +381,19 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
   });
   it('the README’s screenshots: a Thunderbird key used over IMAP and an iPhone', async () => {
     const { context, page } = await newPage();
-    await signInWithPassword(page, 'alice@example.com', 'alice-upstream-pw');
+    await signInWithPassword(page, 'bob@example.com', 'bob-upstream-pw');
     await page.getByRole('button', { name: 'Create a key' }).click();
     await page.getByRole('dialog', { name: 'Create a key' }).getByLabel('Name').fill('Thunderbird');
     await page.getByRole('dialog', { name: 'Create a key' }).getByRole('button', { name: 'Create key' }).click();
     const key = await page.getByTestId('new-key').inputValue();
     await page.getByRole('dialog', { name: 'Your new key' }).getByRole('button', { name: 'Done' }).click();
-    const imap = new ImapFlow({ host: '127.0.0.1', port: server.listeners.get('imap').address().port, secure: false, tls: { rejectUnauthorized: false }, auth: { user: 'alice@example.com', pass: key }, logger: false });
+    const imap = new ImapFlow({ host: '127.0.0.1', port: server.listeners.get('imap').address().port, secure: false, tls: { rejectUnauthorized: false }, auth: { user: 'bob@example.com', pass: key }, logger: false });
     await imap.connect();
     await imap.logout();
+    await page.getByRole('button', { name: 'Add a phone or tablet' }).click();
+    await page.getByRole('dialog', { name: 'Add a phone or tablet' }).getByLabel('Device name').fill('iPhone 15');
+    await page.getByRole('dialog', { name: 'Add a phone or tablet' }).getByRole('button', { name: 'Add device' }).click();
+    await page.getByRole('dialog', { name: 'Set up iPhone 15' }).getByRole('button', { name: 'Done' }).click();
     const row = page.locator('tr', { has: page.getByText('Thunderbird', { exact: true }) });
     await expect.poll(async () => {
       await page.reload();

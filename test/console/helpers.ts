@@ -61,6 +61,7 @@ export async function startIdp(redirectUri: string): Promise<RunningIdp> {
     findAccount: (_ctx: unknown, id: string) => ({ accountId: id, claims: () => ({ sub: id, email: id, email_verified: true }) }),
     features: { devInteractions: { enabled: true } },
     cookies: { keys: ['idp-cookie-key-for-tests-only'] },
+    ttl: { AccessToken: 600, AuthorizationCode: 60, IdToken: 600, Grant: 600, Interaction: 600, Session: 600 },
   } as never);
   // Quiet: its development-mode warnings are expected here.
   (provider as unknown as { on(e: string, f: () => void): void }).on('server_error', () => {});
