@@ -62,6 +62,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
       'pop3.securePort': 0,
       'tls.dir': TEST_CERT_DIR,
       'auth.failureDelay': `${FAILURE_DELAY_MS}ms`,
+      'rateLimit.credentials.max': 10_000, // every page here comes from 127.0.0.1
       'upstream.loginTimeout': '15s', // Dovecot's auth penalty after the wrong passwords below
       'touchInterval': '100ms',
       'console.oidc.issuer': idp.issuer,
@@ -293,8 +294,20 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     const create = page.getByRole('dialog', { name: 'Create a key' });
     await create.getByLabel('Name').fill('Thunderbird');
     await create.getByRole('button', { name: 'Create key' }).click();
-    expect(await page.getByRole('dialog', { name: 'Your new key' }).getByTestId('new-key').inputValue()).toMatch(/^kg_/);
+    const first = await page.getByRole('dialog', { name: 'Your new key' }).getByTestId('new-key').inputValue();
+    expect(first).toMatch(/^kg_/);
     await page.getByRole('dialog', { name: 'Your new key' }).getByRole('button', { name: 'Done' }).click();
+    // Replace (rotate): a new key, shown once; the old one stops working.
+    await page.getByRole('button', { name: 'Replace key Thunderbird' }).click();
+    await page.getByRole('dialog', { name: 'Replace this key?' }).getByRole('button', { name: 'Replace key' }).click();
+    const replacement = await page.getByRole('dialog', { name: 'Your replacement key' }).getByTestId('new-key').inputValue();
+    expect(replacement).toMatch(/^kg_/);
+    expect(replacement).not.toBe(first);
+    // Carol has no mailbox upstream: ask Keygate's own login check rather than a whole IMAP session.
+    const imapLogin = async (secret: string): Promise<boolean> => (await server.authenticator.login({ protocol: 'imap', username: 'carol@example.com', secret, ip: '127.0.0.1' })).ok;
+    expect(await imapLogin(first)).toBe(false);
+    expect(await imapLogin(replacement)).toBe(true);
+    await page.getByRole('dialog', { name: 'Your replacement key' }).getByRole('button', { name: 'Done' }).click();
     await page.getByRole('button', { name: 'Make a sign-in link' }).click();
     const link = await page.getByTestId('sign-in-link').inputValue();
     expect(link).toMatch(new RegExp(`^${base}/#/link/[\\w-]{43}$`));
