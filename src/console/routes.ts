@@ -211,8 +211,9 @@ export const consoleRoutes: FastifyPluginAsyncTypebox<ConsoleRouteOptions> = asy
 
   app.get(
     '/api/console/oidc/callback',
-    { config: { auth: false }, schema: { ...common, summary: 'Where the identity provider sends the browser back', response: { 302: Type.Null() } } },
+    { config: { auth: false }, schema: { ...common, summary: 'Where the identity provider sends the browser back', response: { 302: Type.Null(), 404: ErrorBody } } },
     async (req, reply) => {
+      if (!oidc.enabled) throw new HttpError('not_found', 'OpenID Connect sign-in is not configured');
       const url = new URL(req.url, 'http://callback.invalid');
       const binding = req.cookies[OIDC_BINDING] ?? null;
       reply.clearCookie(OIDC_BINDING, { path: '/api/console/oidc' });
