@@ -320,6 +320,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
 
     const carol = await newPage(PHONE);
     await carol.page.goto(link);
+    await carol.page.getByRole('heading', { name: 'Sign in with a link' }).waitFor();
+    await checkPage(carol.page, 'link-sign-in');
     await carol.page.getByRole('button', { name: 'Sign in' }).click();
     await carol.page.getByRole('heading', { name: 'My keys' }).waitFor();
     expect(await carol.page.getByText('Thunderbird', { exact: true }).count()).toBe(1);
