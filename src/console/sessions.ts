@@ -57,7 +57,7 @@ export class ConsoleSessions {
       await this.store.deleteValue(storeName(id));
       return null;
     }
-    if (now - session.lastSeenAt >= REFRESH_EVERY_MS) {
+    if (now - session.lastSeenAt >= Math.min(REFRESH_EVERY_MS, this.timeouts.idleMs / 4)) {
       const next = { ...session, lastSeenAt: now };
       await this.store.putValue(storeName(id), JSON.stringify(next), this.ttl(next, now));
       return next;

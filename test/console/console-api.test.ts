@@ -120,6 +120,12 @@ describe.each(storeKinds())('console sessions and sign-in (%s)', (kind) => {
   it('an idle session ends; a wrong or non-administrator key gets the one answer after the failure delay', async () => {
     f = await createFixture(kind, { flags: { ...DELAY, 'console.idleTimeout': '300ms', 'console.absoluteTimeout': '1h' } });
     const s = await signInAsAdmin(f.app, f.adminKey);
+    // Requests keep it alive past one idle period…
+    for (let i = 0; i < 4; i++) {
+      await sleep(120);
+      expect((await f.app.inject({ method: 'GET', url: '/api/tokens', headers: { cookie: s.cookie } })).statusCode).toBe(200);
+    }
+    // …and it ends after one without.
     await sleep(450);
     expect((await f.app.inject({ method: 'GET', url: '/api/tokens', headers: { cookie: s.cookie } })).statusCode).toBe(401);
     const bound = await f.issue({ account: 'erin@example.com', scopes: ['app'] });
@@ -133,6 +139,18 @@ describe.each(storeKinds())('console sessions and sign-in (%s)', (kind) => {
     }
     expect(new Set(answers)).toEqual(new Set([REFUSED]));
     expect(f.logs.join('')).toMatch(/"protocol":"console-key".*"reason":"account_mismatch"/);
+  });
+
+  it('a session ends at its absolute timeout however busy it is', async () => {
+    f = await createFixture(kind, { flags: { ...DELAY, 'console.idleTimeout': '400ms', 'console.absoluteTimeout': '400ms' } });
+    const s = await signInAsAdmin(f.app, f.adminKey);
+    const codes: number[] = [];
+    for (let i = 0; i < 6; i++) {
+      await sleep(120);
+      codes.push((await f.app.inject({ method: 'GET', url: '/api/tokens', headers: { cookie: s.cookie } })).statusCode);
+    }
+    expect(codes.slice(0, 2)).toEqual([200, 200]);
+    expect(codes.slice(-2)).toEqual([401, 401]);
   });
 
   it('password sign-in says when it is not available (no upstream IMAP server), the same for known and unknown addresses', async () => {
