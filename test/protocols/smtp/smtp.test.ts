@@ -19,7 +19,8 @@ import { generateKey } from '../../../src/keys/format.js';
 import type { RunningListener } from '../../../src/protocols/deps.js';
 import { startSmtpListeners } from '../../../src/protocols/smtp/index.js';
 import { createSelfSignedCertificate, createTlsProvider } from '../../../src/tls/index.js';
-import { closeAll, createHarness, LineClient, plain, portOf, until, type Harness } from '../pop3/harness.js';
+import { waitFor } from '../../helpers/wait.js';
+import { closeAll, createHarness, LineClient, plain, portOf, type Harness } from '../pop3/harness.js';
 
 const ALICE = 'alice@example.com';
 const AUTH_FAILED = '535 5.7.8 Authentication credentials invalid';
@@ -272,13 +273,13 @@ describe('SMTP sender and session rules (raw client)', () => {
         await ehlo(c);
       }
       expect(await authPlain(c, ALICE, k.key)).toBe('235 Authentication successful');
-      await until(() => h.sessions.count('smtp') === 1);
+      await waitFor(() => h.sessions.count('smtp') === 1);
       const t0 = Date.now();
       await h.store.revokeKey(k.id, new Date().toISOString());
       expect(await c.line(1000)).toBe('421 4.7.0 Session ended: key revoked');
       await c.waitClosed(1000);
       expect(Date.now() - t0).toBeLessThan(1000);
-      await until(() => h.sessions.count('smtp') === 0);
+      await waitFor(() => h.sessions.count('smtp') === 0);
     }
   });
 
