@@ -7,6 +7,8 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // A test that asserts nothing cannot fail: refuse it.
+    expect: { requireAssertions: true },
     reporters: ['default', 'json'],
     outputFile: { json: '.vitest-results.json' },
   },
