@@ -260,6 +260,14 @@ describe('README', () => {
     expect(scrape.scrape_configs[0]).toMatchObject({ job_name: 'keygate', authorization: { type: 'Bearer' } });
   });
 
+  it('lists the apt packages .ci/run installs, no more and no fewer', () => {
+    const ci = /^APT_PACKAGES=\(([^)]*)\)/m.exec(readFileSync(join(ROOT, '.ci', 'run'), 'utf8'))?.[1] ?? '';
+    const listed = /^apt-get install --no-install-recommends ((?:.*\\\n)*.*)$/m.exec(README)?.[1] ?? '';
+    const words = (text: string): string[] => text.replace(/#.*$/gm, '').split(/[\s\\]+/).filter(Boolean).sort();
+    expect(words(ci)).toContain('libnet-ssleay-perl');
+    expect(words(listed)).toEqual(words(ci));
+  });
+
   it('names only KEYGATE_* variables the config module has', async () => {
     const { knownEnvVars } = await import('../../src/config.js');
     const known = new Set(knownEnvVars());
