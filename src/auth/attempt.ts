@@ -4,8 +4,11 @@ import type { AccountRecord, KeyRecord } from '../keys/record.js';
 import type { Protocol, Scope } from '../keys/scopes.js';
 import type { EndReason } from './sessions.js';
 
-/** Where an attempt came in: a mail protocol (its listener, or nginx asking for it), or the HTTP API. */
-export type Surface = Protocol | 'http';
+/** Where an attempt came in: a mail protocol (its listener, or nginx asking for it), the HTTP API, or the web console's sign-in. */
+export type Surface = Protocol | 'http' | 'console';
+
+/** How one signs in to the web console: an administrator key, or a credential the console checks itself. */
+export type ConsoleMethod = 'key' | 'password' | 'link' | 'oidc';
 
 /** What a client says of itself (IMAP `ID`, SMTP `EHLO`, HTTP `User-Agent`), kept with the attempt's record. */
 export interface ClientInfo {
@@ -24,7 +27,9 @@ export type FailReason =
   /** A mechanism that never carries the key itself (nginx: APOP, CRAM-MD5). */
   | 'unsupported_mechanism'
   /** The HTTP route names no action this key could ever be allowed. */
-  | 'no_action';
+  | 'no_action'
+  /** The console signs in administrators only, and the key is not one. */
+  | 'not_admin';
 
 /** Why an attempt could not be decided now; the client may try again. */
 export type TemporaryReason =
@@ -74,18 +79,50 @@ export interface MailAttempt<P extends Protocol = Protocol> extends AttemptBase 
   session?: SessionHandle;
 }
 
-/** An HTTP request with a key (Bearer or `access_token`). */
+/** An HTTP request with a key (Bearer or `access_token`), or a console sign-in with an administrator key. */
 export interface ApiAttempt extends AttemptBase {
-  protocol: 'http';
+  protocol: 'http' | 'console';
+  /** With `console`: `key`. */
+  method?: ConsoleMethod;
   /**
    * What the request wants to do, named from the identified key. May throw
-   * (an HttpError) when the request names nothing this key could be allowed;
-   * the attempt is then refused with `no_action` and the error is the `cause`.
+   * a LoginRefusal (refused for its reason), or anything else (an HttpError)
+   * when the request names nothing this key could be allowed: refused with
+   * `no_action`, the error as the `cause`.
    */
   action(key: KeyRecord): Action;
 }
 
-export type LoginAttempt = MailAttempt | ApiAttempt;
+/** Thrown by `ApiAttempt.action` to refuse the attempt for a reason of the surface's (the console: `not_admin`). */
+export class LoginRefusal extends Error {
+  constructor(readonly reason: FailReason) {
+    super(reason);
+    this.name = 'LoginRefusal';
+  }
+}
+
+/** What a surface's own check of a credential found: the value on success, else why not (for the audit log only). */
+export type CheckResult<T> = { ok: true; value: T; account?: string } | { ok: false; reason: string; temporary?: boolean };
+
+/**
+ * A console sign-in with a credential the console checks itself (the
+ * mailbox password at its upstream, a one-time link, an OpenID Connect
+ * login): the same limits, record and failure delay as a key, around the
+ * console's own `check`.
+ */
+export interface CheckedAttempt<T> {
+  protocol: 'console';
+  method: Exclude<ConsoleMethod, 'key'>;
+  ip: string;
+  client?: ClientInfo | null;
+  /** The account named, '' when the attempt names none. */
+  account: string;
+  /** What was presented, only to tell repeats apart in the limits: hashed here, never kept. */
+  presented: string;
+  check(): Promise<CheckResult<T>>;
+}
+
+export type LoginAttempt = MailAttempt | ApiAttempt | CheckedAttempt<unknown>;
 
 /** A logged-in mail session: the backend's side of it (null without a backend) and how to let it go. */
 export interface OpenSession<P extends Protocol = Protocol> {
@@ -110,18 +147,23 @@ export interface ApiLoggedIn {
   keyAccount: AccountRecord | null;
 }
 
-export interface Refused {
+export interface CheckedLoggedIn<T> {
+  kind: 'loggedIn';
+  value: T;
+}
+
+export interface Refused<R extends string = FailReason> {
   kind: 'refused';
-  reason: FailReason;
+  reason: R;
   /** The scope the key lacks, for an HTTP 403 that names it. */
   missingScope?: Scope;
   /** What `ApiAttempt.action` threw. */
   cause?: unknown;
 }
 
-export interface Temporary {
+export interface Temporary<R extends string = TemporaryReason> {
   kind: 'temporary';
-  reason: TemporaryReason;
+  reason: R;
 }
 
 /**
@@ -132,17 +174,23 @@ export interface Temporary {
  */
 export type LoginOutcome<L> = L | Refused | Temporary;
 
+/** A checked attempt's outcome: its reasons are the surface's own words. */
+export type CheckedOutcome<T> = CheckedLoggedIn<T> | Refused<string> | Temporary<string>;
+
 /** One attempt, as it is audited and handed to `onAttempt` (login history). */
 export interface AttemptRecord {
   /** When it was decided, ms since the epoch. */
   at: number;
   protocol: Surface;
+  /** The console's sign-in method. */
+  method: ConsoleMethod | null;
   ip: string;
   /** The account asked for (mail), or the key's (HTTP); null when unknown. */
   account: string | null;
   keyId: string | null;
   result: 'success' | 'failure' | 'temporary_failure';
-  reason: FailReason | TemporaryReason | null;
+  /** FailReason, TemporaryReason, or a checked attempt's own reason. */
+  reason: string | null;
   client: ClientInfo | null;
 }
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { NO_BACKENDS, type BackendSessions, type Backends } from '../backends/types.js';
 import { hashKey, isWellFormedKey } from '../keys/format.js';
@@ -9,23 +10,25 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { StoreUnavailableError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
-import type {
-  ApiAttempt,
-  ApiLoggedIn,
-  AttemptRecord,
-  FailReason,
-  LoginAttempt,
-  LoginOutcome,
-  MailAttempt,
-  MailLoggedIn,
-  Refused,
-  SessionHandle,
-  Temporary,
-  TemporaryReason,
+import {
+  LoginRefusal,
+  type ApiAttempt,
+  type ApiLoggedIn,
+  type AttemptRecord,
+  type CheckedAttempt,
+  type CheckedOutcome,
+  type CheckResult,
+  type LoginAttempt,
+  type LoginOutcome,
+  type MailAttempt,
+  type MailLoggedIn,
+  type Refused,
+  type SessionHandle,
+  type Temporary,
 } from './attempt.js';
 import type { SessionRegistry } from './sessions.js';
 
-export type * from './attempt.js';
+export * from './attempt.js';
 
 /** The limiter's view of one attempt: the IP, the account asked for ('' on HTTP) and the presented key's hash. */
 export interface LimitKey {
@@ -60,19 +63,27 @@ export interface AuthenticatorDeps {
 
 /** An attempt as decided, before the surface's answer. */
 type Decision =
-  | { ok: true; key: KeyRecord; account: AccountRecord | null; keyAccount: AccountRecord | null }
-  | { ok: false; refused: Refused; key?: KeyRecord }
-  | { ok: false; temporary: Temporary; key?: KeyRecord };
+  | { ok: true; key: KeyRecord | null; account: AccountRecord | null; keyAccount: AccountRecord | null; checked?: { value: unknown; account: string | null } }
+  | { ok: false; outcome: Refused<string> | Temporary<string>; key?: KeyRecord | null };
+
+/** An identified principal whose own login is behind it (a console session), asking to act. */
+export interface SessionRequest {
+  key: KeyRecord;
+  keyAccount: AccountRecord | null;
+  ip: string;
+  /** As `ApiAttempt.action`. */
+  action(key: KeyRecord): Action;
+}
 
 /**
  * The one login path of every surface (IMAP, POP3, SMTP, nginx auth_http,
- * the HTTP API): `logIn(attempt)` checks the key's shape and checksum (no
- * store hit for garbage), applies the failure limits, looks the key up by its
- * SHA-256, asks the policy, audits and counts the attempt, answers every
- * refusal the failure delay after the attempt began, and, for a mail login
- * with a connection, opens the protocol's backend and registers the live
- * session. Nothing else may decide a login. Last use and audit never hold up
- * the reply.
+ * the HTTP API, the console's sign-in): `logIn(attempt)` checks the key's
+ * shape and checksum (no store hit for garbage), applies the failure limits,
+ * looks the key up by its SHA-256, asks the policy, audits and counts the
+ * attempt, answers every refusal the failure delay after the attempt began,
+ * and, for a mail login with a connection, opens the protocol's backend and
+ * registers the live session. Nothing else may decide a login. Last use and
+ * audit never hold up the reply.
  */
 export class Authenticator {
   readonly store: KeyStore;
@@ -97,82 +108,121 @@ export class Authenticator {
 
   /** A mail login; never throws. */
   logIn<P extends Protocol>(attempt: MailAttempt<P>): Promise<LoginOutcome<MailLoggedIn<P>>>;
-  /** An HTTP request's key; never throws. */
+  /** An HTTP request's key, or a console sign-in with one; never throws. */
   logIn(attempt: ApiAttempt): Promise<LoginOutcome<ApiLoggedIn>>;
-  async logIn(attempt: LoginAttempt): Promise<LoginOutcome<MailLoggedIn | ApiLoggedIn>> {
+  /** A console sign-in the console checks itself, under the same limits, record and delay; never throws. */
+  logIn<T>(attempt: CheckedAttempt<T>): Promise<CheckedOutcome<T>>;
+  async logIn(attempt: LoginAttempt): Promise<LoginOutcome<MailLoggedIn | ApiLoggedIn> | CheckedOutcome<unknown>> {
     const started = performance.now();
     let decision: Decision;
     try {
-      decision = attempt.refused !== undefined ? { ok: false, refused: { kind: 'refused', reason: attempt.refused } } : await this.decide(attempt);
+      decision = 'refused' in attempt && attempt.refused !== undefined ? fail(refused(attempt.refused)) : await this.decide(attempt);
     } catch (err) {
       // A bug, not an unreachable store (that one is a temporary decision): logged without the key.
       this.logger.error({ err, protocol: attempt.protocol, ip: attempt.ip, account: 'username' in attempt ? normalizeAddress(attempt.username) : null }, 'login check failed');
-      decision = { ok: false, temporary: { kind: 'temporary', reason: 'check_failed' } };
+      decision = fail(temporary('check_failed'));
     }
     this.record(attempt, decision, performance.now() - started);
     if (!decision.ok) {
       // A refusal that took an extra lookup (a valid key under another account's name) takes no longer than one that did not.
       await sleep(Math.max(0, this.failureDelayMs - (performance.now() - started)));
-      return 'refused' in decision ? decision.refused : decision.temporary;
+      return decision.outcome as Refused | Temporary;
     }
-    if (attempt.protocol === 'http') return { kind: 'loggedIn', key: decision.key, keyAccount: decision.keyAccount };
-    return this.openSession(attempt, decision.key, decision.account!);
+    if ('check' in attempt) return { kind: 'loggedIn', value: decision.checked!.value };
+    if ('action' in attempt) return { kind: 'loggedIn', key: decision.key!, keyAccount: decision.keyAccount };
+    return this.openSession(attempt, decision.key!, decision.account!);
+  }
+
+  /**
+   * A request of a principal that signed in earlier (a console session): the
+   * policy only, as for a key, with denials recorded; no limits, no delay
+   * (nothing is presented that could be guessed).
+   */
+  authorize(request: SessionRequest): LoginOutcome<ApiLoggedIn> {
+    const { key, keyAccount, ip } = request;
+    let denied: Refused;
+    try {
+      const decision = decide(key, request.action(key), { ip, now: new Date(), account: keyAccount });
+      if (decision.allowed) return { kind: 'loggedIn', key, keyAccount };
+      denied = { kind: 'refused', reason: decision.reason, ...(decision.missingScope && { missingScope: decision.missingScope }) };
+    } catch (cause) {
+      denied = { kind: 'refused', reason: 'no_action', cause };
+    }
+    this.record({ protocol: 'http', key: '', ip, action: request.action }, fail(denied, key), 0);
+    return denied;
   }
 
   private async decide(attempt: LoginAttempt): Promise<Decision> {
-    const key = attempt.key.trim();
-    // One shape check and one SHA-256 per attempt: the limiter keys on the same hash the store is searched by.
-    const keyHash = isWellFormedKey(key) ? hashKey(key) : null;
-    const username = attempt.protocol === 'http' ? null : normalizeAddress(attempt.username);
-    const limitKey: LimitKey = { ip: attempt.ip, account: username ?? '', keyHash: keyHash ?? 'malformed' };
+    let keyHash: string | null;
+    let username: string | null = null;
+    if ('check' in attempt) {
+      // The console's own credentials are told apart in the limits by method and what was presented, never kept.
+      keyHash = createHash('sha256').update(`console-${attempt.method}`).update('\0').update(attempt.presented).digest('hex');
+    } else {
+      const key = attempt.key.trim();
+      // One shape check and one SHA-256 per attempt: the limiter keys on the same hash the store is searched by.
+      keyHash = isWellFormedKey(key) ? hashKey(key) : null;
+      if (!('action' in attempt)) username = normalizeAddress(attempt.username);
+    }
+    const limitKey: LimitKey = { ip: attempt.ip, account: 'check' in attempt ? attempt.account : (username ?? ''), keyHash: keyHash ?? 'malformed' };
     if (this.limiter && !(await this.limiter.allow(limitKey))) {
       this.metrics?.rateLimited.inc({ surface: attempt.protocol });
-      return temporary('rate_limited');
+      return fail(temporary('rate_limited'));
     }
-    const decision = await this.lookUp(attempt, keyHash, username);
+    const decision = 'check' in attempt ? await this.check(attempt) : await this.lookUp(attempt, keyHash, username);
     if (decision.ok) void this.limiter?.recordSuccess?.(limitKey);
-    else if ('refused' in decision) await this.limiter?.recordFailure(limitKey);
+    else if (decision.outcome.kind === 'refused') await this.limiter?.recordFailure(limitKey);
     return decision;
   }
 
+  /** A checked attempt: the surface's own check, a throw counted as a temporary failure. */
+  private async check(attempt: CheckedAttempt<unknown>): Promise<Decision> {
+    let result: CheckResult<unknown>;
+    try {
+      result = await attempt.check();
+    } catch (err) {
+      result = { ok: false, reason: `check_failed: ${(err as Error).name}`, temporary: true };
+    }
+    const named = result.ok ? (result.account ?? attempt.account) : attempt.account;
+    if (result.ok) return { ok: true, key: null, account: null, keyAccount: null, checked: { value: result.value, account: named || null } };
+    return fail(result.temporary ? temporary(result.reason) : refused(result.reason));
+  }
+
   /** The store and the policy: who the key is, and whether it may do what the attempt asks. */
-  private async lookUp(attempt: LoginAttempt, keyHash: string | null, username: string | null): Promise<Decision> {
-    if (keyHash === null) return refused('malformed');
+  private async lookUp(attempt: MailAttempt | ApiAttempt, keyHash: string | null, username: string | null): Promise<Decision> {
+    if (keyHash === null) return fail(refused('malformed'));
     let key: KeyRecord | null = null;
     let keyAccount: AccountRecord | null = null;
     let account: AccountRecord | null = null;
     try {
       key = await this.store.findByHash(keyHash);
-      if (!key) return refused('unknown_key');
+      if (!key) return fail(refused('unknown_key'));
       if (key.account !== null) keyAccount = await this.store.getAccount(key.account);
       if (username !== null) {
         // The key's own account (or an alias of it) needs no second lookup.
         account = key.account !== null && (keyAccount?.address === username || keyAccount?.aliases.includes(username)) ? keyAccount : await this.store.resolveAccount(username);
       }
     } catch (err) {
-      if (err instanceof StoreUnavailableError) return temporary('store_unavailable', key);
+      if (err instanceof StoreUnavailableError) return fail(temporary('store_unavailable'), key);
       throw err;
     }
 
     let action: Action;
-    if (attempt.protocol === 'http') {
+    if ('action' in attempt) {
       try {
         action = attempt.action(key);
       } catch (cause) {
-        return { ok: false, refused: { kind: 'refused', reason: 'no_action', cause }, key };
+        return fail(cause instanceof LoginRefusal ? refused(cause.reason) : { kind: 'refused', reason: 'no_action', cause }, key);
       }
     } else {
-      if (!account) return refused('unknown_account', key);
+      if (!account) return fail(refused('unknown_account'), key);
       action = { kind: 'login', protocol: attempt.protocol, account: account.address };
     }
     const now = new Date();
     // Unbound keys are decided against the account they log in to; bound ones against their own.
     const decision = decide(key, action, { ip: attempt.ip, now, account: key.account === null && account ? account : keyAccount });
-    if (!decision.allowed) {
-      const denied: Refused = { kind: 'refused', reason: decision.reason, ...(decision.missingScope && { missingScope: decision.missingScope }) };
-      return { ok: false, refused: denied, key };
-    }
-    this.store.touchKey(key.id, { at: now.toISOString(), ip: attempt.ip, protocol: attempt.protocol });
+    if (!decision.allowed) return fail({ kind: 'refused', reason: decision.reason, ...(decision.missingScope && { missingScope: decision.missingScope }) }, key);
+    this.store.touchKey(key.id, { at: now.toISOString(), ip: attempt.ip, protocol: attempt.protocol === 'console' ? 'http' : attempt.protocol });
     return { ok: true, key, account, keyAccount };
   }
 
@@ -214,35 +264,56 @@ export class Authenticator {
     return { kind: 'loggedIn', key, account, session: { backend, release } };
   }
 
-  /** The one hook point every attempt passes: one structured audit line, the metrics, then `onAttempt`. */
+  /**
+   * The one hook point every attempt passes: one structured audit line, the
+   * metrics, then `onAttempt`. An HTTP request with a good key is neither
+   * audited nor counted here: the request log and keygate_http_requests_total
+   * have it, and an API client would otherwise add a "login" per request.
+   */
   private record(attempt: LoginAttempt, decision: Decision, decideMs: number): void {
-    const result = decision.ok ? 'success' : 'refused' in decision ? 'failure' : 'temporary_failure';
+    const result = decision.ok ? 'success' : decision.outcome.kind === 'refused' ? 'failure' : 'temporary_failure';
+    const key = decision.key ?? null;
     const record: AttemptRecord = {
       at: Date.now(),
       protocol: attempt.protocol,
+      method: 'method' in attempt ? (attempt.method ?? null) : null,
       ip: attempt.ip,
-      // A mail attempt names its account (the resolved one on success, as asked otherwise); an HTTP one has the key's.
-      account: attempt.protocol !== 'http' ? (decision.ok ? decision.account!.address : normalizeAddress(attempt.username)) : (decision.key?.account ?? null),
-      keyId: decision.key?.id ?? null,
+      account: recordedAccount(attempt, decision),
+      keyId: key?.id ?? null,
       result,
-      reason: decision.ok ? null : 'refused' in decision ? decision.refused.reason : decision.temporary.reason,
+      reason: decision.ok ? null : decision.outcome.reason,
       client: attempt.client ?? null,
     };
+    this.onAttempt?.(record);
+    if (decision.ok && attempt.protocol === 'http') return;
     this.metrics?.authDuration.observe({ protocol: attempt.protocol }, decideMs / 1000);
     this.metrics?.authAttempts.inc({ protocol: attempt.protocol, result });
-    // HTTP successes are in the request log already; every other attempt gets its audit line. The reason is for operators only.
-    if (!(decision.ok && attempt.protocol === 'http')) {
-      const { protocol, ip, account, keyId, reason, client } = record;
-      this.logger.info({ audit: true, protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, client: client ?? undefined }, 'auth attempt');
-    }
-    this.onAttempt?.(record);
+    const { ip, account, keyId, reason, client } = record;
+    // The console's methods are told apart in the audit line (console-key, console-password, …); the reason is for operators only.
+    const protocol = record.method ? `${record.protocol}-${record.method}` : record.protocol;
+    this.logger.info({ audit: true, protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, client: client ?? undefined }, 'auth attempt');
   }
 }
 
-function refused(reason: FailReason, key?: KeyRecord): Decision {
-  return { ok: false, refused: { kind: 'refused', reason }, ...(key && { key }) };
+/**
+ * The account an attempt's record names: a mail login the one asked for (the
+ * resolved one on success), an HTTP request or a console key its key's, a
+ * checked console sign-in the one it named or found.
+ */
+function recordedAccount(attempt: LoginAttempt, decision: Decision): string | null {
+  if ('check' in attempt) return decision.ok ? (decision.checked?.account ?? null) : attempt.account || null;
+  if ('action' in attempt) return decision.key?.account ?? null;
+  return decision.ok ? decision.account!.address : normalizeAddress(attempt.username);
 }
 
-function temporary(reason: TemporaryReason, key?: KeyRecord | null): Decision {
-  return { ok: false, temporary: { kind: 'temporary', reason }, ...(key && { key }) };
+function fail(outcome: Refused<string> | Temporary<string>, key?: KeyRecord | null): Decision {
+  return { ok: false, outcome, ...(key && { key }) };
+}
+
+function refused<R extends string>(reason: R): Refused<R> {
+  return { kind: 'refused', reason };
+}
+
+function temporary<R extends string>(reason: R): Temporary<R> {
+  return { kind: 'temporary', reason };
 }

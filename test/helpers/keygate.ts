@@ -13,6 +13,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inject } from 'vitest';
 import type { LoginLimiter } from '../../src/auth/authenticate.js';
 import { createLoginLimiter, type LoginLimiterWithClose } from '../../src/auth/limits.js';
 import type { Backends } from '../../src/backends/types.js';
@@ -26,8 +27,8 @@ import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
 import { dovecotConfig, type RunningDovecot } from './dovecot.js';
 
-/** One self-signed certificate for every test run (node-forge RSA generation is slow). */
-export const TEST_CERT_DIR = join(tmpdir(), 'keygate-test-certs');
+/** The run's self-signed certificate (test/global-setup.ts). */
+export const TEST_CERT_DIR = inject('testCertDir');
 
 /** One captured log line, parsed (audit lines carry `audit: true`). */
 export interface LogLine {
@@ -218,15 +219,6 @@ export async function startKeygate(options: StartOptions & { store?: KeyStore } 
       await h.close();
     },
   };
-}
-
-/** Polls until `fn` is true; throws after the timeout. */
-export async function until(fn: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

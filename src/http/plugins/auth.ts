@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { clientInfo, type FailReason, type Refused } from '../../auth/attempt.js';
+import { clientInfo, type ApiLoggedIn, type FailReason, type LoginOutcome, type Refused } from '../../auth/attempt.js';
 import type { Authenticator } from '../../auth/authenticate.js';
 import { isAdminKey, type Action } from '../../keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../../keys/record.js';
@@ -31,6 +31,11 @@ declare module 'fastify' {
   }
 }
 
+/** A way in besides a key: the console's session cookie (src/console/session-auth.ts). Null = the request carries none. */
+export interface SessionIdentifier {
+  identify(req: FastifyRequest): Promise<Pick<Principal, 'key' | 'keyAccount'> | null>;
+}
+
 /** Takes the key from `Authorization: Bearer` or `?access_token=`. */
 export function presentedKey(req: FastifyRequest): string | null {
   const header = req.headers.authorization;
@@ -43,35 +48,39 @@ export function presentedKey(req: FastifyRequest): string | null {
 }
 
 // Refusals that mean the key itself is unusable (unknown, malformed, revoked, expired, account disabled): 401.
-const TO_401 = new Set<FailReason>(['malformed', 'unknown_key', 'revoked', 'expired', 'account_disabled']);
+const TO_401 = new Set<string>(['malformed', 'unknown_key', 'revoked', 'expired', 'account_disabled'] satisfies FailReason[]);
 
 /**
  * The one authentication hook: the presented key goes through the
  * Authenticator's `logIn` (limits, policy, audit, failure delay) with the
  * action the route names. Missing or unusable key → 401 with
  * `WWW-Authenticate: Bearer`; usable but not allowed → 403 naming the missing
- * scope; limited → 429; store down → 503. Routes without `config.auth` are
- * refused, so a new route cannot be public by accident.
+ * scope; limited → 429; store down → 503. Without a key, a console session
+ * (signed in through the same `logIn`) may stand in for one: its requests
+ * meet the same policy. Routes without `config.auth` are refused, so a new
+ * route cannot be public by accident.
  */
-export const authPlugin = fp<{ authenticator: Authenticator }>(
-  async (app, { authenticator }) => {
+export const authPlugin = fp<{ authenticator: Authenticator; sessions?: SessionIdentifier }>(
+  async (app, { authenticator, sessions }) => {
     app.decorateRequest('principal', null);
     app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
       const rule = req.routeOptions.config.auth;
       if (rule === false) return;
       if (rule === undefined && req.routeOptions.url === undefined) return; // 404 handler
+      const action = (presented: KeyRecord): Action => {
+        if (rule === undefined) throw new HttpError('forbidden', 'This route has no access rule');
+        return rule(req, presented);
+      };
+      // A key, when one is presented, wins; otherwise a console session may stand in for one.
       const key = presentedKey(req);
-      if (key === null) throw unauthorized(reply);
-      const outcome = await authenticator.logIn({
-        protocol: 'http',
-        key,
-        ip: req.ip,
-        client: clientInfo(req.headers['user-agent']),
-        action(presented): Action {
-          if (rule === undefined) throw new HttpError('forbidden', 'This route has no access rule');
-          return rule(req, presented);
-        },
-      });
+      let outcome: LoginOutcome<ApiLoggedIn>;
+      if (key !== null) {
+        outcome = await authenticator.logIn({ protocol: 'http', key, ip: req.ip, client: clientInfo(req.headers['user-agent']), action });
+      } else {
+        const principal = await sessions?.identify(req);
+        if (!principal) throw unauthorized(reply);
+        outcome = authenticator.authorize({ ...principal, ip: req.ip, action });
+      }
       switch (outcome.kind) {
         case 'loggedIn':
           req.principal = { key: outcome.key, keyAccount: outcome.keyAccount, isAdmin: isAdminKey(outcome.key) };
