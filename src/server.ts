@@ -9,7 +9,7 @@ import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { importPreparedTokens } from './services/tokens.js';
+import { decodePreparedTokens, importPreparedTokens } from './services/tokens.js';
 import { describeStore, openStore } from './store/index.js';
 import type { KeyStore } from './store/types.js';
 import { createTlsProvider, type TlsProvider } from './tls/index.js';
@@ -39,6 +39,8 @@ export interface StartOptions {
 
 /** Opens the store, imports prepared tokens, then opens the control plane and the mail listeners. */
 export async function startServer(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
+  // A malformed prepared token is a configuration error: refused before the store is opened (or created).
+  const prepared = decodePreparedTokens(config.preparedToken);
   const store = await openStore(config, logger);
   let backends: ClosableBackends | null = null;
   let limiter: LoginLimiterWithClose | null = null;
@@ -46,7 +48,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   let sessions: SessionRegistry | null = null;
   let app: FastifyInstance | null = null;
   try {
-    if (config.preparedToken !== '') await importPreparedTokens(store, config.preparedToken, logger);
+    if (prepared.length > 0) await importPreparedTokens(store, prepared, logger);
     // A missing or wrong KEYGATE_SECRET is a start-up error once sealed upstream credentials exist.
     await checkSecret(store, config);
     if (!options.backends) backends = createBackends(config, store, logger);
