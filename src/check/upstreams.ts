@@ -77,7 +77,7 @@ export async function checkUpstreams(config: Config, store: KeyStore | null, opt
     const key = targetKey(protocol, route);
     const target = targets.get(key);
     if (!target) targets.set(key, { protocol, route, account: known ? account : null, label: describeServer(route) });
-    else if (!target.account && known) target.account = account;
+    else if (!target.account && known) Object.assign(target, { account, route });
   };
 
   if (options.account !== undefined) {
