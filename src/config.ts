@@ -203,7 +203,7 @@ function upstreamSpecs(name: 'imap' | 'pop3' | 'smtp'): Record<string, Spec> {
 }
 
 export const SPECS: Record<string, Spec> = {
-  home: { kind: 'string', env: 'KEYGATE_HOME', doc: `directory of the store, the certificates and ${CONFIG_FILE_NAME} (read unless --config is given): relative paths start there, so every command finds the same store; empty = the current directory` },
+  home: { kind: 'string', env: 'KEYGATE_HOME', doc: `directory of the store, the certificates and ${CONFIG_FILE_NAME} (read unless --config is given): relative paths in settings start there, so every command finds the same store (a relative path given as a flag is from the current directory); empty = the current directory` },
   'db.path': { kind: 'string', env: 'KEYGATE_DB_PATH', doc: 'SQLite database file (used when dbs.redis is empty)', path: true },
   'dbs.redis': { kind: 'string', env: 'KEYGATE_REDIS_URL', doc: 'Redis URL: redis://, rediss://, redis-sentinel://h:p,h:p/master, redis-cluster://h:p,h:p', embeds: 'url' },
   preparedToken: { kind: 'string', env: 'KEYGATE_PREPARED_TOKEN', doc: 'exported token blob(s), comma or space separated, imported at start-up' },
@@ -385,12 +385,14 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   }
 
   const c = config as unknown as Config;
-  if (c.home !== '') {
-    c.home = resolve(c.home);
-    for (const [key, spec] of Object.entries(SPECS)) {
-      const value = getPath(config, key);
-      if (spec.path && typeof value === 'string' && value !== '' && !isAbsolute(value)) setPath(config, key, join(c.home, value));
-    }
+  if (c.home !== '') c.home = resolve(c.home);
+  // A relative path typed as a flag means the current directory, as in any command; one in the
+  // settings (defaults, file, environment) starts at home, so every command finds the same files.
+  for (const [key, spec] of Object.entries(SPECS)) {
+    const value = getPath(config, key);
+    if (!spec.path || typeof value !== 'string' || value === '' || isAbsolute(value)) continue;
+    if (sources[key] === 'flag') setPath(config, key, resolve(value));
+    else if (c.home !== '') setPath(config, key, join(c.home, value));
   }
   // An explicitly empty public host name still means "the hostname".
   for (const p of ['smtp', 'imap', 'pop3'] as const) if (c.public[p].serverName === '') c.public[p].serverName = c.hostname;

@@ -93,14 +93,17 @@ describe('KEYGATE_HOME and --home', () => {
     }
   });
 
-  it('relative paths start at home; absolute ones stay; its keygate.json is read', async () => {
+  it('relative paths in settings start at home, flags at the current directory; its keygate.json is read', async () => {
     writeFileSync(join(home, 'keygate.json'), JSON.stringify({ hostname: 'mail.home.example', tls: { dir: 'tls' } }));
     try {
-      const r = await runCli(['config', '--json', '--db.path', 'other/k.db'], { KEYGATE_HOME: home }, 20_000, freshDir('c'));
+      const cwd = freshDir('c');
+      const r = await runCli(['config', '--json', '--tls.cert', 'here/cert.pem'], { KEYGATE_HOME: home, KEYGATE_TLS_KEY: 'there/key.pem', KEYGATE_DB_PATH: 'other/k.db' }, 20_000, cwd);
       expect(r.code, r.stderr).toBe(0);
       const rows = Object.fromEntries((JSON.parse(r.stdout) as { setting: string; value: string; source: string }[]).map((row) => [row.setting, row]));
       expect(rows.home).toMatchObject({ value: home, source: 'env KEYGATE_HOME' });
-      expect(rows['db.path']).toMatchObject({ value: join(home, 'other', 'k.db'), source: 'flag' });
+      expect(rows['db.path']).toMatchObject({ value: join(home, 'other', 'k.db'), source: 'env KEYGATE_DB_PATH' });
+      expect(rows['tls.key']).toMatchObject({ value: join(home, 'there', 'key.pem'), source: 'env KEYGATE_TLS_KEY' });
+      expect(rows['tls.cert']).toMatchObject({ value: join(cwd, 'here', 'cert.pem'), source: 'flag' });
       expect(rows['tls.dir']).toMatchObject({ value: join(home, 'tls'), source: `file ${join(home, 'keygate.json')}` });
       expect(rows.hostname).toMatchObject({ value: 'mail.home.example', source: `file ${join(home, 'keygate.json')}` });
       const abs = await runCli(['config', '--json', '--db.path', '/srv/keys.db'], { KEYGATE_HOME: home }, 20_000);

@@ -139,8 +139,8 @@ describe('docker-compose.yml', () => {
     const set = Object.keys(env);
     expect(set.filter(isKeygateVar).length).toBeGreaterThan(10);
     expect(unknownVars(set)).toEqual([]);
-    // Dovecot's KEYGATE_MASTER_PASSWORD is Dovecot's variable (deploy/dovecot/keygate.conf), not a Keygate setting.
-    expect(Object.keys(envs.dovecot!)).toEqual(['KEYGATE_MASTER_PASSWORD']);
+    // Dovecot gets the one setting it shares with Keygate (deploy/dovecot/keygate.conf reads it).
+    expect(Object.keys(envs.dovecot!)).toEqual(['KEYGATE_UPSTREAM_MASTER_PASSWORD']);
     expect(unknownVars(refs)).toEqual([]);
     // Nothing left commented out as "not a setting yet".
     expect([...text.matchAll(/^\s*#\s*(KEYGATE_[A-Z0-9_]+)\s*:/gm)].map((m) => m[1]!)).toEqual([]);
@@ -172,9 +172,9 @@ describe('docker-compose.yml', () => {
     const keygateConf = read('deploy/dovecot/keygate.conf');
     expect(c.upstream.master.user).toBe(/^\s*username_filter = (\S+)$/m.exec(keygateConf)?.[1]);
     expect(c.upstream.master.password).toBe(TEST_DOTENV.KEYGATE_UPSTREAM_MASTER_PASSWORD);
-    expect(envs.dovecot!.KEYGATE_MASTER_PASSWORD).toBe(c.upstream.master.password);
-    expect(keygateConf).toContain('%{env:KEYGATE_MASTER_PASSWORD}');
-    expect(keygateConf).toMatch(/^import_environment = .*\bKEYGATE_MASTER_PASSWORD\b/m);
+    expect(envs.dovecot!.KEYGATE_UPSTREAM_MASTER_PASSWORD).toBe(c.upstream.master.password);
+    expect(keygateConf).toContain('%{env:KEYGATE_UPSTREAM_MASTER_PASSWORD}');
+    expect(keygateConf).toMatch(/^import_environment = .*\bKEYGATE_UPSTREAM_MASTER_PASSWORD\b/m);
     expect(c.upstream.master.separator).toBe(/^auth_master_user_separator = (\S+)$/m.exec(keygateConf)?.[1]);
   });
 

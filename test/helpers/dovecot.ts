@@ -361,7 +361,7 @@ export function shippedAdaptations(dir: string, ports: { imap: number; pop3: num
  * Starts a private Dovecot from the shipped configuration (deploy/dovecot/),
  * adapted only in paths and ports (shippedAdaptations) plus the run-time
  * directories a second Dovecot on this machine needs (base_dir, state_dir):
- * master user `keygate` with KEYGATE_MASTER_PASSWORD in its environment, any
+ * master user `keygate` with KEYGATE_UPSTREAM_MASTER_PASSWORD in its environment, any
  * account a user, STARTTLS with a fresh certificate for `localhost`, LMTP.
  * As the image does, mail belongs to uid/gid 1000.
  */
@@ -391,6 +391,6 @@ export async function startShippedDovecot(): Promise<RunningDovecot> {
     writeFileSync(join(etc, name), text);
   }
   const master: DovecotUser = { user: 'keygate', password: `master-${randomBytes(12).toString('hex')}` };
-  const { pid, logTail, stop } = await launch(dir, join(etc, 'dovecot.conf'), log, [imap, pop3, lmtp], { ...process.env, KEYGATE_MASTER_PASSWORD: master.password });
+  const { pid, logTail, stop } = await launch(dir, join(etc, 'dovecot.conf'), log, [imap, pop3, lmtp], { ...process.env, KEYGATE_UPSTREAM_MASTER_PASSWORD: master.password });
   return { host: '127.0.0.1', imapPort: imap, pop3Port: pop3, lmtpPort: lmtp, imapsPort: 0, pop3sPort: 0, certPath: join(etc, 'cert.pem'), dir, users: [], master, pid, logTail, stop };
 }
