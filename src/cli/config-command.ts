@@ -52,9 +52,14 @@ export function shownValue(config: Config, key: string): string {
   if (spec.secret) return value === '' || value === undefined ? UNSET : MASK;
   if (typeof value !== 'string') return spec.kind === 'duration' && typeof value === 'number' ? formatDuration(value) : String(value);
   if (value === '') return '""';
-  if (spec.embeds === 'url') return redactRedisUrl(value);
+  if (spec.embeds === 'url') return maskUrl(value);
   if (spec.embeds === 'json') return maskJson(value);
   return value;
+}
+
+/** A URL without its user-info password, nor the value of a query parameter that may be one. */
+function maskUrl(url: string): string {
+  return redactRedisUrl(url).replace(/([?&][^=&#]*(?:pass|secret|token|key|auth)[^=&#]*=)[^&#]*/gi, `$1${MASK}`);
 }
 
 /** JSON with every "password" or "secret" member replaced by the mask; unparsable text is not shown at all. */

@@ -87,7 +87,7 @@ describe('keygate config', () => {
     KEYGATE_SECRET: SECRET,
     KEYGATE_UPSTREAM_MASTER_PASSWORD: MASTER,
     KEYGATE_NGINX_AUTH_SECRET: NGINX,
-    KEYGATE_REDIS_URL: `redis://keygate:${REDIS_PW}@127.0.0.1:6390/2`,
+    KEYGATE_REDIS_URL: `redis://keygate:${REDIS_PW}@127.0.0.1:6390/2?tls=false&sentinelPassword=${REDIS_PW}x`,
     KEYGATE_UPSTREAM_DOMAINS: JSON.stringify({ 'example.org': { imap: { host: 'imap.example.org' }, master: { user: 'kg', password: DOMAIN_PW } } }),
     KEYGATE_IMAP_SECURE_PORT: '22993',
     KEYGATE_UPSTREAM_MASTER_USER: 'keygate',
@@ -109,7 +109,7 @@ describe('keygate config', () => {
     expect(row('secret')).toBe('secret (set) env KEYGATE_SECRET');
     expect(row('upstream.master.password')).toBe('upstream.master.password (set) env KEYGATE_UPSTREAM_MASTER_PASSWORD');
     expect(row('nginx.authSecret')).toBe('nginx.authSecret (set) env KEYGATE_NGINX_AUTH_SECRET');
-    expect(row('dbs.redis')).toBe('dbs.redis redis://keygate:***@127.0.0.1:6390/2 env KEYGATE_REDIS_URL');
+    expect(row('dbs.redis')).toBe('dbs.redis redis://keygate:***@127.0.0.1:6390/2?tls=false&sentinelPassword=(set) env KEYGATE_REDIS_URL');
     expect(row('upstream.domains')).toContain('"master":{"user":"kg","password":"(set)"}');
     const all = r.stdout + r.stderr;
     for (const s of [SECRET, MASTER, NGINX, REDIS_PW, DOMAIN_PW]) for (const f of forms(s)) expect(all).not.toContain(f);
