@@ -31,6 +31,7 @@ const GROUP_TITLES: Record<string, string> = {
   upstream: 'Upstream mail servers',
   setup: 'Client setup links and profiles',
   nginx: 'nginx mail proxy',
+  console: 'Web console',
 };
 
 export function groupTitle(key: string): string {
