@@ -137,6 +137,26 @@ describe('the ports clients are told follow the listeners', () => {
   });
 });
 
+describe('listeners on port 0', () => {
+  it('clients are told the ports the kernel picked', async () => {
+    const tmp = tempDir();
+    const http = await freePort();
+    const zero = Object.fromEntries(['SMTP', 'IMAP', 'POP3'].flatMap((p) => [[`KEYGATE_${p}_PORT`, '0'], [`KEYGATE_${p}_SECURE_PORT`, '0']]));
+    const server = await startServer(loadConfig({ env: { ...zero, KEYGATE_DB_PATH: join(tmp.dir, 'k.db'), KEYGATE_TLS_DIR: join(tmp.dir, 'certs'), KEYGATE_HTTP_PORT: String(http) } }), createLogger('silent'));
+    try {
+      const key = (await issueToken(server.store, { description: 'laptop', scopes: ['app'], account: ACCOUNT })).key;
+      const { connectionInfo } = (await (await fetch(`http://127.0.0.1:${http}/api/smtp-credentials`, { headers: { authorization: `Bearer ${key}` } })).json()) as { connectionInfo: Record<string, { port: number; securePort: number }> };
+      for (const p of ['smtp', 'imap', 'pop3']) {
+        expect(connectionInfo[p]).toMatchObject({ port: server.listeners.get(p).address().port, securePort: server.listeners.get(`${p}s`).address().port });
+        expect(connectionInfo[p]!.port).toBeGreaterThan(0);
+      }
+    } finally {
+      await server.close();
+      tmp.cleanup();
+    }
+  });
+});
+
 describe('public settings that follow', () => {
   it('a disabled listener is not advertised unless public.<protocol>.enabled says so', () => {
     expect(loadConfig({ env: { KEYGATE_POP3_ENABLED: 'false' } }).public.pop3.enabled).toBe(false);
