@@ -285,7 +285,7 @@ describe('Dockerfile', () => {
 describe('.dockerignore', () => {
   it('keeps local state and build output out of the image context', () => {
     const lines = read('.dockerignore').split('\n').map((l) => l.trim());
-    for (const p of ['node_modules', 'dist', 'data', 'certs', '.env', '.git']) expect(lines, p).toContain(p);
+    for (const p of ['node_modules', '.node', 'dist', 'data', 'certs', '.env', '.git']) expect(lines, p).toContain(p);
   });
 });
 
