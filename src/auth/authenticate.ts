@@ -22,11 +22,12 @@ import {
   type LoginOutcome,
   type MailAttempt,
   type MailLoggedIn,
+  type OpenSession,
   type Refused,
   type SessionHandle,
   type Temporary,
 } from './attempt.js';
-import type { SessionRegistry } from './sessions.js';
+import type { EndReason, LiveSession, SessionRegistry } from './sessions.js';
 
 export * from './attempt.js';
 
@@ -253,15 +254,9 @@ export class Authenticator {
       backend?.close();
       return { kind: 'temporary', reason: 'closed' };
     }
-    const unregister = this.sessions?.add({ protocol: attempt.protocol, keyId: key.id, account: account.address, expiresAt: key.expiresAt, end: (reason) => session.end(reason) });
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      unregister?.();
-      backend?.close();
-    };
-    return { kind: 'loggedIn', key, account, session: { backend, release } };
+    const open = new OpenMailSession(attempt.protocol, key, account.address, backend, session);
+    open.register(this.sessions);
+    return { kind: 'loggedIn', key, account, session: open };
   }
 
   /**
@@ -292,6 +287,44 @@ export class Authenticator {
     // The console's methods are told apart in the audit line (console-key, console-password, …); the reason is for operators only.
     const protocol = record.method ? `${record.protocol}-${record.method}` : record.protocol;
     this.logger.info({ audit: true, protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, client: client ?? undefined }, 'auth attempt');
+  }
+}
+
+/**
+ * A logged-in mail session as both the registry and its connection hold it:
+ * one object with its methods on the prototype, since an idle connection
+ * should cost as little as it can.
+ */
+class OpenMailSession<P extends Protocol> implements LiveSession, OpenSession<P> {
+  readonly keyId: string;
+  readonly expiresAt: string | null;
+  private unregister: (() => void) | null = null;
+  private released = false;
+
+  constructor(
+    readonly protocol: P,
+    key: KeyRecord,
+    readonly account: string,
+    readonly backend: BackendSessions[P] | null,
+    private readonly handle: SessionHandle,
+  ) {
+    this.keyId = key.id;
+    this.expiresAt = key.expiresAt;
+  }
+
+  register(sessions: SessionRegistry | undefined): void {
+    this.unregister = sessions?.add(this) ?? null;
+  }
+
+  end(reason: EndReason): void {
+    this.handle.end(reason);
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.unregister?.();
+    this.backend?.close();
   }
 }
 

@@ -171,7 +171,7 @@ export abstract class LineSession implements SessionHandle {
   start(): void {
     this.context.open.add(this);
     this.attach(this.socket);
-    this.loginTimer = setTimeout(this.onLoginTimeout, this.context.limits.loginTimeoutMs);
+    this.loginTimer = setTimeout(this.onTimeout, this.context.limits.loginTimeoutMs);
     this.loginTimer.unref();
     this.write(this.greeting());
   }
@@ -258,7 +258,7 @@ export abstract class LineSession implements SessionHandle {
     if (session.backend) return this.startPipe(session, session.backend);
     this.state = { kind: 'authenticated', session };
     this.socket.setTimeout(this.context.limits.idleTimeoutMs);
-    this.socket.once('timeout', this.onIdle);
+    this.socket.on('timeout', this.onTimeout);
   }
 
   /** STARTTLS: `ok`, discard pending plaintext, handshake, then read commands under TLS. */
@@ -403,12 +403,10 @@ export abstract class LineSession implements SessionHandle {
     this.pump();
   };
 
-  private readonly onLoginTimeout = (): void => {
+  /** The login timer before login; the socket's inactivity timeout after a login without a backend. One handler, one closure less per connection. */
+  private readonly onTimeout = (): void => {
     this.loginTimer = null;
-    this.close(this.texts.loginTimeout);
-  };
-
-  private readonly onIdle = (): void => {
+    if (this.state.kind !== 'authenticated') return this.close(this.texts.loginTimeout);
     if (this.texts.idleTimeout === null) this.socket.destroy();
     else this.close(this.texts.idleTimeout);
   };
@@ -459,7 +457,7 @@ export abstract class LineSession implements SessionHandle {
     const state = this.state;
     if (state.kind === 'authenticated') {
       this.socket.setTimeout(0);
-      this.socket.off('timeout', this.onIdle);
+      this.socket.off('timeout', this.onTimeout);
     }
     if (state.kind === 'authenticated' || state.kind === 'piped') state.session.release();
   }
