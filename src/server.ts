@@ -56,7 +56,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     // A client retrying one refused key with each mechanism it knows is one guess, not three.
     limiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
     authenticator.limiter = limiter;
-    sessions = new SessionRegistry(store, logger, metrics);
+    sessions = new SessionRegistry(store, logger, metrics, { recheckIntervalMs: config.sessions.recheckInterval });
     sessions.start();
     app = await buildApp({ config, store, logger, metrics, authenticator, tls });
     await app.listen({ host: config.http.host, port: config.http.port });
