@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
-import ipaddr from 'ipaddr.js';
 import { RateLimiterMemory, RateLimiterRedis, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { createRedisClient, waitReady, type RedisClient } from '../store/redis-connect.js';
 import type { LoginLimiter, LoginReservation } from './authenticate.js';
+import { ipBucket } from './ip-bucket.js';
+
+export { ipBucket };
 
 export interface LoginLimiterWithClose extends LoginLimiter {
   close(): Promise<void>;
@@ -40,22 +42,6 @@ const DEDUPE_REPEATS = 5;
  * Under 24.8 days, the longest timer Node keeps (the memory backend sets one per entry).
  */
 const KNOWN_GOOD_SECONDS = 14 * 24 * 3600;
-
-/**
- * The IP a failure is counted against: IPv4 as is (IPv4-mapped IPv6 too), IPv6
- * by its /64, since one host can hold a whole /64 and rotate through it.
- */
-export function ipBucket(ip: string): string {
-  try {
-    const addr = ipaddr.process(ip);
-    if (addr.kind() === 'ipv4') return addr.toString();
-    const bytes = (addr as ipaddr.IPv6).toByteArray();
-    for (let i = 8; i < 16; i++) bytes[i] = 0;
-    return `${ipaddr.fromByteArray(bytes).toString()}/64`;
-  } catch {
-    return ip.slice(0, 64);
-  }
-}
 
 /** Account + presented-key bucket: a fixed-size digest, so long usernames cannot bloat Redis or memory. */
 export function accountKeyBucket(account: string, keyHash: string): string {
