@@ -28,8 +28,9 @@ const SWEEP_MS = 250;
 export const RECHECK_INTERVAL_MS = 30_000;
 /**
  * A re-check after the subscription resumed that found the store unreachable
- * (its other connection not back yet) is tried again this soon, until it
- * succeeds: waiting for the periodic one would leave a revoked session open.
+ * (its other connection not back yet) is tried again this soon, then at
+ * doubling intervals up to the periodic one, until it succeeds: waiting for
+ * the periodic one would leave a revoked session open for up to 30 s.
  */
 const RECHECK_RETRY_MS = 250;
 
@@ -70,6 +71,8 @@ export class SessionRegistry {
   private sweepTimer: NodeJS.Timeout | null = null;
   private recheckTimer: NodeJS.Timeout | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
+  /** The next retry's delay; 0 while no re-check has failed since the last success. */
+  private retryDelayMs = 0;
   /** The re-check running now, and whether another was asked for meanwhile (it then runs once more, after). */
   private rechecking: Promise<RecheckResult> | null = null;
   private recheckAgain = false;
@@ -178,16 +181,20 @@ export class SessionRegistry {
       [keys, accounts] = await Promise.all([this.store.getKeys(keyIds), this.store.getAccounts(addresses)]);
     } catch (err) {
       const retry = trigger === 'resubscribe' && this.unsubscribe !== null;
-      this.log.warn({ trigger, sessions: snapshot.length, err: (err as Error).message }, retry ? 'cannot re-check open sessions; trying again shortly' : 'cannot re-check open sessions; trying again later');
+      // One warning per outage, not one per retry.
+      const level = this.retryDelayMs === 0 ? 'warn' : 'debug';
+      this.log[level]({ trigger, sessions: snapshot.length, err: (err as Error).message }, retry ? 'cannot re-check open sessions; trying again shortly' : 'cannot re-check open sessions; trying again later');
       if (retry && !this.retryTimer) {
+        this.retryDelayMs = this.retryDelayMs === 0 ? RECHECK_RETRY_MS : Math.min(this.retryDelayMs * 2, this.recheckIntervalMs || RECHECK_INTERVAL_MS);
         this.retryTimer = setTimeout(() => {
           this.retryTimer = null;
           void this.recheck('resubscribe');
-        }, RECHECK_RETRY_MS);
+        }, this.retryDelayMs);
         this.retryTimer.unref();
       }
       return result;
     }
+    this.retryDelayMs = 0;
     const now = Date.now();
     const keyEnd = new Map<string, EndReason>();
     keyIds.forEach((id, i) => {
