@@ -42,6 +42,10 @@ const DEDUPE_REPEATS = 5;
  * Under 24.8 days, the longest timer Node keeps (the memory backend sets one per entry).
  */
 const KNOWN_GOOD_SECONDS = 14 * 24 * 3600;
+/** A success re-marks its credential known good at most this often per instance (a busy key would otherwise write on every login). */
+const KNOWN_GOOD_REFRESH_MS = 3600_000;
+/** Credentials whose last marking this instance remembers (oldest dropped first). */
+const KNOWN_GOOD_CACHE_MAX = 50_000;
 
 /** Account + presented-key bucket: a fixed-size digest, so long usernames cannot bloat Redis or memory. */
 export function accountKeyBucket(account: string, keyHash: string): string {
@@ -53,13 +57,18 @@ export function accountKeyBucket(account: string, keyHash: string): string {
  * per `auth.failureWindow`; IPv6 by /64) and per (account, presented key)
  * (`auth.accountFailures` per window).
  *
- * Reserve first: every attempt takes a point from both budgets, atomically
- * (an INCR in Redis, a synchronous update in memory), before the store is
- * asked; over either limit it gives both back and is refused. A success, or
- * an attempt the store could not answer, gives its points back; a failure
- * keeps them, except a repeat of the very same failure within `dedupeMs`
- * (a client retrying with each mechanism it knows). So however many attempts
- * arrive at once, at most the limit's worth reach the store.
+ * Reserve first: every attempt takes a point from its IP's budget,
+ * atomically (an INCR in Redis, a synchronous update in memory), before the
+ * store is asked; over the limit it gives it back and is refused. A success,
+ * or an attempt the store could not answer, gives its point back; a failure
+ * keeps it, except a repeat of the very same failure within `dedupeMs` (a
+ * client retrying with each mechanism it knows). So however many attempts
+ * arrive at once from one IP, at most the limit's worth reach the store.
+ *
+ * The (account, key) count is read before and added to after a failure: it
+ * holds back one stale credential, not a burst (each guess is another key,
+ * and the IP reservation bounds those), and a valid credential used by many
+ * connections at once must not trip it by being in flight.
  *
  * The limit stops guessing, not users: an (account, key) pair that logged in
  * within KNOWN_GOOD_SECONDS is known good, and logs in even while its IP is
@@ -145,6 +154,23 @@ export async function createLoginLimiter(
     return false;
   };
 
+  const marked = new Map<string, number>();
+  /** Marks a credential known good, unless this instance did so within KNOWN_GOOD_REFRESH_MS. */
+  const markKnownGood = async (cred: string): Promise<void> => {
+    const now = Date.now();
+    const last = marked.get(cred);
+    if (last !== undefined && now - last < KNOWN_GOOD_REFRESH_MS) return;
+    marked.delete(cred);
+    marked.set(cred, now);
+    if (marked.size > KNOWN_GOOD_CACHE_MAX) marked.delete(marked.keys().next().value!);
+    try {
+      await knownGood.set(cred, 1, KNOWN_GOOD_SECONDS);
+    } catch (err) {
+      marked.delete(cred);
+      warn('cannot remember a good credential', err);
+    }
+  };
+
   /** What an attempt let through uncounted (Redis down) settles to. */
   const uncounted: LoginReservation = { settle: async () => {} };
 
@@ -152,41 +178,40 @@ export async function createLoginLimiter(
     async reserve(req) {
       const ip = ipBucket(req.ip);
       const cred = accountKeyBucket(req.account, req.keyHash);
-      const [ipTaken, credTaken] = await Promise.allSettled([take(byIp, ip), take(byAccountKey, cred)]);
-      if (ipTaken.status === 'rejected' || credTaken.status === 'rejected') {
-        warn('cannot count a login attempt', ipTaken.status === 'rejected' ? ipTaken.reason : (credTaken as PromiseRejectedResult).reason);
+      const [ipTaken, credRead] = await Promise.allSettled([take(byIp, ip), byAccountKey.get(cred)]);
+      if (ipTaken.status === 'rejected' || credRead.status === 'rejected') {
+        warn('cannot count a login attempt', ipTaken.status === 'rejected' ? ipTaken.reason : (credRead as PromiseRejectedResult).reason);
         if (ipTaken.status === 'fulfilled') void giveBack(byIp, ip);
-        if (credTaken.status === 'fulfilled') void giveBack(byAccountKey, cred);
         return uncounted;
       }
-      const credOver = credTaken.value > accountPoints;
-      let countsForIp = true;
-      if (ipTaken.value > ipPoints && !credOver && (await isKnownGood(cred))) {
-        // A credential that logged in before is not a guess: it passes a limited IP, and does not count against it.
+      // Over either limit, the attempt is refused and records nothing: a stale device stops adding to its IP's count once its own limit trips.
+      const credFailures = credRead.value?.consumedPoints ?? 0;
+      if (credFailures >= accountPoints) {
         void giveBack(byIp, ip);
-        countsForIp = false;
-      }
-      if (credOver || (countsForIp && ipTaken.value > ipPoints)) {
-        // A refused attempt records nothing: a stale device stops adding to its IP's count once its own limit trips.
-        if (countsForIp) void giveBack(byIp, ip);
-        void giveBack(byAccountKey, cred);
         return null;
+      }
+      let countsForIp = true;
+      if (ipTaken.value > ipPoints) {
+        void giveBack(byIp, ip);
+        // A credential that logged in before is not a guess: it passes a limited IP, and does not count against it.
+        if (!(await isKnownGood(cred))) return null;
+        countsForIp = false;
       }
       let settled = false;
       return {
         async settle(outcome) {
           if (settled) return;
           settled = true;
-          if (outcome === 'failure' && !isRepeat(ip, cred)) return;
+          if (outcome === 'failure' && !isRepeat(ip, cred)) {
+            // The IP's point stays taken; the credential's failure is counted now.
+            await byAccountKey.penalty(cred, 1).catch((err: unknown) => warn('cannot count a failed login', err));
+            return;
+          }
           const done: Promise<unknown>[] = [];
           if (countsForIp) done.push(giveBack(byIp, ip));
           if (outcome === 'success') {
-            done.push(
-              byAccountKey.delete(cred).catch((err: unknown) => warn('cannot reset the login limit after a success', err)),
-              knownGood.set(cred, 1, KNOWN_GOOD_SECONDS).catch((err: unknown) => warn('cannot remember a good credential', err)),
-            );
-          } else {
-            done.push(giveBack(byAccountKey, cred));
+            done.push(markKnownGood(cred));
+            if (credFailures > 0) done.push(byAccountKey.delete(cred).catch((err: unknown) => warn('cannot reset the login limit after a success', err)));
           }
           await Promise.all(done);
         },

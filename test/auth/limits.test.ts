@@ -201,6 +201,19 @@ function throughAuthenticator(backend: () => { redis: string; prefix: () => stri
     expect(calls.get('findByHash')).toBe(DEFAULTS.auth.ipFailures);
   });
 
+  it('a valid key used by many connections at once is not held back by its own logins', async () => {
+    const a = await authenticator();
+    const service = newKey({ name: 'pool', account: 'alice@example.com', scopes: ['imap'] });
+    await base.createKey(service.record);
+    // Up to the limit's worth of first logins at once; after one success the key is known good.
+    const first = await Promise.all(Array.from({ length: DEFAULTS.auth.ipFailures }, () => login(a, service.key, '192.0.2.95')));
+    expect(first.every((r) => r.ok)).toBe(true);
+    for (let round = 0; round < 3; round++) {
+      const results = await Promise.all(Array.from({ length: 100 }, () => login(a, service.key, '192.0.2.95')));
+      expect(results.filter((r) => !r.ok)).toEqual([]);
+    }
+  });
+
   it('an attacker behind a shared address does not lock out valid keys that logged in before', async () => {
     const a = await authenticator();
     const phone = newKey({ name: 'phone', account: 'alice@example.com', scopes: ['imap'] });
