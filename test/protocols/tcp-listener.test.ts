@@ -10,7 +10,8 @@ import { V2_SIGNATURE } from '../../src/protocols/proxy-protocol.js';
 import { normalizeRemoteAddress, TcpListener, type Connection, type TcpListenerOptions } from '../../src/protocols/tcp-listener.js';
 import { Metrics } from '../../src/metrics.js';
 import { createTlsProvider, upgradeToTls, type TlsProvider } from '../../src/tls/index.js';
-import { captureLogger, closeServer, listenOn, silentLogger, sleep, tlsConnect, waitFor } from '../tls/helpers.js';
+import { captureLogger, closeServer, listenOn, silentLogger, sleep, tlsConnect } from '../tls/helpers.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-listener-'));
 let provider: TlsProvider;
@@ -106,7 +107,7 @@ describe('TcpListener', () => {
     expect(await firstLine(a)).toBe(`* OK hello 127.0.0.1 ${a.localPort} false\r\n`);
     expect(listener.connections()).toBe(1);
     a.destroy();
-    expect(await waitFor(() => listener.connections() === 0)).toBe(true);
+    await waitFor(() => listener.connections() === 0);
   });
 
   it('refuses a connection over the per-IP limit with the protocol line, then closes it', async () => {
@@ -123,7 +124,7 @@ describe('TcpListener', () => {
     expect((await metrics.connectionsRefused.get()).values).toEqual([{ labels: { listener: 'test', reason: 'per_ip' }, value: 1 }]);
     // A slot frees up when a connection ends.
     a.destroy();
-    expect(await waitFor(() => listener.connectionsFrom('127.0.0.1') === 1)).toBe(true);
+    await waitFor(() => listener.connectionsFrom('127.0.0.1') === 1);
     const d = await connect(port);
     expect(await firstLine(d)).toMatch(/^\* OK hello/);
     expect(conns).toHaveLength(3);
@@ -136,7 +137,7 @@ describe('TcpListener', () => {
     c.pause(); // reads nothing, so never sees the refusal nor the FIN
     await waitFor(() => listener.connections() === 2, 1000);
     const started = Date.now();
-    expect(await waitFor(() => listener.connections() === 1, 3000)).toBe(true);
+    await waitFor(() => listener.connections() === 1, 3000);
     expect(Date.now() - started).toBeLessThan(2000);
   });
 
@@ -166,7 +167,7 @@ describe('TcpListener', () => {
     const closed = flood.map((s) => new Promise<void>((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve()))));
     let closedCount = 0;
     for (const c of closed) void c.then(() => closedCount++);
-    expect(await waitFor(() => closedCount === 300 - cap, 2000)).toBe(true);
+    await waitFor(() => closedCount === 300 - cap, 2000);
     expect(listener.connections()).toBe(cap);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(cap);
     // Our 20 client sockets and the listener's 20, with room for timers and the like.
@@ -183,7 +184,7 @@ describe('TcpListener', () => {
       expect(await readAll(idle)).toBe('');
       expect(Date.now() - started).toBeGreaterThanOrEqual(250);
       expect(Date.now() - started).toBeLessThan(1500);
-      expect(await waitFor(() => listener.connections() === 0)).toBe(true);
+      await waitFor(() => listener.connections() === 0);
       expect((await metrics.connectionsRefused.get()).values).toEqual([{ labels: { listener: 'test', reason: 'handshake_timeout' }, value: 1 }]);
     } finally {
       slow.close();
@@ -235,11 +236,11 @@ describe('TcpListener', () => {
   it('closes connections still in the handshake first when full (a flood cannot keep out real clients)', async () => {
     const { listener, port } = await start({ implicitTls: true, maxConnections: 10, maxConnectionsPerIp: 0 });
     const flood = await Promise.all(Array.from({ length: 10 }, () => connect(port)));
-    expect(await waitFor(() => listener.connections() === 10)).toBe(true);
+    await waitFor(() => listener.connections() === 10);
     const s = await tlsConnect({ port, ca: provider.certPem(), servername: 'localhost' });
     clients.push(s);
     expect(await firstLine(s)).toMatch(/^\* OK hello 127\.0\.0\.1 \d+ true/);
-    expect(await waitFor(() => flood[0]!.destroyed)).toBe(true);
+    await waitFor(() => flood[0]!.destroyed);
     expect(listener.connections()).toBe(10);
   });
 
@@ -294,7 +295,7 @@ describe('TcpListener', () => {
     expect(listener.connections()).toBe(1);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(1);
     s.end();
-    expect(await waitFor(() => listener.connections() === 0, 3000)).toBe(true);
+    await waitFor(() => listener.connections() === 0, 3000);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(0);
   });
 
@@ -339,7 +340,7 @@ describe('TcpListener', () => {
     const b = await connect(port);
     b.write('a001 CAPABILITY\r\n');
     expect(await readAll(b)).toBe('');
-    expect(await waitFor(() => listener.connections() === 1)).toBe(true);
+    await waitFor(() => listener.connections() === 1);
   });
 
   it('reads a PROXY header and a TLS ClientHello that arrive in one packet (load balancer in front of implicit TLS)', async () => {
@@ -385,7 +386,7 @@ describe('TcpListener', () => {
     const raw = await connect(port);
     await tlsConnect({ socket: raw, ca: provider.certPem(), servername: 'localhost' });
     raw.resetAndDestroy();
-    expect(await waitFor(() => listener.connections() === 0, 3000)).toBe(true);
+    await waitFor(() => listener.connections() === 0, 3000);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(0);
     const failures = lines.filter((l) => l.msg === 'TLS handshake failed');
     expect(failures.length).toBeGreaterThanOrEqual(2);
@@ -396,7 +397,7 @@ describe('TcpListener', () => {
     const slow = await connect(p.port);
     slow.write('PROXY TCP4');
     await once(slow, 'close'); // closed by the PROXY timeout
-    expect(await waitFor(() => p.listener.connections() === 0, 3000)).toBe(true);
+    await waitFor(() => p.listener.connections() === 0, 3000);
   });
 
   it('closes a socket whose protocol handler throws, and keeps serving', async () => {
@@ -409,7 +410,7 @@ describe('TcpListener', () => {
     });
     expect(await readAll(await connect(port))).toBe('');
     expect(await readAll(await connect(port))).toBe('* OK\r\n');
-    expect(await waitFor(() => listener.connections() === 0)).toBe(true);
+    await waitFor(() => listener.connections() === 0);
   });
 
   it('close(grace) stops accepting, waits for the grace period, then calls onShutdown, then destroys the rest', async () => {

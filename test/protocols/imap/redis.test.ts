@@ -137,7 +137,7 @@ describe.skipIf(!haveRedis)('revocations that happen while an instance is cut of
     for (let trial = 0; trial < 20; trial++) {
       const { id, client } = await sessionOnB();
       // Down long enough that B's subscriber is in a reconnect backoff of several hundred ms when Redis returns.
-      await redis.restart(700);
+      await redis.restart(() => sleep(700));
       await sleep(130);
       // The revocation comes through an instance whose connection is up already (a fresh one: the CLI, or another Keygate).
       const fresh = await openRedisStore(redis.url, { namespace, touchIntervalMs: 50 });
