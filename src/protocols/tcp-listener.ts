@@ -110,6 +110,8 @@ export class TcpListener {
   /** The tracked connections not logged in yet, oldest first (a Set keeps insertion order): the first to go when the listener is full. */
   private readonly waiting = new Set<Tracked>();
   private readonly perIp = new Map<string, number>();
+  /** Refused sockets given their line and a moment to read it; outside every cap, destroyed within REFUSE_LINGER_MS. */
+  private readonly refusing = new Set<net.Socket>();
   private readonly log: Logger;
   private lastFullWarning = 0;
   private closing = false;
@@ -142,9 +144,9 @@ export class TcpListener {
     return { host: a.address, port: a.port };
   }
 
-  /** Open sockets, including those still in the PROXY header or TLS handshake. */
+  /** Open sockets, including those still in the PROXY header or TLS handshake, and refused ones not closed yet. */
   connections(): number {
-    return this.tracked.size;
+    return this.tracked.size + this.refusing.size;
   }
 
   /** Open connections counted against one client IP (IPv6: against its /64). */
@@ -224,6 +226,8 @@ export class TcpListener {
     } catch (err) {
       this.log.error({ err }, 'refuse() threw');
     }
+    this.refusing.add(raw);
+    raw.once('close', () => this.refusing.delete(raw));
     raw.end(line);
     setTimeout(() => raw.destroy(), REFUSE_LINGER_MS).unref();
   }
