@@ -48,7 +48,7 @@ export interface Config {
   smtp: ListenerConfig;
   imap: ListenerConfig;
   pop3: ListenerConfig;
-  tls: { cert: string; key: string; dir: string };
+  tls: { cert: string; key: string; dir: string; handshakeTimeout: number };
   auth: {
     allowPlaintext: boolean;
     failureDelay: number;
@@ -61,9 +61,11 @@ export interface Config {
     literalSize: number;
     commandsBeforeLogin: number;
     connectionsPerIp: number;
+    connectionsPerListener: number;
     loginTimeout: number;
     messageSize: number;
   };
+  sessions: { recheckInterval: number };
   proxyProtocol: boolean;
   shutdownGrace: number;
   touchInterval: number;
@@ -143,16 +145,18 @@ export const DEFAULTS: Config = {
   smtp: { enabled: true, host: '127.0.0.1', port: 2587, securePort: 2465 },
   imap: { enabled: true, host: '127.0.0.1', port: 2143, securePort: 2993 },
   pop3: { enabled: true, host: '127.0.0.1', port: 2110, securePort: 2995 },
-  tls: { cert: '', key: '', dir: 'certs' },
+  tls: { cert: '', key: '', dir: 'certs', handshakeTimeout: 5000 },
   auth: { allowPlaintext: false, failureDelay: 1000, ipFailures: 30, accountFailures: 10, failureWindow: 15 * 60_000 },
   limits: {
     lineLength: 8192,
     literalSize: 8192,
     commandsBeforeLogin: 20,
     connectionsPerIp: 50,
+    connectionsPerListener: 1000,
     loginTimeout: 60_000,
     messageSize: 35 * 1024 * 1024,
   },
+  sessions: { recheckInterval: 30_000 },
   proxyProtocol: false,
   shutdownGrace: 10_000,
   touchInterval: 1000,
@@ -247,6 +251,7 @@ export const SPECS: Record<string, Spec> = {
   'tls.cert': { kind: 'string', env: 'KEYGATE_TLS_CERT', doc: 'PEM certificate chain file (re-read when it changes); empty = self-signed in tls.dir', path: true },
   'tls.key': { kind: 'string', env: 'KEYGATE_TLS_KEY', doc: 'PEM private key file', path: true },
   'tls.dir': { kind: 'string', env: 'KEYGATE_TLS_DIR', doc: 'where the self-signed certificate is made', path: true },
+  'tls.handshakeTimeout': { kind: 'duration', env: 'KEYGATE_TLS_HANDSHAKE_TIMEOUT', doc: 'time a client has to finish a TLS handshake (implicit TLS, STARTTLS, STLS)' },
   'auth.allowPlaintext': { kind: 'bool', env: 'KEYGATE_AUTH_ALLOW_PLAINTEXT', doc: 'allow password login before TLS from non-loopback clients' },
   'auth.failureDelay': { kind: 'duration', env: 'KEYGATE_AUTH_FAILURE_DELAY', doc: 'delay before every failed-login reply' },
   'auth.ipFailures': { kind: 'int', env: 'KEYGATE_AUTH_IP_FAILURES', doc: 'failed logins per client IP per window before temporary refusal' },
@@ -255,9 +260,11 @@ export const SPECS: Record<string, Spec> = {
   'limits.lineLength': { kind: 'int', env: 'KEYGATE_LIMITS_LINE_LENGTH', doc: 'longest protocol line before login, bytes' },
   'limits.literalSize': { kind: 'int', env: 'KEYGATE_LIMITS_LITERAL_SIZE', doc: 'largest IMAP literal before login, bytes' },
   'limits.commandsBeforeLogin': { kind: 'int', env: 'KEYGATE_LIMITS_COMMANDS_BEFORE_LOGIN', doc: 'commands allowed before a successful login' },
-  'limits.connectionsPerIp': { kind: 'int', env: 'KEYGATE_LIMITS_CONNECTIONS_PER_IP', doc: 'open connections per client IP, per listener' },
+  'limits.connectionsPerIp': { kind: 'int', env: 'KEYGATE_LIMITS_CONNECTIONS_PER_IP', doc: 'open connections per client IP (IPv6: per /64), per listener; 0 = no limit' },
+  'limits.connectionsPerListener': { kind: 'int', env: 'KEYGATE_LIMITS_CONNECTIONS_PER_LISTENER', doc: 'open connections per listener; when full, the oldest not yet logged in is closed; 0 = no limit' },
   'limits.loginTimeout': { kind: 'duration', env: 'KEYGATE_LIMITS_LOGIN_TIMEOUT', doc: 'time allowed from connect to login' },
   'limits.messageSize': { kind: 'int', env: 'KEYGATE_LIMITS_MESSAGE_SIZE', doc: 'largest SMTP message, bytes' },
+  'sessions.recheckInterval': { kind: 'duration', env: 'KEYGATE_SESSIONS_RECHECK_INTERVAL', doc: 'how often open sessions are checked against the store for revoked keys and disabled accounts' },
   proxyProtocol: { kind: 'bool', env: 'KEYGATE_PROXY_PROTOCOL', doc: 'expect a PROXY protocol v1/v2 header on mail listeners' },
   shutdownGrace: { kind: 'duration', env: 'KEYGATE_SHUTDOWN_GRACE', doc: 'how long open sessions may finish after SIGTERM' },
   touchInterval: { kind: 'duration', env: 'KEYGATE_TOUCH_INTERVAL', doc: 'how often coalesced last-use writes are flushed' },
@@ -426,6 +433,7 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   if (c.dbs.redis !== '' && !/^(redis|rediss|redis-sentinel|redis-cluster):\/\//.test(c.dbs.redis)) {
     throw new ConfigError('dbs.redis', 'expected a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL');
   }
+  if (c.tls.handshakeTimeout <= 0) throw new ConfigError('tls.handshakeTimeout', 'expected a duration above 0, such as 5s');
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
   validateSetup(c.setup);
   validateConsole(c.console);

@@ -71,7 +71,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     tls = await createTlsProvider(config, logger);
     // A client retrying one refused key with each mechanism it knows is one guess, not three.
     if (options.limiter === undefined) ownLimiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
-    sessions = new SessionRegistry(store, logger, metrics);
+    sessions = new SessionRegistry(store, logger, metrics, { recheckIntervalMs: config.sessions.recheckInterval });
     sessions.start();
     const authenticator = new Authenticator({
       store,

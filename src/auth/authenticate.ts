@@ -31,19 +31,26 @@ import type { EndReason, LiveSession, SessionRegistry } from './sessions.js';
 
 export * from './attempt.js';
 
-/** The limiter's view of one attempt: the IP, the account asked for ('' on HTTP) and the presented key's hash. */
-export interface LimitKey {
+/** What a login attempt is counted by: the client IP, the username and the SHA-256 of the presented secret (well-formed or not). */
+export interface LoginLimitKey {
   ip: string;
   account: string;
   keyHash: string;
 }
 
-/** Failed-attempt limits, consulted before the store and told how the attempt went (src/auth/limits.ts). */
+/** The login limits (src/auth/limits.ts), asked before the store is. */
 export interface LoginLimiter {
-  /** True when this IP/account/key may try now; false = a temporary refusal, no store lookup. */
-  allow(req: LimitKey): Promise<boolean>;
-  recordFailure(req: LimitKey): Promise<void>;
-  recordSuccess?(req: LimitKey): Promise<void>;
+  /**
+   * Takes the attempt out of its budgets before any store lookup, atomically,
+   * so a burst cannot all pass a check that counts none of it yet. null: over
+   * a limit — refuse with a temporary failure, without a lookup.
+   */
+  reserve(req: LoginLimitKey): Promise<LoginReservation | null>;
+}
+
+export interface LoginReservation {
+  /** Ends the attempt: a success and an undecided attempt (store unreachable) give back what `reserve` took; a failure keeps it. Never throws. */
+  settle(outcome: 'success' | 'failure' | 'undecided'): Promise<void>;
 }
 
 export interface AuthenticatorDeps {
@@ -155,24 +162,34 @@ export class Authenticator {
 
   private async decide(attempt: LoginAttempt): Promise<Decision> {
     let keyHash: string | null;
+    let countedHash: string;
     let username: string | null = null;
     if ('check' in attempt) {
       // The console's own credentials are told apart in the limits by method and what was presented, never kept.
-      keyHash = createHash('sha256').update(`console-${attempt.method}`).update('\0').update(attempt.presented).digest('hex');
+      keyHash = countedHash = createHash('sha256').update(`console-${attempt.method}`).update('\0').update(attempt.presented).digest('hex');
     } else {
       const key = attempt.key.trim();
       // One shape check and one SHA-256 per attempt: the limiter keys on the same hash the store is searched by.
       keyHash = isWellFormedKey(key) ? hashKey(key) : null;
+      // A malformed key is hashed too, so each distinct one counts (and repeats of one are recognised).
+      countedHash = keyHash ?? hashKey(key);
       if (!('action' in attempt)) username = normalizeAddress(attempt.username);
     }
-    const limitKey: LimitKey = { ip: attempt.ip, account: 'check' in attempt ? attempt.account : (username ?? ''), keyHash: keyHash ?? 'malformed' };
-    if (this.limiter && !(await this.limiter.allow(limitKey))) {
+    const account = 'check' in attempt ? attempt.account : (username ?? '');
+    const reservation = this.limiter ? await this.limiter.reserve({ ip: attempt.ip, account, keyHash: countedHash }) : null;
+    if (this.limiter && !reservation) {
       this.metrics?.rateLimited.inc({ surface: attempt.protocol });
       return fail(temporary('rate_limited'));
     }
-    const decision = 'check' in attempt ? await this.check(attempt) : await this.lookUp(attempt, keyHash, username);
-    if (decision.ok) void this.limiter?.recordSuccess?.(limitKey);
-    else if (decision.outcome.kind === 'refused') await this.limiter?.recordFailure(limitKey);
+    let decision: Decision;
+    try {
+      decision = 'check' in attempt ? await this.check(attempt) : await this.lookUp(attempt, keyHash, username);
+    } catch (err) {
+      void reservation?.settle('undecided');
+      throw err;
+    }
+    // A failure keeps what the reservation took; a success or an undecided attempt (store unreachable) gives it back.
+    void reservation?.settle(decision.ok ? 'success' : decision.outcome.kind === 'refused' ? 'failure' : 'undecided');
     return decision;
   }
 

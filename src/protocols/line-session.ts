@@ -131,6 +131,8 @@ export abstract class LineSession implements SessionHandle {
   private commands = 0;
   private errors = 0;
   private loginTimer: NodeJS.Timeout | null = null;
+  /** Tells the listener this connection is past login (a full listener closes the others first). */
+  private readonly markLoggedIn: () => void;
 
   /** Getters on the subclass's prototype, so no connection carries them. */
   protected abstract get protocol(): LineProtocol;
@@ -145,6 +147,7 @@ export abstract class LineSession implements SessionHandle {
     this.remoteAddress = conn.remoteAddress;
     this.clientPort = conn.remotePort;
     this.secure = conn.secure;
+    this.markLoggedIn = conn.loggedIn;
     conn.onShutdown(() => this.end('shutdown'));
   }
 
@@ -254,6 +257,7 @@ export abstract class LineSession implements SessionHandle {
     if (outcome.kind === 'temporary') return this.write(outcome.reason === 'backend_unavailable' ? answers.backendUnavailable : answers.temporary);
     const session = outcome.session!;
     this.clearLoginTimer();
+    this.markLoggedIn();
     this.write(answers.loggedIn(session.backend));
     if (session.backend) return this.startPipe(session, session.backend);
     this.state = { kind: 'authenticated', session };
