@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { UpstreamServer } from './backends/routing.js';
 import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
+import { ACME_DIRECTORY_NAMES, acmeProblem } from './tls/acme-settings.js';
 
 /**
  * The one configuration module. Precedence: defaults < config file (JSON,
@@ -35,7 +36,7 @@ export interface Config {
   hostname: string;
   secret: string;
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
-  http: { host: string; port: number; bodyLimit: number; trustProxy: boolean };
+  http: { host: string; port: number; bodyLimit: number; trustProxy: boolean; tls: boolean };
   rateLimit: {
     credentials: { max: number; window: number };
     api: { max: number; window: number };
@@ -44,7 +45,15 @@ export interface Config {
   smtp: ListenerConfig;
   imap: ListenerConfig;
   pop3: ListenerConfig;
-  tls: { cert: string; key: string; dir: string };
+  tls: {
+    /** Comma-separated PEM chain files; `key` lists their keys in the same order. */
+    cert: string;
+    key: string;
+    dir: string;
+    /** ms: how long one shared session-ticket key is used. */
+    ticketKeyRotation: number;
+    acme: AcmeConfig;
+  };
   auth: {
     allowPlaintext: boolean;
     failureDelay: number;
@@ -85,6 +94,19 @@ export interface Config {
   };
 }
 
+export interface AcmeConfig {
+  /** Directory URL or a known CA's name (src/tls/acme-settings.ts); empty = no ACME. */
+  directory: string;
+  email: string;
+  /** Comma-separated names besides `hostname`. */
+  names: string;
+  challenge: string;
+  /** PEM file of a private CA for the directory's HTTPS. */
+  directoryCa: string;
+  eabKid: string;
+  eabHmacKey: string;
+}
+
 type Kind = 'string' | 'int' | 'port' | 'bool' | 'duration' | 'level';
 
 interface Spec {
@@ -104,7 +126,7 @@ export const DEFAULTS: Config = {
   hostname: 'localhost',
   secret: '',
   log: { level: 'info' },
-  http: { host: '127.0.0.1', port: 8080, bodyLimit: 64 * 1024, trustProxy: false },
+  http: { host: '127.0.0.1', port: 8080, bodyLimit: 64 * 1024, trustProxy: false, tls: false },
   rateLimit: {
     credentials: { max: 30, window: 60_000 },
     api: { max: 600, window: 60_000 },
@@ -117,7 +139,13 @@ export const DEFAULTS: Config = {
   smtp: { enabled: true, host: '127.0.0.1', port: 2587, securePort: 2465 },
   imap: { enabled: true, host: '127.0.0.1', port: 2143, securePort: 2993 },
   pop3: { enabled: true, host: '127.0.0.1', port: 2110, securePort: 2995 },
-  tls: { cert: '', key: '', dir: 'certs' },
+  tls: {
+    cert: '',
+    key: '',
+    dir: 'certs',
+    ticketKeyRotation: 12 * 60 * 60_000,
+    acme: { directory: '', email: '', names: '', challenge: 'http-01', directoryCa: '', eabKid: '', eabHmacKey: '' },
+  },
   auth: { allowPlaintext: false, failureDelay: 1000, ipFailures: 30, accountFailures: 10, failureWindow: 15 * 60_000 },
   limits: {
     lineLength: 8192,
@@ -199,6 +227,7 @@ export const SPECS: Record<string, Spec> = {
   'http.port': { kind: 'port', env: 'KEYGATE_HTTP_PORT', doc: 'control-plane port' },
   'http.bodyLimit': { kind: 'int', env: 'KEYGATE_HTTP_BODY_LIMIT', doc: 'largest accepted request body, bytes' },
   'http.trustProxy': { kind: 'bool', env: 'KEYGATE_HTTP_TRUST_PROXY', doc: 'take the client IP from X-Forwarded-For' },
+  'http.tls': { kind: 'bool', env: 'KEYGATE_HTTP_TLS', doc: 'serve the control plane over HTTPS with the mail certificates (and HSTS)' },
   'rateLimit.credentials.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_MAX', doc: 'requests per window to /api/smtp-credentials routes, per key and per IP' },
   'rateLimit.credentials.window': { kind: 'duration', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_WINDOW', doc: 'window for the credentials limit' },
   'rateLimit.api.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_API_MAX', doc: 'requests per window to other API routes, per IP' },
@@ -209,9 +238,29 @@ export const SPECS: Record<string, Spec> = {
   ...listener('smtp', 2587, 2465),
   ...listener('imap', 2143, 2993),
   ...listener('pop3', 2110, 2995),
-  'tls.cert': { kind: 'string', env: 'KEYGATE_TLS_CERT', doc: 'PEM certificate chain file (re-read when it changes); empty = self-signed in tls.dir' },
-  'tls.key': { kind: 'string', env: 'KEYGATE_TLS_KEY', doc: 'PEM private key file' },
+  'tls.cert': {
+    kind: 'string',
+    env: 'KEYGATE_TLS_CERT',
+    doc: 'PEM certificate chain file(s), comma separated: RSA and ECDSA side by side, other host names by SNI (re-read when changed); empty = self-signed in tls.dir',
+  },
+  'tls.key': { kind: 'string', env: 'KEYGATE_TLS_KEY', doc: 'PEM private key file(s), in the order of tls.cert' },
   'tls.dir': { kind: 'string', env: 'KEYGATE_TLS_DIR', doc: 'where the self-signed certificate is made' },
+  'tls.ticketKeyRotation': { kind: 'duration', env: 'KEYGATE_TLS_TICKET_KEY_ROTATION', doc: 'lifetime of the TLS session-ticket key shared by all instances (1m to 7d)' },
+  'tls.acme.directory': {
+    kind: 'string',
+    env: 'KEYGATE_ACME_DIRECTORY',
+    doc: `ACME directory URL or ${ACME_DIRECTORY_NAMES.join(', ')}: certificates for hostname and tls.acme.names (setting it agrees to that CA's terms); empty = off`,
+  },
+  'tls.acme.email': { kind: 'string', env: 'KEYGATE_ACME_EMAIL', doc: 'contact address for the ACME account' },
+  'tls.acme.names': { kind: 'string', env: 'KEYGATE_ACME_NAMES', doc: 'more host names for the ACME certificate, comma separated' },
+  'tls.acme.challenge': {
+    kind: 'string',
+    env: 'KEYGATE_ACME_CHALLENGE',
+    doc: 'http-01 (the CA asks the control plane, on port 80) or tls-alpn-01 (the CA connects to port 443: implicit-TLS listeners and the HTTPS control plane)',
+  },
+  'tls.acme.directoryCa': { kind: 'string', env: 'KEYGATE_ACME_DIRECTORY_CA', doc: "PEM file of a private CA that signs the ACME directory's HTTPS certificate" },
+  'tls.acme.eabKid': { kind: 'string', env: 'KEYGATE_ACME_EAB_KID', doc: 'ACME external account binding key id (ZeroSSL, company CAs)' },
+  'tls.acme.eabHmacKey': { kind: 'string', env: 'KEYGATE_ACME_EAB_HMAC_KEY', doc: 'ACME external account binding HMAC key (base64url)', secret: true },
   'auth.allowPlaintext': { kind: 'bool', env: 'KEYGATE_AUTH_ALLOW_PLAINTEXT', doc: 'allow password login before TLS from non-loopback clients' },
   'auth.failureDelay': { kind: 'duration', env: 'KEYGATE_AUTH_FAILURE_DELAY', doc: 'delay before every failed-login reply' },
   'auth.ipFailures': { kind: 'int', env: 'KEYGATE_AUTH_IP_FAILURES', doc: 'failed logins per client IP per window before temporary refusal' },
@@ -346,10 +395,22 @@ export function loadConfig(options: LoadOptions = {}): Config {
     throw new ConfigError('dbs.redis', 'expected a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL');
   }
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
+  validateTls(c);
   validateSetup(c.setup);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
   return c;
+}
+
+const MIN_TICKET_ROTATION = 60_000;
+/** RFC 8446 §4.6.1: a ticket lives at most 7 days. */
+const MAX_TICKET_ROTATION = 7 * 24 * 60 * 60_000;
+
+function validateTls(c: Config): void {
+  const r = c.tls.ticketKeyRotation;
+  if (r < MIN_TICKET_ROTATION || r > MAX_TICKET_ROTATION) throw new ConfigError('tls.ticketKeyRotation', `expected a duration from 1m to 7d (got ${r} ms)`);
+  const problem = acmeProblem(c.hostname, c.tls.acme);
+  if (problem) throw new ConfigError(problem.setting, problem.message);
 }
 
 /** Longest allowed setup-link lifetime: the link carries a key until it is used. */

@@ -52,7 +52,8 @@ export async function startServer(config: Config, logger: Logger, options: Start
     if (!options.backends) backends = createBackends(config, store, logger);
     const metrics = new Metrics(store);
     const authenticator = new Authenticator(store, logger, metrics);
-    tls = await createTlsProvider(config, logger);
+    // Ticket keys and ACME certificates are shared with the other instances through the store.
+    tls = await createTlsProvider(config, logger, { store });
     // A client retrying one refused key with each mechanism it knows is one guess, not three.
     limiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
     authenticator.limiter = limiter;
@@ -61,6 +62,8 @@ export async function startServer(config: Config, logger: Logger, options: Start
     app = await buildApp({ config, store, logger, metrics, authenticator, tls });
     await app.listen({ host: config.http.host, port: config.http.port });
     const listeners = await startListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? backends ?? { imap: null, pop3: null, smtp: null }, metrics });
+    // Everything that answers ACME challenges is listening: ordering and renewal may begin.
+    tls.start();
     logger.info(
       { store: describeStore(config), http: `${config.http.host}:${config.http.port}`, listeners: listeners.all.map((l) => `${l.name}=${l.address().host}:${l.address().port}`) },
       'Keygate started',
@@ -83,7 +86,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
           running.sessions.stop();
           await backends?.close();
           await running.limiter.close();
-          running.tls.close();
+          await running.tls.close();
           await store.close();
           logger.info('Keygate stopped');
         })();
@@ -95,7 +98,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     sessions?.stop();
     await backends?.close().catch(() => {});
     await limiter?.close().catch(() => {});
-    tls?.close();
+    await tls?.close();
     await store.close().catch(() => {});
     throw err;
   }

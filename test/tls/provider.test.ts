@@ -79,8 +79,9 @@ describe('self-signed certificate', () => {
     expect(text).toMatch(/DNS:localhost/);
     expect(text).toMatch(/IP Address:127\.0\.0\.1/);
     expect(text).toMatch(/IP Address:0:0:0:0:0:0:0:1/);
-    expect(text).toMatch(/Public-Key: \(2048 bit\)/);
-    expect(text).toMatch(/Signature Algorithm: sha256WithRSAEncryption/);
+    expect(text).toMatch(/Public-Key: \(256 bit\)/);
+    expect(text).toMatch(/NIST CURVE: P-256/);
+    expect(text).toMatch(/Signature Algorithm: ecdsa-with-SHA256/);
     expect(text).toMatch(/TLS Web Server Authentication/);
 
     const x = new X509Certificate(provider.certPem());
@@ -133,7 +134,7 @@ describe('self-signed certificate', () => {
   it('is made again (and says why) when it has expired', async () => {
     const dir = freshDir();
     await createTlsProvider({ tls: { cert: '', key: '', dir }, hostname: 'mail.example.test' }, silentLogger()).then((p) => p.close());
-    const old = createSelfSignedCertificate('mail.example.test', new Date(Date.now() - 3 * 365 * 86_400_000));
+    const old = await createSelfSignedCertificate('mail.example.test', new Date(Date.now() - 3 * 365 * 86_400_000));
     writeFileSync(join(dir, SELF_SIGNED_CERT), old.certPem);
     writeFileSync(join(dir, SELF_SIGNED_KEY), old.keyPem);
     const { logger, lines } = captureLogger();
@@ -151,8 +152,8 @@ describe('self-signed certificate', () => {
 });
 
 describe('configured certificate files', () => {
-  function writePair(dir: string, name: string): { certPath: string; keyPath: string; pem: string } {
-    const pair = createSelfSignedCertificate(name);
+  async function writePair(dir: string, name: string): Promise<{ certPath: string; keyPath: string; pem: string }> {
+    const pair = await createSelfSignedCertificate(name);
     const certPath = join(dir, 'server.crt');
     const keyPath = join(dir, 'server.key');
     writeFileSync(certPath, pair.certPem);
@@ -162,7 +163,7 @@ describe('configured certificate files', () => {
 
   it('are loaded, and re-read without a restart when overwritten in place', async () => {
     const dir = mkdtempSync(join(root, 'conf-'));
-    const a = writePair(dir, 'a.example.test');
+    const a = await writePair(dir, 'a.example.test');
     const { logger, lines } = captureLogger();
     const provider = track(await createTlsProvider({ tls: { cert: a.certPath, key: a.keyPath, dir: freshDir() }, hostname: 'x' }, logger));
     const port = await tlsServer(provider);
@@ -172,7 +173,7 @@ describe('configured certificate files', () => {
 
     const changes: string[] = [];
     provider.onChange(() => changes.push(provider.fingerprint256()));
-    const b = writePair(dir, 'b.example.test');
+    const b = await writePair(dir, 'b.example.test');
     const fpB = fingerprint(b.pem);
     expect(await waitFor(async () => (await peerFingerprint(port, 'localhost')) === fpB, 5000)).toBe(true);
     // A wrapped socket without SNI gets the new context too.
@@ -184,10 +185,10 @@ describe('configured certificate files', () => {
 
   it('are re-read when an editor replaces them by rename', async () => {
     const dir = mkdtempSync(join(root, 'conf-'));
-    const a = writePair(dir, 'a.example.test');
+    const a = await writePair(dir, 'a.example.test');
     const provider = track(await createTlsProvider({ tls: { cert: a.certPath, key: a.keyPath, dir: freshDir() }, hostname: 'x' }, silentLogger()));
     const port = await tlsServer(provider);
-    const b = createSelfSignedCertificate('b.example.test');
+    const b = await createSelfSignedCertificate('b.example.test');
     writeFileSync(join(dir, '.server.crt.swp'), b.certPem);
     writeFileSync(join(dir, '.server.key.swp'), b.keyPem);
     renameSync(join(dir, '.server.key.swp'), a.keyPath);
@@ -198,7 +199,7 @@ describe('configured certificate files', () => {
 
   it('keep the old context and log an error when the new pair is invalid', async () => {
     const dir = mkdtempSync(join(root, 'conf-'));
-    const a = writePair(dir, 'a.example.test');
+    const a = await writePair(dir, 'a.example.test');
     const { logger, lines } = captureLogger();
     const provider = track(await createTlsProvider({ tls: { cert: a.certPath, key: a.keyPath, dir: freshDir() }, hostname: 'x' }, logger));
     const port = await tlsServer(provider);
@@ -209,7 +210,7 @@ describe('configured certificate files', () => {
     expect(await peerFingerprint(port, 'localhost')).toBe(fpA);
 
     // A valid certificate with a key that does not belong to it.
-    const other = createSelfSignedCertificate('b.example.test');
+    const other = await createSelfSignedCertificate('b.example.test');
     const before = lines.length;
     writeFileSync(a.certPath, other.certPem);
     expect(await waitFor(() => lines.slice(before).some((l) => l.level === 50), 5000)).toBe(true);
@@ -223,7 +224,7 @@ describe('configured certificate files', () => {
 
   it('stop start-up with an error naming the setting when missing or mismatched', async () => {
     const dir = mkdtempSync(join(root, 'conf-'));
-    const a = writePair(dir, 'a.example.test');
+    const a = await writePair(dir, 'a.example.test');
     await expect(createTlsProvider({ tls: { cert: join(dir, 'nope.crt'), key: a.keyPath, dir: freshDir() }, hostname: 'x' }, silentLogger())).rejects.toMatchObject({
       name: 'ConfigError',
       setting: 'tls.cert',
@@ -231,7 +232,7 @@ describe('configured certificate files', () => {
     await expect(createTlsProvider({ tls: { cert: a.certPath, key: join(dir, 'nope.key'), dir: freshDir() }, hostname: 'x' }, silentLogger())).rejects.toBeInstanceOf(
       ConfigError,
     );
-    const other = createSelfSignedCertificate('b.example.test');
+    const other = await createSelfSignedCertificate('b.example.test');
     writeFileSync(join(dir, 'other.key'), other.keyPem);
     await expect(createTlsProvider({ tls: { cert: a.certPath, key: join(dir, 'other.key'), dir: freshDir() }, hostname: 'x' }, silentLogger())).rejects.toThrow(
       /tls\.cert.*not a usable certificate and key/,
