@@ -12,6 +12,7 @@ import { Metrics } from './metrics.js';
 import { importPreparedTokens } from './services/tokens.js';
 import { describeStore, openStore } from './store/index.js';
 import type { KeyStore } from './store/types.js';
+import type { AcmeTiming } from './tls/acme.js';
 import { createTlsProvider, type TlsProvider } from './tls/index.js';
 
 export interface RunningServer {
@@ -35,6 +36,8 @@ const LOGIN_RETRY_DEDUPE_MS = 30_000;
 export interface StartOptions {
   /** What logged-in sessions are handed to; default: built from the `upstream.*` settings. */
   backends?: Backends;
+  /** ACME's retry and rescan timing (tests shorten it). */
+  acmeTiming?: Partial<AcmeTiming>;
 }
 
 /** Opens the store, imports prepared tokens, then opens the control plane and the mail listeners. */
@@ -53,7 +56,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
     const metrics = new Metrics(store);
     const authenticator = new Authenticator(store, logger, metrics);
     // Ticket keys and ACME certificates are shared with the other instances through the store.
-    tls = await createTlsProvider(config, logger, { store });
+    tls = await createTlsProvider(config, logger, { store, ...(options.acmeTiming && { acmeTiming: options.acmeTiming }) });
     // A client retrying one refused key with each mechanism it knows is one guess, not three.
     limiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
     authenticator.limiter = limiter;

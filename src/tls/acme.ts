@@ -253,12 +253,15 @@ let configuredCa: string | null = null;
 
 /**
  * acme-client talks to the CA through one shared axios instance: give it a
- * request timeout and, for a CA whose directory is served with a private
- * CA's certificate, that CA besides the system's roots.
+ * request timeout, leave retrying to AcmeManager (acme-client's own retry of
+ * a refused connection or a 5xx waits up to 75 s inside one attempt, unseen
+ * and unlogged), and for a CA whose directory is served with a private CA's
+ * certificate, trust that CA besides the system's roots.
  */
 function configureHttp(directoryCa: string): void {
   if (configuredCa === directoryCa) return;
   configuredCa = directoryCa;
   acme.axios.defaults.timeout = REQUEST_TIMEOUT_MS;
+  (acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number } }).acmeSettings!.retryMaxAttempts = 0;
   acme.axios.defaults.httpsAgent = directoryCa === '' ? undefined : new https.Agent({ ca: [...tls.rootCertificates, directoryCa], keepAlive: false });
 }
