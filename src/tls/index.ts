@@ -159,10 +159,21 @@ export async function createTlsProvider(config: TlsConfig, logger: Logger, optio
   set = new CertificateSet(pairs(), config.hostname, settings());
   ticketKeys.onRotate(() => rebuild('ticket key rotated'));
 
-  const sniCallback: SniCallback = (servername, cb) => cb(null, set.contextFor(servername));
+  /**
+   * Node applies an SNI context by copying in only its current (last loaded)
+   * certificate, so switching would drop the default context's ECDSA-and-RSA
+   * pairing: a name the default context serves gets no switch at all; another
+   * name gets its own context (RSA when it has both, loaded last: the one
+   * every client can use).
+   */
+  const sniContext = (servername: string): tls.SecureContext | undefined => {
+    const entry = set.lookup(servername);
+    return entry && entry !== set.default ? entry.context : undefined;
+  };
+  const sniCallback: SniCallback = (servername, cb) => cb(null, sniContext(servername));
   // Method-style: Node calls it with the TLSSocket as `this`, which tells a TLS-ALPN-01 validation apart.
   const validatingSni = function (this: tls.TLSSocket, servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void {
-    if (!alpnValidation?.isValidation(this)) return cb(null, set.contextFor(servername));
+    if (!alpnValidation?.isValidation(this)) return cb(null, sniContext(servername));
     alpnValidation.alpnContext(servername).then(
       (ctx) => (ctx ? cb(null, ctx) : cb(new Error(`no TLS-ALPN-01 challenge pending for ${servername}`))),
       (err: Error) => cb(err),
@@ -191,7 +202,7 @@ export async function createTlsProvider(config: TlsConfig, logger: Logger, optio
       listeners.add(update);
       return () => listeners.delete(update);
     },
-    sniCallback: (servername, cb) => cb(null, set.contextFor(servername)),
+    sniCallback,
     certPem: () => set.default.pairs[0]!.certPem,
     keyPem: () => set.default.pairs[0]!.keyPem,
     fingerprint256: () => set.default.pairs[0]!.fingerprint256,

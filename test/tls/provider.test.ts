@@ -16,7 +16,7 @@ import {
   upgradeToTls,
   type TlsProvider,
 } from '../../src/tls/index.js';
-import { captureLogger, closeServer, listenOn, peerFingerprint, silentLogger, sleep, tlsConnect, waitFor } from './helpers.js';
+import { captureLogger, closeServer, listenOn, opensslPair, peerFingerprint, silentLogger, sleep, tlsConnect, waitFor } from './helpers.js';
 
 const root = mkdtempSync(join(tmpdir(), 'keygate-tls-'));
 let n = 0;
@@ -40,7 +40,9 @@ async function tlsServer(provider: TlsProvider): Promise<number> {
     s.end('hello\r\n');
   });
   server.on('tlsClientError', () => {});
-  cleanups.push(() => closeServer(server));
+  // A tls.Server's own context serves every name its default certificate covers: attach() keeps it current.
+  const detach = provider.attach(server);
+  cleanups.push(() => closeServer(server), detach);
   return listenOn(server);
 }
 
@@ -237,6 +239,61 @@ describe('configured certificate files', () => {
     await expect(createTlsProvider({ tls: { cert: a.certPath, key: join(dir, 'other.key'), dir: freshDir() }, hostname: 'x' }, silentLogger())).rejects.toThrow(
       /tls\.cert.*not a usable certificate and key/,
     );
+  });
+});
+
+describe('several certificates', () => {
+  it('RSA and ECDSA side by side: each client gets the best it supports, on both TLS paths', async () => {
+    const dir = mkdtempSync(join(root, 'pairs-'));
+    const rsa = opensslPair(dir, 'rsa', 'rsa', ['mail.example.test']);
+    const ec = opensslPair(dir, 'ec', 'ec', ['mail.example.test']);
+    // RSA listed first: the order of the files does not decide, the client does.
+    const provider = track(await createTlsProvider({ tls: { cert: `${rsa.certPath},${ec.certPath}`, key: `${rsa.keyPath}, ${ec.keyPath}`, dir: freshDir() }, hostname: 'mail.example.test' }, silentLogger()));
+    expect(provider.fingerprint256()).toBe(fingerprint(ec.certPem));
+    for (const port of [await tlsServer(provider), await wrappingServer(provider)]) {
+      const served = async (options: tls.ConnectionOptions): Promise<string> => {
+        const s = await tlsConnect({ port, servername: 'mail.example.test', rejectUnauthorized: false, ...options });
+        const fp = s.getPeerCertificate().fingerprint256;
+        s.destroy();
+        return fp;
+      };
+      expect(await served({})).toBe(fingerprint(ec.certPem));
+      expect(await served({ maxVersion: 'TLSv1.2' })).toBe(fingerprint(ec.certPem));
+      // A client that can only verify RSA signatures (TLS 1.3) or only use RSA suites (TLS 1.2).
+      expect(await served({ sigalgs: 'rsa_pss_rsae_sha256:rsa_pkcs1_sha256' })).toBe(fingerprint(rsa.certPem));
+      expect(await served({ maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-GCM-SHA256' })).toBe(fingerprint(rsa.certPem));
+      // And one that only takes ECDSA.
+      expect(await served({ sigalgs: 'ecdsa_secp256r1_sha256' })).toBe(fingerprint(ec.certPem));
+    }
+  });
+
+  it('SNI: each host name gets its own certificate; no SNI or an unknown name gets the one for hostname', async () => {
+    const dir = mkdtempSync(join(root, 'sni-'));
+    const other = opensslPair(dir, 'other', 'ec', ['mail.other.test', '*.other.test']);
+    const main = opensslPair(dir, 'main', 'ec', ['mail.example.test']);
+    const provider = track(await createTlsProvider({ tls: { cert: `${other.certPath},${main.certPath}`, key: `${other.keyPath},${main.keyPath}`, dir: freshDir() }, hostname: 'mail.example.test' }, silentLogger()));
+    expect(provider.fingerprint256()).toBe(fingerprint(main.certPem));
+    for (const port of [await tlsServer(provider), await wrappingServer(provider)]) {
+      expect(await peerFingerprint(port, 'mail.example.test')).toBe(fingerprint(main.certPem));
+      expect(await peerFingerprint(port, 'MAIL.OTHER.TEST')).toBe(fingerprint(other.certPem));
+      expect(await peerFingerprint(port, 'imap.other.test')).toBe(fingerprint(other.certPem));
+      expect(await peerFingerprint(port, 'a.b.other.test')).toBe(fingerprint(main.certPem));
+      expect(await peerFingerprint(port, 'unknown.test')).toBe(fingerprint(main.certPem));
+      expect(await peerFingerprint(port)).toBe(fingerprint(main.certPem));
+      // The name the client asked for verifies against the certificate it got.
+      const s = await tlsConnect({ port, servername: 'imap.other.test', ca: other.certPem });
+      expect(s.authorized).toBe(true);
+      s.destroy();
+    }
+  });
+
+  it('stops start-up naming the setting when tls.cert and tls.key list different numbers of files', async () => {
+    const dir = mkdtempSync(join(root, 'count-'));
+    const a = opensslPair(dir, 'a', 'ec', ['a.example.test']);
+    await expect(createTlsProvider({ tls: { cert: `${a.certPath},${a.certPath}`, key: a.keyPath, dir: freshDir() }, hostname: 'x' }, silentLogger())).rejects.toMatchObject({
+      name: 'ConfigError',
+      setting: 'tls.key',
+    });
   });
 });
 
