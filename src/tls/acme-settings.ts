@@ -1,7 +1,7 @@
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { ConfigError, type AcmeConfig } from '../config.js';
-import type { AcmeChallengeType, AcmeSettings } from './acme.js';
+// Types only: config.ts imports this module, so it must not import config.ts back at run time.
+import type { AcmeConfig } from '../config.js';
+import type { AcmeChallengeType } from './acme.js';
 
 /** Well-known CAs by name, so `tls.acme.directory letsencrypt` is enough. */
 const DIRECTORIES: Record<string, string> = {
@@ -49,24 +49,4 @@ export function acmeProblem(hostname: string, acme: AcmeConfig): { setting: stri
   if ((acme.eabKid === '') !== (acme.eabHmacKey === '')) return { setting: acme.eabKid === '' ? 'tls.acme.eabKid' : 'tls.acme.eabHmacKey', message: 'tls.acme.eabKid and tls.acme.eabHmacKey go together' };
   if (acme.email !== '' && !/^[^@\s]+@[^@\s]+$/.test(acme.email)) return { setting: 'tls.acme.email', message: `expected an email address (got ${JSON.stringify(acme.email)})` };
   return null;
-}
-
-/** The ACME manager's settings from the configuration; reads tls.acme.directoryCa. */
-export function acmeSettings(hostname: string, acme: AcmeConfig): AcmeSettings {
-  let directoryCa = '';
-  if (acme.directoryCa !== '') {
-    try {
-      directoryCa = readFileSync(acme.directoryCa, 'utf8');
-    } catch (err) {
-      throw new ConfigError('tls.acme.directoryCa', `cannot read ${acme.directoryCa}: ${(err as Error).message}`);
-    }
-  }
-  return {
-    directory: directoryUrl(acme.directory),
-    email: acme.email,
-    names: acmeNames(hostname, acme.names),
-    challenge: acme.challenge as AcmeChallengeType,
-    directoryCa,
-    eab: acme.eabKid !== '' ? { kid: acme.eabKid, hmacKey: acme.eabHmacKey } : null,
-  };
 }

@@ -1,10 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import tls from 'node:tls';
 import * as acme from 'acme-client';
+import { ConfigError, type AcmeConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { KeyStore } from '../store/types.js';
 import type { AcmeChallenges } from './acme-challenges.js';
+import { acmeNames, directoryUrl } from './acme-settings.js';
 import { loadPair, type LoadedPair } from './certificates.js';
 
 export type AcmeChallengeType = 'http-01' | 'tls-alpn-01';
@@ -264,4 +267,24 @@ function configureHttp(directoryCa: string): void {
   acme.axios.defaults.timeout = REQUEST_TIMEOUT_MS;
   (acme.axios.defaults as { acmeSettings?: { retryMaxAttempts: number } }).acmeSettings!.retryMaxAttempts = 0;
   acme.axios.defaults.httpsAgent = directoryCa === '' ? undefined : new https.Agent({ ca: [...tls.rootCertificates, directoryCa], keepAlive: false });
+}
+
+/** The ACME manager's settings from the configuration; reads tls.acme.directoryCa. */
+export function acmeSettings(hostname: string, acme: AcmeConfig): AcmeSettings {
+  let directoryCa = '';
+  if (acme.directoryCa !== '') {
+    try {
+      directoryCa = readFileSync(acme.directoryCa, 'utf8');
+    } catch (err) {
+      throw new ConfigError('tls.acme.directoryCa', `cannot read ${acme.directoryCa}: ${(err as Error).message}`);
+    }
+  }
+  return {
+    directory: directoryUrl(acme.directory),
+    email: acme.email,
+    names: acmeNames(hostname, acme.names),
+    challenge: acme.challenge as AcmeChallengeType,
+    directoryCa,
+    eab: acme.eabKid !== '' ? { kid: acme.eabKid, hmacKey: acme.eabHmacKey } : null,
+  };
 }
