@@ -217,6 +217,18 @@ async function main(): Promise<void> {
       } finally {
         await canned.stop();
       }
+      // The same canned replies over Node's own tls.Server with its defaults and the same certificate: the TLS floor in Node.
+      const cannedTls = await startCanned(certificate);
+      try {
+        for (const { resume } of TRANSPORTS.filter((t) => t.tls)) {
+          for (const c of CONCURRENCY) {
+            const target: Target = { protocol: 'imap', port: cannedTls.port, tls: true, resume, creds: { user: ACCOUNT, pass: 'x' } };
+            cells.push(await measure(pool, () => processCpu(cannedTls.pid), target, c, { server: 'canned node', store: '–' }));
+          }
+        }
+      } finally {
+        await cannedTls.stop();
+      }
     }
 
     if (ONLY.has('dovecot') && dovecotAvailable()) {
@@ -336,15 +348,26 @@ function report(cells: Cell[], memory: MemoryRow[], seconds: number): void {
         cells.find((x) => x.server === server && x.protocol === 'imap' && x.tls && x.resume === resume && x.concurrency === c && (server !== 'keygate' || x.store === 'sqlite'));
       const k = pick('keygate');
       const d = pick('dovecot tuned');
+      const n = pick('canned node');
       if (!k) continue;
-      tlsRows.push([resume ? 'TLS resumed' : 'TLS', c, fmt(perCpu(k)), d ? fmt(perCpu(d)) : '–', d ? `${fmt(perCpu(k) / perCpu(d), 2)}×` : '–', fmt(k.cyclesPerSecond), d ? fmt(d.cyclesPerSecond) : '–']);
+      tlsRows.push([
+        resume ? 'TLS resumed' : 'TLS',
+        c,
+        fmt(perCpu(k)),
+        d ? fmt(perCpu(d)) : '–',
+        d ? `${fmt(perCpu(k) / perCpu(d), 2)}×` : '–',
+        n ? fmt(perCpu(n)) : '–',
+        n ? `${fmt((perCpu(k) / perCpu(n)) * 100, 0)} %` : '–',
+        fmt(k.cyclesPerSecond),
+        d ? fmt(d.cyclesPerSecond) : '–',
+      ]);
       const goal = resume ? 5000 : 3000;
       if (c === 32) verdicts.push(`IMAP login over ${resume ? 'resumed TLS' : 'TLS with a full ECDSA handshake'}, c=32: ${fmt(perCpu(k))} cycles per server CPU-second (target ≥ ${fmt(goal)}): ${perCpu(k) >= goal ? 'met' : 'MISSED'}`);
     }
   }
   if (tlsRows.length) {
-    out.push(`\n### IMAP over implicit TLS: Keygate (SQLite) and tuned Dovecot, same certificate\n`);
-    out.push(table(['transport', 'c', 'Keygate cycles/CPU-s', 'tuned Dovecot', 'ratio', 'Keygate cycles/s', 'Dovecot cycles/s'], tlsRows));
+    out.push(`\n### IMAP over implicit TLS: Keygate (SQLite), tuned Dovecot and the canned Node server, same certificate\n`);
+    out.push(table(['transport', 'c', 'Keygate cycles/CPU-s', 'tuned Dovecot', 'Keygate / Dovecot', 'canned Node TLS', 'Keygate / canned', 'Keygate cycles/s', 'Dovecot cycles/s'], tlsRows));
   }
 
   if (memory.length) {
