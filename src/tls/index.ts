@@ -4,7 +4,7 @@ import tls from 'node:tls';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { AcmeChallenges, type ChallengeStore } from './acme-challenges.js';
-import { acmeSettings, AcmeManager, DEFAULT_ACME_TIMING, type AcmeTiming } from './acme.js';
+import type { AcmeManager, AcmeTiming } from './acme.js';
 import { CertificateSet, contextOptions, loadPair, type LoadedPair } from './certificates.js';
 import { CertificateFiles, configuredPairs } from './files.js';
 import { ensureSelfSigned } from './selfsigned.js';
@@ -102,7 +102,9 @@ export async function createTlsProvider(config: TlsConfig, logger: Logger, optio
   const ticketKeys = new TicketKeys(options.store ?? null, rotationMs, log);
   await ticketKeys.start();
 
-  const acmeConfig = config.tls.acme && config.tls.acme.directory !== '' ? acmeSettings(config.hostname, config.tls.acme) : null;
+  // The ACME client (and its HTTP and X.509 libraries) is loaded only when ACME is configured.
+  const acmeModule = config.tls.acme && config.tls.acme.directory !== '' ? await import('./acme.js') : null;
+  const acmeConfig = acmeModule && config.tls.acme ? acmeModule.acmeSettings(config.hostname, config.tls.acme) : null;
   if (acmeConfig && !options.store) throw new Error('ACME needs the key store (createTlsProvider options.store)');
   const acmeChallenges = acmeConfig && options.store ? new AcmeChallenges(options.store) : null;
   // The TLS-ALPN-01 validation can reach any instance: with that challenge, every implicit-TLS handshake is asked about acme-tls/1.
@@ -145,7 +147,8 @@ export async function createTlsProvider(config: TlsConfig, logger: Logger, optio
   }
 
   let acme: AcmeManager | null = null;
-  if (acmeConfig && acmeChallenges && options.store) {
+  if (acmeModule && acmeConfig && acmeChallenges && options.store) {
+    const { AcmeManager, DEFAULT_ACME_TIMING } = acmeModule;
     // Until the first ACME certificate exists, the files or a self-signed certificate serve.
     selfSigned ??= loadPair(await ensureSelfSigned(resolve(config.tls.dir), config.hostname, log));
     acme = new AcmeManager(acmeConfig, options.store, acmeChallenges, log, (pair) => {

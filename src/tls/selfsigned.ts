@@ -2,7 +2,6 @@ import { X509Certificate, createPrivateKey, randomBytes, webcrypto } from 'node:
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
-import * as x509 from '@peculiar/x509';
 import type { Logger } from '../log.js';
 
 export const SELF_SIGNED_CERT = 'keygate-selfsigned.crt';
@@ -33,6 +32,8 @@ export function selfSignedNames(hostname: string): { dns: string[]; ips: string[
  * the certificate.
  */
 export async function createSelfSignedCertificate(hostname: string, now: Date = new Date()): Promise<CertPair> {
+  // Loaded only when a certificate is made (first start), not by every `keygate serve`.
+  const x509 = await import('@peculiar/x509');
   const algorithm = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
   const keys = await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify']);
   // A positive 128-bit random serial (top bit clear so DER does not read it as negative).
