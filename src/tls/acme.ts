@@ -145,6 +145,8 @@ export class AcmeManager {
       this.failures = 0;
       next = this.cert && !this.due(this.timing.now()) ? Math.min(this.timing.rescanMs, renewalTime(this.cert) - this.timing.now()) : this.timing.retryMs;
     } catch (err) {
+      // Shutting down: the store may be closing under an attempt; nothing to retry or report.
+      if (this.stopped) return;
       this.failures++;
       next = Math.min(this.timing.retryMs * 2 ** (this.failures - 1), this.timing.maxRetryMs);
       // One line per attempt; the certificate in service (if any) stays.
