@@ -63,10 +63,14 @@ describe('control plane over HTTPS (http.tls)', () => {
       expect(health.headers['strict-transport-security']).toBe('max-age=31536000');
       expect(health.fingerprint).toBe(server.tls.fingerprint256());
     }
-    // Errors carry it too.
+    // Errors and the web console's pages carry it too, once and the same.
     const missing = await get(port, '/no/such/route', ca, 'localhost');
     expect(missing.status).toBe(404);
     expect(missing.headers['strict-transport-security']).toBe('max-age=31536000');
+    const ui = await get(port, '/ui', ca, 'localhost');
+    expect(ui.status).toBe(302);
+    expect(ui.headers['strict-transport-security']).toBe('max-age=31536000');
+    expect(ui.headers['content-security-policy']).toContain("default-src 'self'");
 
     // A plaintext request on the HTTPS port gets no HTTP answer.
     const plain = await fetch(`http://127.0.0.1:${port}/health`).then(
