@@ -149,9 +149,10 @@ export class AcmeManager {
       if (this.stopped) return;
       this.failures++;
       next = Math.min(this.timing.retryMs * 2 ** (this.failures - 1), this.timing.maxRetryMs);
+      const reason = await describeError(err, this.settings.directory);
       // One line per attempt; the certificate in service (if any) stays.
       this.log.warn(
-        { directory: this.settings.directory, names: this.settings.names, err: describeError(err), attempt: this.failures, retryInMs: next, serving: this.cert?.fingerprint256 ?? null },
+        { directory: this.settings.directory, names: this.settings.names, err: reason, attempt: this.failures, retryInMs: next, serving: this.cert?.fingerprint256 ?? null },
         'ACME: could not get a certificate; the current one stays in service',
       );
     }
@@ -248,10 +249,27 @@ export class AcmeManager {
   }
 }
 
-/** A one-line reason: acme-client's errors carry the CA's problem detail; network errors their code. */
-function describeError(err: unknown): string {
+/**
+ * A one-line reason: acme-client's errors carry the CA's problem detail. A
+ * network error (no response at all) reaches us only as acme-client's own
+ * TypeError (its axios interceptor reads `response.config` of a response that
+ * does not exist), so the directory is probed once to say what is wrong.
+ */
+async function describeError(err: unknown, directory: string): Promise<string> {
   const e = err as Error & { code?: string };
+  if (e instanceof TypeError && /reading 'config'/.test(e.message)) return `cannot reach the ACME CA: ${await probe(directory)}`;
   return [e.code, e.message].filter(Boolean).join(': ') || String(err);
+}
+
+function probe(url: string): Promise<string> {
+  return new Promise((resolve) => {
+    const req = https.get(url, { agent: acme.axios.defaults.httpsAgent as https.Agent | undefined, timeout: 10_000 }, (res) => {
+      res.resume();
+      resolve(`a request failed without an answer (the directory itself answers HTTP ${res.statusCode})`);
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('no answer within 10 s'), { code: 'ETIMEDOUT' })));
+    req.on('error', (err: Error & { code?: string }) => resolve([err.code, err.message].filter(Boolean).join(': ')));
+  });
 }
 
 let configuredCa: string | null = null;
