@@ -14,13 +14,19 @@ export { createSelfSignedCertificate, SELF_SIGNED_CERT, SELF_SIGNED_KEY } from '
 export { MIN_TLS_VERSION } from './certificates.js';
 export type { AcmeChallenges } from './acme-challenges.js';
 
-/** How long a server-side handshake (STARTTLS or implicit TLS) may take. */
-export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * How long a server-side handshake (STARTTLS or implicit TLS) may take unless
+ * `tls.handshakeTimeout` says otherwise. A socket waiting for a ClientHello
+ * holds a descriptor and memory: a real client sends it at once.
+ */
+export const HANDSHAKE_TIMEOUT_MS = 5000;
 
 type SniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void;
 type AlpnCallback = (this: tls.TLSSocket, params: { servername: string; protocols: string[] }) => string | undefined;
 
 export interface TlsProvider {
+  /** `tls.handshakeTimeout`: what `upgradeToTls` allows a handshake by default, ms. */
+  readonly handshakeTimeoutMs: number;
   /** The default context (clients without SNI); changes with the certificates and the ticket key. */
   secureContext(): tls.SecureContext;
   /**
@@ -77,8 +83,10 @@ export interface TlsProviderOptions {
   acmeTiming?: Partial<AcmeTiming>;
 }
 
-/** The whole `tls` section plus the host name; ACME and ticket rotation have defaults for callers that predate them. */
-export type TlsConfig = Pick<Config, 'hostname'> & { tls: Pick<Config['tls'], 'cert' | 'key' | 'dir'> & Partial<Pick<Config['tls'], 'ticketKeyRotation' | 'acme'>> };
+/** What the provider reads from the configuration; the handshake timeout, ticket rotation and ACME have defaults (HANDSHAKE_TIMEOUT_MS, 12 h, off). */
+export type TlsSettings = Pick<Config, 'hostname'> & {
+  tls: Pick<Config['tls'], 'cert' | 'key' | 'dir'> & Partial<Pick<Config['tls'], 'handshakeTimeout' | 'ticketKeyRotation' | 'acme'>>;
+};
 
 /** 12 h: tickets resume for up to this long, and each period's key is forgotten two periods later. */
 export const DEFAULT_TICKET_ROTATION_MS = 12 * 60 * 60_000;
@@ -95,7 +103,7 @@ export const DEFAULT_TICKET_ROTATION_MS = 12 * 60 * 60_000;
  * Throws ConfigError naming tls.cert / tls.key when the configured files cannot
  * be used at start-up.
  */
-export async function createTlsProvider(config: TlsConfig, logger: Logger, options: TlsProviderOptions = {}): Promise<TlsProvider> {
+export async function createTlsProvider(config: TlsSettings, logger: Logger, options: TlsProviderOptions = {}): Promise<TlsProvider> {
   const log = logger.child({ component: 'tls' });
   const listeners = new Set<() => void>();
   const rotationMs = config.tls.ticketKeyRotation ?? DEFAULT_TICKET_ROTATION_MS;
@@ -188,6 +196,7 @@ export async function createTlsProvider(config: TlsConfig, logger: Logger, optio
   const defaultOptions = (): tls.TlsOptions => ({ ...contextOptions(set.default.pairs, settings()), secureContext: set.default.context });
 
   const provider: TlsProvider = {
+    handshakeTimeoutMs: config.tls.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS,
     secureContext: () => set.default.context,
     serverOptions: () => (cache.server ??= { ...defaultOptions(), SNICallback: alpnValidation ? validatingSni : sniCallback, ...(mailAlpn ? { ALPNCallback: mailAlpn } : {}) }),
     socketOptions: () =>
@@ -232,12 +241,13 @@ export async function createTlsProvider(config: TlsConfig, logger: Logger, optio
 /**
  * Server-side STARTTLS: wraps an accepted plain socket (or, for implicit TLS,
  * a fresh one) and resolves once the handshake completes. Rejects on a
- * handshake error, on the peer closing, or after 10 s; the socket is destroyed
+ * handshake error, on the peer closing, or after `timeoutMs` (default: the
+ * provider's `tls.handshakeTimeout`); the socket is destroyed
  * then. Stop reading the plain socket before calling (remove 'data'
  * listeners); bytes it has buffered but not delivered go to the TLS layer, so
  * plaintext pipelined after STARTTLS cannot be taken for a command.
  */
-export function upgradeToTls(socket: net.Socket, provider: TlsProvider, timeoutMs: number = HANDSHAKE_TIMEOUT_MS): Promise<tls.TLSSocket> {
+export function upgradeToTls(socket: net.Socket, provider: TlsProvider, timeoutMs: number = provider.handshakeTimeoutMs): Promise<tls.TLSSocket> {
   return new Promise((resolvePromise, reject) => {
     const secure = new tls.TLSSocket(socket, { isServer: true, ...provider.socketOptions() });
     let settled = false;
