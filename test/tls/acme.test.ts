@@ -9,6 +9,7 @@ import tls from 'node:tls';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { loadConfig, type Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
+import { createSelfSignedCertificate } from '../../src/tls/index.js';
 import { freePort, pebbleAvailable, startPebble, type RunningPebble } from '../helpers/pebble.js';
 import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { waitFor } from '../helpers/wait.js';
@@ -165,6 +166,21 @@ describe.skipIf(!pebbleAvailable())('ACME against Pebble', () => {
     const probe = tls.connect({ host: '127.0.0.1', port: p.imaps, servername: HOST, ALPNProtocols: ['acme-tls/1'], rejectUnauthorized: false });
     const [err] = (await once(probe, 'error')) as [Error];
     expect(err.message).toMatch(/disconnected|alert|handshake|hang up/i);
+
+    // With a challenge pending (answered from the store), both the mail port and the HTTPS control plane present its certificate.
+    const validation = await createSelfSignedCertificate(HOST);
+    await server.tls.acmeChallenges!.putAlpn(HOST, validation.certPem, validation.keyPem);
+    for (const port of [p.imaps, p.http]) {
+      const v = tls.connect({ host: '127.0.0.1', port, servername: HOST, ALPNProtocols: ['acme-tls/1'], rejectUnauthorized: false });
+      await once(v, 'secureConnect');
+      expect({ port, alpn: v.alpnProtocol, fp: v.getPeerCertificate().fingerprint256 }).toEqual({ port, alpn: 'acme-tls/1', fp: new X509Certificate(validation.certPem).fingerprint256 });
+      v.destroy();
+    }
+    // Everyone else still gets the real certificate (a browser offering h2 and http/1.1 gets http/1.1).
+    const browser = tls.connect({ host: '127.0.0.1', port: p.http, servername: HOST, ALPNProtocols: ['h2', 'http/1.1'], ca: caRoot });
+    await once(browser, 'secureConnect');
+    expect([browser.authorized, browser.alpnProtocol]).toEqual([true, 'http/1.1']);
+    browser.destroy();
   }, 60_000);
 
   it('renews early and swaps with no restart and no dropped session; a CA that is down leaves the certificate in service, one log line per retry', async () => {
