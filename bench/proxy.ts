@@ -85,7 +85,7 @@ async function serve(args: ServeArgs): Promise<void> {
   const logger = createLogger(config.log.level);
   const backends = createBackends(config, null, logger);
   const server = await startServer(config, logger, { backends });
-  const { key } = await issueToken(server.store, { description: 'bench', account: ACCOUNT, scopes: ['imap'] });
+  const { key } = await issueToken(server.store, 'operator', { description: 'bench', account: ACCOUNT, scopes: ['imap'] });
   const ready: ServeReady = { imap: server.listeners.get('imap').address().port, key };
   process.stdout.write(`${JSON.stringify(ready)}\n`);
   const stop = async (): Promise<void> => {

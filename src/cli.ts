@@ -60,7 +60,7 @@ export function buildCli(): Command {
       const allowedIps = opts.allowedIp as string[];
       for (const c of allowedIps) if (!isValidCidr(c)) throw new UsageError(`--allowed-ip: "${c}" is not an IP address or CIDR range`);
       const { key } = await withStore(opts, (store) =>
-        issueToken(store, {
+        issueToken(store, 'operator', {
           description: String(opts.description),
           scopes,
           account,
@@ -82,7 +82,7 @@ export function buildCli(): Command {
     .requiredOption('-t, --token <blob>', 'the exported blob')
     .action(async (opts: Record<string, unknown>) => {
       decodeExport(String(opts.token)); // refuse a malformed blob before touching the store
-      const { result } = await withStore(opts, (store) => importToken(store, String(opts.token)));
+      const { result } = await withStore(opts, (store) => importToken(store, 'operator', String(opts.token)));
       process.stdout.write(result === 'imported' ? 'Token was imported\n' : 'Token already exists\n');
     });
 

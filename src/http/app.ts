@@ -9,7 +9,7 @@ import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { ScopeGrantError } from '../services/credentials.js';
+import { GrantError } from '../services/key-writes.js';
 import { InputError } from '../services/tokens.js';
 import { checkSigner, MobileconfigError, type ProfileSigner } from '../setup/mobileconfig.js';
 import { MemorySetupLinkBackend, RedisSetupLinkBackend, SetupLinkCapacityError, SetupLinks } from '../setup/setup-links.js';
@@ -89,7 +89,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (error instanceof InputError) return send(400, 'validation', error.message, error.field ? [{ field: `body.${error.field}`, message: error.message }] : undefined);
     if (error instanceof UnknownScopeError) return send(400, 'validation', err.message, [{ field: 'body.scopes', message: err.message }]);
     if (error instanceof MalformedBlobError) return send(400, 'validation', err.message, [{ field: 'body.blob', message: err.message }]);
-    if (error instanceof ScopeGrantError) return send(403, 'forbidden', error.message, { missingScope: error.missing[0], missingScopes: error.missing });
+    if (error instanceof GrantError) {
+      return send(403, 'forbidden', error.message, error.reason === 'missing_scope' ? { missingScope: error.missing[0], missingScopes: error.missing } : undefined);
+    }
     if (error instanceof NotFoundError) return send(404, 'not_found', 'Not found');
     if (error instanceof ConflictError) return send(409, 'conflict', err.message);
     if (error instanceof StoreUnavailableError) {

@@ -2,11 +2,13 @@ import { isValidCidr } from '../keys/cidr.js';
 import { decodeExport, encodeExport } from '../keys/export-codec.js';
 import { hashKey, isWellFormedKey } from '../keys/format.js';
 import { newKey } from '../keys/new-key.js';
+import type { Grantor } from '../keys/policy.js';
 import { normalizeAddress, type KeyRecord } from '../keys/record.js';
 import { normalizeScopes } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
+import { createGrantedKey, importGrantedKey } from './key-writes.js';
 
 /** Bad operator or API input; the message names the problem. */
 export class InputError extends Error {
@@ -31,8 +33,11 @@ export interface IssueInput {
 
 const ADDRESS_RE = /^[^\s@]+@[^\s@]+$/;
 
-/** Validates input, then stores a new key. The returned `key` is the only copy of the secret. */
-export async function issueToken(store: KeyStore, input: IssueInput, now = new Date()): Promise<{ key: string; record: KeyRecord }> {
+/**
+ * Validates input, asks the policy whether `grantor` may grant such a key
+ * (GrantError if not), then stores it. The returned `key` is the only copy of the secret.
+ */
+export async function issueToken(store: KeyStore, grantor: Grantor, input: IssueInput, now = new Date()): Promise<{ key: string; record: KeyRecord }> {
   const name = input.description.trim();
   if (name.length < 1 || name.length > 100) throw new InputError('description must be 1-100 characters', 'description');
   const scopes = normalizeScopes(input.scopes.length ? input.scopes : ['*']);
@@ -52,8 +57,7 @@ export async function issueToken(store: KeyStore, input: IssueInput, now = new D
     },
     now,
   );
-  if (account !== null) await store.ensureAccount(account, now.toISOString());
-  await store.createKey(made.record);
+  await createGrantedKey(store, grantor, made.record);
   return made;
 }
 
@@ -69,9 +73,10 @@ export async function exportToken(store: KeyStore, keyOrId: string): Promise<str
   return encodeExport(await findToken(store, keyOrId));
 }
 
-export async function importToken(store: KeyStore, blob: string): Promise<{ result: 'imported' | 'exists'; record: KeyRecord }> {
+/** Imports an exported record, if `grantor` could have issued it (GrantError otherwise). */
+export async function importToken(store: KeyStore, grantor: Grantor, blob: string): Promise<{ result: 'imported' | 'exists'; record: KeyRecord }> {
   const record = decodeExport(blob);
-  return { result: await store.importKey(record), record };
+  return { result: await importGrantedKey(store, grantor, record), record };
 }
 
 /** Splits a prepared-token setting: one or more blobs, comma or whitespace separated. */
@@ -82,6 +87,8 @@ export function splitBlobs(text: string): string[] {
 /**
  * Imports every prepared token before any listener opens. All blobs are
  * decoded first, so one malformed blob stops start-up with nothing imported.
+ * The operator's own act (the setting comes from their environment or config
+ * file), so no key's grant limits it.
  */
 export async function importPreparedTokens(store: KeyStore, text: string, logger: Logger): Promise<void> {
   const records = splitBlobs(text).map((blob, i) => {
@@ -92,7 +99,7 @@ export async function importPreparedTokens(store: KeyStore, text: string, logger
     }
   });
   for (const record of records) {
-    const result = await store.importKey(record);
+    const result = await importGrantedKey(store, 'operator', record);
     if (result === 'imported') logger.info({ keyId: record.id }, 'Imported prepared token');
     else logger.info({ keyId: record.id }, 'Prepared token already present, skipped');
   }

@@ -47,8 +47,8 @@ describe.skipIf(!dovecotAvailable())('account route set over HTTP → Keygate IM
       'auth.failureDelay': '10ms',
     });
     server = await startServer(config, log.logger);
-    adminKey = (await issueToken(server.store, { description: 'admin', scopes: ['*'] })).key;
-    carolKey = (await issueToken(server.store, { description: 'carol laptop', account: 'carol@example.com', scopes: ['imap'] })).key;
+    adminKey = (await issueToken(server.store, 'operator', { description: 'admin', scopes: ['*'] })).key;
+    carolKey = (await issueToken(server.store, 'operator', { description: 'carol laptop', account: 'carol@example.com', scopes: ['imap'] })).key;
   });
   afterAll(async () => {
     await server?.close();

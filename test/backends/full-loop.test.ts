@@ -48,7 +48,7 @@ describe.skipIf(!dovecotAvailable())('full loop: Keygate listeners → proxy bac
     backends = createBackends(config, null, log.logger);
     server = await startServer(config, log.logger, { backends });
     for (const who of ['alice@example.com', 'bob@example.com']) {
-      const { key, record } = await issueToken(server.store, { description: `${who} phone`, account: who, scopes: ['smtp', 'imap', 'pop3'] });
+      const { key, record } = await issueToken(server.store, 'operator', { description: `${who} phone`, account: who, scopes: ['smtp', 'imap', 'pop3'] });
       keys[who] = { key, id: record.id };
     }
   });
@@ -271,7 +271,7 @@ describe.skipIf(!dovecotAvailable())('full loop: Keygate listeners → proxy bac
   });
 
   it('revoking the key ends the open IMAP session within a second', async () => {
-    const { key, record } = await issueToken(server.store, { description: 'to revoke', account: 'bob@example.com', scopes: ['imap'] });
+    const { key, record } = await issueToken(server.store, 'operator', { description: 'to revoke', account: 'bob@example.com', scopes: ['imap'] });
     const c = imap('bob@example.com', key);
     await c.connect();
     await c.mailboxOpen('INBOX');

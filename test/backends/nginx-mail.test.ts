@@ -39,7 +39,7 @@ describe.skipIf(!nginxAvailable || !dovecotAvailable())('IMAP through a real ngi
     const config = dovecotConfig(dc, { 'nginx.authSecret': 'nginx-shared-secret-1' });
     store = openSqliteStore(join(dir, 'k.db'));
     await store.ensureAccount('alice@example.com');
-    key = (await issueToken(store, { description: 'nginx', account: 'alice@example.com', scopes: ['imap'] })).key;
+    key = (await issueToken(store, 'operator', { description: 'nginx', account: 'alice@example.com', scopes: ['imap'] })).key;
 
     app = Fastify();
     await app.register(nginxAuthRoutes, { config, authenticator: new Authenticator(store, log.logger) });

@@ -104,7 +104,7 @@ export async function createFixture(kind: StoreKind, options: FixtureOptions = {
   const app = await build();
   await app.ready();
   const siblings: FastifyInstance[] = [];
-  const issue: Fixture['issue'] = (input) => issueToken(store, { description: 'test key', ...input });
+  const issue: Fixture['issue'] = (input) => issueToken(store, 'operator', { description: 'test key', ...input });
   const adminKey = (await issue({ description: 'admin', scopes: ['*'] })).key;
 
   return {

@@ -357,11 +357,16 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
       expect(res.json().error.details.map((d: { field: string }) => d.field)).toContain(field);
     });
 
-    it('api:write is enough to provision a device (mail scopes only); api:read is not', async () => {
-      const writer = (await f.issue({ scopes: ['api:write'], account: alice })).key;
-      const res = await f.call(writer, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'd' } });
+    it('provisioning a device needs smtp, imap and pop3 held (app does); api:write alone and api:read are refused', async () => {
+      const mail = (await f.issue({ scopes: ['api:write', 'smtp', 'imap', 'pop3'], account: alice })).key;
+      const res = await f.call(mail, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'd' } });
       expect(res.statusCode).toBe(201);
       expect(res.json().scopes).toEqual(['smtp', 'imap', 'pop3']);
+      const writer = (await f.issue({ scopes: ['api:write'], account: alice })).key;
+      const refused = await f.call(writer, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'w' } });
+      expect(refused.statusCode).toBe(403);
+      expect(refused.json().error.details).toEqual({ missingScope: 'smtp', missingScopes: ['smtp', 'imap', 'pop3'] });
+      expect((await f.store.listKeys({ account: alice })).some((k) => k.deviceId === 'w')).toBe(false);
       const reader = (await f.issue({ scopes: ['api:read'], account: alice })).key;
       const denied = await f.call(reader, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'e' } });
       expect(denied.statusCode).toBe(403);

@@ -86,7 +86,7 @@ describe('mobile route wiring, end to end', () => {
     store = openSqliteStore(join(tmp.dir, 'k.db'));
     const logger = createLogger('silent');
     authenticator = new Authenticator(store, logger);
-    const caller = await issueToken(store, { description: 'dashboard', scopes: ['app'], account: 'alice@example.com' });
+    const caller = await issueToken(store, 'operator', { description: 'dashboard', scopes: ['app'], account: 'alice@example.com' });
     callerKey = caller.key;
 
     const fastify = Fastify({ logger: false }).withTypeProvider<TypeBoxTypeProvider>();

@@ -112,7 +112,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     logs,
     audits: () => logs.filter((l) => l.audit),
     async issue(input = {}) {
-      const made = await issueToken(store, { description: 'test', scopes: ['imap'], account: ACCOUNT, ...input });
+      const made = await issueToken(store, 'operator', { description: 'test', scopes: ['imap'], account: ACCOUNT, ...input });
       return { key: made.key, id: made.record.id };
     },
     async close(grace = 0) {

@@ -93,7 +93,7 @@ export async function createHarness(): Promise<Harness> {
       return { config, logger, authenticator, sessions, tls: tlsProvider, backends };
     },
     async issue(account, scopes = ['*'], extra = {}) {
-      const { key, record } = await issueToken(store, { description: 'test', account, scopes, ...extra });
+      const { key, record } = await issueToken(store, 'operator', { description: 'test', account, scopes, ...extra });
       return { key, id: record.id };
     },
     async close() {

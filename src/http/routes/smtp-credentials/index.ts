@@ -156,7 +156,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesOptions
       schema: {
         ...common,
         summary: `Create a key${who}; the key is in this response only`,
-        description: 'A key may only grant scopes its creator holds (403 names the first missing one); `*` only by a `*` key.',
+        description: 'A key grants only what it holds: every scope of the new key, with what it implies, must be one the caller holds (403 names the first missing one); `*` only by a `*` key.',
         params: BaseParams,
         body: CreateBody,
         response: { 201: CreatedCredentialKey, 400: ErrorBody, ...AUTH_ERRORS },

@@ -35,6 +35,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       schema: {
         tags: ['tokens'],
         summary: 'Issue an access token; the token is in this response only',
+        description: 'A key grants only what it holds: an administrator key without `*` issues tokens within its own scopes (403 names the first missing one).',
         security: [{ bearer: [] }],
         body: Type.Object(
           {
@@ -50,7 +51,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       },
     },
     async (req, reply) => {
-      const { key, record } = await issueToken(store, req.body);
+      const { key, record } = await issueToken(store, req.principal!.key, req.body);
       return reply.code(201).header('cache-control', 'no-store').send({ ...tokenView(record), token: key });
     },
   );
@@ -104,6 +105,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       schema: {
         tags: ['tokens'],
         summary: 'Import an exported token record',
+        description: 'An imported record is a key like any other: its scopes must be within the caller\'s (403 otherwise).',
         security: [{ bearer: [] }],
         body: Type.Object({ blob: Type.String({ minLength: 1, maxLength: 16384 }) }, { additionalProperties: false }),
         response: {
@@ -115,7 +117,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       },
     },
     async (req, reply) => {
-      const { result, record } = await importToken(store, req.body.blob);
+      const { result, record } = await importToken(store, req.principal!.key, req.body.blob);
       const stored = (await store.getKey(record.id)) ?? record;
       return result === 'imported'
         ? reply.code(201).send({ imported: true as const, token: tokenView(stored) })
