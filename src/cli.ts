@@ -6,6 +6,7 @@ import { ConfigError, SPECS } from './config.js';
 import { parseExpiry } from './duration.js';
 import { isValidCidr } from './keys/cidr.js';
 import { decodeExport, MalformedBlobError } from './keys/export-codec.js';
+import { KEY_SCAN_RE } from './keys/format.js';
 import { normalizeScopes, UnknownScopeError } from './keys/scopes.js';
 import { createLogger, flushLogsSync } from './log.js';
 import { startServer } from './server.js';
@@ -50,15 +51,17 @@ export function buildCli(): Command {
       let expiresAt: string | null = null;
       if (opts.expires !== undefined) {
         expiresAt = parseExpiry(String(opts.expires));
-        if (expiresAt === null) throw new UsageError(`--expires: "${String(opts.expires)}" is neither an ISO date nor a duration like 30d`);
+        if (expiresAt === null) throw new UsageError('--expires: expected an ISO date or a duration like 30d');
         if (Date.parse(expiresAt) <= Date.now()) throw new UsageError(`--expires: ${expiresAt} is in the past`);
       }
       // Validate everything before the store is opened, so bad input writes nothing.
       const scopes = normalizeScopes((opts.scope as string[]).length ? (opts.scope as string[]) : ['*']);
       const account = (opts.account as string | undefined) ?? null;
-      if (account !== null && !looksLikeAddress(account)) throw new UsageError(`--account: "${account}" is not an address`);
+      if (account !== null && !looksLikeAddress(account)) throw new UsageError('--account: not an address (expected one such as user@example.com)');
       const allowedIps = opts.allowedIp as string[];
-      for (const c of allowedIps) if (!isValidCidr(c)) throw new UsageError(`--allowed-ip: "${c}" is not an IP address or CIDR range`);
+      allowedIps.forEach((c, i) => {
+        if (!isValidCidr(c)) throw new UsageError(`--allowed-ip #${i + 1}: expected an IP address or CIDR range`);
+      });
       const { key } = await withStore(opts, (store) =>
         issueToken(store, 'operator', {
           description: String(opts.description),
@@ -117,7 +120,8 @@ export function buildCli(): Command {
 
 function fail(code: 1 | 2, message: string): never {
   flushLogsSync();
-  process.stderr.write(`keygate: ${message.split('\n')[0]}\n`);
+  // Messages name what is wrong, never the value; a key that still reaches one (a library's message) is masked.
+  process.stderr.write(`keygate: ${message.split('\n')[0]!.replace(KEY_SCAN_RE, 'kg_[REDACTED]')}\n`);
   process.exit(code);
 }
 

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { UpstreamServer } from './backends/routing.js';
 import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
+import { parseJson } from './json-text.js';
 
 /**
  * The one configuration module. Precedence: defaults < config file (JSON,
@@ -93,6 +94,13 @@ interface Spec {
   doc: string;
   /** A secret: from the environment or the config file only, never a command-line flag (other users see argv in ps). */
   secret?: true;
+  /** Not a secret itself but may hold one (a password in a URL or in JSON): its value is never echoed. Implied by `secret`. */
+  holdsSecret?: true;
+}
+
+/** May an error message quote this setting's value? Never for one that is or may hold a secret. */
+function echoable(spec: Spec): boolean {
+  return !spec.secret && !spec.holdsSecret;
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -190,7 +198,7 @@ function upstreamSpecs(name: 'imap' | 'pop3' | 'smtp'): Record<string, Spec> {
 
 export const SPECS: Record<string, Spec> = {
   'db.path': { kind: 'string', env: 'KEYGATE_DB_PATH', doc: 'SQLite database file (used when dbs.redis is empty)' },
-  'dbs.redis': { kind: 'string', env: 'KEYGATE_REDIS_URL', doc: 'Redis URL: redis://, rediss://, redis-sentinel://h:p,h:p/master, redis-cluster://h:p,h:p' },
+  'dbs.redis': { kind: 'string', env: 'KEYGATE_REDIS_URL', doc: 'Redis URL: redis://, rediss://, redis-sentinel://h:p,h:p/master, redis-cluster://h:p,h:p', holdsSecret: true },
   preparedToken: { kind: 'string', env: 'KEYGATE_PREPARED_TOKEN', doc: 'exported token blob(s), comma or space separated, imported at start-up' },
   hostname: { kind: 'string', env: 'KEYGATE_HOSTNAME', doc: 'public host name: greetings, certificate SAN, client setup' },
   secret: { kind: 'string', env: 'KEYGATE_SECRET', doc: 'encryption secret for stored upstream credentials', secret: true },
@@ -235,7 +243,7 @@ export const SPECS: Record<string, Spec> = {
   'upstream.master.user': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_USER', doc: 'upstream master user (login mode master)' },
   'upstream.master.password': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_PASSWORD', doc: 'upstream master user password', secret: true },
   'upstream.master.separator': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_SEPARATOR', doc: 'separator of user and master in the separator style (Dovecot auth_master_user_separator)' },
-  'upstream.domains': { kind: 'string', env: 'KEYGATE_UPSTREAM_DOMAINS', doc: 'per-domain routes, JSON: {"example.com": {"imap": {"host": …}, "smtp": {…}, "master": {…}}}' },
+  'upstream.domains': { kind: 'string', env: 'KEYGATE_UPSTREAM_DOMAINS', doc: 'per-domain routes, JSON: {"example.com": {"imap": {"host": …}, "smtp": {…}, "master": {…}}}', holdsSecret: true },
   'upstream.connectTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_CONNECT_TIMEOUT', doc: 'time allowed to connect to an upstream (TCP and TLS)' },
   'upstream.loginTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_LOGIN_TIMEOUT', doc: 'time allowed from upstream greeting to logged in' },
   'setup.linkTtl': { kind: 'duration', env: 'KEYGATE_SETUP_LINK_TTL', doc: 'how long a one-time setup link (Apple profile, QR code) stays usable; at most 24h' },
@@ -257,7 +265,7 @@ export class ConfigError extends Error {
 
 function coerce(key: string, spec: Spec, raw: unknown, source: string): unknown {
   const bad = (why: string): never => {
-    throw new ConfigError(key, `${why} (from ${source}: ${JSON.stringify(raw)})`);
+    throw new ConfigError(key, `${why} (from ${source}${echoable(spec) ? `: ${JSON.stringify(raw)}` : ''})`);
   };
   switch (spec.kind) {
     case 'string':
@@ -324,11 +332,17 @@ export function loadConfig(options: LoadOptions = {}): Config {
   };
 
   if (options.file) {
+    let text: string;
+    try {
+      text = readFileSync(options.file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('config', `cannot read ${options.file}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+    }
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(options.file, 'utf8'));
+      parsed = parseJson(text); // its errors never quote the file, which may hold secrets
     } catch (err) {
-      throw new ConfigError('config', `cannot read ${options.file}: ${(err as Error).message}`);
+      throw new ConfigError('config', `${options.file} is ${(err as Error).message}`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError('config', `${options.file} must hold a JSON object`);
     apply(flatten(parsed as Record<string, unknown>), options.file);
@@ -368,7 +382,8 @@ function validateSetup(s: Config['setup']): void {
       url = null;
     }
     if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
-      throw new ConfigError('setup.publicUrl', `expected an http(s) origin such as https://keygate.example.com (got ${JSON.stringify(s.publicUrl)})`);
+      // The value is not echoed: a URL with user:password@ is one of the refused forms.
+      throw new ConfigError('setup.publicUrl', 'expected an http(s) origin such as https://keygate.example.com, without user, password, query or fragment');
     }
   }
 }

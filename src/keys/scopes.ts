@@ -19,8 +19,9 @@ const IMPLIED: Readonly<Partial<Record<Scope, readonly Scope[]>>> = {
 };
 
 export class UnknownScopeError extends Error {
+  // The message never quotes the name: a mistyped command line may put a key where a scope goes.
   constructor(readonly scope: string) {
-    super(`unknown scope "${scope}" (known: ${[...SCOPES, ...Object.keys(SCOPE_ALIASES)].join(', ')})`);
+    super(`unknown scope (known: ${[...SCOPES, ...Object.keys(SCOPE_ALIASES)].join(', ')})`);
     this.name = 'UnknownScopeError';
   }
 }

@@ -42,9 +42,11 @@ export async function issueToken(store: KeyStore, grantor: Grantor, input: Issue
   if (name.length < 1 || name.length > 100) throw new InputError('description must be 1-100 characters', 'description');
   const scopes = normalizeScopes(input.scopes.length ? input.scopes : ['*']);
   const account = input.account ? normalizeAddress(input.account) : null;
-  if (account !== null && !ADDRESS_RE.test(account)) throw new InputError(`account "${input.account}" is not an address`, 'account');
+  if (account !== null && !ADDRESS_RE.test(account)) throw new InputError('account: not an address (expected one such as user@example.com)', 'account');
   if (input.expiresAt && Date.parse(input.expiresAt) <= now.getTime()) throw new InputError('expiry is in the past', 'expiresAt');
-  for (const c of input.allowedIps ?? []) if (!isValidCidr(c)) throw new InputError(`"${c}" is not an IP address or CIDR range`, 'allowedIps');
+  (input.allowedIps ?? []).forEach((c, i) => {
+    if (!isValidCidr(c)) throw new InputError(`allowedIps #${i + 1}: expected an IP address or CIDR range`, 'allowedIps');
+  });
   const made = newKey(
     {
       name,
