@@ -36,7 +36,20 @@ export interface Config {
   hostname: string;
   secret: string;
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
-  http: { host: string; port: number; bodyLimit: number; trustProxy: boolean };
+  http: {
+    host: string;
+    port: number;
+    bodyLimit: number;
+    trustProxy: boolean;
+    /** Open connections at most; at the cap the longest-idle one is closed for a new one. */
+    maxConnections: number;
+    /** From connection (or the previous response) to a request's complete headers. */
+    headersTimeout: number;
+    /** A kept-alive connection waiting for its next request. */
+    idleTimeout: number;
+    /** One whole request, body included. */
+    requestTimeout: number;
+  };
   rateLimit: {
     credentials: { max: number; window: number };
     api: { max: number; window: number };
@@ -112,7 +125,7 @@ export const DEFAULTS: Config = {
   hostname: 'localhost',
   secret: '',
   log: { level: 'info' },
-  http: { host: '127.0.0.1', port: 8080, bodyLimit: 64 * 1024, trustProxy: false },
+  http: { host: '127.0.0.1', port: 8080, bodyLimit: 64 * 1024, trustProxy: false, maxConnections: 1000, headersTimeout: 10_000, idleTimeout: 5_000, requestTimeout: 30_000 },
   rateLimit: {
     credentials: { max: 30, window: 60_000 },
     api: { max: 600, window: 60_000 },
@@ -207,6 +220,10 @@ export const SPECS: Record<string, Spec> = {
   'http.port': { kind: 'port', env: 'KEYGATE_HTTP_PORT', doc: 'control-plane port' },
   'http.bodyLimit': { kind: 'int', env: 'KEYGATE_HTTP_BODY_LIMIT', doc: 'largest accepted request body, bytes' },
   'http.trustProxy': { kind: 'bool', env: 'KEYGATE_HTTP_TRUST_PROXY', doc: 'take the client IP from X-Forwarded-For' },
+  'http.maxConnections': { kind: 'int', env: 'KEYGATE_HTTP_MAX_CONNECTIONS', doc: 'open control-plane connections at most; at the cap the longest-idle one is closed first' },
+  'http.headersTimeout': { kind: 'duration', env: 'KEYGATE_HTTP_HEADERS_TIMEOUT', doc: 'time allowed for a request\'s headers, from connect or the previous response' },
+  'http.idleTimeout': { kind: 'duration', env: 'KEYGATE_HTTP_IDLE_TIMEOUT', doc: 'how long a kept-alive control-plane connection may wait for its next request' },
+  'http.requestTimeout': { kind: 'duration', env: 'KEYGATE_HTTP_REQUEST_TIMEOUT', doc: 'time allowed for one whole request, body included' },
   'rateLimit.credentials.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_MAX', doc: 'requests per window to /api/smtp-credentials routes, per key and per IP' },
   'rateLimit.credentials.window': { kind: 'duration', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_WINDOW', doc: 'window for the credentials limit' },
   'rateLimit.api.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_API_MAX', doc: 'requests per window to other API routes, per IP' },
@@ -361,9 +378,16 @@ export function loadConfig(options: LoadOptions = {}): Config {
   }
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
   validateSetup(c.setup);
+  validateHttp(c.http);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
   return c;
+}
+
+function validateHttp(h: Config['http']): void {
+  if (h.maxConnections < 1) throw new ConfigError('http.maxConnections', 'expected at least 1');
+  for (const k of ['headersTimeout', 'idleTimeout', 'requestTimeout'] as const) if (h[k] <= 0) throw new ConfigError(`http.${k}`, 'expected a duration above 0');
+  if (h.headersTimeout > h.requestTimeout) throw new ConfigError('http.headersTimeout', 'must not exceed http.requestTimeout');
 }
 
 /** Longest allowed setup-link lifetime: the link carries a key until it is used. */

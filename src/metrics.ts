@@ -29,6 +29,17 @@ export class Metrics {
     labelNames: ['route', 'status'] as const,
     registers: [this.registry],
   });
+  readonly httpConnections = new client.Gauge({
+    name: 'keygate_http_connections',
+    help: 'Open control-plane connections',
+    registers: [this.registry],
+  });
+  readonly httpConnectionsRefused = new client.Counter({
+    name: 'keygate_http_connections_refused_total',
+    help: 'Control-plane connections closed by a bound: cap (refused, all busy), idle_evicted (closed to make room), timeout (headers or request too slow)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly rateLimited = new client.Counter({
     name: 'keygate_rate_limited_total',
     help: 'Requests or logins refused by a rate limit, by surface',

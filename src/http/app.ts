@@ -2,7 +2,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import addFormats from 'ajv-formats';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
@@ -17,7 +17,8 @@ import { ConflictError, NotFoundError, StoreUnavailableError } from '../store/er
 import { createRedisClient, waitReady, type RedisClient } from '../store/redis-connect.js';
 import type { KeyStore } from '../store/types.js';
 import type { TlsProvider } from '../tls/index.js';
-import { errorBody, HttpError } from './errors.js';
+import { capConnections } from './connection-cap.js';
+import { errorBody, HttpError, rawErrorResponse, type HttpErrorCode } from './errors.js';
 import { authPlugin } from './plugins/auth.js';
 import { docsPlugin } from './plugins/docs.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
@@ -62,6 +63,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     loggerInstance: logger,
     bodyLimit: config.http.bodyLimit,
     trustProxy: config.http.trustProxy,
+    // Every connection is bounded in time: headers (from connect, so a silent one too), a whole request, an idle keep-alive.
+    http: { headersTimeout: config.http.headersTimeout, connectionsCheckingInterval: CONNECTION_CHECK_MS },
+    requestTimeout: config.http.requestTimeout,
+    keepAliveTimeout: config.http.idleTimeout,
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, logger, metrics),
+    frameworkErrors: answerRouterError,
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: true, useDefaults: true },
       plugins: [addFormats as never],
@@ -113,6 +120,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     req.log.error({ err }, 'unhandled error');
     return send(500, 'internal', 'Internal error');
   });
+  capConnections(app.server, config.http.maxConnections, {
+    refused: (reason) => metrics.httpConnectionsRefused.inc({ reason }),
+    counted: (delta) => metrics.httpConnections.inc(delta),
+  });
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
   app.addHook('onResponse', async (req, reply) => {
@@ -162,6 +173,32 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     throw err;
   }
   return app as unknown as FastifyInstance;
+}
+
+/** The router's own refusals (a URL part over the length limit, a malformed escape) in the one error shape; never quoting the URL. */
+function answerRouterError(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void {
+  const e =
+    err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? new HttpError('uri_too_long') : err.code === 'FST_ERR_BAD_URL' ? new HttpError('bad_request', 'The URL is not valid') : new HttpError('internal');
+  void reply.code(e.status).send(errorBody(e.code, e.message));
+}
+
+/** How often the server checks headers and request timeouts (Node's default, 30 s, would let them run 30 s late). */
+const CONNECTION_CHECK_MS = 1000;
+
+/**
+ * Answers what Node's parser refuses before Fastify sees a request (a timeout,
+ * headers too large, a malformed request) in the one JSON error shape. Logs
+ * the error's code only: the error carries the raw bytes received, which may
+ * hold a key.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex, logger: Logger, metrics: Metrics): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  if (timeout) metrics.httpConnectionsRefused.inc({ reason: 'timeout' });
+  logger.debug({ code: err.code }, 'client error');
+  const code: HttpErrorCode = timeout ? 'request_timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request';
+  if (socket.writable) socket.end(rawErrorResponse(code));
+  socket.destroy();
 }
 
 function constant<T>(value: T): () => T {
