@@ -6,6 +6,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
+import { SAFE_TEXT_PATTERN, UNSAFE_TEXT_MESSAGE } from '../keys/names.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -89,7 +90,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (err.validation) {
       const details = err.validation.map((v) => ({
         field: `${err.validationContext ?? 'body'}${v.instancePath.replaceAll('/', '.') || ''}${v.keyword === 'additionalProperties' ? `.${String((v.params as { additionalProperty?: string }).additionalProperty)}` : v.keyword === 'required' ? `.${String((v.params as { missingProperty?: string }).missingProperty)}` : ''}`,
-        message: v.keyword === 'additionalProperties' ? 'unknown field' : (v.message ?? 'invalid'),
+        message:
+          v.keyword === 'additionalProperties'
+            ? 'unknown field'
+            : v.keyword === 'pattern' && (v.params as { pattern?: string }).pattern === SAFE_TEXT_PATTERN
+              ? UNSAFE_TEXT_MESSAGE
+              : (v.message ?? 'invalid'),
       }));
       return send(400, 'validation', 'The request is not valid', details);
     }

@@ -1,5 +1,6 @@
 import { Type } from 'typebox';
 import { LOGIN_MODES, MASTER_STYLES, MAX_UPSTREAM_PASSWORD, MAX_UPSTREAM_USERNAME, TLS_MODES } from '../backends/routing.js';
+import { MAX_KEY_NAME, SAFE_TEXT_PATTERN } from '../keys/names.js';
 import { isActive, type AccountRecord, type KeyRecord } from '../keys/record.js';
 import { SCOPE_ALIASES, SCOPES } from '../keys/scopes.js';
 
@@ -102,8 +103,8 @@ export function accountView(a: AccountRecord) {
 /** A scope name or input alias, as request bodies accept them. */
 export const ScopeName = Type.Union([...SCOPES, ...Object.keys(SCOPE_ALIASES)].map((s) => Type.Literal(s)));
 
-/** A human-readable name: 1-100 characters, no control characters. */
-export const KeyName = Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]*$' });
+/** A human-readable name: 1-100 characters, no control characters or bidirectional overrides (src/keys/names.ts). */
+export const KeyName = Type.String({ minLength: 1, maxLength: MAX_KEY_NAME, pattern: SAFE_TEXT_PATTERN });
 
 /**
  * What an account's route says about one protocol: any subset of the fields,

@@ -5,7 +5,7 @@ import { normalizeScopes, type Scope } from '../keys/scopes.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
 import { replaceGrantedDeviceKey, rotateGrantedKey } from './key-writes.js';
-import { InputError, issueToken } from './tokens.js';
+import { checkKeyName, InputError, issueToken } from './tokens.js';
 
 /**
  * The SMTP Credentials API (reference 004) as plain functions over a store.
@@ -18,12 +18,6 @@ import { InputError, issueToken } from './tokens.js';
 export const MOBILE_SCOPES: Scope[] = ['smtp', 'imap', 'pop3'];
 export const PLATFORMS = ['ios', 'android', 'macos', 'windows', 'web'] as const;
 export type Platform = (typeof PLATFORMS)[number];
-
-function checkName(raw: string): string {
-  const name = raw.trim();
-  if (name.length < 1 || name.length > 100) throw new InputError('name must be 1-100 characters', 'name');
-  return name;
-}
 
 /** The account's active keys (not revoked, not expired), newest first. */
 export async function listCredentials(store: KeyStore, account: string, now = new Date()): Promise<KeyRecord[]> {
@@ -55,7 +49,7 @@ export async function createCredential(
   input: CreateCredentialInput,
   now = new Date(),
 ): Promise<{ key: string; record: KeyRecord }> {
-  const name = checkName(input.name);
+  const name = checkKeyName(input.name);
   const scopes = normalizeScopes(input.scopes);
   if (scopes.length === 0) throw new InputError('scopes must not be empty', 'scopes');
   return issueToken(store, creator, { description: name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null }, now);
@@ -125,7 +119,7 @@ export async function createMobileCredential(
   input: MobileInput,
   now = new Date(),
 ): Promise<{ key: string; record: KeyRecord }> {
-  const name = checkName(input.name);
+  const name = checkKeyName(input.name);
   const made = newKey({ name, account, scopes: [...MOBILE_SCOPES], platform: input.platform, deviceId: input.deviceId }, now);
   const { key: record } = await replaceGrantedDeviceKey(store, creator, made.record, now.toISOString());
   return { key: made.key, record };

@@ -1,6 +1,7 @@
 import { isValidCidr } from '../keys/cidr.js';
 import { decodeExport, encodeExport } from '../keys/export-codec.js';
 import { hashKey, isWellFormedKey } from '../keys/format.js';
+import { keyNameProblem } from '../keys/names.js';
 import { newKey } from '../keys/new-key.js';
 import type { Grantor } from '../keys/policy.js';
 import { normalizeAddress, type KeyRecord } from '../keys/record.js';
@@ -38,8 +39,7 @@ const ADDRESS_RE = /^[^\s@]+@[^\s@]+$/;
  * (GrantError if not), then stores it. The returned `key` is the only copy of the secret.
  */
 export async function issueToken(store: KeyStore, grantor: Grantor, input: IssueInput, now = new Date()): Promise<{ key: string; record: KeyRecord }> {
-  const name = input.description.trim();
-  if (name.length < 1 || name.length > 100) throw new InputError('description must be 1-100 characters', 'description');
+  const name = checkKeyName(input.description, 'description');
   const scopes = normalizeScopes(input.scopes.length ? input.scopes : ['*']);
   const account = input.account ? normalizeAddress(input.account) : null;
   if (account !== null && !ADDRESS_RE.test(account)) throw new InputError('account: not an address (expected one such as user@example.com)', 'account');
@@ -61,6 +61,14 @@ export async function issueToken(store: KeyStore, grantor: Grantor, input: Issue
   );
   await createGrantedKey(store, grantor, made.record);
   return made;
+}
+
+/** The trimmed name, or InputError naming `field` (the name, or its alias). */
+export function checkKeyName(raw: string, field = 'name'): string {
+  const name = raw.trim();
+  const problem = keyNameProblem(name);
+  if (problem) throw new InputError(`${field} ${problem}`, field);
+  return name;
 }
 
 /** Finds a key by its value (hashed, never stored) or by its id. */

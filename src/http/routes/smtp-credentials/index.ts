@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../../../config.js';
+import { SAFE_TEXT_PATTERN } from '../../../keys/names.js';
 import type { Action } from '../../../keys/policy.js';
 import { normalizeAddress, type KeyRecord } from '../../../keys/record.js';
 import {
@@ -86,7 +87,7 @@ const MobileBody = Type.Object(
   {
     name: KeyName,
     platform: Type.Union(PLATFORMS.map((p) => Type.Literal(p))),
-    deviceId: Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
+    deviceId: Type.String({ minLength: 1, maxLength: 200, pattern: SAFE_TEXT_PATTERN }),
     ...MobileSetupFields,
   },
   { additionalProperties: false },

@@ -6,7 +6,7 @@ import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
 import { importToken, issueToken } from '../../../services/tokens.js';
 import { HttpError } from '../../errors.js';
-import { AUTH_ERRORS, ErrorBody, TokenView, tokenView } from '../../schemas.js';
+import { AUTH_ERRORS, ErrorBody, KeyName, TokenView, tokenView } from '../../schemas.js';
 
 const ScopeName = Type.Union([...SCOPES, ...Object.keys(SCOPE_ALIASES)].map((s) => Type.Literal(s)));
 const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
@@ -39,7 +39,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
         security: [{ bearer: [] }],
         body: Type.Object(
           {
-            description: Type.String({ minLength: 1, maxLength: 100 }),
+            description: KeyName,
             scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20 }),
             account: Type.Optional(Type.Union([Type.String({ format: 'email', maxLength: 254 }), Type.Null()])),
             expiresAt: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
