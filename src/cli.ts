@@ -10,7 +10,7 @@ import { KEY_SCAN_RE } from './keys/format.js';
 import { normalizeScopes, UnknownScopeError } from './keys/scopes.js';
 import { createLogger, flushLogsSync } from './log.js';
 import { startServer } from './server.js';
-import { exportToken, importToken, InputError, issueToken, findToken } from './services/tokens.js';
+import { exportKey, importExportedKey, InputError, issueKey, findKey } from './services/keys.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from './store/errors.js';
 
 export function buildCli(): Command {
@@ -42,7 +42,8 @@ export function buildCli(): Command {
 
   const tokens = new Command('tokens').description('issue, export, import, list and revoke access tokens');
   addSettingFlags(tokens.command('issue').description('issue a token; prints only the token'), DB_FLAGS)
-    .requiredOption('-d, --description <text>', 'what the token is for')
+    .option('-n, --name <text>', 'what the token is for')
+    .option('-d, --description <text>', 'the same as --name (the reference workflow\'s spelling)')
     .option('-s, --scope <scope>', 'scope (repeatable or comma-separated; default *)', collect, [])
     .option('-a, --account <address>', 'bind the token to this account')
     .option('--expires <when>', 'expiry: ISO date or duration such as 30d')
@@ -55,6 +56,7 @@ export function buildCli(): Command {
         if (Date.parse(expiresAt) <= Date.now()) throw new UsageError(`--expires: ${expiresAt} is in the past`);
       }
       // Validate everything before the store is opened, so bad input writes nothing.
+      if (opts.name === undefined && opts.description === undefined) throw new UsageError('a name is required: -n, --name <text> (or -d, --description <text>)');
       const scopes = normalizeScopes((opts.scope as string[]).length ? (opts.scope as string[]) : ['*']);
       const account = (opts.account as string | undefined) ?? null;
       if (account !== null && !looksLikeAddress(account)) throw new UsageError('--account: not an address (expected one such as user@example.com)');
@@ -63,8 +65,9 @@ export function buildCli(): Command {
         if (!isValidCidr(c)) throw new UsageError(`--allowed-ip #${i + 1}: expected an IP address or CIDR range`);
       });
       const { key } = await withStore(opts, (store) =>
-        issueToken(store, 'operator', {
-          description: String(opts.description),
+        issueKey(store, 'operator', {
+          ...(opts.name !== undefined && { name: String(opts.name) }),
+          ...(opts.description !== undefined && { description: String(opts.description) }),
           scopes,
           account,
           expiresAt,
@@ -77,7 +80,7 @@ export function buildCli(): Command {
   addSettingFlags(tokens.command('export').description('print a token record as a blob (hash and metadata, never the token)'), DB_FLAGS)
     .requiredOption('-t, --token <key-or-id>', 'the token, or its id')
     .action(async (opts: Record<string, unknown>) => {
-      const blob = await withStore(opts, (store) => exportToken(store, String(opts.token)));
+      const blob = await withStore(opts, (store) => exportKey(store, String(opts.token)));
       process.stdout.write(`${blob}\n`);
     });
 
@@ -85,7 +88,7 @@ export function buildCli(): Command {
     .requiredOption('-t, --token <blob>', 'the exported blob')
     .action(async (opts: Record<string, unknown>) => {
       decodeExport(String(opts.token)); // refuse a malformed blob before touching the store
-      const { result } = await withStore(opts, (store) => importToken(store, 'operator', String(opts.token)));
+      const { result } = await withStore(opts, (store) => importExportedKey(store, 'operator', String(opts.token)));
       process.stdout.write(result === 'imported' ? 'Token was imported\n' : 'Token already exists\n');
     });
 
@@ -99,7 +102,7 @@ export function buildCli(): Command {
         return;
       }
       const rows = list.map((k) => [k.id, k.name, k.account ?? '-', k.scopes.join(','), k.revokedAt ? 'revoked' : k.expiresAt && Date.parse(k.expiresAt) <= Date.now() ? 'expired' : 'active', k.lastUsedAt ?? '-']);
-      const header = ['ID', 'DESCRIPTION', 'ACCOUNT', 'SCOPES', 'STATE', 'LAST USED'];
+      const header = ['ID', 'NAME', 'ACCOUNT', 'SCOPES', 'STATE', 'LAST USED'];
       const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
       for (const r of [header, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
     });
@@ -108,7 +111,7 @@ export function buildCli(): Command {
     .argument('<id>', 'token id (or the token itself)')
     .action(async (id: string, opts: Record<string, unknown>) => {
       await withStore(opts, async (store) => {
-        const rec = await findToken(store, id);
+        const rec = await findKey(store, id);
         await store.revokeKey(rec.id, new Date().toISOString());
       });
       process.stdout.write('Token was revoked\n');

@@ -9,7 +9,7 @@ import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { importPreparedTokens } from './services/tokens.js';
+import { importPreparedTokens } from './services/keys.js';
 import { describeStore, openStore } from './store/index.js';
 import type { KeyStore } from './store/types.js';
 import { createTlsProvider, type TlsProvider } from './tls/index.js';

@@ -11,7 +11,7 @@ import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { GrantError } from '../services/key-writes.js';
-import { InputError } from '../services/tokens.js';
+import { InputError } from '../services/keys.js';
 import { checkSigner, MobileconfigError, type ProfileSigner } from '../setup/mobileconfig.js';
 import { MemorySetupLinkBackend, RedisSetupLinkBackend, SetupLinkCapacityError, SetupLinks } from '../setup/setup-links.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from '../store/errors.js';

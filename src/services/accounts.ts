@@ -1,7 +1,7 @@
 import { MAX_DISPLAY_NAME, textProblem } from '../keys/names.js';
 import { normalizeAddress, type AccountRecord } from '../keys/record.js';
 import type { AccountPatch, KeyStore } from '../store/types.js';
-import { InputError } from './tokens.js';
+import { InputError } from './keys.js';
 
 /**
  * Accounts as administrators manage them. Errors come from the store:

@@ -5,7 +5,7 @@ import { normalizeScopes, type Scope } from '../keys/scopes.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
 import { replaceGrantedDeviceKey, rotateGrantedKey } from './key-writes.js';
-import { checkKeyName, InputError, issueToken } from './tokens.js';
+import { checkKeyName, InputError, issueKey } from './keys.js';
 
 /**
  * The SMTP Credentials API (reference 004) as plain functions over a store.
@@ -52,7 +52,7 @@ export async function createCredential(
   const name = checkKeyName(input.name);
   const scopes = normalizeScopes(input.scopes);
   if (scopes.length === 0) throw new InputError('scopes must not be empty', 'scopes');
-  return issueToken(store, creator, { description: name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null }, now);
+  return issueKey(store, creator, { name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null }, now);
 }
 
 /** Revokes one of the account's keys. NotFoundError when unknown, another account's, or already revoked. */

@@ -166,7 +166,7 @@ describe.each(storeKinds())('HTTP authentication on %s', (kind) => {
 
   describe.each(MATRIX)('scope $scope, bound=$bound', ({ scope, bound, own, url, admin }) => {
     const callAll = async (key: string, base: string): Promise<number[]> => {
-      const target = () => f.issue({ description: 'target', scopes: ['api:write'], account: ALICE });
+      const target = () => f.issue({ name: 'target', scopes: ['api:write'], account: ALICE });
       const codes: number[] = [];
       for (const route of ROUTES) {
         let res;

@@ -4,9 +4,9 @@ import { Type } from 'typebox';
 import { SCOPES, SCOPE_ALIASES } from '../../../keys/scopes.js';
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
-import { importToken, issueToken } from '../../../services/tokens.js';
+import { importExportedKey, issueKey } from '../../../services/keys.js';
 import { HttpError } from '../../errors.js';
-import { AUTH_ERRORS, ErrorBody, KeyName, TokenView, tokenView } from '../../schemas.js';
+import { AUTH_ERRORS, ErrorBody, KeyName, keyName, TokenView, tokenView } from '../../schemas.js';
 
 const ScopeName = Type.Union([...SCOPES, ...Object.keys(SCOPE_ALIASES)].map((s) => Type.Literal(s)));
 const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
@@ -39,7 +39,8 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
         security: [{ bearer: [] }],
         body: Type.Object(
           {
-            description: KeyName,
+            name: Type.Optional(KeyName),
+            description: Type.Optional(keyName('The same as `name` (the reference workflow\'s word); give one of the two')),
             scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20 }),
             account: Type.Optional(Type.Union([Type.String({ format: 'email', maxLength: 254 }), Type.Null()])),
             expiresAt: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
@@ -51,7 +52,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       },
     },
     async (req, reply) => {
-      const { key, record } = await issueToken(store, req.principal!.key, req.body);
+      const { key, record } = await issueKey(store, req.principal!.key, req.body);
       return reply.code(201).header('cache-control', 'no-store').send({ ...tokenView(record), token: key });
     },
   );
@@ -117,7 +118,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       },
     },
     async (req, reply) => {
-      const { result, record } = await importToken(store, req.principal!.key, req.body.blob);
+      const { result, record } = await importExportedKey(store, req.principal!.key, req.body.blob);
       const stored = (await store.getKey(record.id)) ?? record;
       return result === 'imported'
         ? reply.code(201).send({ imported: true as const, token: tokenView(stored) })

@@ -23,7 +23,10 @@ export class InputError extends Error {
 }
 
 export interface IssueInput {
-  description: string;
+  /** The key's name. */
+  name?: string;
+  /** The reference workflow's word for the name (`tokens issue -d`, /api/tokens bodies): give one of the two. */
+  description?: string;
   scopes: readonly string[];
   account?: string | null;
   expiresAt?: string | null;
@@ -38,8 +41,8 @@ const ADDRESS_RE = /^[^\s@]+@[^\s@]+$/;
  * Validates input, asks the policy whether `grantor` may grant such a key
  * (GrantError if not), then stores it. The returned `key` is the only copy of the secret.
  */
-export async function issueToken(store: KeyStore, grantor: Grantor, input: IssueInput, now = new Date()): Promise<{ key: string; record: KeyRecord }> {
-  const name = checkKeyName(input.description, 'description');
+export async function issueKey(store: KeyStore, grantor: Grantor, input: IssueInput, now = new Date()): Promise<{ key: string; record: KeyRecord }> {
+  const name = nameOrDescription(input);
   const scopes = normalizeScopes(input.scopes.length ? input.scopes : ['*']);
   const account = input.account ? normalizeAddress(input.account) : null;
   if (account !== null && !ADDRESS_RE.test(account)) throw new InputError('account: not an address (expected one such as user@example.com)', 'account');
@@ -63,6 +66,16 @@ export async function issueToken(store: KeyStore, grantor: Grantor, input: Issue
   return made;
 }
 
+/** The name, given as `name` or as its alias `description`; InputError naming the field used. */
+function nameOrDescription(input: Pick<IssueInput, 'name' | 'description'>): string {
+  if (input.name !== undefined && input.description !== undefined && input.name !== input.description) {
+    throw new InputError('give name or description (the same thing), not both', 'description');
+  }
+  if (input.name !== undefined) return checkKeyName(input.name, 'name');
+  if (input.description !== undefined) return checkKeyName(input.description, 'description');
+  throw new InputError('name is required', 'name');
+}
+
 /** The trimmed name, or InputError naming `field` (the name, or its alias). */
 export function checkKeyName(raw: string, field = 'name'): string {
   const name = raw.trim();
@@ -72,19 +85,19 @@ export function checkKeyName(raw: string, field = 'name'): string {
 }
 
 /** Finds a key by its value (hashed, never stored) or by its id. */
-export async function findToken(store: KeyStore, keyOrId: string): Promise<KeyRecord> {
+export async function findKey(store: KeyStore, keyOrId: string): Promise<KeyRecord> {
   const t = keyOrId.trim();
   const rec = isWellFormedKey(t) ? await store.findByHash(hashKey(t)) : await store.getKey(t);
-  if (!rec) throw new NotFoundError('token');
+  if (!rec) throw new NotFoundError('key');
   return rec;
 }
 
-export async function exportToken(store: KeyStore, keyOrId: string): Promise<string> {
-  return encodeExport(await findToken(store, keyOrId));
+export async function exportKey(store: KeyStore, keyOrId: string): Promise<string> {
+  return encodeExport(await findKey(store, keyOrId));
 }
 
 /** Imports an exported record, if `grantor` could have issued it (GrantError otherwise). */
-export async function importToken(store: KeyStore, grantor: Grantor, blob: string): Promise<{ result: 'imported' | 'exists'; record: KeyRecord }> {
+export async function importExportedKey(store: KeyStore, grantor: Grantor, blob: string): Promise<{ result: 'imported' | 'exists'; record: KeyRecord }> {
   const record = decodeExport(blob);
   return { result: await importGrantedKey(store, grantor, record), record };
 }
