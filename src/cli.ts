@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { accountsCommand } from './cli/accounts.js';
-import { addSettingFlags, collect, configFrom, DB_FLAGS, looksLikeAddress, UsageError, withStore } from './cli/common.js';
+import { addSettingFlags, collect, configFrom, DB_FLAGS, UsageError, withStore } from './cli/common.js';
 import { ConfigError, SPECS } from './config.js';
 import { parseExpiry } from './duration.js';
 import { isValidCidr } from './keys/cidr.js';
 import { decodeExport, MalformedBlobError } from './keys/export-codec.js';
 import { KEY_SCAN_RE } from './keys/format.js';
+import { looksLikeAddress } from './keys/record.js';
 import { normalizeScopes, UnknownScopeError } from './keys/scopes.js';
 import { createLogger, flushLogsSync } from './log.js';
 import { startServer } from './server.js';

@@ -4,10 +4,10 @@ import { setAccountUpstream, UpstreamInputError, upstreamView, type AccountUpstr
 import { checkAccountUpstream, MAIL_PROTOCOLS } from '../backends/routing.js';
 import { checkSecret, MIN_SECRET_LENGTH } from '../backends/secret.js';
 import { parseJson } from '../json-text.js';
-import { normalizeAddress } from '../keys/record.js';
+import { looksLikeAddress, normalizeAddress } from '../keys/record.js';
 import { createAccount } from '../services/accounts.js';
 import { NotFoundError } from '../store/errors.js';
-import { addSettingFlags, collect, configFrom, DB_FLAGS, looksLikeAddress, UsageError, withConfigStore, withStore } from './common.js';
+import { addSettingFlags, collect, configFrom, DB_FLAGS, UsageError, withConfigStore, withStore } from './common.js';
 
 /**
  * `keygate accounts …`: create accounts and manage an account's own upstream

@@ -2,7 +2,7 @@ import { decode, encode } from '@msgpack/msgpack';
 import { isValidCidr } from './cidr.js';
 import { HASH_RE } from './format.js';
 import { keyNameProblem, textProblem } from './names.js';
-import type { KeyRecord } from './record.js';
+import { looksLikeAddress, normalizeAddress, type KeyRecord } from './record.js';
 import { isScope, type Scope } from './scopes.js';
 
 /**
@@ -66,6 +66,13 @@ export function decodeExport(blob: string): KeyRecord {
     return v;
   };
 
+  // Stored canonical, as every other entrance stores it, or the key would never match a login.
+  const optAddress = (k: string): string | null => {
+    const v = optStr(k);
+    if (v !== null && !looksLikeAddress(v)) throw new MalformedBlobError(`field "${k}"`);
+    return v === null ? null : normalizeAddress(v);
+  };
+
   const hash = str('hash');
   if (!HASH_RE.test(hash)) throw new MalformedBlobError('field "hash"');
   const scopes = o.scopes;
@@ -83,7 +90,7 @@ export function decodeExport(blob: string): KeyRecord {
     id: str('id'),
     hash,
     name: keyName(str('name')),
-    account: optStr('account'),
+    account: optAddress('account'),
     scopes: scopes as Scope[],
     createdAt,
     expiresAt: optDate('expiresAt'),

@@ -7,7 +7,9 @@ export type Action =
   | { kind: 'login'; protocol: Protocol; account: string }
   | { kind: 'api'; access: 'read' | 'write'; account: string }
   | { kind: 'metrics' }
-  | { kind: 'admin'; access: 'read' | 'write' };
+  | { kind: 'admin'; access: 'read' | 'write' }
+  /** An account's upstream route: where its mail sessions, and the credentials that open them, are sent. */
+  | { kind: 'upstream'; access: 'read' | 'write' };
 
 /** Internal reasons; they go to the audit log, never to the client. */
 export type DenyReason =
@@ -37,6 +39,7 @@ export function requiredScope(action: Action): Scope {
     case 'metrics':
       return 'metrics';
     case 'admin':
+    case 'upstream':
       return action.access === 'read' ? 'api:read' : 'api:write';
   }
 }
@@ -87,6 +90,17 @@ export function decide(key: KeyRecord, action: Action, ctx: PolicyContext): Deci
       if (bound) return grants(held, scope) ? deny('account_mismatch') : deny('missing_scope', scope);
       if (action.access === 'write') return adminWrite(held);
       break;
+    case 'upstream': {
+      if (bound) return grants(held, scope) ? deny('account_mismatch') : deny('missing_scope', scope);
+      if (action.access === 'read') break;
+      // Setting a route decides where an account's mail credentials (the master
+      // password among them) are sent: it takes a key that could log in to that
+      // mail itself, else an `api` administrator could route them to itself.
+      const admin = adminWrite(held);
+      if (!admin.allowed) return admin;
+      const mail = MAIL_SCOPES.find((s) => !grants(held, s));
+      return mail ? deny('missing_scope', mail) : { allowed: true };
+    }
     case 'metrics':
       if (bound) return grants(held, scope) ? deny('account_mismatch') : deny('missing_scope', scope);
       break;
@@ -107,6 +121,7 @@ function adminWrite(held: readonly Scope[]): Decision {
 }
 
 const ADMIN_SCOPES: readonly Scope[] = ['api:write', 'api:read'];
+const MAIL_SCOPES: readonly Scope[] = ['smtp', 'imap', 'pop3'];
 
 /**
  * Who asks for a new key: the calling key (REST API), or the operator — the

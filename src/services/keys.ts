@@ -4,7 +4,7 @@ import { hashKey, isWellFormedKey } from '../keys/format.js';
 import { keyNameProblem } from '../keys/names.js';
 import { newKey } from '../keys/new-key.js';
 import type { Grantor } from '../keys/policy.js';
-import { normalizeAddress, type KeyRecord } from '../keys/record.js';
+import { looksLikeAddress, normalizeAddress, type KeyRecord } from '../keys/record.js';
 import { normalizeScopes } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import { NotFoundError } from '../store/errors.js';
@@ -35,8 +35,6 @@ export interface IssueInput {
   deviceId?: string | null;
 }
 
-const ADDRESS_RE = /^[^\s@]+@[^\s@]+$/;
-
 /**
  * Validates input, asks the policy whether `grantor` may grant such a key
  * (GrantError if not), then stores it. The returned `key` is the only copy of the secret.
@@ -45,7 +43,7 @@ export async function issueKey(store: KeyStore, grantor: Grantor, input: IssueIn
   const name = nameOrDescription(input);
   const scopes = normalizeScopes(input.scopes.length ? input.scopes : ['*']);
   const account = input.account ? normalizeAddress(input.account) : null;
-  if (account !== null && !ADDRESS_RE.test(account)) throw new InputError('account: not an address (expected one such as user@example.com)', 'account');
+  if (account !== null && !looksLikeAddress(account)) throw new InputError('account: not an address (expected one such as user@example.com)', 'account');
   if (input.expiresAt && Date.parse(input.expiresAt) <= now.getTime()) throw new InputError('expiry is in the past', 'expiresAt');
   (input.allowedIps ?? []).forEach((c, i) => {
     if (!isValidCidr(c)) throw new InputError(`allowedIps #${i + 1}: expected an IP address or CIDR range`, 'allowedIps');

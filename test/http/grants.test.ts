@@ -125,4 +125,18 @@ describe.each(storeKinds())('grant rule on %s: every key-making route × caller 
     expect(mobile.statusCode).toBe(403);
     expect(await f.store.getAccount(target)).toBeNull();
   });
+
+  it("routing an account's mail (PUT …/upstream) takes the mail scopes too: an api administrator could send the master password to itself", async () => {
+    await f.call(f.adminKey, { method: 'POST', url: '/api/accounts', payload: { address: 'routed@example.com' } });
+    const route = { imap: { host: 'mail.attacker.test', port: 143, tls: 'none', login: 'master' } };
+    const api = (await f.issue({ scopes: ['api'] })).key;
+    const refused = await f.call(api, { method: 'PUT', url: '/api/accounts/routed@example.com/upstream', payload: route });
+    expect(refused.statusCode).toBe(403);
+    expect(refused.json().error.details).toEqual({ missingScope: 'smtp' });
+    expect((await f.call(api, { method: 'DELETE', url: '/api/accounts/routed@example.com/upstream' })).statusCode).toBe(403);
+    expect((await f.call(api, { url: '/api/accounts/routed@example.com/upstream' })).json()).toEqual({ account: 'routed@example.com', route: null });
+    const services = (await f.issue({ scopes: ['api', 'internal'] })).key;
+    expect((await f.call(services, { method: 'PUT', url: '/api/accounts/routed@example.com/upstream', payload: route })).statusCode).toBe(200);
+    expect((await f.call(f.adminKey, { method: 'DELETE', url: '/api/accounts/routed@example.com/upstream' })).statusCode).toBe(204);
+  });
 });
