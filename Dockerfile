@@ -29,6 +29,7 @@ FROM toolchain AS build
 RUN npm ci
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+COPY web ./web
 RUN npm run build
 
 # --- prod-deps: production dependencies only, native modules compiled here.

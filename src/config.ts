@@ -97,6 +97,18 @@ export interface Config {
     /** Public origin of the control plane for setup links and QR codes; empty = the request's scheme and Host. */
     publicUrl: string;
   };
+  console: {
+    /** Serve the web console at / (the REST API stays either way). */
+    enabled: boolean;
+    /** A console session ends after this long without a request, ms. */
+    idleTimeout: number;
+    /** …and this long after sign-in whatever happens, ms. */
+    absoluteTimeout: number;
+    /** Lifetime of a one-time sign-in link an administrator makes, ms. */
+    linkTtl: number;
+    /** OpenID Connect sign-in: issuer URL, client id and secret; empty issuer = off. */
+    oidc: { issuer: string; clientId: string; clientSecret: string };
+  };
 }
 
 type Kind = 'string' | 'int' | 'port' | 'bool' | 'duration' | 'level';
@@ -173,6 +185,13 @@ export const DEFAULTS: Config = {
   },
   nginx: { authSecret: '' },
   setup: { linkTtl: 10 * 60_000, signingCert: '', signingKey: '', publicUrl: '' },
+  console: {
+    enabled: true,
+    idleTimeout: 30 * 60_000,
+    absoluteTimeout: 12 * 60 * 60_000,
+    linkTtl: 15 * 60_000,
+    oidc: { issuer: '', clientId: '', clientSecret: '' },
+  },
 };
 
 function listener(name: string, port: number, securePort: number): Record<string, Spec> {
@@ -267,6 +286,13 @@ export const SPECS: Record<string, Spec> = {
   'setup.signingCert': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_CERT', doc: 'PEM certificate chain file that signs Apple profiles; empty = the TLS certificate' },
   'setup.signingKey': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_KEY', doc: 'PEM private key file of setup.signingCert' },
   'setup.publicUrl': { kind: 'string', env: 'KEYGATE_PUBLIC_URL', doc: 'public URL of the control plane for setup links, e.g. https://keygate.example.com; empty = the request\'s scheme and Host' },
+  'console.enabled': { kind: 'bool', env: 'KEYGATE_CONSOLE_ENABLED', doc: 'serve the web console at /' },
+  'console.idleTimeout': { kind: 'duration', env: 'KEYGATE_CONSOLE_IDLE_TIMEOUT', doc: 'a console session ends after this long without a request' },
+  'console.absoluteTimeout': { kind: 'duration', env: 'KEYGATE_CONSOLE_ABSOLUTE_TIMEOUT', doc: 'a console session ends this long after sign-in' },
+  'console.linkTtl': { kind: 'duration', env: 'KEYGATE_CONSOLE_LINK_TTL', doc: 'how long a one-time console sign-in link stays usable; at most 24h' },
+  'console.oidc.issuer': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_ISSUER', doc: 'OpenID Connect issuer URL for console sign-in; empty = off' },
+  'console.oidc.clientId': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_ID', doc: 'OpenID Connect client id' },
+  'console.oidc.clientSecret': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_SECRET', doc: 'OpenID Connect client secret', secret: true },
   'nginx.authSecret': { kind: 'string', env: 'KEYGATE_NGINX_AUTH_SECRET', doc: 'shared secret nginx sends in X-Keygate-Secret to GET /auth/nginx; empty = endpoint disabled', secret: true },
 };
 
@@ -379,6 +405,7 @@ export function loadConfig(options: LoadOptions = {}): Config {
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
   validateSetup(c.setup);
   validateHttp(c.http);
+  validateConsole(c.console);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
   return c;
@@ -410,6 +437,23 @@ function validateSetup(s: Config['setup']): void {
       throw new ConfigError('setup.publicUrl', 'expected an http(s) origin such as https://keygate.example.com, without user, password, query or fragment');
     }
   }
+}
+
+function validateConsole(c: Config['console']): void {
+  if (c.idleTimeout <= 0) throw new ConfigError('console.idleTimeout', 'expected a positive duration');
+  if (c.absoluteTimeout < c.idleTimeout) throw new ConfigError('console.absoluteTimeout', 'expected at least console.idleTimeout');
+  if (c.linkTtl <= 0 || c.linkTtl > MAX_SETUP_LINK_TTL) throw new ConfigError('console.linkTtl', `expected a duration from 1ms to 24h (got ${c.linkTtl} ms)`);
+  const { issuer, clientId, clientSecret } = c.oidc;
+  if (issuer === '') return;
+  let url: URL | null = null;
+  try {
+    url = new URL(issuer);
+  } catch {
+    url = null;
+  }
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) throw new ConfigError('console.oidc.issuer', `expected an http(s) URL (got ${JSON.stringify(issuer)})`);
+  if (clientId === '') throw new ConfigError('console.oidc.clientId', 'needed with console.oidc.issuer');
+  if (clientSecret === '') throw new ConfigError('console.oidc.clientSecret', 'needed with console.oidc.issuer');
 }
 
 /** Every environment variable the config module reads (used by deployment-file checks). */

@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { ConfigError, DEFAULTS, knownEnvVars, loadConfig, SPECS } from '../src/config.js';
 import { parseDuration, parseExpiry } from '../src/duration.js';
 
@@ -31,6 +31,7 @@ describe('config', () => {
 
   it('precedence: defaults < file < env < flags', () => {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-config-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'c.json');
     writeFileSync(file, JSON.stringify({ http: { port: 1111, host: '127.0.0.2' }, log: { level: 'warn' }, db: { path: '/f.db' } }));
     const c = loadConfig({ file, env: { KEYGATE_HTTP_PORT: '2222', KEYGATE_LOG_LEVEL: 'debug' }, flags: { 'http.port': '3333' } });
@@ -64,6 +65,7 @@ describe('config', () => {
   it('a missing or malformed file is named', () => {
     expect(() => loadConfig({ file: '/nonexistent/keygate.json', env: {} })).toThrow(/keygate\.json/);
     const dir = mkdtempSync(join(tmpdir(), 'keygate-config-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(join(dir, 'bad.json'), '{ nope');
     expect(() => loadConfig({ file: join(dir, 'bad.json'), env: {} })).toThrow(/bad\.json/);
   });

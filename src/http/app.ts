@@ -1,10 +1,12 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import cookie from '@fastify/cookie';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
+import { createConsole } from '../console/index.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
 import { SAFE_TEXT_PATTERN, UNSAFE_TEXT_MESSAGE } from '../keys/names.js';
 import { UnknownScopeError } from '../keys/scopes.js';
@@ -162,7 +164,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Order matters: docs (OpenAPI collects routes registered after it), the one
     // auth hook, rate limits (they attach to routes as they are registered), routes.
     await app.register(docsPlugin);
-    await app.register(authPlugin, { authenticator });
+    const webConsole = createConsole({ config, store, logger, metrics, authenticator });
+    await app.register(cookie);
+    await app.register(authPlugin, { authenticator, sessions: webConsole.sessionAuth });
     await app.register(rateLimitPlugin, { config, metrics, redis, namespace: deps.rateLimitNamespace ?? 'keygate:rl:' });
     await app.register(healthRoutes, { store });
     await app.register(metricsRoutes, { metrics });
@@ -174,6 +178,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(clientSetupRoutes, { config, links, ...(publicUrl !== undefined && { publicUrl }) });
     // nginx's mail proxy asks here; guarded by nginx.authSecret, limits and audit as the listeners.
     await app.register(nginxAuthRoutes, { config, authenticator });
+    await app.register(webConsole.plugin);
   } catch (err) {
     redis?.disconnect();
     throw err;

@@ -43,10 +43,10 @@ export async function issueKey(store: KeyStore, grantor: Grantor, input: IssueIn
   const name = nameOrDescription(input);
   const scopes = normalizeScopes(input.scopes.length ? input.scopes : ['*']);
   const account = input.account ? normalizeAddress(input.account) : null;
-  if (account !== null && !looksLikeAddress(account)) throw new InputError('account: not an address (expected one such as user@example.com)', 'account');
+  if (account !== null && !looksLikeAddress(account)) throw new InputError('not an address such as user@example.com', 'account');
   if (input.expiresAt && Date.parse(input.expiresAt) <= now.getTime()) throw new InputError('expiry is in the past', 'expiresAt');
   (input.allowedIps ?? []).forEach((c, i) => {
-    if (!isValidCidr(c)) throw new InputError(`allowedIps #${i + 1}: expected an IP address or CIDR range`, 'allowedIps');
+    if (!isValidCidr(c)) throw new InputError(`entry ${i + 1} is not an IP address or CIDR range`, 'allowedIps');
   });
   const made = newKey(
     {

@@ -10,7 +10,8 @@ import { openRedisStore } from '../../src/store/redis.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
 import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis-server.js';
-import { silentLogger, sleep, waitFor } from '../tls/helpers.js';
+import { silentLogger, sleep } from '../tls/helpers.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-sessions-'));
 let n = 0;
@@ -75,7 +76,7 @@ describe('SessionRegistry', () => {
     expect(registry.count()).toBe(3);
     const t0 = Date.now();
     await store.revokeKey(key.id, new Date().toISOString());
-    expect(await waitFor(() => a.ended.length === 1 && b.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => a.ended.length === 1 && b.ended.length === 1, 1000);
     expect(a.ended[0]!.reason).toBe('revoked');
     expect(b.ended[0]!.at - t0).toBeLessThan(1000);
     expect(c.ended).toEqual([]);
@@ -90,7 +91,7 @@ describe('SessionRegistry', () => {
     const { record: next } = newKey({ name: 'k2', account: 'bob@example.com', scopes: ['imap'], rotatedFrom: old.id });
     await store.rotateKey(old.id, next, new Date().toISOString());
     const fresh = session(next, 'imap');
-    expect(await waitFor(() => s.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s.ended.length === 1, 1000);
     expect(s.ended[0]!.reason).toBe('revoked');
     await sleep(50);
     expect(fresh.ended).toEqual([]);
@@ -108,7 +109,7 @@ describe('SessionRegistry', () => {
     expect(s1.ended).toEqual([]);
     const t0 = Date.now();
     await store.updateAccount('carol@example.com', { disabled: true });
-    expect(await waitFor(() => s1.ended.length === 1 && s2.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s1.ended.length === 1 && s2.ended.length === 1, 1000);
     expect(s1.ended[0]!.reason).toBe('account_disabled');
     expect(s2.ended[0]!.at - t0).toBeLessThan(1000);
     expect(d.ended).toEqual([]);
@@ -118,7 +119,7 @@ describe('SessionRegistry', () => {
     const k = await makeKey('erin@example.com');
     const s = session(k);
     await store.deleteAccount('erin@example.com', new Date().toISOString());
-    expect(await waitFor(() => s.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s.ended.length === 1, 1000);
     expect(['revoked', 'account_disabled']).toContain(s.ended[0]!.reason);
   });
 
@@ -128,7 +129,7 @@ describe('SessionRegistry', () => {
     const never = await makeKey('frank@example.com');
     const s = session(k);
     const stays = session(never);
-    expect(await waitFor(() => s.ended.length === 1, 2000)).toBe(true);
+    await waitFor(() => s.ended.length === 1, 2000);
     expect(s.ended[0]!.reason).toBe('expired');
     const late = s.ended[0]!.at - Date.parse(expiresAt);
     expect(late).toBeGreaterThanOrEqual(0);
@@ -140,14 +141,14 @@ describe('SessionRegistry', () => {
     const k = await makeKey('gina@example.com');
     await store.revokeKey(k.id, new Date().toISOString());
     const s = session(k);
-    expect(await waitFor(() => s.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s.ended.length === 1, 1000);
     expect(s.ended[0]!.reason).toBe('revoked');
 
     const k2 = await makeKey('hal@example.com');
     await store.updateAccount('hal@example.com', { disabled: true });
     await sleep(50);
     const s2 = session(k2);
-    expect(await waitFor(() => s2.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s2.ended.length === 1, 1000);
     expect(s2.ended[0]!.reason).toBe('account_disabled');
     // Enabled again: new sessions stay.
     await store.updateAccount('hal@example.com', { disabled: false });
@@ -196,7 +197,7 @@ describe('SessionRegistry', () => {
     a.remove(); // idempotent
     expect(await gauge('imap')).toBe(1);
     await store.revokeKey(k.id, new Date().toISOString());
-    expect(await waitFor(async () => (await gauge('imap')) === 0, 1000)).toBe(true);
+    await waitFor(async () => (await gauge('imap')) === 0, 1000);
     expect(await gauge('smtp')).toBe(1);
     c.remove();
     expect(await gauge('smtp')).toBe(0);
@@ -248,10 +249,10 @@ describe.runIf(redisAvailable())('SessionRegistry across instances (Redis store,
       regB.add(mk(record));
       regB.add(mk(other));
       await a.revokeKey(record.id, new Date().toISOString());
-      expect(await waitFor(() => ended.length === 1, 1000)).toBe(true);
+      await waitFor(() => ended.length === 1, 1000);
       expect(ended).toEqual(['revoked']);
       await a.updateAccount('nan@example.com', { disabled: true });
-      expect(await waitFor(() => ended.length === 2, 1000)).toBe(true);
+      await waitFor(() => ended.length === 2, 1000);
       expect(ended).toEqual(['revoked', 'account_disabled']);
     } finally {
       regB.stop();

@@ -184,10 +184,17 @@ describe('docker-compose.yml', () => {
     expect(set.filter(isKeygateVar).length).toBeGreaterThan(10);
     expect(unknownVars(set)).toEqual([]);
     expect(unknownVars(refs)).toEqual([]);
-    // Settings left commented out until they exist (upstream): say so once they do.
-    const commented = [...text.matchAll(/^\s*#\s*(KEYGATE_[A-Z0-9_]+)\s*:/gm)].map((m) => m[1]!);
-    const nowReal = commented.filter((n) => KNOWN.has(n));
-    if (nowReal.length) console.warn(`docker-compose.yml: ${nowReal.join(', ')} are settings now; uncomment them`);
+  });
+
+  it('offers commented-out settings that work once uncommented', () => {
+    const commented = Object.fromEntries([...text.matchAll(/^\s*#\s*(KEYGATE_[A-Z0-9_]+)\s*:\s*(.*)$/gm)].map((m) => [m[1]!, m[2]!.trim()]));
+    expect(Object.keys(commented).length).toBeGreaterThan(0);
+    expect(unknownVars(Object.keys(commented)), 'commented KEYGATE_* names that are not settings').toEqual([]);
+    // Uncommented (values as YAML reads them, ${VAR:?} given a value), they load beside the rest.
+    const refs = new Set<string>();
+    const values = parseYaml(Object.entries(commented).map(([k, v]) => `${k}: ${v.replace(/\$\{(\w+):\?[^}]*\}/g, 'x')}`).join('\n')) as Record<string, unknown>;
+    const uncommented = { ...env, ...Object.fromEntries(Object.entries(values).map(([k, v]) => [k, interpolate(String(v), refs)])) };
+    expect(() => loadConfig({ env: uncommented })).not.toThrow();
   });
 
   it('uses Redis as the store and shows the prepared-token variable', () => {
@@ -298,7 +305,7 @@ describe('Dockerfile', () => {
 describe('.dockerignore', () => {
   it('keeps local state and build output out of the image context', () => {
     const lines = read('.dockerignore').split('\n').map((l) => l.trim());
-    for (const p of ['node_modules', 'dist', 'data', 'certs', '.env', '.git']) expect(lines, p).toContain(p);
+    for (const p of ['node_modules', '.node', 'dist', 'data', 'certs', '.env', '.git']) expect(lines, p).toContain(p);
   });
 });
 

@@ -1,36 +1,31 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runs, Tool } from './tools.js';
+
+/**
+ * Dovecot 2.3+ with IMAP, POP3 and LMTP. Missing altogether, its tests skip;
+ * installed without one of those (or its users), they fail naming the package.
+ */
+export const DOVECOT = new Tool('dovecot', 'dovecot-imapd dovecot-pop3d dovecot-lmtpd', () => runs('dovecot'), () => {
+  const version = spawnSync('dovecot', ['--version'], { encoding: 'utf8' }).stdout.trim();
+  if (!/^2\.[3-9]/.test(version)) return `is ${version}, not 2.3 or later`;
+  const packages = { imap: 'dovecot-imapd', pop3: 'dovecot-pop3d', lmtp: 'dovecot-lmtpd' };
+  const absent = Object.entries(packages).filter(([exe]) => !existsSync(`/usr/lib/dovecot/${exe}`));
+  if (absent.length) return `has no ${absent.map(([exe]) => exe).join(', ')}: install the Debian packages ${absent.map(([, pkg]) => pkg).join(' ')}`;
+  const users = ['dovecot', 'dovenull', 'nobody'].filter((u) => spawnSync('id', [u], { stdio: 'ignore' }).status !== 0);
+  if (users.length) return `its users ${users.join(', ')} do not exist: reinstall the Debian package dovecot-core`;
+  return null;
+});
 
 /** Why Dovecot tests are skipped, printed once. */
-export const DOVECOT_SKIP_REASON = 'dovecot (apt dovecot-imapd, dovecot-pop3d, dovecot-lmtpd) not found: skipping tests that need a real Dovecot';
+export const DOVECOT_SKIP_REASON = DOVECOT.skipReason;
 
-let available: boolean | undefined;
-let warned = false;
-
-/** True when dovecot 2.3+ can be run with IMAP, POP3 and LMTP; warns once with the skip reason otherwise. */
+/** True when dovecot is installed (warns once with the skip reason otherwise); startDovecot fails if it lacks what the tests need. */
 export function dovecotAvailable(): boolean {
-  if (available === undefined) {
-    const version = spawnSync('dovecot', ['--version'], { encoding: 'utf8' });
-    const hasUser = (name: string): boolean => spawnSync('id', [name], { stdio: 'ignore' }).status === 0;
-    const exe = (name: string): boolean => spawnSync('test', ['-x', `/usr/lib/dovecot/${name}`]).status === 0;
-    available =
-      version.status === 0 &&
-      /^2\.[3-9]/.test(version.stdout.trim()) &&
-      hasUser('dovecot') &&
-      hasUser('dovenull') &&
-      hasUser('nobody') &&
-      exe('imap') &&
-      exe('pop3') &&
-      exe('lmtp');
-  }
-  if (!available && !warned) {
-    warned = true;
-    console.warn(DOVECOT_SKIP_REASON);
-  }
-  return available;
+  return DOVECOT.found;
 }
 
 export interface DovecotUser {
@@ -132,6 +127,7 @@ function passwdLine(u: DovecotUser): string {
  * and benchmarks are not slowed down by them.
  */
 export async function startDovecot(options: DovecotOptions = {}): Promise<RunningDovecot> {
+  DOVECOT.assertCapable();
   const users = options.users ?? DEFAULT_USERS;
   const master = options.master ?? DEFAULT_MASTER;
   const dir = mkdtempSync(join(tmpdir(), 'keygate-dovecot-'));

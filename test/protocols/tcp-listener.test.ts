@@ -10,7 +10,8 @@ import { V2_SIGNATURE } from '../../src/protocols/proxy-protocol.js';
 import { normalizeRemoteAddress, TcpListener, type Connection, type TcpListenerOptions } from '../../src/protocols/tcp-listener.js';
 import { Metrics } from '../../src/metrics.js';
 import { createTlsProvider, upgradeToTls, type TlsProvider } from '../../src/tls/index.js';
-import { captureLogger, closeServer, listenOn, silentLogger, sleep, tlsConnect, waitFor } from '../tls/helpers.js';
+import { captureLogger, closeServer, listenOn, silentLogger, sleep, tlsConnect } from '../tls/helpers.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-listener-'));
 let provider: TlsProvider;
@@ -106,7 +107,7 @@ describe('TcpListener', () => {
     expect(await firstLine(a)).toBe(`* OK hello 127.0.0.1 ${a.localPort} false\r\n`);
     expect(listener.connections()).toBe(1);
     a.destroy();
-    expect(await waitFor(() => listener.connections() === 0)).toBe(true);
+    await waitFor(() => listener.connections() === 0);
   });
 
   it('refuses a connection over the per-IP limit with the protocol line, then closes it', async () => {
@@ -123,7 +124,7 @@ describe('TcpListener', () => {
     expect((await metrics.rateLimited.get()).values).toEqual([{ labels: { surface: 'imap_connections' }, value: 1 }]);
     // A slot frees up when a connection ends.
     a.destroy();
-    expect(await waitFor(() => listener.connectionsFrom('127.0.0.1') === 1)).toBe(true);
+    await waitFor(() => listener.connectionsFrom('127.0.0.1') === 1);
     const d = await connect(port);
     expect(await firstLine(d)).toMatch(/^\* OK hello/);
     expect(conns).toHaveLength(3);
@@ -136,7 +137,7 @@ describe('TcpListener', () => {
     c.pause(); // reads nothing, so never sees the refusal nor the FIN
     await waitFor(() => listener.connections() === 2, 1000);
     const started = Date.now();
-    expect(await waitFor(() => listener.connections() === 1, 3000)).toBe(true);
+    await waitFor(() => listener.connections() === 1, 3000);
     expect(Date.now() - started).toBeLessThan(2000);
   });
 
@@ -188,7 +189,7 @@ describe('TcpListener', () => {
     expect(listener.connections()).toBe(1);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(1);
     s.end();
-    expect(await waitFor(() => listener.connections() === 0, 3000)).toBe(true);
+    await waitFor(() => listener.connections() === 0, 3000);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(0);
   });
 
@@ -233,7 +234,7 @@ describe('TcpListener', () => {
     const b = await connect(port);
     b.write('a001 CAPABILITY\r\n');
     expect(await readAll(b)).toBe('');
-    expect(await waitFor(() => listener.connections() === 1)).toBe(true);
+    await waitFor(() => listener.connections() === 1);
   });
 
   it('reads a PROXY header and a TLS ClientHello that arrive in one packet (load balancer in front of implicit TLS)', async () => {
@@ -279,7 +280,7 @@ describe('TcpListener', () => {
     const raw = await connect(port);
     await tlsConnect({ socket: raw, ca: provider.certPem(), servername: 'localhost' });
     raw.resetAndDestroy();
-    expect(await waitFor(() => listener.connections() === 0, 3000)).toBe(true);
+    await waitFor(() => listener.connections() === 0, 3000);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(0);
     const failures = lines.filter((l) => l.msg === 'TLS handshake failed');
     expect(failures.length).toBeGreaterThanOrEqual(2);
@@ -290,7 +291,7 @@ describe('TcpListener', () => {
     const slow = await connect(p.port);
     slow.write('PROXY TCP4');
     await once(slow, 'close'); // closed by the PROXY timeout
-    expect(await waitFor(() => p.listener.connections() === 0, 3000)).toBe(true);
+    await waitFor(() => p.listener.connections() === 0, 3000);
   });
 
   it('closes a socket whose protocol handler throws, and keeps serving', async () => {
@@ -303,7 +304,7 @@ describe('TcpListener', () => {
     });
     expect(await readAll(await connect(port))).toBe('');
     expect(await readAll(await connect(port))).toBe('* OK\r\n');
-    expect(await waitFor(() => listener.connections() === 0)).toBe(true);
+    await waitFor(() => listener.connections() === 0);
   });
 
   it('close(grace) stops accepting, waits for the grace period, then calls onShutdown, then destroys the rest', async () => {

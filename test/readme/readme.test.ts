@@ -6,7 +6,8 @@ import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeExport } from '../../src/keys/export-codec.js';
 import { builtCliAvailable, CLI, cleanEnv, freePort, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
-import { DOVECOT_SKIP_REASON, dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
+import { DOVECOT as DOVECOT_TOOL, DOVECOT_SKIP_REASON, dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
+import { NGINX, SWAKS, type Tool } from '../helpers/tools.js';
 
 /*
  * Issue 7, item 6: every README block fenced as ```sh runnable id=NAME``` is
@@ -77,20 +78,24 @@ const TOOLS: Record<string, boolean> = {
   curl: has('curl'),
   jq: has('jq'),
   openssl: has('openssl', ['version']),
-  swaks: has('swaks'),
+  swaks: SWAKS.found,
 };
-const MAIL_MODULE = '/usr/lib/nginx/modules/ngx_mail_module.so';
-const NGINX = has('nginx', ['-v']) && existsSync(MAIL_MODULE);
 /** Blocks that start their own Keygate (they take over the test server's ports). */
 const restartsKeygate = (b: Block): boolean => /^\s*keygate serve\b/m.test(b.code);
 const needsDovecot = (b: Block): boolean => /\bDOVECOT_/.test(b.code);
+const usesNginx = (b: Block): boolean => /(^|[\s|(])nginx\s/m.test(b.code);
 const DOVECOT = RUNNABLE.some(needsDovecot) && dovecotAvailable();
 /** The first tool a block needs that this machine lacks, or null. */
 function missingTool(block: Block): string | null {
   for (const [tool, ok] of Object.entries(TOOLS)) if (!ok && new RegExp(`(^|[\\s|($])${tool}\\b`, 'm').test(block.code)) return `${tool} not found on PATH`;
   if (needsDovecot(block) && !DOVECOT) return DOVECOT_SKIP_REASON;
-  if (/(^|[\s|(])nginx\s/m.test(block.code) && !NGINX) return `nginx with its mail module (${MAIL_MODULE}, apt libnginx-mod-mail) not found`;
+  if (usesNginx(block) && !NGINX.found) return NGINX.skipReason;
   return null;
+}
+/** The installed programs a block needs more of than their presence: lacking it, the block fails naming the package. */
+function capabilitiesNeeded(block: Block): Tool[] {
+  const uses = [/(^|[\s|($])swaks\b/m.test(block.code) && SWAKS, usesNginx(block) && NGINX, needsDovecot(block) && DOVECOT_TOOL];
+  return uses.filter((t): t is Tool => t !== false);
 }
 
 interface Ports {
@@ -255,6 +260,14 @@ describe('README', () => {
     expect(scrape.scrape_configs[0]).toMatchObject({ job_name: 'keygate', authorization: { type: 'Bearer' } });
   });
 
+  it('lists the apt packages .ci/run installs, no more and no fewer', () => {
+    const ci = /^APT_PACKAGES=\(([^)]*)\)/m.exec(readFileSync(join(ROOT, '.ci', 'run'), 'utf8'))?.[1] ?? '';
+    const listed = /^apt-get install --no-install-recommends ((?:.*\\\n)*.*)$/m.exec(README)?.[1] ?? '';
+    const words = (text: string): string[] => text.replace(/#.*$/gm, '').split(/[\s\\]+/).filter(Boolean).sort();
+    expect(words(ci)).toContain('libnet-ssleay-perl');
+    expect(words(listed)).toEqual(words(ci));
+  });
+
   it('names only KEYGATE_* variables the config module has', async () => {
     const { knownEnvVars } = await import('../../src/config.js');
     const known = new Set(knownEnvVars());
@@ -311,7 +324,8 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
 
     // The fronting recipes' own variables: where Dovecot and nginx listen.
     const fronting: Record<string, string> = {};
-    if (DOVECOT) {
+    // A Dovecot lacking a package fails the blocks that need it, not this hook.
+    if (DOVECOT && DOVECOT_TOOL.missing === null) {
       dovecot = await startDovecot({ ssl: true });
       Object.assign(fronting, {
         DOVECOT_HOST: 'localhost', // the name in its certificate
@@ -392,6 +406,7 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
     it(`${block.id} (README line ${block.line})`, async () => {
       expect(failedBefore, `an earlier block failed (${failedBefore}); this one depends on it`).toBeNull();
       try {
+        for (const tool of capabilitiesNeeded(block)) tool.assertCapable();
         // The recipe restarts Keygate with new settings: ours makes way (its log stays readable).
         if (restartsKeygate(block)) await serve.stop();
         const r = await run(block);

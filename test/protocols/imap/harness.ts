@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inject } from 'vitest';
 import { Authenticator } from '../../../src/auth/authenticate.js';
 import { createLoginLimiter, type LoginLimiterWithClose } from '../../../src/auth/limits.js';
 import { SessionRegistry } from '../../../src/auth/sessions.js';
@@ -15,8 +16,8 @@ import { openSqliteStore } from '../../../src/store/sqlite.js';
 import type { KeyStore } from '../../../src/store/types.js';
 import { createTlsProvider, type TlsProvider } from '../../../src/tls/index.js';
 
-/** One self-signed certificate for every test run (node-forge RSA generation is slow). */
-export const TEST_CERT_DIR = join(tmpdir(), 'keygate-test-certs');
+/** The run's self-signed certificate (test/global-setup.ts). */
+export const TEST_CERT_DIR = inject('testCertDir');
 
 export interface AuditLine {
   audit?: boolean;
