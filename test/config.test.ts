@@ -29,6 +29,14 @@ describe('config', () => {
     expect(c.public.imap.serverName).toBe('localhost');
   });
 
+  it('connection and session limits: defaults, variables, and a handshake timeout of 0 refused', () => {
+    const c = loadConfig({ env: {} });
+    expect([c.tls.handshakeTimeout, c.limits.connectionsPerIp, c.limits.connectionsPerListener, c.sessions.recheckInterval]).toEqual([5000, 50, 1000, 30_000]);
+    const e = loadConfig({ env: { KEYGATE_TLS_HANDSHAKE_TIMEOUT: '2s', KEYGATE_LIMITS_CONNECTIONS_PER_LISTENER: '10', KEYGATE_SESSIONS_RECHECK_INTERVAL: '1m' } });
+    expect([e.tls.handshakeTimeout, e.limits.connectionsPerListener, e.sessions.recheckInterval]).toEqual([2000, 10, 60_000]);
+    expect(() => loadConfig({ env: {}, flags: { 'tls.handshakeTimeout': '0s' } })).toThrow(/tls\.handshakeTimeout/);
+  });
+
   it('precedence: defaults < file < env < flags', () => {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-config-'));
     onTestFinished(() => rmSync(dir, { recursive: true, force: true }));

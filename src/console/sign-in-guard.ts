@@ -42,8 +42,9 @@ export class SignInGuard {
     const protocol = `console-${attempt.method}`;
     const limitKey = { ip: attempt.ip, account: attempt.account, keyHash: createHash('sha256').update(protocol).update('\0').update(attempt.secret).digest('hex') };
     const limiter = this.authenticator.limiter;
+    const reservation = limiter ? await limiter.reserve(limitKey) : null;
     let result: CheckResult<T>;
-    if (limiter && !(await limiter.allow(limitKey))) {
+    if (limiter && !reservation) {
       this.metrics?.rateLimited.inc({ surface: protocol });
       result = { ok: false, reason: 'rate_limited', temporary: true };
     } else {
@@ -52,8 +53,7 @@ export class SignInGuard {
       } catch (err) {
         result = { ok: false, reason: `check_failed: ${(err as Error).name}`, temporary: true };
       }
-      if (!result.ok && !result.temporary) await limiter?.recordFailure(limitKey);
-      if (result.ok) void limiter?.recordSuccess?.(limitKey);
+      void reservation?.settle(result.ok ? 'success' : result.temporary ? 'undecided' : 'failure');
     }
     const account = result.ok ? (result.account ?? attempt.account) : attempt.account;
     // audit() reads the key id of a success from `key`.

@@ -8,7 +8,6 @@ import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
 import { createConsole } from '../console/index.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
-import { SAFE_TEXT_PATTERN, UNSAFE_TEXT_MESSAGE } from '../keys/names.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
@@ -22,6 +21,7 @@ import type { KeyStore } from '../store/types.js';
 import type { TlsProvider } from '../tls/index.js';
 import { capConnections } from './connection-cap.js';
 import { errorBody, HttpError, rawErrorResponse, type HttpErrorCode } from './errors.js';
+import { validationDetails } from './validation.js';
 import { authPlugin } from './plugins/auth.js';
 import { docsPlugin } from './plugins/docs.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
@@ -90,16 +90,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const send = (status: number, code: string, message: string, details?: unknown) => reply.code(status).send(errorBody(code, message, details));
     if (error instanceof HttpError) return send(error.status, error.code, error.message, error.details);
     if (err.validation) {
-      const details = err.validation.map((v) => ({
-        field: `${err.validationContext ?? 'body'}${v.instancePath.replaceAll('/', '.') || ''}${v.keyword === 'additionalProperties' ? `.${String((v.params as { additionalProperty?: string }).additionalProperty)}` : v.keyword === 'required' ? `.${String((v.params as { missingProperty?: string }).missingProperty)}` : ''}`,
-        message:
-          v.keyword === 'additionalProperties'
-            ? 'unknown field'
-            : v.keyword === 'pattern' && (v.params as { pattern?: string }).pattern === SAFE_TEXT_PATTERN
-              ? UNSAFE_TEXT_MESSAGE
-              : (v.message ?? 'invalid'),
-      }));
-      return send(400, 'validation', 'The request is not valid', details);
+      const details = validationDetails(err, req);
+      // One problem is the message itself (as the CLI would say it); several are listed in details.
+      return send(400, 'validation', details.length === 1 ? details[0]!.message : 'The request is not valid', details);
     }
     if (error instanceof InputError) return send(400, 'validation', error.message, error.field ? [{ field: `body.${error.field}`, message: error.message }] : undefined);
     if (error instanceof UnknownScopeError) return send(400, 'validation', err.message, [{ field: 'body.scopes', message: err.message }]);
@@ -129,13 +122,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     return send(500, 'internal', 'Internal error');
   });
   capConnections(app.server, config.http.maxConnections, {
-    refused: (reason) => metrics.httpConnectionsRefused.inc({ reason }),
+    refused: (reason) => metrics.connectionsRefused.inc({ listener: 'http', reason }),
     counted: (delta) => metrics.httpConnections.inc(delta),
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
   app.addHook('onResponse', async (req, reply) => {
-    metrics.httpRequests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.httpRequests.inc({ route, status: String(reply.statusCode) });
+    metrics.httpDuration.observe({ route, status_class: `${Math.floor(reply.statusCode / 100)}xx` }, reply.elapsedTime / 1000);
   });
 
   // Rate-limit counters and pending setup links live where the keys live: shared in Redis, in-process with SQLite.
@@ -205,7 +200,7 @@ const CONNECTION_CHECK_MS = 1000;
 function answerClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex, logger: Logger, metrics: Metrics): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
   const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
-  if (timeout) metrics.httpConnectionsRefused.inc({ reason: 'timeout' });
+  if (timeout) metrics.connectionsRefused.inc({ listener: 'http', reason: 'request_timeout' });
   logger.debug({ code: err.code }, 'client error');
   const code: HttpErrorCode = timeout ? 'request_timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request';
   if (socket.writable) socket.end(rawErrorResponse(code));

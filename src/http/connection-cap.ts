@@ -1,7 +1,8 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 
-export type ConnectionRefusal = 'cap' | 'idle_evicted';
+/** As the mail listeners name them: refused at a full listener, or closed to make room. */
+export type ConnectionRefusal = 'listener_full' | 'evicted';
 
 export interface ConnectionEvents {
   /** A connection was closed or refused to keep the count under the cap. */
@@ -39,13 +40,13 @@ export function capConnections(server: Server, max: number, events: ConnectionEv
     if (open.size >= max) {
       const oldest = idle.values().next().value;
       if (oldest === undefined) {
-        events.refused('cap');
+        events.refused('listener_full');
         socket.destroy();
         return;
       }
       forget(oldest);
       oldest.destroy();
-      events.refused('idle_evicted');
+      events.refused('evicted');
     }
     open.add(socket);
     idle.add(socket);

@@ -106,19 +106,27 @@ export function splitBlobs(text: string): string[] {
 }
 
 /**
- * Imports every prepared token before any listener opens. All blobs are
- * decoded first, so one malformed blob stops start-up with nothing imported.
- * The operator's own act (the setting comes from their environment or config
- * file), so no key's grant limits it.
+ * Decodes every prepared token (`preparedToken`): one malformed blob is an
+ * InputError naming it, before anything is opened or written.
  */
-export async function importPreparedTokens(store: KeyStore, text: string, logger: Logger): Promise<void> {
-  const records = splitBlobs(text).map((blob, i) => {
+export function decodePreparedTokens(text: string): KeyRecord[] {
+  return splitBlobs(text).map((blob, i) => {
     try {
       return decodeExport(blob);
     } catch (err) {
       throw new InputError(`prepared token #${i + 1}: ${(err as Error).message}`, 'preparedToken');
     }
   });
+}
+
+/**
+ * Imports every prepared token before any listener opens. All blobs are
+ * decoded first, so one malformed blob stops start-up with nothing imported.
+ * The operator's own act (the setting comes from their environment or config
+ * file), so no key's grant limits it.
+ */
+export async function importPreparedTokens(store: KeyStore, text: string | KeyRecord[], logger: Logger): Promise<void> {
+  const records = typeof text === 'string' ? decodePreparedTokens(text) : text;
   for (const record of records) {
     const result = await importGrantedKey(store, 'operator', record);
     if (result === 'imported') logger.info({ keyId: record.id }, 'Imported prepared token');

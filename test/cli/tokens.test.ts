@@ -85,7 +85,7 @@ describe('keygate tokens (built CLI, SQLite)', () => {
     });
     it('unknown scope → 2', async () => {
       const p = fresh();
-      expectOneLineError(await runCli(['tokens', 'issue', '-d', 'x', '-s', 'root', '--db.path', p]), 2, /unknown scope \(known: /);
+      expectOneLineError(await runCli(['tokens', 'issue', '-d', 'x', '-s', 'root', '--db.path', p]), 2, /unknown scope "root"/);
       expect(existsSync(p)).toBe(false);
     });
     it('bad date → 2', async () => {

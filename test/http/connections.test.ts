@@ -49,7 +49,7 @@ function controlPlane(flags: Record<string, unknown>) {
       return m ? Number(m[1]) : NaN;
     },
     async refused(reason: string): Promise<number> {
-      const m = new RegExp(`reason="${reason}"} (\\d+)`).exec(await h.metric('keygate_http_connections_refused_total'));
+      const m = new RegExp(`^keygate_connections_refused_total\\{(?=[^}]*listener="http")(?=[^}]*reason="${reason}")[^}]*\\} (\\d+)`, 'm').exec(await h.metric('keygate_connections_refused_total'));
       return m ? Number(m[1]) : 0;
     },
     /** One GET /health on a connection of its own; the status, or the error. */
@@ -85,11 +85,11 @@ describe('control-plane connections: the cap', () => {
     const idle: Conn[] = [];
     for (let i = 0; i < CAP; i++) idle.push(await open());
     await waitUntil(async () => (await gauge()) === CAP);
-    const before = await refused('idle_evicted');
+    const before = await refused('evicted');
     expect(await probe()).toBe(200);
     await idle[0]!.closed;
     expect(idle.slice(1).every((c) => !c.isClosed())).toBe(true);
-    expect(await refused('idle_evicted')).toBeGreaterThanOrEqual(before + 1);
+    expect(await refused('evicted')).toBeGreaterThanOrEqual(before + 1);
     // The probe's connection closes after its answer. A kept-alive connection that has just
     // answered is the most recently idle: the next newcomer takes the oldest silent one, not it.
     await waitUntil(async () => (await gauge()) === CAP - 1);
@@ -110,10 +110,10 @@ describe('control-plane connections: the cap', () => {
     for (let i = 0; i < CAP; i++) busy.push(await open(slow));
     // Each request has begun (its headers are in and logged) before the newcomer arrives.
     await waitUntil(() => logged() === from + CAP);
-    const before = await refused('cap');
+    const before = await refused('listener_full');
     const extra = await open();
     await extra.closed;
-    expect(await refused('cap')).toBe(before + 1);
+    expect(await refused('listener_full')).toBe(before + 1);
     expect(busy.every((c) => !c.isClosed())).toBe(true);
     expect(await gauge()).toBe(CAP);
   });
@@ -131,14 +131,14 @@ describe('control-plane connections: timeouts', () => {
   const { open, refused } = h;
 
   it('a silent connection gets 408 in the JSON error shape after the headers timeout, and is counted', async () => {
-    const before = await refused('timeout');
+    const before = await refused('request_timeout');
     const silent = await open();
     const after = await silent.closed;
     expect(after).toBeGreaterThanOrEqual(1400);
     expect(after).toBeLessThan(6000);
     expect(silent.data()).toMatch(/^HTTP\/1\.1 408 /);
     expect(JSON.parse(silent.data().split('\r\n\r\n')[1]!)).toEqual({ error: { code: 'request_timeout', message: expect.any(String) } });
-    expect(await refused('timeout')).toBe(before + 1);
+    expect(await refused('request_timeout')).toBe(before + 1);
   });
 
   it('a kept-alive connection is closed after the idle timeout', async () => {

@@ -94,7 +94,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     limiter = await createLoginLimiter(config, logger, { keyPrefix: options.limiterPrefix ?? `test:${Math.random().toString(36).slice(2)}` });
     authenticator.limiter = limiter;
   }
-  const sessions = new SessionRegistry(store, logger, metrics);
+  const sessions = new SessionRegistry(store, logger, metrics, { recheckIntervalMs: config.sessions.recheckInterval });
   sessions.start();
   const tls = await createTlsProvider(config, logger);
   const listeners = await startImapListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? NO_BACKENDS, metrics });

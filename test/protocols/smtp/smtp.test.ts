@@ -141,7 +141,7 @@ describe('SMTP listeners with nodemailer', () => {
 
   it('answers 454 4.7.0 when the login is refused for now', async () => {
     const { securePort } = await start();
-    h.authenticator.limiter = { allow: async () => false, recordFailure: async () => {} };
+    h.authenticator.limiter = { reserve: async () => null };
     const err = (await transport(securePort, true, ALICE, aliceKey).verify().catch((e: unknown) => e)) as { responseCode?: number; response?: string };
     expect(err.responseCode).toBe(454);
     expect(err.response).toMatch(/^454 4\.7\.0 /);
