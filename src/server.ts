@@ -10,7 +10,7 @@ import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { decodePreparedTokens, importPreparedTokens } from './services/tokens.js';
+import { decodePreparedTokens, importPreparedTokens } from './services/keys.js';
 import { describeStore, openStore } from './store/index.js';
 import type { KeyStore } from './store/types.js';
 import type { AcmeTiming } from './tls/acme.js';
