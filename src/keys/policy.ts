@@ -7,6 +7,8 @@ export type Action =
   | { kind: 'login'; protocol: Protocol; account: string }
   | { kind: 'api'; access: 'read' | 'write'; account: string }
   | { kind: 'metrics' }
+  /** RFC 7662 token introspection (`POST /oauth/introspect`). */
+  | { kind: 'introspect' }
   | { kind: 'admin'; access: 'read' | 'write' };
 
 /** Internal reasons; they go to the audit log, never to the client. */
@@ -36,6 +38,8 @@ export function requiredScope(action: Action): Scope {
       return action.access === 'read' ? 'api:read' : 'api:write';
     case 'metrics':
       return 'metrics';
+    case 'introspect':
+      return 'introspect';
     case 'admin':
       return action.access === 'read' ? 'api:read' : 'api:write';
   }
@@ -82,6 +86,7 @@ export function decide(key: KeyRecord, action: Action, ctx: PolicyContext): Deci
       if (bound && key.account !== action.account) return deny('account_mismatch');
       break;
     case 'metrics':
+    case 'introspect':
     case 'admin':
       // System-wide surfaces: never for a key bound to one account.
       if (bound) return grants(held, scope) ? deny('account_mismatch') : deny('missing_scope', scope);

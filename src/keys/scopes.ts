@@ -1,5 +1,5 @@
 /** Scopes a key record can carry after aliases are expanded. */
-export const SCOPES = ['*', 'smtp', 'imap', 'pop3', 'api:read', 'api:write', 'app', 'internal', 'metrics'] as const;
+export const SCOPES = ['*', 'smtp', 'imap', 'pop3', 'api:read', 'api:write', 'app', 'internal', 'metrics', 'introspect'] as const;
 export type Scope = (typeof SCOPES)[number];
 
 export const PROTOCOLS = ['smtp', 'imap', 'pop3'] as const;
