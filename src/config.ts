@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { UpstreamServer } from './backends/routing.js';
 import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
+import type { Protocol } from './keys/scopes.js';
 
 /**
  * The one configuration module. Precedence: defaults < config file (JSON,
@@ -196,7 +197,7 @@ function publicEndpoint(name: string): Record<string, Spec> {
   };
 }
 
-function upstreamSpecs(name: 'imap' | 'pop3' | 'smtp'): Record<string, Spec> {
+function upstreamSpecs(name: Protocol): Record<string, Spec> {
   const up = name.toUpperCase();
   const logins = name === 'smtp' ? 'master, account, lmtp (deliver over LMTP), none (relay without login)' : 'master, account';
   return {

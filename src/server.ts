@@ -1,8 +1,8 @@
 import type { FastifyInstance } from 'fastify';
-import { Authenticator } from './auth/authenticate.js';
+import { Authenticator, type LoginLimiter } from './auth/authenticate.js';
 import { createLoginLimiter, type LoginLimiterWithClose } from './auth/limits.js';
 import { SessionRegistry } from './auth/sessions.js';
-import { checkSecret, createBackends } from './backends/index.js';
+import { checkSecret, createBackends, NO_BACKENDS } from './backends/index.js';
 import type { Backends, ClosableBackends } from './backends/types.js';
 import type { Config } from './config.js';
 import { buildApp } from './http/app.js';
@@ -16,7 +16,8 @@ import { createTlsProvider, type TlsProvider } from './tls/index.js';
 
 export interface RunningServer {
   store: KeyStore;
-  app: FastifyInstance;
+  /** The control plane; null when started without it (`StartOptions.http` false). */
+  app: FastifyInstance | null;
   authenticator: Authenticator;
   metrics: Metrics;
   sessions: SessionRegistry;
@@ -24,7 +25,8 @@ export interface RunningServer {
   listeners: Listeners;
   /**
    * Stops accepting everywhere, lets open sessions finish for up to
-   * `config.shutdownGrace`, ends what is left, then closes the store.
+   * `config.shutdownGrace`, ends what is left, then closes the store (unless
+   * it was given in the options).
    */
   close(): Promise<void>;
 }
@@ -32,16 +34,26 @@ export interface RunningServer {
 /** Repeats of the very same failed credential from one IP within this window count once against the login limits. */
 const LOGIN_RETRY_DEDUPE_MS = 30_000;
 
+/** What a caller (a test, an embedding) may hand in instead of having it built from the configuration. */
 export interface StartOptions {
   /** What logged-in sessions are handed to; default: built from the `upstream.*` settings. */
   backends?: Backends;
+  /** An open store, left open on close; default: opened from `db.path` / `dbs.redis`. */
+  store?: KeyStore;
+  /** The failed-login limits; null = none; default: built from `auth.*` (in Redis when `dbs.redis` is set). */
+  limiter?: LoginLimiter | null;
+  /** The metrics registry; default: a new one with the process metrics. */
+  metrics?: Metrics;
+  /** Start the HTTP control plane (default true). */
+  http?: boolean;
 }
 
 /** Opens the store, imports prepared tokens, then opens the control plane and the mail listeners. */
 export async function startServer(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
-  const store = await openStore(config, logger);
+  const store = options.store ?? (await openStore(config, logger));
+  const ownStore = options.store === undefined;
   let backends: ClosableBackends | null = null;
-  let limiter: LoginLimiterWithClose | null = null;
+  let ownLimiter: LoginLimiterWithClose | null = null;
   let tls: TlsProvider | null = null;
   let sessions: SessionRegistry | null = null;
   let app: FastifyInstance | null = null;
@@ -50,22 +62,35 @@ export async function startServer(config: Config, logger: Logger, options: Start
     // A missing or wrong KEYGATE_SECRET is a start-up error once sealed upstream credentials exist.
     await checkSecret(store, config);
     if (!options.backends) backends = createBackends(config, store, logger);
-    const metrics = new Metrics(store);
-    const authenticator = new Authenticator(store, logger, metrics);
+    const metrics = options.metrics ?? new Metrics(store);
     tls = await createTlsProvider(config, logger);
     // A client retrying one refused key with each mechanism it knows is one guess, not three.
-    limiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
-    authenticator.limiter = limiter;
+    if (options.limiter === undefined) ownLimiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
     sessions = new SessionRegistry(store, logger, metrics);
     sessions.start();
-    app = await buildApp({ config, store, logger, metrics, authenticator, tls });
-    await app.listen({ host: config.http.host, port: config.http.port });
-    const listeners = await startListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? backends ?? { imap: null, pop3: null, smtp: null }, metrics });
+    const authenticator = new Authenticator({
+      store,
+      logger,
+      metrics,
+      limiter: options.limiter === undefined ? ownLimiter : options.limiter,
+      sessions,
+      backends: options.backends ?? backends ?? NO_BACKENDS,
+      failureDelayMs: config.auth.failureDelay,
+    });
+    if (options.http !== false) {
+      app = await buildApp({ config, store, logger, metrics, authenticator, tls });
+      await app.listen({ host: config.http.host, port: config.http.port });
+    }
+    const listeners = await startListeners({ config, logger, authenticator, tls, metrics });
     logger.info(
-      { store: describeStore(config), http: `${config.http.host}:${config.http.port}`, listeners: listeners.all.map((l) => `${l.name}=${l.address().host}:${l.address().port}`) },
+      {
+        store: describeStore(config),
+        ...(app && { http: `${config.http.host}:${config.http.port}` }),
+        listeners: listeners.all.map((l) => `${l.name}=${l.address().host}:${l.address().port}`),
+      },
       'Keygate started',
     );
-    const running = { app, limiter, tls, sessions };
+    const running = { app, tls, sessions };
     let closing: Promise<void> | null = null;
     return {
       store,
@@ -78,13 +103,13 @@ export async function startServer(config: Config, logger: Logger, options: Start
       close() {
         closing ??= (async () => {
           // Both stop accepting at once; mail sessions get the grace period.
-          await Promise.all([listeners.close(config.shutdownGrace), running.app.close()]);
+          await Promise.all([listeners.close(config.shutdownGrace), running.app?.close()]);
           running.sessions.endAll('shutdown');
           running.sessions.stop();
           await backends?.close();
-          await running.limiter.close();
+          await ownLimiter?.close();
           running.tls.close();
-          await store.close();
+          if (ownStore) await store.close();
           logger.info('Keygate stopped');
         })();
         return closing;
@@ -94,9 +119,9 @@ export async function startServer(config: Config, logger: Logger, options: Start
     await app?.close().catch(() => {});
     sessions?.stop();
     await backends?.close().catch(() => {});
-    await limiter?.close().catch(() => {});
+    await ownLimiter?.close().catch(() => {});
     tls?.close();
-    await store.close().catch(() => {});
+    if (ownStore) await store.close().catch(() => {});
     throw err;
   }
 }

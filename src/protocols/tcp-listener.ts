@@ -1,6 +1,7 @@
 import net from 'node:net';
 import type tls from 'node:tls';
 import ipaddr from 'ipaddr.js';
+import type { Protocol } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { upgradeToTls, type TlsProvider } from '../tls/index.js';
@@ -27,7 +28,7 @@ export interface Connection {
 export interface TcpListenerOptions {
   /** e.g. 'imap' or 'imaps' (for logs). */
   name: string;
-  protocol: 'smtp' | 'imap' | 'pop3';
+  protocol: Protocol;
   /** port 0 = ephemeral (tests). */
   host: string;
   port: number;

@@ -111,17 +111,16 @@ describe('login limiter (memory)', () => {
       await store.createKey(current.record);
       await store.revokeKey(old.record.id, new Date().toISOString());
 
-      const auth = new Authenticator(store, silentLogger());
       // Defaults: a stale phone retrying (three mechanisms per attempt) on the same home IP as the laptop.
-      auth.limiter = await make({});
-      const login = (secret: string, ip: string) => auth.login({ protocol: 'imap', username: 'alice@example.com', secret, ip });
+      const auth = new Authenticator({ store, logger: silentLogger(), limiter: await make({}), failureDelayMs: 0 });
+      const login = (key: string, ip: string) => auth.logIn({ protocol: 'imap', username: 'alice@example.com', key, ip });
       const phone = [];
       for (let i = 0; i < 40; i++) phone.push(await login(old.key, '198.51.100.20'));
-      expect(phone.filter((r) => !r.ok && r.reason === 'revoked')).toHaveLength(DEFAULTS.auth.accountFailures);
-      expect(phone.at(-1)).toMatchObject({ ok: false, reason: 'rate_limited', temporary: true });
+      expect(phone.filter((r) => r.kind === 'refused' && r.reason === 'revoked')).toHaveLength(DEFAULTS.auth.accountFailures);
+      expect(phone.at(-1)).toMatchObject({ kind: 'temporary', reason: 'rate_limited' });
       // The laptop, same account, same IP, valid key: still logs in.
-      expect(await login(current.key, '198.51.100.20')).toMatchObject({ ok: true });
-      expect(await login(current.key, '203.0.113.40')).toMatchObject({ ok: true });
+      expect(await login(current.key, '198.51.100.20')).toMatchObject({ kind: 'loggedIn' });
+      expect(await login(current.key, '203.0.113.40')).toMatchObject({ kind: 'loggedIn' });
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });
