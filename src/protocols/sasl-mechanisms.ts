@@ -70,7 +70,7 @@ export class SaslExchange {
     switch (this.mechanism) {
       case 'PLAIN': {
         const plain = decodePlain(response);
-        if (plain.ok) return { kind: 'credentials', username: plain.username, key: plain.secret };
+        if (plain.ok) return { kind: 'credentials', username: plain.username, key: plain.key };
         if (plain.reason === 'authzid_mismatch') return { kind: 'refused', username: plain.username, reason: plain.reason };
         return { kind: 'malformed', reason: plain.reason };
       }

@@ -18,7 +18,7 @@ export interface AuthParams {
   rip: string | null;
   /** `secured`: the end client's connection is TLS (or, for Exim, local). */
   secured: boolean;
-  /** `resp=`: the initial response, base64; undefined when the client sent none. */
+  /** `resp=`: the initial response, base64; undefined when the client sent none (or an empty one). */
   resp: string | undefined;
 }
 
@@ -91,7 +91,8 @@ function parseParams(fields: readonly string[]): AuthParams | null {
         params.secured = true;
         break;
       case 'resp':
-        params.resp = value ?? '';
+        // Empty is no initial response, as Dovecot reads it (Exim sends `resp=` for AUTH LOGIN without one).
+        params.resp = value || undefined;
         break;
     }
   }

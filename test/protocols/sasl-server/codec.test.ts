@@ -19,7 +19,7 @@ describe('parseClientLine', () => {
       { command: 'AUTH', id: 7, mechanism: 'LOGIN', params: { service: 'smtp', rip: '::1', secured: true, resp: undefined } },
     ],
     ['AUTH with secured=tls (2.4) and unknown parameters', `AUTH${T}2${T}XOAUTH2${T}secured=tls${T}x-future=1${T}debug`, { command: 'AUTH', id: 2, mechanism: 'XOAUTH2', params: { ...params, secured: true } }],
-    ['AUTH with an empty initial response', `AUTH${T}3${T}PLAIN${T}resp=`, { command: 'AUTH', id: 3, mechanism: 'PLAIN', params: { ...params, resp: '' } }],
+    ['AUTH with an empty initial response, which is none (as Exim sends it)', `AUTH${T}3${T}LOGIN${T}resp=`, { command: 'AUTH', id: 3, mechanism: 'LOGIN', params }],
     ['AUTH with a tab-escaped value', `AUTH${T}4${T}PLAIN${T}service=sm\x01ttp`, { command: 'AUTH', id: 4, mechanism: 'PLAIN', params: { ...params, service: 'sm\ttp' } }],
     ['AUTH with the largest id', `AUTH${T}4294967295${T}PLAIN`, { command: 'AUTH', id: 4294967295, mechanism: 'PLAIN', params }],
     ['CONT', `CONT${T}9${T}YWJj`, { command: 'CONT', id: 9, response: 'YWJj' }],

@@ -24,7 +24,7 @@ beforeAll(async () => {
   socketPath = join(h.dir, 'sasl.sock');
   kg = await h.start({
     protocols: [],
-    flags: { 'saslServer.port': port, 'saslServer.socket': socketPath, 'auth.failureDelay': `${FAILURE_DELAY_MS}ms`, 'auth.ipFailures': 4, 'limits.loginTimeout': '1s' },
+    flags: { 'saslServer.port': port, 'saslServer.socket': socketPath, 'auth.failureDelay': `${FAILURE_DELAY_MS}ms`, 'limits.loginTimeout': '1s' },
   });
   aliceKey = (await h.issue(ALICE, ['smtp'])).key;
 });
@@ -160,13 +160,16 @@ describe('AUTH', () => {
 
 describe('policy around the request', () => {
   it('limits by rip: past auth.ipFailures one client address gets temporary failures, another does not', async () => {
-    const c = await client();
+    const p = await freePort();
+    const limited = await h.start({ protocols: [], flags: { 'saslServer.port': p, 'auth.failureDelay': '10ms', 'auth.ipFailures': 4 } });
+    const { client: c } = await SaslClient.handshaken(p);
     const from = (id: number, rip: string, key: string): string[] => ['AUTH', String(id), 'PLAIN', 'service=smtp', `rip=${rip}`, 'secured', `resp=${plainResp(ALICE, key)}`];
     for (let id = 1; id <= 4; id++) expect((await c.send(...from(id, '198.51.100.7', `kg_guess${id}`)))[0]).toBe('FAIL');
     expect(await c.send(...from(5, '198.51.100.7', aliceKey))).toEqual(['FAIL', '5', `user=${ALICE}`, 'code=temp_fail', 'temp', 'reason=Temporary authentication failure, try again later']);
     expect(h.audits().at(-1)).toMatchObject({ ip: '198.51.100.7', result: 'failure', reason: 'rate_limited' });
     expect(await c.send(...from(6, '198.51.100.8', aliceKey))).toEqual(['OK', '6', `user=${ALICE}`]);
     c.destroy();
+    await limited.close();
   });
 
   it('a key restricted to addresses is checked against rip', async () => {
@@ -189,13 +192,13 @@ describe('policy around the request', () => {
 });
 
 describe('bad input ends the connection without a word', () => {
-  const cases: Array<[string, string, boolean]> = [
-    // [what, lines sent, after the client's handshake?]
+  const cases: Array<[string, string, boolean, string?]> = [
+    // [what, lines sent, after the client's handshake?, what the server rightly answered before the bad line]
     ['an unknown command', 'HELLO\tthere\n', true],
     ['an oversized line', `AUTH\t1\tPLAIN\tservice=smtp\tresp=${'A'.repeat(9000)}\n`, true],
     ['an oversized line without an end', 'A'.repeat(9000), true],
-    ['a reused id', `AUTH\t1\tPLAIN\tservice=smtp\trip=127.0.0.1\nAUTH\t1\tPLAIN\tservice=smtp\trip=127.0.0.1\n`, true],
-    ['an id lower than the last', `AUTH\t5\tPLAIN\tservice=smtp\trip=127.0.0.1\nAUTH\t3\tPLAIN\tservice=smtp\trip=127.0.0.1\n`, true],
+    ['a reused id', `AUTH\t1\tPLAIN\tservice=smtp\trip=127.0.0.1\nAUTH\t1\tPLAIN\tservice=smtp\trip=127.0.0.1\n`, true, 'CONT\t1\t\n'],
+    ['an id lower than the last', `AUTH\t5\tPLAIN\tservice=smtp\trip=127.0.0.1\nAUTH\t3\tPLAIN\tservice=smtp\trip=127.0.0.1\n`, true, 'CONT\t5\t\n'],
     ['CONT for an id never opened', 'CONT\t9\tYQ==\n', true],
     ['CONT while the request is being checked', `AUTH\t1\tPLAIN\tservice=smtp\trip=127.0.0.1\tresp=${plainResp(ALICE, 'kg_x')}\nCONT\t1\tYQ==\n`, true],
     ['an unknown mechanism', 'AUTH\t1\tCRAM-MD5\tservice=smtp\n', true],
@@ -205,13 +208,13 @@ describe('bad input ends the connection without a word', () => {
     ['another major version', 'VERSION\t2\t0\n', false],
     ['VERSION twice', 'VERSION\t1\t2\nVERSION\t1\t2\n', false],
   ];
-  for (const [what, lines, afterHandshake] of cases) {
+  for (const [what, lines, afterHandshake, before = ''] of cases) {
     it(what, async () => {
       const c = afterHandshake ? await client() : await SaslClient.connect(port);
       c.write(lines);
       const unread = await c.closedWith();
       // Nothing but the server's own handshake (when the client had not read it) came back.
-      expect(unread.replace(/^VERSION\t1\t2\n(?:[A-Z]+\t[^\n]*\n)*DONE\n/, '')).toBe('');
+      expect(unread.replace(/^VERSION\t1\t2\n(?:[A-Z]+\t[^\n]*\n)*DONE\n/, '')).toBe(before);
       expect(h.logs.some((l) => l.msg === 'SASL client sent bad input; closing')).toBe(true);
     });
   }

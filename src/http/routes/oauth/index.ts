@@ -54,7 +54,7 @@ export const oauthRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
     async (req, reply) => {
       const { response, key } = await introspectToken(store, req.body.token);
       // A live key's use through the introspecting server is a use; revoked and unknown ones are only logged.
-      if (key && response.active) store.touchKey(key.id, { at: new Date().toISOString(), ip: req.ip, protocol: 'introspect' });
+      if (key && response.active) store.touchKey(key.id, { at: new Date().toISOString(), ip: req.ip, protocol: 'http' });
       req.log.info({ introspection: true, caller: req.principal?.key.id, keyId: key?.id, active: response.active }, 'token introspected');
       return reply.header('cache-control', 'no-store').send(response);
     },
