@@ -93,6 +93,22 @@ export class SaslExchange {
     }
   }
 
+  /**
+   * Runs the exchange to its end: `respond` sends each challenge in the
+   * surface's framing and returns the client's answer, or null when the
+   * client cancelled (the surface has answered that) or went away; then this
+   * is null too. Otherwise the last step: credentials, refused or malformed.
+   */
+  async run(initial: string | undefined, respond: (challenge: string) => Promise<string | null>): Promise<Exclude<SaslStep, { kind: 'challenge' }> | null> {
+    let step = this.start(initial);
+    while (step.kind === 'challenge') {
+      const response = await respond(step.challenge);
+      if (response === null) return null;
+      step = this.next(response);
+    }
+    return step;
+  }
+
   failureChallenge(): string | null {
     if (!isBearer(this.mechanism)) return null;
     return Buffer.from(JSON.stringify(BEARER_ERROR[this.mechanism as 'OAUTHBEARER' | 'XOAUTH2'])).toString('base64');

@@ -13,7 +13,7 @@ import { SaslExchange, type SaslStep } from '../sasl-mechanisms.js';
  * runs each with the connection as `this`, as its own XOAUTH2 does. The two
  * entries below replace / add those names, using what smtp-server's own
  * mechanisms use (`send`, `_nextHandler`, `_server.onAuth`, `session`,
- * `_transmissionType`). test/protocols/smtp/bearer.test.ts drives them over
+ * `_transmissionType`). test/protocols/bearer.test.ts drives them over
  * real sockets, so a smtp-server release that changes this seam fails there.
  *
  * The key is handed to `onAuth` as `accessToken` (no `password`). A refused
