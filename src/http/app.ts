@@ -20,6 +20,7 @@ import { createRedisClient, waitReady, type RedisClient } from '../store/redis-c
 import type { KeyStore } from '../store/types.js';
 import type { TlsProvider } from '../tls/index.js';
 import { errorBody, HttpError } from './errors.js';
+import { validationDetails } from './validation.js';
 import { authPlugin } from './plugins/auth.js';
 import { docsPlugin } from './plugins/docs.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
@@ -83,11 +84,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const send = (status: number, code: string, message: string, details?: unknown) => reply.code(status).send(errorBody(code, message, details));
     if (error instanceof HttpError) return send(error.status, error.code, error.message, error.details);
     if (err.validation) {
-      const details = err.validation.map((v) => ({
-        field: `${err.validationContext ?? 'body'}${v.instancePath.replaceAll('/', '.') || ''}${v.keyword === 'additionalProperties' ? `.${String((v.params as { additionalProperty?: string }).additionalProperty)}` : v.keyword === 'required' ? `.${String((v.params as { missingProperty?: string }).missingProperty)}` : ''}`,
-        message: v.keyword === 'additionalProperties' ? 'unknown field' : (v.message ?? 'invalid'),
-      }));
-      return send(400, 'validation', 'The request is not valid', details);
+      const details = validationDetails(err, req);
+      // One problem is the message itself (as the CLI would say it); several are listed in details.
+      return send(400, 'validation', details.length === 1 ? details[0]!.message : 'The request is not valid', details);
     }
     if (error instanceof InputError) return send(400, 'validation', error.message, error.field ? [{ field: `body.${error.field}`, message: error.message }] : undefined);
     if (error instanceof UnknownScopeError) return send(400, 'validation', err.message, [{ field: 'body.scopes', message: err.message }]);
@@ -117,7 +116,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
   app.addHook('onResponse', async (req, reply) => {
-    metrics.httpRequests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.httpRequests.inc({ route, status: String(reply.statusCode) });
+    metrics.httpDuration.observe({ route, status_class: `${Math.floor(reply.statusCode / 100)}xx` }, reply.elapsedTime / 1000);
   });
 
   // Rate-limit counters and pending setup links live where the keys live: shared in Redis, in-process with SQLite.

@@ -6,14 +6,19 @@ import type { KeyStore } from './types.js';
 
 export type { KeyStore, StoreEvent } from './types.js';
 
+export interface OpenStoreOptions {
+  /** Only open a store that exists (SQLite: the file); never create one. Redis stores always exist. */
+  mustExist?: boolean;
+}
+
 /** Opens the store the configuration names: Redis when `dbs.redis` is set, SQLite otherwise. */
-export async function openStore(config: Pick<Config, 'db' | 'dbs' | 'touchInterval'>, logger?: Logger): Promise<KeyStore> {
+export async function openStore(config: Pick<Config, 'db' | 'dbs' | 'touchInterval'>, logger?: Logger, options: OpenStoreOptions = {}): Promise<KeyStore> {
   const onError = (err: unknown): void => logger?.warn({ err }, 'last-use write failed; will retry');
   if (config.dbs.redis !== '') {
     const { openRedisStore } = await import('./redis.js');
     return openRedisStore(config.dbs.redis, { touchIntervalMs: config.touchInterval, onError });
   }
-  return openSqliteStore(config.db.path, { touchIntervalMs: config.touchInterval, onError });
+  return openSqliteStore(config.db.path, { touchIntervalMs: config.touchInterval, onError, mustExist: options.mustExist === true });
 }
 
 /** Where a store lives, for messages: never includes credentials. */

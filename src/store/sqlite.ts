@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
 import type { Scope } from '../keys/scopes.js';
-import { ConflictError, NotFoundError, StoreUnavailableError } from './errors.js';
+import { ConflictError, NotFoundError, StoreMissingError, StoreUnavailableError } from './errors.js';
 import { TouchBuffer } from './touch-buffer.js';
 import type { AccountPatch, KeyStore, StoreEvent } from './types.js';
 
@@ -130,6 +130,8 @@ const ACCOUNT_SELECT = `SELECT a.*, (SELECT group_concat(alias, char(10)) FROM a
 export interface SqliteStoreOptions {
   touchIntervalMs?: number;
   onError?: (err: unknown) => void;
+  /** Open an existing file only: a missing one is a StoreMissingError, and nothing (no file, no directory) is created. */
+  mustExist?: boolean;
 }
 
 /** The embedded default store: one SQLite file in WAL mode. */
@@ -143,9 +145,12 @@ export class SqliteStore implements KeyStore {
   private readonly q;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    if (path !== ':memory:') {
+      if (options.mustExist && !existsSync(path)) throw new StoreMissingError(resolve(path));
+      if (!options.mustExist) mkdirSync(dirname(path), { recursive: true });
+    }
     try {
-      this.db = new Database(path);
+      this.db = new Database(path, { fileMustExist: options.mustExist === true });
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
       this.db.pragma('foreign_keys = ON');

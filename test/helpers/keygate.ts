@@ -67,6 +67,8 @@ const TEST_FLAGS: Record<string, unknown> = {
 export interface StartOptions {
   /** Dotted settings over the test defaults, as on the command line. */
   flags?: Record<string, unknown>;
+  /** KEYGATE_* variables, as a deployment sets them (the test defaults and `flags` still win, as flags do over the environment). */
+  env?: Record<string, string>;
   /** The mail listeners to start (default all three). */
   protocols?: Protocol[];
   /** A Dovecot every protocol is routed to (plaintext, master login, LMTP for SMTP), through the real proxy backends. */
@@ -128,7 +130,7 @@ export async function createHarness(options: { store?: KeyStore; logLevel?: stri
   const start = async (opts: StartOptions = {}): Promise<Keygate> => {
     const only = opts.protocols ? Object.fromEntries(PROTOCOLS.map((p) => [`${p}.enabled`, opts.protocols!.includes(p)])) : {};
     const flags = { ...TEST_FLAGS, 'db.path': join(dir, 'keys.db'), ...only, ...opts.flags };
-    const config = opts.dovecot ? dovecotConfig(opts.dovecot, flags) : loadConfig({ env: {}, flags });
+    const config = opts.dovecot ? dovecotConfig(opts.dovecot, flags) : loadConfig({ env: opts.env ?? {}, flags });
     let limiter: LoginLimiterWithClose | null = null;
     if (opts.limiter === undefined) {
       limiter = await createLoginLimiter(config, logger, { keyPrefix: opts.limiterPrefix ?? `test:${Math.random().toString(36).slice(2)}` });
