@@ -13,7 +13,7 @@ import { Tool } from './tools.js';
  * into /opt/keygate-exim4 (or $KEYGATE_EXIM_DIR) instead. An installed one is
  * used when there is one.
  */
-function eximBinary(): string {
+export function eximBinary(): string {
   const dir = process.env.KEYGATE_EXIM_DIR ?? '/opt/keygate-exim4';
   return [join(dir, 'usr/sbin/exim4'), '/usr/sbin/exim4'].find((p) => existsSync(p)) ?? join(dir, 'usr/sbin/exim4');
 }
@@ -65,21 +65,15 @@ function read(path: string): string {
 }
 
 /**
- * Starts a private Exim daemon in the foreground (`exim -C <temp>/exim.conf
- * -bdf`, as root) on a free loopback port, with its spool and logs in a temp
- * dir. PLAIN and LOGIN are `driver = dovecot` authenticators on
- * `saslSocket`; only authenticated clients may name a recipient, and
- * accepted messages stay queued (`queue_only`: Exim never delivers them).
+ * Writes a private Exim configuration into `dir` (spool and logs there too,
+ * loopback only, root as the Exim user so no system user is needed, accepted
+ * messages left queued: `queue_only`), with `authenticators` as its
+ * authenticators section. Only authenticated clients may name a recipient.
+ * Returns the file's path, for `exim -C`.
  */
-export async function startExim(options: EximOptions): Promise<RunningExim> {
-  EXIM.assertCapable();
-  const dir = mkdtempSync(join(tmpdir(), 'keygate-exim-'));
-  chmodSync(dir, 0o755);
-  mkdirSync(join(dir, 'spool'));
-  mkdirSync(join(dir, 'log'));
-  const port = await freePort();
-  const authenticator = (mech: string): string =>
-    `dovecot_${mech.toLowerCase()}:\n  driver = dovecot\n  public_name = ${mech}\n  server_socket = ${options.saslSocket}\n  server_set_id = $auth1\n`;
+export function writeEximConfig(dir: string, authenticators: string): string {
+  mkdirSync(join(dir, 'spool'), { recursive: true });
+  mkdirSync(join(dir, 'log'), { recursive: true });
   const conf = join(dir, 'exim.conf');
   writeFileSync(
     conf,
@@ -109,10 +103,26 @@ begin routers
 begin transports
 
 begin authenticators
-${authenticator('PLAIN')}
-${authenticator('LOGIN')}`,
+${authenticators}`,
     { mode: 0o644 },
   );
+  return conf;
+}
+
+/**
+ * Starts a private Exim daemon in the foreground (`exim -C <temp>/exim.conf
+ * -bdf`, as root) on a free loopback port, configured by writeEximConfig
+ * with PLAIN and LOGIN as `driver = dovecot` authenticators on `saslSocket`.
+ */
+export async function startExim(options: EximOptions): Promise<RunningExim> {
+  EXIM.assertCapable();
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-exim-'));
+  chmodSync(dir, 0o755);
+  const port = await freePort();
+  const authenticators = ['PLAIN', 'LOGIN']
+    .map((mech) => `dovecot_${mech.toLowerCase()}:\n  driver = dovecot\n  public_name = ${mech}\n  server_socket = ${options.saslSocket}\n  server_set_id = $auth1\n`)
+    .join('\n');
+  const conf = writeEximConfig(dir, authenticators);
   const child = spawn(eximBinary(), ['-C', conf, '-bdf', '-oX', String(port)], { stdio: ['ignore', 'ignore', 'pipe'] });
   running.add(child);
   let stderr = '';

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -97,9 +97,14 @@ export async function startPostfix(options: PostfixOptions): Promise<RunningPost
   chownSync(data, postfixUid, 0);
   const port = await freePort();
   const maillog = join(dir, 'maillog');
-  const tls = options.tls
-    ? `smtpd_tls_security_level = may\nsmtpd_tls_cert_file = ${options.tls.cert}\nsmtpd_tls_key_file = ${options.tls.key}\nsmtpd_tls_loglevel = 0`
-    : 'smtpd_tls_security_level = none';
+  let tls = 'smtpd_tls_security_level = none';
+  if (options.tls) {
+    // Copied in: smtpd reads them from a path its own user can reach.
+    copyFileSync(options.tls.cert, join(dir, 'tls-cert.pem'));
+    copyFileSync(options.tls.key, join(dir, 'tls-key.pem'));
+    chmodSync(join(dir, 'tls-key.pem'), 0o600);
+    tls = `smtpd_tls_security_level = may\nsmtpd_tls_cert_file = ${dir}/tls-cert.pem\nsmtpd_tls_key_file = ${dir}/tls-key.pem\nsmtpd_tls_loglevel = 0`;
+  }
   writeFileSync(
     join(conf, 'main.cf'),
     `# Keygate test fixture: a private Postfix, nothing outside ${dir}

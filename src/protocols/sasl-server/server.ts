@@ -25,7 +25,7 @@ export async function startSaslServer(deps: ListenerDeps): Promise<RunningListen
   const { config, logger } = deps;
   const { host, port, socket } = config.saslServer;
   if (port === 0 && socket === '') return [];
-  const log = logger.child({ listener: 'sasl' });
+  const log = logger.child({ component: 'sasl-server' });
   let cuid = 0;
   const ctx: SaslServerContext = {
     authenticator: deps.authenticator,
