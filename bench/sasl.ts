@@ -16,11 +16,10 @@
  */
 import { execFileSync, fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect } from 'node:net';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { dovecotAvailable, startDovecot } from '../test/helpers/dovecot.js';
-import { freePort } from '../test/helpers/free-port.js';
+import { canConnect, freePort } from '../test/helpers/free-port.js';
 import { processCpu, treeCpu } from './lib/proc.js';
 import type { SaslResult, SaslRun } from './lib/sasl-worker.js';
 import { issueKey, sleep, startKeygate } from './lib/servers.js';
@@ -70,16 +69,7 @@ class SaslLoad {
 
 async function waitForPort(port: number): Promise<void> {
   const deadline = Date.now() + 15_000;
-  for (;;) {
-    const up = await new Promise<boolean>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port });
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (up) return;
+  while (!(await canConnect(port))) {
     if (Date.now() > deadline) throw new Error(`nothing listens on ${port}`);
     await sleep(50);
   }

@@ -100,10 +100,6 @@ export class SaslServerConnection {
     return this.requests.size;
   }
 
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
   destroy(): void {
     this.closed = true;
     this.clearHandshakeTimer();

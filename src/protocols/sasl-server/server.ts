@@ -12,7 +12,7 @@ import { SaslServerConnection, type SaslServerContext } from './connection.js';
  */
 export const MAX_CONNECTIONS = 1000;
 
-/** The unix socket's mode: owner and group (give Postfix the group; the socket is as good as a key check oracle). */
+/** The unix socket's mode: owner and group only (add the MTA's user to the group): whoever can connect can check keys and name any client address. */
 const SOCKET_MODE = 0o660;
 
 /**
