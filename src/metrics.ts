@@ -44,6 +44,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly connectionsRefused = new client.Counter({
+    name: 'keygate_connections_refused_total',
+    help: 'Mail connections refused or closed before login by a connection limit, by listener and reason (per_ip, listener_full, evicted, handshake_timeout)',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+
   constructor(store?: KeyStore, options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) {
       client.collectDefaultMetrics({ register: this.registry });

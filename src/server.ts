@@ -13,6 +13,7 @@ import { Metrics } from './metrics.js';
 import { decodePreparedTokens, importPreparedTokens } from './services/tokens.js';
 import { describeStore, openStore } from './store/index.js';
 import type { KeyStore } from './store/types.js';
+import type { AcmeTiming } from './tls/acme.js';
 import { createTlsProvider, type TlsProvider } from './tls/index.js';
 
 export interface RunningServer {
@@ -47,6 +48,8 @@ export interface StartOptions {
   metrics?: Metrics;
   /** Start the HTTP control plane (default true). */
   http?: boolean;
+  /** ACME's retry and rescan timing (tests shorten it). */
+  acmeTiming?: Partial<AcmeTiming>;
 }
 
 /** Opens the store, imports prepared tokens, then opens the control plane and the mail listeners. */
@@ -68,10 +71,11 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     await checkSecret(store, config);
     if (!options.backends) backends = createBackends(config, store, logger);
     const metrics = options.metrics ?? new Metrics(store);
-    tls = await createTlsProvider(config, logger);
+    // Ticket keys and ACME certificates are shared with the other instances through the store.
+    tls = await createTlsProvider(config, logger, { store, ...(options.acmeTiming && { acmeTiming: options.acmeTiming }) });
     // A client retrying one refused key with each mechanism it knows is one guess, not three.
     if (options.limiter === undefined) ownLimiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
-    sessions = new SessionRegistry(store, logger, metrics);
+    sessions = new SessionRegistry(store, logger, metrics, { recheckIntervalMs: config.sessions.recheckInterval });
     sessions.start();
     const authenticator = new Authenticator({
       store,
@@ -88,6 +92,8 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     }
     const listeners = await startListeners({ config, logger, authenticator, tls, metrics });
     advertiseBoundPorts(config, listeners);
+    // Everything that answers ACME challenges is listening: ordering and renewal may begin.
+    tls.start();
     logger.info(
       {
         store: describeStore(config),
@@ -114,7 +120,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
           running.sessions.stop();
           await backends?.close();
           await ownLimiter?.close();
-          running.tls.close();
+          await running.tls.close();
           if (ownStore) await store.close();
           logger.info('Keygate stopped');
         })();
@@ -126,7 +132,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     sessions?.stop();
     await backends?.close().catch(() => {});
     await ownLimiter?.close().catch(() => {});
-    tls?.close();
+    await tls?.close();
     if (ownStore) await store.close().catch(() => {});
     throw err;
   }

@@ -7,7 +7,8 @@ import { freePort } from '../../test/helpers/free-port.js';
 
 const run = promisify(execFile);
 export const ROOT = join(import.meta.dirname, '..', '..');
-export const CLI = join(ROOT, 'dist', 'cli.js');
+/** The built CLI; KEYGATE_CLI points a bench at another build (an anchor). */
+export const CLI = process.env.KEYGATE_CLI ?? join(ROOT, 'dist', 'cli.js');
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -106,10 +107,11 @@ export async function startRedis(dir: string): Promise<{ url: string; pid: numbe
   return { url: `redis://127.0.0.1:${port}`, pid: child.pid!, stop: () => stopChild(child) };
 }
 
-/** The canned-reply baseline server (bench/lib/canned-server.ts) as a child process. */
-export async function startCanned(): Promise<{ pid: number; port: number; stop(): Promise<void> }> {
+/** The canned-reply baseline server (bench/lib/canned-server.ts) as a child process; implicit TLS with `tls`. */
+export async function startCanned(tls?: { certPath: string; keyPath: string }): Promise<{ pid: number; port: number; stop(): Promise<void> }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'canned-server.ts'), String(port)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const args = [join(import.meta.dirname, 'canned-server.ts'), String(port), ...(tls ? [tls.certPath, tls.keyPath] : [])];
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(child);
   await new Promise<void>((resolve, reject) => {
     child.stdout!.once('data', () => resolve());

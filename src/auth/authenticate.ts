@@ -22,27 +22,35 @@ import {
   type LoginOutcome,
   type MailAttempt,
   type MailLoggedIn,
+  type OpenSession,
   type Refused,
   type SessionHandle,
   type Temporary,
 } from './attempt.js';
-import type { SessionRegistry } from './sessions.js';
+import type { EndReason, LiveSession, SessionRegistry } from './sessions.js';
 
 export * from './attempt.js';
 
-/** The limiter's view of one attempt: the IP, the account asked for ('' on HTTP) and the presented key's hash. */
-export interface LimitKey {
+/** What a login attempt is counted by: the client IP, the username and the SHA-256 of the presented secret (well-formed or not). */
+export interface LoginLimitKey {
   ip: string;
   account: string;
   keyHash: string;
 }
 
-/** Failed-attempt limits, consulted before the store and told how the attempt went (src/auth/limits.ts). */
+/** The login limits (src/auth/limits.ts), asked before the store is. */
 export interface LoginLimiter {
-  /** True when this IP/account/key may try now; false = a temporary refusal, no store lookup. */
-  allow(req: LimitKey): Promise<boolean>;
-  recordFailure(req: LimitKey): Promise<void>;
-  recordSuccess?(req: LimitKey): Promise<void>;
+  /**
+   * Takes the attempt out of its budgets before any store lookup, atomically,
+   * so a burst cannot all pass a check that counts none of it yet. null: over
+   * a limit — refuse with a temporary failure, without a lookup.
+   */
+  reserve(req: LoginLimitKey): Promise<LoginReservation | null>;
+}
+
+export interface LoginReservation {
+  /** Ends the attempt: a success and an undecided attempt (store unreachable) give back what `reserve` took; a failure keeps it. Never throws. */
+  settle(outcome: 'success' | 'failure' | 'undecided'): Promise<void>;
 }
 
 export interface AuthenticatorDeps {
@@ -154,24 +162,34 @@ export class Authenticator {
 
   private async decide(attempt: LoginAttempt): Promise<Decision> {
     let keyHash: string | null;
+    let countedHash: string;
     let username: string | null = null;
     if ('check' in attempt) {
       // The console's own credentials are told apart in the limits by method and what was presented, never kept.
-      keyHash = createHash('sha256').update(`console-${attempt.method}`).update('\0').update(attempt.presented).digest('hex');
+      keyHash = countedHash = createHash('sha256').update(`console-${attempt.method}`).update('\0').update(attempt.presented).digest('hex');
     } else {
       const key = attempt.key.trim();
       // One shape check and one SHA-256 per attempt: the limiter keys on the same hash the store is searched by.
       keyHash = isWellFormedKey(key) ? hashKey(key) : null;
+      // A malformed key is hashed too, so each distinct one counts (and repeats of one are recognised).
+      countedHash = keyHash ?? hashKey(key);
       if (!('action' in attempt)) username = normalizeAddress(attempt.username);
     }
-    const limitKey: LimitKey = { ip: attempt.ip, account: 'check' in attempt ? attempt.account : (username ?? ''), keyHash: keyHash ?? 'malformed' };
-    if (this.limiter && !(await this.limiter.allow(limitKey))) {
+    const account = 'check' in attempt ? attempt.account : (username ?? '');
+    const reservation = this.limiter ? await this.limiter.reserve({ ip: attempt.ip, account, keyHash: countedHash }) : null;
+    if (this.limiter && !reservation) {
       this.metrics?.rateLimited.inc({ surface: attempt.protocol });
       return fail(temporary('rate_limited'));
     }
-    const decision = 'check' in attempt ? await this.check(attempt) : await this.lookUp(attempt, keyHash, username);
-    if (decision.ok) void this.limiter?.recordSuccess?.(limitKey);
-    else if (decision.outcome.kind === 'refused') await this.limiter?.recordFailure(limitKey);
+    let decision: Decision;
+    try {
+      decision = 'check' in attempt ? await this.check(attempt) : await this.lookUp(attempt, keyHash, username);
+    } catch (err) {
+      void reservation?.settle('undecided');
+      throw err;
+    }
+    // A failure keeps what the reservation took; a success or an undecided attempt (store unreachable) gives it back.
+    void reservation?.settle(decision.ok ? 'success' : decision.outcome.kind === 'refused' ? 'failure' : 'undecided');
     return decision;
   }
 
@@ -253,15 +271,9 @@ export class Authenticator {
       backend?.close();
       return { kind: 'temporary', reason: 'closed' };
     }
-    const unregister = this.sessions?.add({ protocol: attempt.protocol, keyId: key.id, account: account.address, expiresAt: key.expiresAt, end: (reason) => session.end(reason) });
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      unregister?.();
-      backend?.close();
-    };
-    return { kind: 'loggedIn', key, account, session: { backend, release } };
+    const open = new OpenMailSession(attempt.protocol, key, account.address, backend, session);
+    open.register(this.sessions);
+    return { kind: 'loggedIn', key, account, session: open };
   }
 
   /**
@@ -292,6 +304,44 @@ export class Authenticator {
     // The console's methods are told apart in the audit line (console-key, console-password, …); the reason is for operators only.
     const protocol = record.method ? `${record.protocol}-${record.method}` : record.protocol;
     this.logger.info({ audit: true, protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, client: client ?? undefined }, 'auth attempt');
+  }
+}
+
+/**
+ * A logged-in mail session as both the registry and its connection hold it:
+ * one object with its methods on the prototype, since an idle connection
+ * should cost as little as it can.
+ */
+class OpenMailSession<P extends Protocol> implements LiveSession, OpenSession<P> {
+  readonly keyId: string;
+  readonly expiresAt: string | null;
+  private unregister: (() => void) | null = null;
+  private released = false;
+
+  constructor(
+    readonly protocol: P,
+    key: KeyRecord,
+    readonly account: string,
+    readonly backend: BackendSessions[P] | null,
+    private readonly handle: SessionHandle,
+  ) {
+    this.keyId = key.id;
+    this.expiresAt = key.expiresAt;
+  }
+
+  register(sessions: SessionRegistry | undefined): void {
+    this.unregister = sessions?.add(this) ?? null;
+  }
+
+  end(reason: EndReason): void {
+    this.handle.end(reason);
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.unregister?.();
+    this.backend?.close();
   }
 }
 

@@ -131,6 +131,8 @@ export abstract class LineSession implements SessionHandle {
   private commands = 0;
   private errors = 0;
   private loginTimer: NodeJS.Timeout | null = null;
+  /** Tells the listener this connection is past login (a full listener closes the others first). */
+  private readonly markLoggedIn: () => void;
 
   /** Getters on the subclass's prototype, so no connection carries them. */
   protected abstract get protocol(): LineProtocol;
@@ -145,6 +147,7 @@ export abstract class LineSession implements SessionHandle {
     this.remoteAddress = conn.remoteAddress;
     this.clientPort = conn.remotePort;
     this.secure = conn.secure;
+    this.markLoggedIn = conn.loggedIn;
     conn.onShutdown(() => this.end('shutdown'));
   }
 
@@ -171,7 +174,7 @@ export abstract class LineSession implements SessionHandle {
   start(): void {
     this.context.open.add(this);
     this.attach(this.socket);
-    this.loginTimer = setTimeout(this.onLoginTimeout, this.context.limits.loginTimeoutMs);
+    this.loginTimer = setTimeout(this.onTimeout, this.context.limits.loginTimeoutMs);
     this.loginTimer.unref();
     this.write(this.greeting());
   }
@@ -258,11 +261,12 @@ export abstract class LineSession implements SessionHandle {
     if (outcome.kind === 'temporary') return this.write(outcome.reason === 'backend_unavailable' ? answers.backendUnavailable : answers.temporary);
     const session = outcome.session!;
     this.clearLoginTimer();
+    this.markLoggedIn();
     this.write(answers.loggedIn(session.backend));
     if (session.backend) return this.startPipe(session, session.backend);
     this.state = { kind: 'authenticated', session };
     this.socket.setTimeout(this.context.limits.idleTimeoutMs);
-    this.socket.once('timeout', this.onIdle);
+    this.socket.on('timeout', this.onTimeout);
   }
 
   /** STARTTLS: `ok`, discard pending plaintext, handshake, then read commands under TLS. */
@@ -407,12 +411,10 @@ export abstract class LineSession implements SessionHandle {
     this.pump();
   };
 
-  private readonly onLoginTimeout = (): void => {
+  /** The login timer before login; the socket's inactivity timeout after a login without a backend. One handler, one closure less per connection. */
+  private readonly onTimeout = (): void => {
     this.loginTimer = null;
-    this.close(this.texts.loginTimeout);
-  };
-
-  private readonly onIdle = (): void => {
+    if (this.state.kind !== 'authenticated') return this.close(this.texts.loginTimeout);
     if (this.texts.idleTimeout === null) this.socket.destroy();
     else this.close(this.texts.idleTimeout);
   };
@@ -463,7 +465,7 @@ export abstract class LineSession implements SessionHandle {
     const state = this.state;
     if (state.kind === 'authenticated') {
       this.socket.setTimeout(0);
-      this.socket.off('timeout', this.onIdle);
+      this.socket.off('timeout', this.onTimeout);
     }
     if (state.kind === 'authenticated' || state.kind === 'piped') state.session.release();
   }

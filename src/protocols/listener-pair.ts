@@ -1,6 +1,6 @@
 import type { Protocol } from '../keys/scopes.js';
 import type { ListenerDeps, RunningListener } from './deps.js';
-import { TcpListener, type Connection } from './tcp-listener.js';
+import { listenerLimits, TcpListener, type Connection } from './tcp-listener.js';
 
 /** What one listener of a pair does with its connections. */
 export interface ListenerHandler {
@@ -44,7 +44,7 @@ export async function startListenerPair(deps: ListenerDeps, spec: PairSpec): Pro
         implicitTls,
         tls: deps.tls,
         proxyProtocol: config.proxyProtocol,
-        maxConnectionsPerIp: config.limits.connectionsPerIp,
+        ...listenerLimits(config),
         logger: deps.logger,
         ...(deps.metrics && { metrics: deps.metrics }),
         refuse: () => spec.tooManyConnections,

@@ -318,6 +318,8 @@ class RedisStore implements KeyStore {
   private readonly channel: string;
   private readonly p: string;
   private closed = false;
+  /** Set once the first SUBSCRIBE is answered; every later 'ready' of the subscriber is a reconnect. */
+  private subscribed = false;
 
   constructor(
     private readonly client: RedisClient,
@@ -332,10 +334,30 @@ class RedisStore implements KeyStore {
     this.originJson = JSON.stringify(this.origin);
     this.touches = new TouchBuffer((batch) => this.writeTouches(batch), touchIntervalMs, onError);
     sub.on('message', (channel: string, message: string) => this.onMessage(channel, message));
+    sub.on('ready', () => this.onSubscriberReady());
   }
 
-  get eventChannel(): string {
-    return this.channel;
+  /** Subscribes to the event channel (at start-up, and again after every reconnect). */
+  async subscribeEvents(): Promise<void> {
+    await this.sub.subscribe(this.channel);
+    this.subscribed = true;
+  }
+
+  /**
+   * After a reconnect ioredis re-subscribes on its own, but events published
+   * while the subscriber was away are gone. Our own SUBSCRIBE is answered
+   * only once the subscription is live again, so listeners told
+   * `events-resumed` after it miss nothing published from then on.
+   */
+  private onSubscriberReady(): void {
+    if (!this.subscribed || this.closed) return;
+    this.subscribeEvents().then(
+      () => {
+        if (!this.closed) this.emit({ type: 'events-resumed' });
+      },
+      // The next reconnect tries again.
+      (err: unknown) => this.onError(err),
+    );
   }
 
   private readonly k = {
@@ -435,6 +457,10 @@ class RedisStore implements KeyStore {
 
   async getKey(id: string): Promise<KeyRecord | null> {
     return this.run(async () => parseKey(await this.client.hgetall(this.k.key(id))));
+  }
+
+  async getKeys(ids: readonly string[]): Promise<(KeyRecord | null)[]> {
+    return this.run(async () => (await this.hgetallMany(ids.map((id) => this.k.key(id)))).map(parseKey));
   }
 
   async listKeys(filter: { account?: string } = {}): Promise<KeyRecord[]> {
@@ -550,6 +576,10 @@ class RedisStore implements KeyStore {
 
   async getAccount(address: string): Promise<AccountRecord | null> {
     return this.run(async () => parseAccount(await this.client.hgetall(this.k.account(normalizeAddress(address)))));
+  }
+
+  async getAccounts(addresses: readonly string[]): Promise<(AccountRecord | null)[]> {
+    return this.run(async () => (await this.hgetallMany(addresses.map((a) => this.k.account(normalizeAddress(a))))).map(parseAccount));
   }
 
   async resolveAccount(name: string): Promise<AccountRecord | null> {
@@ -750,7 +780,7 @@ export async function openRedisStore(url: string, options: RedisStoreOptions = {
       (async () => {
         await Promise.all([whenReady(client), whenReady(sub)]);
         await client.ping();
-        await sub.subscribe(store.eventChannel);
+        await store.subscribeEvents();
       })(),
     ]);
     return store;

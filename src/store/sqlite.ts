@@ -234,6 +234,13 @@ export class SqliteStore implements KeyStore {
     return row ? toKey(row) : null;
   }
 
+  async getKeys(ids: readonly string[]): Promise<(KeyRecord | null)[]> {
+    // One statement with the ids as a JSON array: no bound-parameter limit, however many sessions are open.
+    const rows = this.run(() => this.db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE id IN (SELECT value FROM json_each(?))').all(JSON.stringify(ids)));
+    const byId = new Map(rows.map((r) => [r.id, toKey(r)]));
+    return ids.map((id) => byId.get(id) ?? null);
+  }
+
   async listKeys(filter: { account?: string } = {}): Promise<KeyRecord[]> {
     const rows = this.run(() =>
       filter.account !== undefined ? this.q.listByAccount.all(normalizeAddress(filter.account)) : this.q.listAll.all(),
@@ -362,6 +369,13 @@ export class SqliteStore implements KeyStore {
   async getAccount(address: string): Promise<AccountRecord | null> {
     const row = this.run(() => this.q.account.get(normalizeAddress(address)));
     return row ? toAccount(row) : null;
+  }
+
+  async getAccounts(addresses: readonly string[]): Promise<(AccountRecord | null)[]> {
+    const wanted = addresses.map(normalizeAddress);
+    const rows = this.run(() => this.db.prepare<[string], AccountRow>(`${ACCOUNT_SELECT} WHERE a.address IN (SELECT value FROM json_each(?))`).all(JSON.stringify(wanted)));
+    const byAddress = new Map(rows.map((r) => [r.address, toAccount(r)]));
+    return wanted.map((a) => byAddress.get(a) ?? null);
   }
 
   async resolveAccount(name: string): Promise<AccountRecord | null> {

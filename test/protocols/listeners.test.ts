@@ -1,8 +1,11 @@
 /**
  * What the listener pairs of all three protocols share, through the real
  * `startServer` assembly: both ports bound on loopback, and the per-IP
- * connection limit refusing in the protocol's words and counting each refusal
- * in `/metrics`, where an operator sees it.
+ * connection limit refusing (in the protocol's words on the plain port, by
+ * closing on the implicit-TLS one) and counting each refusal in `/metrics`
+ * (keygate_connections_refused_total, which replaced the issue's
+ * keygate_rate_limited_total{surface="<proto>_connections"}), where an
+ * operator sees it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
@@ -37,20 +40,30 @@ describe.each(PROTOCOLS)('$name listeners', (p) => {
     for (const name of [p.name, `${p.name}s`]) expect(kg.listeners.get(name).address()).toEqual({ host: '127.0.0.1', port: kg.port(name) });
   });
 
-  it('refuses a connection over the per-IP limit and counts it in keygate_rate_limited_total', async () => {
-    const surface = `keygate_rate_limited_total{surface="${p.name}_connections"}`;
-    const counted = (text: string): number => Number(text.split('\n').find((l) => l.startsWith(surface))?.split(' ')[1] ?? 0);
-    const before = counted(await scrape());
+  it('refuses a connection over the per-IP limit and counts it in keygate_connections_refused_total', async () => {
+    // One series per listener: both of the pair must be wired to the metrics.
+    const counted = (text: string, listener: string): number => {
+      const line = text.split('\n').find((l) => l.startsWith('keygate_connections_refused_total{') && l.includes(`listener="${listener}"`) && l.includes('reason="per_ip"'));
+      return Number(line?.split(' ').at(-1) ?? 0);
+    };
+    const names = [p.name, `${p.name}s`];
+    const before = await scrape();
     // The limit is per listener: one client fills each, the next one on each is refused.
     for (const [port, tls] of [[kg.port(p.name), false], [kg.port(`${p.name}s`), true]] as const) {
       const first = await LineClient.connect(port, { tls });
       expect(await first.line()).toMatch(p.greeting);
-      const over = await LineClient.connect(port, { tls });
-      expect(await over.line()).toBe(p.refusal);
-      await over.waitClosed();
+      if (tls) {
+        // Implicit TLS: closed at once, no handshake spent on it.
+        await expect(LineClient.connect(port, { tls })).rejects.toThrow(/disconnected|ECONNRESET/);
+      } else {
+        const over = await LineClient.connect(port);
+        expect(await over.line()).toBe(p.refusal);
+        await over.waitClosed();
+      }
       first.destroy();
       await first.closed;
     }
-    expect(counted(await scrape())).toBe(before + 2);
+    const after = await scrape();
+    for (const name of names) expect(counted(after, name), name).toBe(counted(before, name) + 1);
   });
 });

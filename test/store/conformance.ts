@@ -83,6 +83,33 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     expect(await store.resolveAccount('nobody@example.com')).toBeNull();
   });
 
+  it(`${target.name}: reads many keys and accounts at once, in the order asked, null where there is none`, async () => {
+    await store.createAccount(account('a@example.com'));
+    await store.createAccount(account('b@example.com', { disabled: true, aliases: ['bee@example.com'] }));
+    const made: KeyRecord[] = [];
+    for (let i = 0; i < 30; i++) made.push(key({ name: `k${i}`, scopes: ['imap'], account: i % 2 ? 'a@example.com' : 'b@example.com' }));
+    for (const k of made) await store.createKey(k);
+    await store.revokeKey(made[3]!.id, '2026-02-01T00:00:00.000Z');
+    const ids = [made[3]!.id, 'missing', ...made.slice(5, 25).map((k) => k.id).reverse(), made[0]!.id, made[0]!.id];
+    const found = await store.getKeys(ids);
+    expect(found).toHaveLength(ids.length);
+    expect(found[0]).toEqual({ ...made[3]!, revokedAt: '2026-02-01T00:00:00.000Z' });
+    expect(found[1]).toBeNull();
+    expect(found.slice(2).map((k) => k?.id)).toEqual(ids.slice(2));
+    expect(found.at(-1)).toEqual(made[0]);
+    expect(await store.getKeys([])).toEqual([]);
+
+    const accounts = await store.getAccounts(['B@Example.com', 'nobody@example.com', 'a@example.com', 'bee@example.com']);
+    expect(accounts.map((a) => a && { address: a.address, disabled: a.disabled, aliases: a.aliases })).toEqual([
+      { address: 'b@example.com', disabled: true, aliases: ['bee@example.com'] },
+      null,
+      { address: 'a@example.com', disabled: false, aliases: [] },
+      // An alias is not an address: sessions are registered under the account's address.
+      null,
+    ]);
+    expect(await store.getAccounts([])).toEqual([]);
+  });
+
   it(`${target.name}: refuses a duplicate id or hash and leaves the first record alone`, async () => {
     const a = key();
     await store.createKey(a);

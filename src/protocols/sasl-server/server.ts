@@ -4,14 +4,6 @@ import { isLoopback } from '../../keys/cidr.js';
 import type { ListenerDeps, RunningListener } from '../deps.js';
 import { SaslServerConnection, type SaslServerContext } from './connection.js';
 
-/**
- * Open connections the SASL server takes at once, over both listeners.
- * Each Postfix smtpd process (at most `default_process_limit`, 100 by
- * default) or Exim child holds one; past this, new ones are refused by the
- * kernel's accept path (Node's `maxConnections`).
- */
-export const MAX_CONNECTIONS = 1000;
-
 /** The unix socket's mode: owner and group only (add the MTA's user to the group): whoever can connect can check keys and name any client address. */
 const SOCKET_MODE = 0o660;
 
@@ -27,6 +19,9 @@ export async function startSaslServer(deps: ListenerDeps): Promise<RunningListen
   if (port === 0 && socket === '') return [];
   const log = logger.child({ component: 'sasl-server' });
   let cuid = 0;
+  // Each Postfix smtpd process (at most default_process_limit, 100 by default) or Exim child holds one connection;
+  // past limits.connectionsPerListener new ones are closed at accept (Node's maxConnections). No per-IP cap: the peers are the MTA's processes.
+  const maxConnections = config.limits.connectionsPerListener;
   const ctx: SaslServerContext = {
     authenticator: deps.authenticator,
     log,
@@ -40,11 +35,11 @@ export async function startSaslServer(deps: ListenerDeps): Promise<RunningListen
     if (port !== 0) {
       // The protocol is cleartext and trusts the peer's word on the client address (rip): loopback is the place for it.
       if (!isLoopback(host)) log.warn({ host }, 'SASL server listening beyond loopback: anyone who reaches it can check keys and name any client address');
-      started.push(await listen(ctx, 'sasl', { host, port }));
+      started.push(await listen(ctx, 'sasl', { host, port }, maxConnections));
     }
     if (socket !== '') {
       await removeStaleSocket(socket);
-      const listener = await listen(ctx, 'sasl-socket', { path: socket });
+      const listener = await listen(ctx, 'sasl-socket', { path: socket }, maxConnections);
       started.push(listener);
       chmodSync(socket, SOCKET_MODE);
     }
@@ -55,14 +50,14 @@ export async function startSaslServer(deps: ListenerDeps): Promise<RunningListen
   return started;
 }
 
-async function listen(ctx: SaslServerContext, name: string, where: { host: string; port: number } | { path: string }): Promise<RunningListener> {
+async function listen(ctx: SaslServerContext, name: string, where: { host: string; port: number } | { path: string }, maxConnections: number): Promise<RunningListener> {
   const connections = new Set<SaslServerConnection>();
   const server = net.createServer((socket) => {
     const conn = new SaslServerConnection(ctx, socket);
     connections.add(conn);
     socket.once('close', () => connections.delete(conn));
   });
-  server.maxConnections = MAX_CONNECTIONS;
+  if (maxConnections > 0) server.maxConnections = maxConnections;
   server.on('error', (err) => ctx.log.error({ err, listener: name }, 'SASL listener error'));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -37,6 +37,8 @@ export interface SmtpContext {
 interface SessionState {
   /** Destroys the socket and ends the TcpListener's accounting: its own 'close' listener may be gone (see onClose). */
   release: () => void;
+  /** Tells the TcpListener the session is past login (a full listener closes the others first). */
+  loggedIn: () => void;
   loginTimer: NodeJS.Timeout | null;
   /** The login, with its relay upstream (null without a backend) and its live-session entry. */
   login: MailLoggedIn<'smtp'> | null;
@@ -120,7 +122,7 @@ export class SmtpSubmission {
   accept(conn: Connection): void {
     const id = randomUUID();
     const socket = conn.socket as net.Socket;
-    const state: SessionState = { release: () => conn.release(), loginTimer: null, login: null };
+    const state: SessionState = { release: conn.release, loggedIn: conn.loggedIn, loginTimer: null, login: null };
     state.loginTimer = setTimeout(() => this.say(id, REPLY.loginTimeout), this.ctx.limits.loginTimeoutMs);
     state.loginTimer.unref();
     this.states.set(id, state);
@@ -179,6 +181,7 @@ export class SmtpSubmission {
         if (state.loginTimer) clearTimeout(state.loginTimer);
         state.loginTimer = null;
         state.login = outcome;
+        state.loggedIn();
         cb(null, { user: outcome.account.address });
       },
       // logIn does not throw (a failing check is a `temporary` outcome): this is a bug of ours.

@@ -131,7 +131,7 @@ describe('POP3 listeners: capabilities and login', () => {
   });
 
   it('answers -ERR [SYS/TEMP] when the login is refused for now (rate limit, store down)', async () => {
-    const { port } = await start({}, undefined, { allow: async () => false, recordFailure: async () => {} });
+    const { port } = await start({}, undefined, { reserve: async () => null });
     const c = await connect(port);
     expect(await c.send(`USER ${ALICE}`)).toMatch(/^\+OK/);
     expect(await c.send(`PASS ${aliceKey}`)).toMatch(/^-ERR \[SYS\/TEMP\] /);

@@ -133,7 +133,7 @@ describe('SMTP listeners with nodemailer', () => {
   });
 
   it('answers 454 4.7.0 when the login is refused for now', async () => {
-    const { securePort } = await start({}, undefined, { allow: async () => false, recordFailure: async () => {} });
+    const { securePort } = await start({}, undefined, { reserve: async () => null });
     const err = (await transport(securePort, true, ALICE, aliceKey).verify().catch((e: unknown) => e)) as { responseCode?: number; response?: string };
     expect(err.responseCode).toBe(454);
     expect(err.response).toMatch(/^454 4\.7\.0 /);
@@ -364,7 +364,7 @@ describe('SMTP certificate reload', () => {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-smtp-cert-'));
     const certPath = join(dir, 'cert.pem');
     const keyPath = join(dir, 'key.pem');
-    const first = createSelfSignedCertificate('first.test');
+    const first = await createSelfSignedCertificate('first.test');
     writeFileSync(certPath, first.certPem);
     writeFileSync(keyPath, first.keyPem);
     try {
@@ -383,7 +383,7 @@ describe('SMTP certificate reload', () => {
       expect(await peer('')).toBe(firstFp);
       expect(await peer('localhost')).toBe(firstFp);
 
-      const second = createSelfSignedCertificate('second.test');
+      const second = await createSelfSignedCertificate('second.test');
       const changed = new Promise<void>((resolve) => provider.onChange(() => resolve()));
       writeFileSync(keyPath, second.keyPem);
       writeFileSync(certPath, second.certPem);
