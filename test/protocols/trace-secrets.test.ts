@@ -154,7 +154,9 @@ describe('the trace of every login form holds no secret', () => {
     expect(traced('SMTP command')).toEqual(expect.arrayContaining(['EHLO client.example', 'AUTH PLAIN [REDACTED]', 'auth plain [REDACTED]', 'AUTH OAUTHBEARER']));
     expect(traced('SASL command')).toEqual(expect.arrayContaining(['AUTH 1 PLAIN [REDACTED]', 'CONT 2 [REDACTED]', 'AUTH 3 LOGIN [REDACTED]']));
     for (const p of ['IMAP', 'POP3', 'SMTP']) expect(traced(`${p} SASL response`).length).toBeGreaterThanOrEqual(10);
-
+    // Each names the client it came from.
+    const lines = kg.logs.filter((l) => / (command|SASL response)$/.test(l.msg ?? ''));
+    expect(lines.filter((l) => l.ip !== '127.0.0.1')).toEqual([]);
   });
 
   it('real clients: imapflow and nodemailer with the key leave no trace of it', async () => {
