@@ -27,7 +27,7 @@ export interface PublicEndpoint {
 }
 
 /** The default upstream for one protocol (proxy backends); an empty host = no backend for it. */
-export type UpstreamSettings = Omit<UpstreamServer, 'xclient'>;
+export type UpstreamSettings = Omit<UpstreamServer, 'xclient' | 'socket'>;
 
 export interface Config {
   /** Base directory of relative paths (store, certificates, `keygate.json`); empty = the current directory. */

@@ -1,7 +1,7 @@
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { AdaptiveReads } from './adaptive-reads.js';
-import type { UpstreamServer } from './routing.js';
+import { upstreamAddress, type UpstreamServer } from './routing.js';
 import type { PipeSession } from './types.js';
 
 /** Longest line accepted from an upstream before login (guards memory against a broken server). */
@@ -56,12 +56,13 @@ export class UpstreamConnection {
     const reads = server.tls === 'none' ? new AdaptiveReads() : null;
     const socket = await new Promise<Socket>((resolve, reject) => {
       const implicit = server.tls === 'implicit';
+      const target = server.socket ? { path: server.socket } : { host: server.host, port: server.port };
       const s: Socket = implicit
-        ? tlsConnect({ host: server.host, port: server.port, servername: sni(server.host), rejectUnauthorized: server.verifyCert, minVersion: 'TLSv1.2' })
-        : netConnect({ host: server.host, port: server.port, ...(reads ? { onread: reads.onread } : {}) });
+        ? tlsConnect({ ...target, servername: sni(server.host), rejectUnauthorized: server.verifyCert, minVersion: 'TLSv1.2' })
+        : netConnect({ ...target, ...(reads ? { onread: reads.onread } : {}) });
       const timer = setTimeout(() => {
         s.destroy();
-        reject(new UpstreamError(`connect to ${server.host}:${server.port} timed out after ${timeouts.connectMs} ms`, 'timeout'));
+        reject(new UpstreamError(`connect to ${upstreamAddress(server)} timed out after ${timeouts.connectMs} ms`, 'timeout'));
       }, timeouts.connectMs);
       s.setNoDelay(true);
       s.once(implicit ? 'secureConnect' : 'connect', () => {
@@ -72,13 +73,13 @@ export class UpstreamConnection {
       const onError = (err: Error): void => {
         clearTimeout(timer);
         s.destroy();
-        reject(new UpstreamError(`connect to ${server.host}:${server.port} failed: ${err.message}`, implicit && !/ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(err.message) ? 'tls' : 'connect', { cause: err }));
+        reject(new UpstreamError(`connect to ${upstreamAddress(server)} failed: ${err.message}`, implicit && !/ECONNREFUSED|ENOENT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(err.message) ? 'tls' : 'connect', { cause: err }));
       };
       s.once('error', onError);
     });
     const conn = new UpstreamConnection(socket, server, reads);
     conn.timer = setTimeout(() => {
-      conn.fail(new UpstreamError(`upstream ${server.host}:${server.port} did not complete the login within ${timeouts.loginMs} ms`, 'timeout'));
+      conn.fail(new UpstreamError(`upstream ${upstreamAddress(server)} did not complete the login within ${timeouts.loginMs} ms`, 'timeout'));
       socket.destroy();
     }, timeouts.loginMs);
     return conn;
@@ -137,7 +138,7 @@ export class UpstreamConnection {
       const s = tlsConnect({ socket: plain, servername: sni(this.server.host), rejectUnauthorized: this.server.verifyCert, minVersion: 'TLSv1.2' });
       const onError = (err: Error): void => {
         s.destroy();
-        reject(new UpstreamError(`TLS with ${this.server.host}:${this.server.port} failed: ${err.message}`, 'tls', { cause: err }));
+        reject(new UpstreamError(`TLS with ${upstreamAddress(this.server)} failed: ${err.message}`, 'tls', { cause: err }));
       };
       s.once('error', onError);
       s.once('secureConnect', () => {

@@ -1,7 +1,7 @@
 import type { AccountRecord } from '../keys/record.js';
 import type { Logger } from '../log.js';
 import { UpstreamError } from './connection.js';
-import type { MailProtocol, Route } from './routing.js';
+import { upstreamAddress, type MailProtocol, type Route } from './routing.js';
 import { BackendUnavailableError, type SessionContext } from './types.js';
 
 /** Where backends get routes from (the Router; tests may pass their own). */
@@ -12,7 +12,7 @@ export interface RouteSource {
 /** What a log line may say about a route: never a password. */
 export function describeRoute(route: Route): Record<string, unknown> {
   return {
-    upstream: `${route.server.host}:${route.server.port}`,
+    upstream: upstreamAddress(route.server),
     tls: route.server.tls,
     login: route.login.mode,
     upstreamUser: route.user,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { isIPv6 } from 'node:net';
+import { connect as netConnect, isIPv6 } from 'node:net';
 import { PassThrough, type Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import type { SMTPConnectionCustomAuthContext } from 'nodemailer/lib/smtp-connection';
@@ -212,6 +212,8 @@ export class SmtpProxyBackend implements SmtpBackend {
       disableFileAccess: true,
       disableUrlAccess: true,
     };
+    // The local mailbox's LMTP is a unix socket: nodemailer is handed it connected.
+    if (server.socket) options.getSocket = (_options, callback) => connectUnix(server.socket!, o.connectTimeoutMs, callback);
 
     const identity = saslIdentity(login);
     const { authzid, authcid, password } = identity ?? { authzid: '', authcid: '', password: '' };
@@ -242,6 +244,21 @@ export class SmtpProxyBackend implements SmtpBackend {
     };
     return options;
   }
+}
+
+/** Connects to a unix socket for nodemailer's getSocket. */
+function connectUnix(path: string, timeoutMs: number, callback: (err: Error | null, socketOptions?: { connection: import('node:net').Socket }) => void): void {
+  const socket = netConnect({ path });
+  const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`connect to ${path} timed out`), { code: 'ETIMEDOUT' })), timeoutMs);
+  socket.once('error', (err) => {
+    clearTimeout(timer);
+    callback(err);
+  });
+  socket.once('connect', () => {
+    clearTimeout(timer);
+    socket.removeAllListeners('error');
+    callback(null, { connection: socket });
+  });
 }
 
 /** The reply code of a (possibly multi-line) SMTP reply. */
