@@ -1,4 +1,5 @@
 import { readFileSync, statSync } from 'node:fs';
+import type tls from 'node:tls';
 import { resolve } from 'node:path';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import cookie from '@fastify/cookie';
@@ -24,6 +25,7 @@ import { validationDetails } from './validation.js';
 import { authPlugin } from './plugins/auth.js';
 import { docsPlugin } from './plugins/docs.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
+import { acmeChallengeRoutes } from './routes/acme-challenge.js';
 import { accountRoutes } from './routes/accounts/index.js';
 import { accountUpstreamRoutes } from './routes/accounts/upstream.js';
 import { clientSetupRoutes } from './routes/client-setup/index.js';
@@ -43,9 +45,10 @@ export interface AppDeps {
   rateLimitNamespace?: string;
   /**
    * The TLS certificate, whose pair signs Apple profiles unless `setup.signingCert`
-   * is set. Without either, profile and setup-link requests get 503.
+   * is set (without either, profile and setup-link requests get 503); with
+   * `http.tls` also what HTTPS serves, and ACME's HTTP-01 answers.
    */
-  tls?: Pick<TlsProvider, 'certPem' | 'keyPem'>;
+  tls?: Pick<TlsProvider, 'certPem' | 'keyPem'> & Partial<Pick<TlsProvider, 'httpsOptions' | 'attach' | 'acmeChallenges'>>;
   /** Overrides the profile signer (tests). */
   signer?: ProfileSigner | (() => ProfileSigner | null);
   /**
@@ -61,7 +64,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, store, logger, metrics, authenticator } = deps;
   // Profiles are signed with setup.signingCert, else the (possibly renewed) TLS pair. A bad signing pair stops start-up here.
   const signer = deps.signer !== undefined ? (typeof deps.signer === 'function' ? deps.signer : constant(deps.signer)) : profileSigner(config, deps.tls);
+  const https = config.http.tls ? deps.tls : undefined;
+  if (config.http.tls && !https?.httpsOptions) throw new ConfigError('http.tls', 'HTTPS needs the TLS certificates (no TLS provider given)');
   const app = Fastify({
+    ...(https?.httpsOptions ? { https: https.httpsOptions() } : {}),
     loggerInstance: logger,
     bodyLimit: config.http.bodyLimit,
     trustProxy: config.http.trustProxy,
@@ -114,6 +120,14 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
+  if (https?.attach && https.httpsOptions) {
+    // New certificates (renewed, reloaded) and ticket keys reach clients without SNI too.
+    const detach = https.attach(app.server as unknown as tls.Server, https.httpsOptions);
+    app.addHook('onClose', async () => void detach());
+    // One year; no includeSubDomains: other names under the domain may not serve HTTPS.
+    app.addHook('onRequest', async (_req, reply) => void reply.header('strict-transport-security', 'max-age=31536000'));
+  }
+
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     metrics.httpRequests.inc({ route, status: String(reply.statusCode) });
@@ -161,6 +175,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // nginx's mail proxy asks here; guarded by nginx.authSecret, limits and audit as the listeners.
     await app.register(nginxAuthRoutes, { config, authenticator });
     await app.register(webConsole.plugin);
+    if (deps.tls?.acmeChallenges) await app.register(acmeChallengeRoutes, { challenges: deps.tls.acmeChallenges });
   } catch (err) {
     redis?.disconnect();
     throw err;
