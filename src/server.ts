@@ -8,6 +8,7 @@ import type { Config } from './config.js';
 import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
+import { LocalMailbox } from './mailbox/index.js';
 import { Metrics } from './metrics.js';
 import { decodePreparedTokens, importPreparedTokens } from './services/tokens.js';
 import { describeStore, openStore } from './store/index.js';
@@ -23,6 +24,8 @@ export interface RunningServer {
   sessions: SessionRegistry;
   tls: TlsProvider;
   listeners: Listeners;
+  /** The local mailbox (`mailbox: local`), or null. */
+  mailbox: LocalMailbox | null;
   /**
    * Stops accepting everywhere, lets open sessions finish for up to
    * `config.shutdownGrace`, ends what is left, then closes the store.
@@ -48,6 +51,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
   const prepared = decodePreparedTokens(config.preparedToken);
   const store = await openStore(config, logger);
   let backends: ClosableBackends | null = null;
+  let mailbox: LocalMailbox | null = null;
   let limiter: LoginLimiterWithClose | null = null;
   let tls: TlsProvider | null = null;
   let sessions: SessionRegistry | null = null;
@@ -56,7 +60,11 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     if (prepared.length > 0) await importPreparedTokens(store, prepared, logger);
     // A missing or wrong KEYGATE_SECRET is a start-up error once sealed upstream credentials exist.
     await checkSecret(store, config);
-    if (!options.backends) backends = createBackends(config, store, logger);
+    if (!options.backends) {
+      // The local mailbox is up before any listener, so the first login already finds it.
+      if (config.mailbox === 'local') mailbox = await LocalMailbox.start({ dir: config.mailboxDir, dovecot: config.mailboxDovecot, logger });
+      backends = createBackends(config, store, logger, { local: mailbox?.endpoints ?? null });
+    }
     const metrics = new Metrics(store);
     const authenticator = new Authenticator(store, logger, metrics);
     // Ticket keys and ACME certificates are shared with the other instances through the store.
@@ -86,6 +94,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
       sessions,
       tls,
       listeners,
+      mailbox,
       close() {
         closing ??= (async () => {
           // Both stop accepting at once; mail sessions get the grace period.
@@ -93,6 +102,8 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
           running.sessions.endAll('shutdown');
           running.sessions.stop();
           await backends?.close();
+          // After the sessions: Dovecot goes last, so nothing in flight is cut off.
+          await mailbox?.stop();
           await running.limiter.close();
           await running.tls.close();
           await store.close();
@@ -105,6 +116,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     await app?.close().catch(() => {});
     sessions?.stop();
     await backends?.close().catch(() => {});
+    await mailbox?.stop().catch(() => {});
     await limiter?.close().catch(() => {});
     await tls?.close();
     await store.close().catch(() => {});

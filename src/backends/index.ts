@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import type { KeyStore } from '../store/types.js';
 import { ImapProxyBackend } from './imap.js';
 import { Pop3ProxyBackend } from './pop3.js';
-import { Router } from './routing.js';
+import { Router, type LocalMailboxRoute } from './routing.js';
 import { SmtpProxyBackend } from './smtp.js';
 import type { ClosableBackends } from './types.js';
 
@@ -17,12 +17,12 @@ export { BackendRejectedError, BackendUnavailableError, NO_BACKENDS, type Backen
  * (a default `upstream.<protocol>.host` or a domain route naming a host),
  * null for the others (the listener then says no backend is configured).
  * Routes are resolved per session from the account record, its domain and
- * the defaults. `_store` is reserved (routing reads the account the listener
- * already has).
+ * the defaults (or the local mailbox, `local`). The store tells SMTP which
+ * recipients are accounts of the local mailbox.
  */
-export function createBackends(config: Config, _store: KeyStore | null, logger: Logger): ClosableBackends {
+export function createBackends(config: Config, store: KeyStore | null, logger: Logger, options: { local?: LocalMailboxRoute | null } = {}): ClosableBackends {
   const log = logger.child({ component: 'backend' });
-  const router = new Router(config);
+  const router = new Router(config, options.local ?? null);
   const timeouts = { connectMs: config.upstream.connectTimeout, loginMs: config.upstream.loginTimeout };
   const smtp = router.hasRoutes('smtp')
     ? new SmtpProxyBackend(
@@ -33,6 +33,7 @@ export function createBackends(config: Config, _store: KeyStore | null, logger: 
           loginTimeoutMs: config.upstream.loginTimeout,
           socketTimeoutMs: config.upstream.smtp.timeout,
           maxConnections: config.upstream.smtp.maxConnections,
+          ...(store && { findAccount: (address: string) => store.resolveAccount(address) }),
         },
         log,
       )

@@ -7,6 +7,15 @@ import { BackendUnavailableError, type SessionContext } from './types.js';
 /** Where backends get routes from (the Router; tests may pass their own). */
 export interface RouteSource {
   resolve(account: AccountRecord, protocol: MailProtocol): Route | null;
+  /** The account's mail is in the local mailbox (Router). */
+  isLocal?(account: AccountRecord): boolean;
+  /** LMTP into the local mailbox; null without one (Router). */
+  localDelivery?(): Route | null;
+}
+
+/** The fields every backend log line about a session carries. */
+export function sessionFields(ctx: SessionContext): Record<string, unknown> {
+  return { component: 'backend', protocol: ctx.protocol, account: ctx.account.address, keyId: ctx.key.id, ip: ctx.clientIp };
 }
 
 /** What a log line may say about a route: never a password. */

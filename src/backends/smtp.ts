@@ -6,7 +6,8 @@ import type { SMTPConnectionCustomAuthContext } from 'nodemailer/lib/smtp-connec
 import type { SMTPPoolOptions, SMTPPoolSentMessageInfo } from 'nodemailer/lib/smtp-pool';
 import type Mail from 'nodemailer/lib/mailer';
 import type { Logger } from '../log.js';
-import { describeRoute, type RouteSource } from './open.js';
+import type { AccountRecord } from '../keys/record.js';
+import { describeRoute, sessionFields, type RouteSource } from './open.js';
 import { saslIdentity, saslPlain, type Route } from './routing.js';
 import { BackendRejectedError, BackendUnavailableError, type SessionContext, type SmtpBackend, type SmtpEnvelope } from './types.js';
 
@@ -21,6 +22,8 @@ export interface SmtpBackendOptions {
   maxConnections: number;
   /** Idle pools are closed after this long (default 60 s). */
   idleMs?: number;
+  /** The account an address or alias names (the store's resolveAccount): who is a local recipient. */
+  findAccount?: (address: string) => Promise<AccountRecord | null>;
 }
 
 type Transporter = Mail<SMTPPoolSentMessageInfo, SMTPPoolOptions>;
@@ -75,31 +78,71 @@ export class SmtpProxyBackend implements SmtpBackend {
     this.sweeper.unref();
   }
 
-  /** Relays one message; see the class comment for the errors. */
+  /**
+   * Where a recipient's copy goes: LMTP into the local mailbox when the
+   * address (or an alias) is an account there — by its canonical address, so
+   * an alias lands in the account's own Maildir — otherwise the sender's SMTP
+   * route. BackendRejectedError (550) when it can go nowhere; RouteError
+   * when the sender's route cannot be built.
+   */
+  async recipientRoute(ctx: SessionContext, address: string): Promise<{ route: Route; to: string }> {
+    const local = this.routes.localDelivery?.() ?? null;
+    if (local && this.options.findAccount) {
+      const account = await this.options.findAccount(address);
+      if (account && this.routes.isLocal!(account)) return { route: local, to: account.address };
+    }
+    const relay = this.routes.resolve(ctx.account, 'smtp');
+    if (relay) return { route: relay, to: address };
+    throw local
+      ? new BackendRejectedError(550, `5.1.1 <${address}>: no such mailbox here, and no relay for other addresses is configured`)
+      : new BackendRejectedError(554, `5.3.5 No outgoing mail server is configured for ${ctx.account.address}`);
+  }
+
+  /**
+   * Relays one message: each recipient to where recipientRoute sends it, one
+   * upstream transaction per route, at once. Resolves when every one accepted;
+   * otherwise the first failure is the client's answer (see the class comment).
+   */
   async send(ctx: SessionContext, envelope: SmtpEnvelope, message: Readable): Promise<string> {
-    const base = { component: 'backend', protocol: 'smtp', account: ctx.account.address, keyId: ctx.key.id, ip: ctx.clientIp };
-    let route: Route | null;
+    const groups = new Map<string, { route: Route; to: string[] }>();
     try {
-      route = this.routes.resolve(ctx.account, 'smtp');
+      for (const address of envelope.to) {
+        const { route, to } = await this.recipientRoute(ctx, address);
+        const key = JSON.stringify([route.source, route.server]);
+        const group = groups.get(key) ?? groups.set(key, { route, to: [] }).get(key)!;
+        if (!group.to.includes(to)) group.to.push(to);
+      }
     } catch (err) {
       drain(message);
-      this.logger.error({ ...base, err: (err as Error).message }, 'cannot route message upstream');
+      if (err instanceof BackendRejectedError) throw err;
+      this.logger.error({ ...sessionFields(ctx), err: (err as Error).message }, 'cannot route message upstream');
       throw new BackendUnavailableError('no usable smtp upstream for this account', { cause: err });
     }
-    if (!route) {
+    // nodemailer destroys the stream it was given when a send fails; the listener's stream must
+    // stay intact (it still has to read the client's DATA to its end), so each upstream gets a copy.
+    const copies = [...groups.values()].map((g) => ({ ...g, copy: new PassThrough() }));
+    const onSourceError = (err: Error): void => copies.forEach((c) => c.copy.destroy(err));
+    message.once('error', onSourceError);
+    for (const c of copies) message.pipe(c.copy);
+    try {
+      const results = await Promise.allSettled(copies.map((c) => this.deliver(ctx, c.route, { from: envelope.from, to: c.to }, c.copy, () => message.unpipe(c.copy))));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      return (results[0] as PromiseFulfilledResult<string>).value;
+    } finally {
       drain(message);
-      this.logger.warn(base, 'no upstream route for this account');
-      throw new BackendUnavailableError('no smtp upstream for this account');
+      message.off('error', onSourceError);
+      // The outcome is decided; a late error on the listener's stream (e.g. its size limit) must not go unhandled.
+      message.on('error', () => {});
     }
+  }
+
+  /** One upstream transaction; `release` detaches its copy from the client's stream when it fails. */
+  private async deliver(ctx: SessionContext, route: Route, envelope: SmtpEnvelope, copy: PassThrough, release: () => void): Promise<string> {
+    const base = sessionFields(ctx);
     const entry = this.pool(route, ctx);
     entry.inFlight++;
     entry.lastUsed = Date.now();
-    // nodemailer destroys the stream it was given when a send fails; the listener's stream must
-    // stay intact (it still has to read the client's DATA to its end), so nodemailer gets a copy.
-    const copy = new PassThrough();
-    const onSourceError = (err: Error): void => void copy.destroy(err);
-    message.once('error', onSourceError);
-    message.pipe(copy);
     try {
       const info = await entry.transport.sendMail({ envelope: { from: envelope.from, to: envelope.to }, raw: copy });
       const rejected = (info.rejectedErrors ?? []) as MailError[];
@@ -114,8 +157,8 @@ export class SmtpProxyBackend implements SmtpBackend {
       }
       return replyText(info.response, 250);
     } catch (err) {
-      message.unpipe(copy);
-      drain(message);
+      release();
+      copy.resume();
       if (err instanceof BackendRejectedError) throw err;
       const e = err as MailError;
       const reply = e.code === 'EENVELOPE' && e.rejectedErrors?.length ? e.rejectedErrors[0]! : e;
@@ -126,9 +169,6 @@ export class SmtpProxyBackend implements SmtpBackend {
       this.logger.warn({ ...base, ...describeRoute(route), code: e.code, responseCode: e.responseCode, err: e.message }, 'smtp upstream unavailable');
       throw new BackendUnavailableError(`smtp upstream unavailable (${e.code ?? 'error'})`, { cause: err });
     } finally {
-      message.off('error', onSourceError);
-      // The outcome is decided; a late error on the listener's stream (e.g. its size limit) must not go unhandled.
-      message.on('error', () => {});
       entry.inFlight--;
       entry.lastUsed = Date.now();
     }

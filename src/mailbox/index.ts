@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
-import { dirname, join, parse } from 'node:path';
+import { dirname, join, parse, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
 import { dovecotConfig, MASTER_SEPARATOR, MASTER_USER, mailboxLayout, type MailboxLayout, type RunAs } from './dovecot-config.js';
@@ -61,6 +61,7 @@ export class LocalMailbox {
    */
   static async start(options: LocalMailboxOptions): Promise<LocalMailbox> {
     const install = findDovecot(options.dovecot);
+    options = { ...options, dir: resolve(options.dir) };
     const runAs = currentRunAs();
     const log = options.logger.child({ component: 'mailbox' });
     // A unix socket path is short: a deep mailbox directory gets a private run directory in the temp directory.

@@ -1,8 +1,8 @@
 import { connect, type Socket } from 'node:net';
 
 /**
- * A line client for a unix socket (the local mailbox's IMAP, POP3 and LMTP):
- * send a line, read lines until one matches.
+ * A line client for a unix socket (the local mailbox's IMAP, POP3 and LMTP)
+ * or a TCP port: send a line, read lines until one matches.
  */
 export class SocketClient {
   private buffer = '';
@@ -21,9 +21,9 @@ export class SocketClient {
     socket.on('error', () => {});
   }
 
-  static open(path: string): Promise<SocketClient> {
+  static open(where: string | { host: string; port: number }): Promise<SocketClient> {
     return new Promise((resolve, reject) => {
-      const s = connect({ path });
+      const s = connect(typeof where === 'string' ? { path: where } : where);
       s.once('connect', () => resolve(new SocketClient(s)));
       s.once('error', reject);
     });
