@@ -63,9 +63,9 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     if (!options.backends) {
       // The local mailbox is up before any listener, so the first login already finds it.
       if (config.mailbox === 'local') mailbox = await LocalMailbox.start({ dir: config.mailboxDir, dovecot: config.mailboxDovecot, logger });
-      backends = createBackends(config, store, logger, { local: mailbox?.endpoints ?? null });
     }
     const metrics = new Metrics(store);
+    if (!options.backends) backends = createBackends(config, store, logger, { local: mailbox?.endpoints ?? null, metrics });
     const authenticator = new Authenticator(store, logger, metrics);
     // Ticket keys and ACME certificates are shared with the other instances through the store.
     tls = await createTlsProvider(config, logger, { store, ...(options.acmeTiming && { acmeTiming: options.acmeTiming }) });

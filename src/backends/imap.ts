@@ -37,7 +37,7 @@ export class ImapProxyBackend implements ImapBackend {
     return openRoute(this.routes, ctx, 'imap', this.logger, async (route) => {
       const { pipe, result } = await UpstreamConnection.logIn(route.server, this.timeouts, (conn) => imapLogin(conn, route, ctx));
       return { ...pipe, capabilities: result };
-    });
+    }, this.timeouts);
   }
 }
 

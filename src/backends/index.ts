@@ -3,7 +3,9 @@ import type { Logger } from '../log.js';
 import type { KeyStore } from '../store/types.js';
 import { ImapProxyBackend } from './imap.js';
 import { Pop3ProxyBackend } from './pop3.js';
-import { Router, type LocalMailboxRoute } from './routing.js';
+import type { Metrics } from '../metrics.js';
+import type { FailureReason, Timeouts } from './connection.js';
+import { Router, type LocalMailboxRoute, type MailProtocol } from './routing.js';
 import { SmtpProxyBackend } from './smtp.js';
 import type { ClosableBackends } from './types.js';
 
@@ -20,10 +22,19 @@ export { BackendRejectedError, BackendUnavailableError, NO_BACKENDS, type Backen
  * the defaults (or the local mailbox, `local`). The store tells SMTP which
  * recipients are accounts of the local mailbox.
  */
-export function createBackends(config: Config, store: KeyStore | null, logger: Logger, options: { local?: LocalMailboxRoute | null } = {}): ClosableBackends {
+export function createBackends(config: Config, store: KeyStore | null, logger: Logger, options: { local?: LocalMailboxRoute | null; metrics?: Metrics } = {}): ClosableBackends {
   const log = logger.child({ component: 'backend' });
   const router = new Router(config, options.local ?? null);
-  const timeouts = { connectMs: config.upstream.connectTimeout, loginMs: config.upstream.loginTimeout };
+  const { metrics } = options;
+  // Each protocol's connect times and failures go to its own metric labels.
+  const timeouts = (protocol: MailProtocol): Timeouts => ({
+    connectMs: config.upstream.connectTimeout,
+    loginMs: config.upstream.loginTimeout,
+    ...(metrics && {
+      observeConnect: (seconds: number) => metrics.upstreamConnect.observe({ protocol }, seconds),
+      countFailure: (reason: FailureReason) => metrics.upstreamFailures.inc({ protocol, reason }),
+    }),
+  });
   const smtp = router.hasRoutes('smtp')
     ? new SmtpProxyBackend(
         router,
@@ -34,13 +45,15 @@ export function createBackends(config: Config, store: KeyStore | null, logger: L
           socketTimeoutMs: config.upstream.smtp.timeout,
           maxConnections: config.upstream.smtp.maxConnections,
           ...(store && { findAccount: (address: string) => store.resolveAccount(address) }),
+          observeConnect: timeouts('smtp').observeConnect,
+          countFailure: timeouts('smtp').countFailure,
         },
         log,
       )
     : null;
   return {
-    imap: router.hasRoutes('imap') ? new ImapProxyBackend(router, timeouts, log) : null,
-    pop3: router.hasRoutes('pop3') ? new Pop3ProxyBackend(router, timeouts, log) : null,
+    imap: router.hasRoutes('imap') ? new ImapProxyBackend(router, timeouts('imap'), log) : null,
+    pop3: router.hasRoutes('pop3') ? new Pop3ProxyBackend(router, timeouts('pop3'), log) : null,
     smtp,
     async close() {
       smtp?.close();

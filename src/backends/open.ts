@@ -1,6 +1,6 @@
 import type { AccountRecord } from '../keys/record.js';
 import type { Logger } from '../log.js';
-import { UpstreamError } from './connection.js';
+import { UpstreamError, type Timeouts } from './connection.js';
 import { upstreamAddress, type MailProtocol, type Route } from './routing.js';
 import { BackendUnavailableError, type SessionContext } from './types.js';
 
@@ -40,6 +40,7 @@ export async function openRoute<T>(
   protocol: MailProtocol,
   logger: Logger,
   fn: (route: Route) => Promise<T>,
+  hooks: Pick<Timeouts, 'countFailure'> = {},
 ): Promise<T> {
   const base = { component: 'backend', protocol, account: ctx.account.address, keyId: ctx.key.id, ip: ctx.clientIp };
   let route: Route | null;
@@ -47,6 +48,7 @@ export async function openRoute<T>(
     route = routes.resolve(ctx.account, protocol);
   } catch (err) {
     logger.error({ ...base, err: (err as Error).message }, 'cannot route session upstream');
+    hooks.countFailure?.('route');
     throw new BackendUnavailableError(`no usable ${protocol} upstream for this account`, { cause: err });
   }
   if (!route) {
@@ -60,6 +62,7 @@ export async function openRoute<T>(
     return result;
   } catch (err) {
     const stage = err instanceof UpstreamError ? err.stage : 'internal';
+    hooks.countFailure?.(err instanceof UpstreamError ? err.stage : 'protocol');
     logger.warn({ ...base, ...describeRoute(route), stage, err: (err as Error).message }, 'upstream unavailable');
     throw new BackendUnavailableError(`${protocol} upstream unavailable (${stage})`, { cause: err });
   }

@@ -24,7 +24,7 @@ export class Pop3ProxyBackend implements Pop3Backend {
     return openRoute(this.routes, ctx, 'pop3', this.logger, async (route) => {
       const { pipe } = await UpstreamConnection.logIn(route.server, this.timeouts, (conn) => pop3Login(conn, route, ctx));
       return pipe;
-    });
+    }, this.timeouts);
   }
 }
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { connect as netConnect, isIPv6 } from 'node:net';
+import { isIPv6 } from 'node:net';
 import { PassThrough, type Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import type { SMTPConnectionCustomAuthContext } from 'nodemailer/lib/smtp-connection';
@@ -7,6 +7,7 @@ import type { SMTPPoolOptions, SMTPPoolSentMessageInfo } from 'nodemailer/lib/sm
 import type Mail from 'nodemailer/lib/mailer';
 import type { Logger } from '../log.js';
 import type { AccountRecord } from '../keys/record.js';
+import { connectSocket, UpstreamError, type FailureReason, type Timeouts } from './connection.js';
 import { describeRoute, sessionFields, type RouteSource } from './open.js';
 import { saslIdentity, saslPlain, type Route } from './routing.js';
 import { BackendRejectedError, BackendUnavailableError, type SessionContext, type SmtpBackend, type SmtpEnvelope } from './types.js';
@@ -24,6 +25,27 @@ export interface SmtpBackendOptions {
   idleMs?: number;
   /** The account an address or alias names (the store's resolveAccount): who is a local recipient. */
   findAccount?: (address: string) => Promise<AccountRecord | null>;
+  /** Metrics hooks, as for the IMAP and POP3 backends. */
+  observeConnect?: Timeouts['observeConnect'];
+  countFailure?: Timeouts['countFailure'];
+}
+
+/** What a nodemailer error code says went wrong, for keygate_upstream_failures_total. */
+function failureReason(code: string | undefined): FailureReason {
+  switch (code) {
+    case 'ETIMEDOUT':
+      return 'timeout';
+    case 'ETLS':
+      return 'tls';
+    case 'EAUTH':
+      return 'login';
+    case 'EPROTOCOL':
+    case 'EENVELOPE':
+    case 'EMESSAGE':
+      return 'protocol';
+    default:
+      return 'connect';
+  }
 }
 
 type Transporter = Mail<SMTPPoolSentMessageInfo, SMTPPoolOptions>;
@@ -116,6 +138,7 @@ export class SmtpProxyBackend implements SmtpBackend {
       drain(message);
       if (err instanceof BackendRejectedError) throw err;
       this.logger.error({ ...sessionFields(ctx), err: (err as Error).message }, 'cannot route message upstream');
+      this.options.countFailure?.('route');
       throw new BackendUnavailableError('no usable smtp upstream for this account', { cause: err });
     }
     // nodemailer destroys the stream it was given when a send fails; the listener's stream must
@@ -167,6 +190,7 @@ export class SmtpProxyBackend implements SmtpBackend {
         throw new BackendRejectedError(reply.responseCode, replyText(reply.response, reply.responseCode));
       }
       this.logger.warn({ ...base, ...describeRoute(route), code: e.code, responseCode: e.responseCode, err: e.message }, 'smtp upstream unavailable');
+      this.options.countFailure?.(err instanceof UpstreamError ? err.stage : failureReason(e.code));
       throw new BackendUnavailableError(`smtp upstream unavailable (${e.code ?? 'error'})`, { cause: err });
     } finally {
       entry.inFlight--;
@@ -252,8 +276,14 @@ export class SmtpProxyBackend implements SmtpBackend {
       disableFileAccess: true,
       disableUrlAccess: true,
     };
-    // The local mailbox's LMTP is a unix socket: nodemailer is handed it connected.
-    if (server.socket) options.getSocket = (_options, callback) => connectUnix(server.socket!, o.connectTimeoutMs, callback);
+    // Keygate connects (TCP, the local mailbox's unix socket, implicit TLS) and hands nodemailer the socket:
+    // one connect for every protocol, timed the same way.
+    options.getSocket = (_options, callback) => {
+      connectSocket(server, { connectMs: o.connectTimeoutMs, observeConnect: o.observeConnect }).then(
+        (socket) => callback(null, { connection: socket, secured: server.tls === 'implicit' }),
+        (err: Error) => callback(err),
+      );
+    };
 
     const identity = saslIdentity(login);
     const { authzid, authcid, password } = identity ?? { authzid: '', authcid: '', password: '' };
@@ -284,21 +314,6 @@ export class SmtpProxyBackend implements SmtpBackend {
     };
     return options;
   }
-}
-
-/** Connects to a unix socket for nodemailer's getSocket. */
-function connectUnix(path: string, timeoutMs: number, callback: (err: Error | null, socketOptions?: { connection: import('node:net').Socket }) => void): void {
-  const socket = netConnect({ path });
-  const timer = setTimeout(() => socket.destroy(Object.assign(new Error(`connect to ${path} timed out`), { code: 'ETIMEDOUT' })), timeoutMs);
-  socket.once('error', (err) => {
-    clearTimeout(timer);
-    callback(err);
-  });
-  socket.once('connect', () => {
-    clearTimeout(timer);
-    socket.removeAllListeners('error');
-    callback(null, { connection: socket });
-  });
 }
 
 /** The reply code of a (possibly multi-line) SMTP reply. */

@@ -161,6 +161,16 @@ describe.skipIf(!dovecotAvailable())('a mailbox of your own: --mailbox local', (
     expect(await subjects('bob@example.com')).toEqual([...earlier, 'after the restart']);
   });
 
+  it('reports upstream connect times and failures in /metrics', async () => {
+    const { key } = await issueToken(server.store, { description: 'prometheus', scopes: ['metrics'] });
+    const res = await server.app.inject({ url: '/metrics', headers: { authorization: `Bearer ${key}` } });
+    expect(res.statusCode).toBe(200);
+    const count = (protocol: string): number => Number(new RegExp(`^keygate_upstream_connect_duration_seconds_count\\{protocol="${protocol}"\\} (\\d+)$`, 'm').exec(res.body)?.[1] ?? 0);
+    for (const p of ['imap', 'pop3', 'smtp']) expect(count(p), p).toBeGreaterThan(0);
+    // The login while Dovecot was stopped: connected, but no greeting in time.
+    expect(res.body).toMatch(/^keygate_upstream_failures_total\{protocol="imap",reason="timeout"\} [1-9]/m);
+  });
+
   it('stops Dovecot with Keygate', async () => {
     const pid = dovecotPid()!;
     await server.close();
