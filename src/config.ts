@@ -3,6 +3,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import type { UpstreamServer } from './backends/routing.js';
 import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
+import type { Protocol } from './keys/scopes.js';
 import { ACME_DIRECTORY_NAMES, acmeProblem } from './tls/acme-settings.js';
 
 /**
@@ -252,7 +253,7 @@ function publicEndpoint(name: string): Record<string, Spec> {
   };
 }
 
-function upstreamSpecs(name: 'imap' | 'pop3' | 'smtp'): Record<string, Spec> {
+function upstreamSpecs(name: Protocol): Record<string, Spec> {
   const up = name.toUpperCase();
   const logins = name === 'smtp' ? 'master, account, lmtp (deliver over LMTP), none (relay without login)' : 'master, account';
   return {

@@ -1,11 +1,13 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { KeyStore } from '../store/types.js';
-import { ImapProxyBackend } from './imap.js';
-import { Pop3ProxyBackend } from './pop3.js';
+import type { Protocol } from '../keys/scopes.js';
 import type { Metrics } from '../metrics.js';
 import type { FailureReason, Timeouts } from './connection.js';
-import { Router, type LocalMailboxRoute, type MailProtocol } from './routing.js';
+import { imapLogin } from './imap.js';
+import { pop3Login } from './pop3.js';
+import { ProxyBackend } from './proxy.js';
+import { Router, type LocalMailboxRoute } from './routing.js';
 import { SmtpProxyBackend } from './smtp.js';
 import type { ClosableBackends } from './types.js';
 
@@ -27,7 +29,7 @@ export function createBackends(config: Config, store: KeyStore | null, logger: L
   const router = new Router(config, options.local ?? null);
   const { metrics } = options;
   // Each protocol's connect times and failures go to its own metric labels.
-  const timeouts = (protocol: MailProtocol): Timeouts => ({
+  const timeouts = (protocol: Protocol): Timeouts => ({
     connectMs: config.upstream.connectTimeout,
     loginMs: config.upstream.loginTimeout,
     ...(metrics && {
@@ -52,8 +54,8 @@ export function createBackends(config: Config, store: KeyStore | null, logger: L
       )
     : null;
   return {
-    imap: router.hasRoutes('imap') ? new ImapProxyBackend(router, timeouts('imap'), log) : null,
-    pop3: router.hasRoutes('pop3') ? new Pop3ProxyBackend(router, timeouts('pop3'), log) : null,
+    imap: router.hasRoutes('imap') ? new ProxyBackend(imapLogin, router, timeouts('imap'), log) : null,
+    pop3: router.hasRoutes('pop3') ? new ProxyBackend(pop3Login, router, timeouts('pop3'), log) : null,
     smtp,
     async close() {
       smtp?.close();

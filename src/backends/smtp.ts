@@ -8,9 +8,9 @@ import type Mail from 'nodemailer/lib/mailer';
 import type { Logger } from '../log.js';
 import type { AccountRecord } from '../keys/record.js';
 import { connectSocket, UpstreamError, type FailureReason, type Timeouts } from './connection.js';
-import { describeRoute, sessionFields, type RouteSource } from './open.js';
+import { describeRoute, resolveRoute, sessionFields, type RouteSource } from './open.js';
 import { saslIdentity, saslPlain, type Route } from './routing.js';
-import { BackendRejectedError, BackendUnavailableError, type SessionContext, type SmtpBackend, type SmtpEnvelope } from './types.js';
+import { BackendRejectedError, BackendUnavailableError, type Backend, type SessionContext, type SmtpEnvelope, type SmtpRelay } from './types.js';
 
 export interface SmtpBackendOptions {
   /** Name sent in EHLO/LHLO. */
@@ -86,7 +86,7 @@ function xtext(value: string): string {
  * is never retried on another connection (the stream cannot be replayed), so
  * it is either accepted upstream or refused to the client.
  */
-export class SmtpProxyBackend implements SmtpBackend {
+export class SmtpProxyBackend implements Backend<SmtpRelay> {
   private readonly pools = new Map<string, PoolEntry>();
   private readonly sweeper: NodeJS.Timeout;
 
@@ -98,6 +98,14 @@ export class SmtpProxyBackend implements SmtpBackend {
     const idle = options.idleMs ?? 60_000;
     this.sweeper = setInterval(() => this.sweep(idle), Math.min(idle, 30_000));
     this.sweeper.unref();
+  }
+
+  /**
+   * The session's relay. Nothing is connected at login: messages go through
+   * pooled connections, and each recipient finds its route as it is given.
+   */
+  async open(ctx: SessionContext): Promise<SmtpRelay> {
+    return { send: (envelope, message) => this.send(ctx, envelope, message), close: () => {} };
   }
 
   /**
@@ -204,8 +212,7 @@ export class SmtpProxyBackend implements SmtpBackend {
    * (`keygate check`). Rejects with BackendUnavailableError saying why.
    */
   async verify(ctx: SessionContext): Promise<Route> {
-    const route = this.routes.resolve(ctx.account, 'smtp');
-    if (!route) throw new BackendUnavailableError('no smtp upstream for this account');
+    const route = resolveRoute(this.routes, ctx, this.logger);
     const transport: Transporter = nodemailer.createTransport(this.transportOptions(route, ctx, route.server.xclient && route.server.trusted));
     try {
       await transport.verify();

@@ -1,9 +1,11 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { loadConfig, type Config } from '../../src/config.js';
+import { freePort } from './free-port.js';
 import { runs, Tool } from './tools.js';
 
 /**
@@ -80,18 +82,6 @@ const children = new Set<ChildProcess>();
 process.once('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
-
-/** A port the kernel says is free now (bind 0, read, close). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -396,4 +386,29 @@ export async function startShippedDovecot(): Promise<RunningDovecot> {
   const master: DovecotUser = { user: 'keygate', password: `master-${randomBytes(12).toString('hex')}` };
   const { pid, logTail, stop } = await launch(dir, join(etc, 'dovecot.conf'), log, [imap, pop3, lmtp], { ...process.env, KEYGATE_UPSTREAM_MASTER_PASSWORD: master.password });
   return { host: '127.0.0.1', imapPort: imap, pop3Port: pop3, lmtpPort: lmtp, imapsPort: 0, pop3sPort: 0, certPath: join(etc, 'cert.pem'), dir, users: [], master, pid, logTail, stop };
+}
+
+/** Settings routing every protocol to the fixture: plaintext, master login, LMTP for SMTP. */
+export function dovecotConfig(dc: RunningDovecot, flags: Record<string, unknown> = {}): Config {
+  return loadConfig({
+    env: {},
+    flags: {
+      secret: 'test-secret-0123456789abcdef',
+      'upstream.imap.host': dc.host,
+      'upstream.imap.port': dc.imapPort,
+      'upstream.imap.tls': 'none',
+      'upstream.pop3.host': dc.host,
+      'upstream.pop3.port': dc.pop3Port,
+      'upstream.pop3.tls': 'none',
+      'upstream.smtp.host': dc.host,
+      'upstream.smtp.port': dc.lmtpPort,
+      'upstream.smtp.tls': 'none',
+      'upstream.smtp.login': 'lmtp',
+      'upstream.master.user': dc.master.user,
+      'upstream.master.password': dc.master.password,
+      'upstream.connectTimeout': '2s',
+      'upstream.loginTimeout': '3s',
+      ...flags,
+    },
+  });
 }

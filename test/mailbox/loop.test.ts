@@ -163,7 +163,7 @@ describe.skipIf(!dovecotAvailable())('a mailbox of your own: --mailbox local', (
 
   it('reports upstream connect times and failures in /metrics', async () => {
     const { key } = await issueToken(server.store, { description: 'prometheus', scopes: ['metrics'] });
-    const res = await server.app.inject({ url: '/metrics', headers: { authorization: `Bearer ${key}` } });
+    const res = await server.app!.inject({ url: '/metrics', headers: { authorization: `Bearer ${key}` } });
     expect(res.statusCode).toBe(200);
     const count = (protocol: string): number => Number(new RegExp(`^keygate_upstream_connect_duration_seconds_count\\{protocol="${protocol}"\\} (\\d+)$`, 'm').exec(res.body)?.[1] ?? 0);
     for (const p of ['imap', 'pop3', 'smtp']) expect(count(p), p).toBeGreaterThan(0);

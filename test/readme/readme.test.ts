@@ -5,8 +5,9 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeExport } from '../../src/keys/export-codec.js';
-import { builtCliAvailable, CLI, cleanEnv, freePort, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
+import { builtCliAvailable, CLI, cleanEnv, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
 import { DOVECOT as DOVECOT_TOOL, DOVECOT_SKIP_REASON, dovecotAvailable, startShippedDovecot, type RunningDovecot } from '../helpers/dovecot.js';
+import { freePort } from '../helpers/free-port.js';
 import { NGINX, SWAKS, type Tool } from '../helpers/tools.js';
 
 /*

@@ -1,7 +1,6 @@
 import { astring, BEFORE_LOGIN, type ImapCommand, type ImapSession } from '../command.js';
 import { decodeBase64, decodePlain } from '../../sasl-plain.js';
-import { passwordLogin, refuseLogin } from '../login.js';
-import { REPLY } from '../responses.js';
+import { REPLY } from '../replies.js';
 
 /** Base64 of "Username:" and "Password:", the prompts clients expect for SASL LOGIN. */
 const USERNAME_PROMPT = 'VXNlcm5hbWU6';
@@ -37,9 +36,9 @@ async function plain(session: ImapSession, tag: string, initial: string | undefi
   const text = await responseText(session, tag, initial, '');
   if (text === null) return;
   const creds = decodePlain(text);
-  if (creds.ok) return passwordLogin(session, tag, creds.username, creds.secret);
+  if (creds.ok) return session.logIn(tag, creds.username, creds.key);
   // Acting as someone else is not a thing keys do: a refused login, audited, not a syntax error.
-  if (creds.reason === 'authzid_mismatch') return refuseLogin(session, tag, creds.username, creds.reason);
+  if (creds.reason === 'authzid_mismatch') return session.refuseLogin(tag, creds.username, creds.reason);
   // Malformed SASL counts toward the protocol-error limit, as in POP3.
   session.protocolError(tag, creds.reason === 'base64' ? REPLY.badBase64 : REPLY.badSaslPlain);
 }
@@ -49,7 +48,7 @@ async function login(session: ImapSession, tag: string, initial: string | undefi
   if (user === null) return;
   const password = await response(session, tag, undefined, PASSWORD_PROMPT);
   if (password === null) return;
-  return passwordLogin(session, tag, user.toString('utf8'), password.toString('utf8'));
+  return session.logIn(tag, user.toString('utf8'), password.toString('utf8'));
 }
 
 /** AUTHENTICATE PLAIN | LOGIN [initial-response] (RFC 9051 §6.2.2, SASL-IR RFC 4959). */

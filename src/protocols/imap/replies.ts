@@ -1,5 +1,5 @@
 import type { EndReason } from '../../auth/sessions.js';
-import type { FatalReason } from './framing.js';
+import type { FatalReason } from '../line-session.js';
 
 /**
  * Every fixed IMAP reply Keygate sends, in one catalogue: the tagged ones are
@@ -12,8 +12,8 @@ export const REPLY = {
 
   // Tagged results.
   authFailed: 'NO [AUTHENTICATIONFAILED] Authentication failed',
-  tempFail: 'NO [UNAVAILABLE] Temporary authentication failure, try again later',
-  backendDown: 'NO [UNAVAILABLE] Mailbox backend unavailable, try again later',
+  authTemporary: 'NO [UNAVAILABLE] Temporary authentication failure, try again later',
+  backendUnavailable: 'NO [UNAVAILABLE] Mailbox backend unavailable, try again later',
   noBackend: 'NO [UNAVAILABLE] No mailbox backend is configured',
   privacyRequired: 'NO [PRIVACYREQUIRED] Use STARTTLS before logging in',
   unknownMechanism: 'NO [CANNOT] Unsupported authentication mechanism',
@@ -26,7 +26,7 @@ export const REPLY = {
   unknownCommand: 'BAD Unknown command',
   literalTooLarge: 'BAD Literal too large',
   commandTooLong: 'BAD Command too long',
-  serverBug: 'NO [SERVERBUG] Internal server error',
+  internal: 'NO [SERVERBUG] Internal server error',
 
   // Untagged lines.
   continueLiteral: '+ Ready for literal data\r\n',
