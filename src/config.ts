@@ -437,6 +437,14 @@ export interface ResolvedConfig {
   file: string | null;
 }
 
+/** Where each setting of a configuration loadConfig built came from (for what only an explicit setting may do). */
+const SOURCES = new WeakMap<Config, Record<string, SettingSource>>();
+
+/** Where a setting's value came from (see SettingSource); undefined for a configuration not built by loadConfig. */
+export function settingSource(config: Config, key: string): SettingSource | undefined {
+  return SOURCES.get(config)?.[key];
+}
+
 /** Builds the configuration; throws ConfigError naming the first bad setting. */
 export function loadConfig(options: LoadOptions = {}): Config {
   return resolveConfig(options).config;
@@ -509,6 +517,7 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   validateConsole(c.console);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
+  SOURCES.set(c, sources);
   return { config: c, sources, file: file ?? null };
 }
 

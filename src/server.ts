@@ -4,8 +4,8 @@ import { createLoginLimiter, type LoginLimiterWithClose } from './auth/limits.js
 import { SessionRegistry } from './auth/sessions.js';
 import { checkSecret, createBackends, NO_BACKENDS } from './backends/index.js';
 import type { Backends, ClosableBackends } from './backends/types.js';
-import type { Config } from './config.js';
-import { PROTOCOLS } from './keys/scopes.js';
+import { settingSource, type Config } from './config.js';
+import { PROTOCOLS, type Protocol } from './keys/scopes.js';
 import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
@@ -77,7 +77,9 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     if (!options.backends) {
       // The local mailbox is up before any listener, so the first login already finds it.
       if (config.mailbox === 'local') mailbox = await LocalMailbox.start({ dir: config.mailboxDir, dovecot: config.mailboxDovecot, logger });
-      backends = createBackends(config, store, logger, { local: mailbox?.endpoints ?? null, metrics });
+      const created = createBackends(config, store, logger, { local: mailbox?.endpoints ?? null, metrics });
+      backends = created;
+      withoutRoutes(settings, config, created.unrouted, logger);
     }
     // Ticket keys and ACME certificates are shared with the other instances through the store.
     tls = await createTlsProvider(config, logger, { store, ...(options.acmeTiming && { acmeTiming: options.acmeTiming }) });
@@ -147,6 +149,25 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     await tls?.close();
     if (ownStore) await store.close().catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * A protocol no setting routes anywhere: one warning line at start-up, and
+ * clients are not told about it (autoconfig, Autodiscover, profiles,
+ * `connectionInfo`) unless `public.<protocol>.enabled` is set explicitly
+ * (accounts with routes of their own still log in).
+ */
+function withoutRoutes(settings: Config, config: Config, unrouted: readonly Protocol[], logger: Logger): void {
+  const refused = { imap: 'IMAP logins are refused', pop3: 'POP3 logins are refused', smtp: 'messages are refused at MAIL FROM' };
+  for (const p of unrouted) {
+    logger.warn(
+      { protocol: p },
+      `no ${p.toUpperCase()} upstream is configured: ${refused[p]} for every account without a route of its own (set upstream.${p}.host or upstream.domains, or run --mailbox local)`,
+    );
+    const source = settingSource(settings, `public.${p}.enabled`);
+    const forced = source !== undefined && source !== 'default' && source !== `${p}.enabled`;
+    if (!forced) config.public[p].enabled = false;
   }
 }
 

@@ -1,7 +1,7 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { KeyStore } from '../store/types.js';
-import type { Protocol } from '../keys/scopes.js';
+import { PROTOCOLS, type Protocol } from '../keys/scopes.js';
 import type { Metrics } from '../metrics.js';
 import type { FailureReason, Timeouts } from './connection.js';
 import { imapLogin } from './imap.js';
@@ -17,14 +17,15 @@ export { checkSecret, SecretError } from './secret.js';
 export { BackendRejectedError, BackendUnavailableError, NO_BACKENDS, type Backends, type ClosableBackends } from './types.js';
 
 /**
- * The proxy backends for `keygate serve`: one per protocol that has a route
- * (a default `upstream.<protocol>.host` or a domain route naming a host),
- * null for the others (the listener then says no backend is configured).
- * Routes are resolved per session from the account record, its domain and
- * the defaults (or the local mailbox, `local`). The store tells SMTP which
- * recipients are accounts of the local mailbox.
+ * The proxy backends for `keygate serve`, one per protocol. Routes are
+ * resolved at each login from the account record, its domain and the
+ * defaults (or the local mailbox, `local`), so an account given a route of
+ * its own uses it from its next login, whatever the settings route. The store
+ * tells SMTP which recipients are accounts of the local mailbox. `unrouted`:
+ * the protocols no setting routes anywhere (only accounts with their own
+ * route can use them).
  */
-export function createBackends(config: Config, store: KeyStore | null, logger: Logger, options: { local?: LocalMailboxRoute | null; metrics?: Metrics } = {}): ClosableBackends {
+export function createBackends(config: Config, store: KeyStore | null, logger: Logger, options: { local?: LocalMailboxRoute | null; metrics?: Metrics } = {}): ClosableBackends & { unrouted: Protocol[] } {
   const log = logger.child({ component: 'backend' });
   const router = new Router(config, options.local ?? null);
   const { metrics } = options;
@@ -37,8 +38,7 @@ export function createBackends(config: Config, store: KeyStore | null, logger: L
       countFailure: (reason: FailureReason) => metrics.upstreamFailures.inc({ protocol, reason }),
     }),
   });
-  const smtp = router.hasRoutes('smtp')
-    ? new SmtpProxyBackend(
+  const smtp = new SmtpProxyBackend(
         router,
         {
           hostname: config.hostname,
@@ -51,14 +51,14 @@ export function createBackends(config: Config, store: KeyStore | null, logger: L
           countFailure: timeouts('smtp').countFailure,
         },
         log,
-      )
-    : null;
+      );
   return {
-    imap: router.hasRoutes('imap') ? new ProxyBackend(imapLogin, router, timeouts('imap'), log) : null,
-    pop3: router.hasRoutes('pop3') ? new ProxyBackend(pop3Login, router, timeouts('pop3'), log) : null,
+    imap: new ProxyBackend(imapLogin, router, timeouts('imap'), log),
+    pop3: new ProxyBackend(pop3Login, router, timeouts('pop3'), log),
     smtp,
+    unrouted: PROTOCOLS.filter((p) => !router.hasRoutes(p)),
     async close() {
-      smtp?.close();
+      smtp.close();
     },
   };
 }

@@ -3,7 +3,7 @@ import type { Protocol } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import { UpstreamError, type Timeouts } from './connection.js';
 import { upstreamAddress, type Route } from './routing.js';
-import { BackendUnavailableError, type SessionContext } from './types.js';
+import { BackendUnavailableError, NoBackendError, type SessionContext } from './types.js';
 
 /** Where backends get routes from (the Router; tests may pass their own). */
 export interface RouteSource {
@@ -32,9 +32,9 @@ export function sessionFields(ctx: SessionContext): Record<string, unknown> {
 
 /**
  * The session's route, the one way every backend finds it: a route that
- * cannot be built (bad account record, missing master password) or none at
- * all becomes a BackendUnavailableError (the client gets its protocol's
- * temporary failure) and one log line.
+ * cannot be built (bad account record, missing master password) becomes a
+ * BackendUnavailableError (the client gets its protocol's temporary
+ * failure), none at all a NoBackendError; one log line either way.
  */
 export function resolveRoute(routes: RouteSource, ctx: SessionContext, logger: Logger, hooks: Pick<Timeouts, 'countFailure'> = {}): Route {
   const { protocol } = ctx;
@@ -47,8 +47,8 @@ export function resolveRoute(routes: RouteSource, ctx: SessionContext, logger: L
     throw new BackendUnavailableError(`no usable ${protocol} upstream for this account`, { cause: err });
   }
   if (!route) {
-    logger.warn(sessionFields(ctx), 'no upstream route for this account');
-    throw new BackendUnavailableError(`no ${protocol} upstream for this account`);
+    logger.info(sessionFields(ctx), 'no upstream route for this account');
+    throw new NoBackendError(`no ${protocol} upstream is configured for ${ctx.account.address}`);
   }
   return route;
 }

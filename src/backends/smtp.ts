@@ -10,7 +10,7 @@ import type { AccountRecord } from '../keys/record.js';
 import { connectSocket, UpstreamError, type FailureReason, type Timeouts } from './connection.js';
 import { describeRoute, resolveRoute, sessionFields, type RouteSource } from './open.js';
 import { saslIdentity, saslPlain, type Route } from './routing.js';
-import { BackendRejectedError, BackendUnavailableError, type Backend, type SessionContext, type SmtpEnvelope, type SmtpRelay } from './types.js';
+import { BackendRejectedError, BackendUnavailableError, NoBackendError, type Backend, type SessionContext, type SmtpEnvelope, type SmtpRelay } from './types.js';
 
 export interface SmtpBackendOptions {
   /** Name sent in EHLO/LHLO. */
@@ -105,7 +105,43 @@ export class SmtpProxyBackend implements Backend<SmtpRelay> {
    * pooled connections, and each recipient finds its route as it is given.
    */
   async open(ctx: SessionContext): Promise<SmtpRelay> {
-    return { send: (envelope, message) => this.send(ctx, envelope, message), close: () => {} };
+    return {
+      checkSender: () => this.checkSender(ctx),
+      checkRecipient: async (address) => void (await this.routeRecipient(ctx, address)),
+      send: (envelope, message) => this.send(ctx, envelope, message),
+      close: () => {},
+    };
+  }
+
+  /**
+   * At MAIL FROM, before the client sends anything: a sender whose mail can go
+   * nowhere (no local mailbox, no SMTP route) gets a permanent refusal naming
+   * why, not a 451 after the upload.
+   */
+  private checkSender(ctx: SessionContext): void {
+    if (this.routes.localDelivery?.()) return;
+    this.routeOf(ctx);
+  }
+
+  /** The sender's SMTP route: BackendRejectedError (554) for none, BackendUnavailableError for an unusable one. */
+  private routeOf(ctx: SessionContext): Route {
+    try {
+      return resolveRoute(this.routes, ctx, this.logger, { countFailure: this.options.countFailure });
+    } catch (err) {
+      if (err instanceof NoBackendError) throw new BackendRejectedError(554, `5.3.5 No outgoing mail server is configured for ${ctx.account.address}`);
+      throw err;
+    }
+  }
+
+  /** recipientRoute, with a store that cannot answer as a temporary failure. */
+  private async routeRecipient(ctx: SessionContext, address: string): Promise<{ route: Route; to: string }> {
+    try {
+      return await this.recipientRoute(ctx, address);
+    } catch (err) {
+      if (err instanceof BackendRejectedError || err instanceof BackendUnavailableError) throw err;
+      this.logger.warn({ ...sessionFields(ctx), err: (err as Error).message }, 'cannot route recipient');
+      throw new BackendUnavailableError('cannot route the recipient now', { cause: err });
+    }
   }
 
   /**
@@ -115,17 +151,16 @@ export class SmtpProxyBackend implements Backend<SmtpRelay> {
    * route. BackendRejectedError (550) when it can go nowhere; RouteError
    * when the sender's route cannot be built.
    */
-  async recipientRoute(ctx: SessionContext, address: string): Promise<{ route: Route; to: string }> {
+  private async recipientRoute(ctx: SessionContext, address: string): Promise<{ route: Route; to: string }> {
     const local = this.routes.localDelivery?.() ?? null;
     if (local && this.options.findAccount) {
       const account = await this.options.findAccount(address);
       if (account && this.routes.isLocal!(account)) return { route: local, to: account.address };
     }
-    const relay = this.routes.resolve(ctx.account, 'smtp');
-    if (relay) return { route: relay, to: address };
-    throw local
-      ? new BackendRejectedError(550, `5.1.1 <${address}>: no such mailbox here, and no relay for other addresses is configured`)
-      : new BackendRejectedError(554, `5.3.5 No outgoing mail server is configured for ${ctx.account.address}`);
+    if (local && !this.routes.resolve(ctx.account, 'smtp')) {
+      throw new BackendRejectedError(550, `5.1.1 <${address}>: no such mailbox here, and no relay for other addresses is configured`);
+    }
+    return { route: this.routeOf(ctx), to: address };
   }
 
   /**
@@ -137,17 +172,14 @@ export class SmtpProxyBackend implements Backend<SmtpRelay> {
     const groups = new Map<string, { route: Route; to: string[] }>();
     try {
       for (const address of envelope.to) {
-        const { route, to } = await this.recipientRoute(ctx, address);
+        const { route, to } = await this.routeRecipient(ctx, address);
         const key = JSON.stringify([route.source, route.server]);
         const group = groups.get(key) ?? groups.set(key, { route, to: [] }).get(key)!;
         if (!group.to.includes(to)) group.to.push(to);
       }
     } catch (err) {
       drain(message);
-      if (err instanceof BackendRejectedError) throw err;
-      this.logger.error({ ...sessionFields(ctx), err: (err as Error).message }, 'cannot route message upstream');
-      this.options.countFailure?.('route');
-      throw new BackendUnavailableError('no usable smtp upstream for this account', { cause: err });
+      throw err;
     }
     // nodemailer destroys the stream it was given when a send fails; the listener's stream must
     // stay intact (it still has to read the client's DATA to its end), so each upstream gets a copy.
