@@ -134,7 +134,7 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, re
     await smtp.reply();
     for (const [line, code] of [[`MAIL FROM:<${ALICE}>`, '250'], [`RCPT TO:<${ALICE}>`, '250'], ['DATA', '354'], ['Subject: routed\r\n\r\nno restart needed\r\n.', '250']] as const) {
       smtp.write(`${line}\r\n`);
-      expect((await smtp.reply())[0].slice(0, 3), line).toBe(code);
+      expect((await smtp.reply())[0]!.slice(0, 3), line).toBe(code);
     }
     smtp.destroy();
     expect(readdirSync(join(dovecot.dir, 'mail', ALICE, 'new'))).toHaveLength(1);
