@@ -219,5 +219,13 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, re
     const r = await runCli(['serve', '--mailbox', 'local', '--mailboxDovecot', join(dir, 'no', 'dovecot')], { ...env, KEYGATE_HOME: join(dir, 'nodovecot') });
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split('\n')).toEqual([expect.stringContaining('sudo apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd')]);
+    // keygate check says the same beforehand, and that an installed Dovecot will do.
+    const missing = await runCli(['check', '--mailbox', 'local', '--mailboxDovecot', join(dir, 'no', 'dovecot')], { KEYGATE_HOME: join(dir, 'nodovecot') });
+    expect(missing.code).toBe(1);
+    expect(missing.stdout).toMatch(/^FAIL  local mailbox: .*sudo apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd/m);
+    const present = await runCli(['check', '--mailbox', 'local'], { KEYGATE_HOME: join(dir, 'nodovecot') });
+    expect(present.stdout).toMatch(/^ok    local mailbox: Dovecot 2\.\S+ \(\S+dovecot\) with IMAP, POP3 and LMTP; mail in /m);
+    expect(present.code).toBe(0);
+    expect(existsSync(join(dir, 'nodovecot', 'data', 'mailbox'))).toBe(false);
   });
 });
