@@ -66,6 +66,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly mailboxRestarts = new client.Counter({
+    name: 'keygate_mailbox_restarts_total',
+    help: 'Times the local mailbox (Dovecot, --mailbox local) died and was started again',
+    registers: [this.registry],
+  });
+
   constructor(store?: KeyStore, options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) {
       client.collectDefaultMetrics({ register: this.registry });

@@ -76,7 +76,9 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     const metrics = options.metrics ?? new Metrics(store);
     if (!options.backends) {
       // The local mailbox is up before any listener, so the first login already finds it.
-      if (config.mailbox === 'local') mailbox = await LocalMailbox.start({ dir: config.mailboxDir, dovecot: config.mailboxDovecot, logger });
+      if (config.mailbox === 'local') {
+        mailbox = await LocalMailbox.start({ dir: config.mailboxDir, dovecot: config.mailboxDovecot, logger, onRestart: () => metrics.mailboxRestarts.inc() });
+      }
       const created = createBackends(config, store, logger, { local: mailbox?.endpoints ?? null, metrics });
       backends = created;
       withoutRoutes(settings, config, created.unrouted, logger);

@@ -304,7 +304,7 @@ export class Router {
 
   /** True when the account's mail is in the local mailbox: Keygate runs one and no domain or account route sends its IMAP elsewhere. */
   isLocal(account: AccountRecord): boolean {
-    if (!this.local) return false;
+    if (!this.local || !isMailboxSafeAddress(account.address)) return false;
     const own = (account.upstream ?? {}) as AccountUpstream;
     return !own.imap?.host && !this.domainOf(account)?.imap?.host;
   }

@@ -169,6 +169,7 @@ describe.skipIf(!dovecotAvailable())('a mailbox of your own: --mailbox local', (
     for (const p of ['imap', 'pop3', 'smtp']) expect(count(p), p).toBeGreaterThan(0);
     // The login while Dovecot was stopped: connected, but no greeting in time.
     expect(res.body).toMatch(/^keygate_upstream_failures_total\{protocol="imap",reason="timeout"\} [1-9]/m);
+    expect(res.body).toMatch(/^keygate_mailbox_restarts_total 1$/m);
   });
 
   it('stops Dovecot with Keygate', async () => {
