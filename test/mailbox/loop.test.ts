@@ -8,7 +8,7 @@ import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { issueToken } from '../../src/services/tokens.js';
 import { memoryLogger } from '../backends/helpers.js';
-import { dovecotAvailable } from '../helpers/dovecot.js';
+import { dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
 import { waitFor } from '../helpers/wait.js';
 import { SocketClient } from './socket-client.js';
 
@@ -124,7 +124,13 @@ describe.skipIf(!dovecotAvailable())('a mailbox of your own: --mailbox local', (
   });
 
   it('refuses a recipient who is not a local account when no relay is configured, with a permanent code', async () => {
-    await expect(submit('alice@example.com', 'someone@example.net', 'nowhere')).rejects.toMatchObject({ responseCode: 550, response: expect.stringContaining('someone@example.net') });
+    // At RCPT TO, before the message is sent.
+    await expect(submit('alice@example.com', 'someone@example.net', 'nowhere')).rejects.toMatchObject({
+      code: 'EENVELOPE',
+      command: 'RCPT TO',
+      responseCode: 550,
+      response: '550 5.1.1 <someone@example.net>: no such mailbox here, and no relay for other addresses is configured',
+    });
   });
 
   it('Dovecot stopped, then killed, mid-session: a temporary error, then it comes back with every message', async () => {
@@ -177,5 +183,62 @@ describe.skipIf(!dovecotAvailable())('a mailbox of your own: --mailbox local', (
     await server.close();
     expect(existsSync(`/proc/${pid}`)).toBe(false);
     expect(log.text()).not.toContain(server.mailbox!.endpoints.master.password);
+  });
+});
+
+describe.skipIf(!dovecotAvailable())('--mailbox local with an SMTP relay for everyone else', () => {
+  let home: string;
+  let relay: RunningDovecot;
+  let server: RunningServer;
+  const log = memoryLogger('info');
+
+  beforeAll(async () => {
+    home = mkdtempSync(join(tmpdir(), 'keygate-loop-relay-'));
+    chmodSync(home, 0o755);
+    // The "relay" is another Dovecot's LMTP: whatever it accepts lands in its own Maildirs, where the test can look.
+    relay = await startDovecot({ users: [{ user: 'carol@example.net', password: 'carol-upstream-pw' }] });
+    const config = loadConfig({
+      env: {},
+      flags: {
+        home,
+        mailbox: 'local',
+        'upstream.smtp.host': relay.host,
+        'upstream.smtp.port': relay.lmtpPort,
+        'upstream.smtp.tls': 'none',
+        'upstream.smtp.login': 'lmtp',
+        'http.port': 0,
+        'smtp.port': 0,
+        'smtp.securePort': 0,
+        'imap.port': 0,
+        'imap.securePort': 0,
+        'pop3.port': 0,
+        'pop3.securePort': 0,
+        'tls.dir': inject('testCertDir'),
+        'auth.failureDelay': '10ms',
+      },
+    });
+    server = await startServer(config, log.logger);
+  });
+
+  afterAll(async () => {
+    await server?.close();
+    await relay?.stop();
+    rmSync(home, { recursive: true, force: true });
+  });
+
+  it('one message to a local account and an outside address: each copy goes its own way', async () => {
+    const key = (await issueToken(server.store, { description: 'alice', account: 'alice@example.com', scopes: ['smtp'] })).key;
+    await server.store.ensureAccount('bob@example.com');
+    const t = nodemailer.createTransport({ host: '127.0.0.1', port: server.listeners.get('smtp').address().port, secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, auth: { user: 'alice@example.com', pass: key }, logger: false });
+    try {
+      const info = await t.sendMail({ from: 'alice@example.com', to: ['bob@example.com', 'carol@example.net'], subject: 'split', text: 'one for each' });
+      expect(info.accepted).toEqual(['bob@example.com', 'carol@example.net']);
+    } finally {
+      t.close();
+    }
+    expect(readdirSync(join(home, 'data', 'mailbox', 'mail', 'example.com', 'bob', 'Maildir', 'new'))).toHaveLength(1);
+    expect(readdirSync(join(relay.dir, 'mail', 'carol@example.net', 'new'))).toHaveLength(1);
+    // Bob's copy did not also go out through the relay.
+    expect(existsSync(join(relay.dir, 'mail', 'bob@example.com'))).toBe(false);
   });
 });
