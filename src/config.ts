@@ -5,6 +5,7 @@ import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
 import type { Protocol } from './keys/scopes.js';
 import { ACME_DIRECTORY_NAMES, acmeProblem } from './tls/acme-settings.js';
+import { parseJson } from './json-text.js';
 
 /**
  * The one configuration module. Precedence: defaults < config file (JSON,
@@ -40,7 +41,22 @@ export interface Config {
   hostname: string;
   secret: string;
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
-  http: { host: string; port: number; bodyLimit: number; trustProxy: boolean; tls: boolean };
+  http: {
+    host: string;
+    port: number;
+    bodyLimit: number;
+    trustProxy: boolean;
+    /** Serve the control plane over HTTPS with the mail certificates (and HSTS). */
+    tls: boolean;
+    /** Open connections at most; at the cap the longest-idle one is closed for a new one. */
+    maxConnections: number;
+    /** From connection (or the previous response) to a request's complete headers. */
+    headersTimeout: number;
+    /** A kept-alive connection waiting for its next request. */
+    idleTimeout: number;
+    /** One whole request, body included. */
+    requestTimeout: number;
+  };
   rateLimit: {
     credentials: { max: number; window: number };
     api: { max: number; window: number };
@@ -150,6 +166,11 @@ export interface Spec {
   embeds?: 'url' | 'json';
 }
 
+/** May an error message quote this setting's value? Never for one that is or may hold a secret. */
+function echoable(spec: Spec): boolean {
+  return !spec.secret && spec.embeds === undefined;
+}
+
 /** The config file read from `home` when no --config file is given. */
 export const CONFIG_FILE_NAME = 'keygate.json';
 
@@ -163,7 +184,7 @@ export const DEFAULTS: Config = {
   hostname: 'localhost',
   secret: '',
   log: { level: 'info' },
-  http: { host: '127.0.0.1', port: 8080, bodyLimit: 64 * 1024, trustProxy: false, tls: false },
+  http: { host: '127.0.0.1', port: 8080, bodyLimit: 64 * 1024, trustProxy: false, tls: false, maxConnections: 1000, headersTimeout: 10_000, idleTimeout: 5_000, requestTimeout: 30_000 },
   rateLimit: {
     credentials: { max: 30, window: 60_000 },
     api: { max: 600, window: 60_000 },
@@ -280,6 +301,10 @@ export const SPECS: Record<string, Spec> = {
   'http.bodyLimit': { kind: 'int', env: 'KEYGATE_HTTP_BODY_LIMIT', doc: 'largest accepted request body, bytes' },
   'http.trustProxy': { kind: 'bool', env: 'KEYGATE_HTTP_TRUST_PROXY', doc: 'take the client IP from X-Forwarded-For' },
   'http.tls': { kind: 'bool', env: 'KEYGATE_HTTP_TLS', doc: 'serve the control plane over HTTPS with the mail certificates (and HSTS)' },
+  'http.maxConnections': { kind: 'int', env: 'KEYGATE_HTTP_MAX_CONNECTIONS', doc: 'open control-plane connections at most; at the cap the longest-idle one is closed first' },
+  'http.headersTimeout': { kind: 'duration', env: 'KEYGATE_HTTP_HEADERS_TIMEOUT', doc: 'time allowed for a request\'s headers, from connect or the previous response' },
+  'http.idleTimeout': { kind: 'duration', env: 'KEYGATE_HTTP_IDLE_TIMEOUT', doc: 'how long a kept-alive control-plane connection may wait for its next request' },
+  'http.requestTimeout': { kind: 'duration', env: 'KEYGATE_HTTP_REQUEST_TIMEOUT', doc: 'time allowed for one whole request, body included' },
   'rateLimit.credentials.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_MAX', doc: 'requests per window to /api/smtp-credentials routes, per key and per IP' },
   'rateLimit.credentials.window': { kind: 'duration', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_WINDOW', doc: 'window for the credentials limit' },
   'rateLimit.api.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_API_MAX', doc: 'requests per window to other API routes, per IP' },
@@ -373,7 +398,7 @@ export class ConfigError extends Error {
 
 function coerce(key: string, spec: Spec, raw: unknown, source: string): unknown {
   const bad = (why: string): never => {
-    throw new ConfigError(key, `${why} (from ${source}: ${JSON.stringify(raw)})`);
+    throw new ConfigError(key, `${why} (from ${source}${echoable(spec) ? `: ${JSON.stringify(raw)}` : ''})`);
   };
   switch (spec.kind) {
     case 'string':
@@ -471,11 +496,17 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   const homeFile = typeof earlyHome === 'string' && earlyHome !== '' ? join(resolve(earlyHome), CONFIG_FILE_NAME) : null;
   const file = options.file ?? (homeFile && existsSync(homeFile) ? homeFile : undefined);
   if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('config', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+    }
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(file, 'utf8'));
+      parsed = parseJson(text); // its errors never quote the file, which may hold secrets
     } catch (err) {
-      throw new ConfigError('config', `cannot read ${file}: ${(err as Error).message}`);
+      throw new ConfigError('config', `${file} is ${(err as Error).message}`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError('config', `${file} must hold a JSON object`);
     apply(flatten(parsed as Record<string, unknown>), file, () => `file ${file}`);
@@ -514,6 +545,7 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   validateMailbox(c);
   validateTls(c);
   validateSetup(c.setup);
+  validateHttp(c.http);
   validateConsole(c.console);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
@@ -550,6 +582,12 @@ function validateTls(c: Config): void {
   if (problem) throw new ConfigError(problem.setting, problem.message);
 }
 
+function validateHttp(h: Config['http']): void {
+  if (h.maxConnections < 1) throw new ConfigError('http.maxConnections', 'expected at least 1');
+  for (const k of ['headersTimeout', 'idleTimeout', 'requestTimeout'] as const) if (h[k] <= 0) throw new ConfigError(`http.${k}`, 'expected a duration above 0');
+  if (h.headersTimeout > h.requestTimeout) throw new ConfigError('http.headersTimeout', 'must not exceed http.requestTimeout');
+}
+
 /** Longest allowed setup-link lifetime: the link carries a key until it is used. */
 const MAX_SETUP_LINK_TTL = 24 * 60 * 60_000;
 
@@ -566,7 +604,8 @@ function validateSetup(s: Config['setup']): void {
       url = null;
     }
     if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
-      throw new ConfigError('setup.publicUrl', `expected an http(s) origin such as https://keygate.example.com (got ${JSON.stringify(s.publicUrl)})`);
+      // The value is not echoed: a URL with user:password@ is one of the refused forms.
+      throw new ConfigError('setup.publicUrl', 'expected an http(s) origin such as https://keygate.example.com, without user, password, query or fragment');
     }
   }
 }

@@ -11,7 +11,7 @@ import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
 import { LocalMailbox } from './mailbox/index.js';
 import { Metrics } from './metrics.js';
-import { decodePreparedTokens, importPreparedTokens } from './services/tokens.js';
+import { decodePreparedTokens, importPreparedTokens } from './services/keys.js';
 import { describeStore, openStore } from './store/index.js';
 import type { KeyStore } from './store/types.js';
 import type { AcmeTiming } from './tls/acme.js';

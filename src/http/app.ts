@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import cookie from '@fastify/cookie';
 import addFormats from 'ajv-formats';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
 import { createConsole } from '../console/index.js';
@@ -12,15 +12,16 @@ import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { ScopeGrantError } from '../services/credentials.js';
-import { InputError } from '../services/tokens.js';
+import { GrantError } from '../services/key-writes.js';
+import { InputError } from '../services/keys.js';
 import { checkSigner, MobileconfigError, type ProfileSigner } from '../setup/mobileconfig.js';
 import { MemorySetupLinkBackend, RedisSetupLinkBackend, SetupLinkCapacityError, SetupLinks } from '../setup/setup-links.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from '../store/errors.js';
 import { createRedisClient, waitReady, type RedisClient } from '../store/redis-connect.js';
 import type { KeyStore } from '../store/types.js';
 import type { TlsProvider } from '../tls/index.js';
-import { errorBody, HttpError } from './errors.js';
+import { capConnections } from './connection-cap.js';
+import { errorBody, HttpError, rawErrorResponse, type HttpErrorCode } from './errors.js';
 import { validationDetails } from './validation.js';
 import { authPlugin } from './plugins/auth.js';
 import { docsPlugin } from './plugins/docs.js';
@@ -67,10 +68,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const https = config.http.tls ? deps.tls : undefined;
   if (config.http.tls && !https?.httpsOptions) throw new ConfigError('http.tls', 'HTTPS needs the TLS certificates (no TLS provider given)');
   const app = Fastify({
-    ...(https?.httpsOptions ? { https: https.httpsOptions() } : {}),
+    // Every connection is bounded in time: headers (from connect, so a silent one too), a whole request, an idle keep-alive.
+    // Fastify passes `http` only to a plain server, so HTTPS gets the same bounds in its own options.
+    ...(https?.httpsOptions
+      ? { https: { ...https.httpsOptions(), headersTimeout: config.http.headersTimeout, connectionsCheckingInterval: CONNECTION_CHECK_MS } }
+      : { http: { headersTimeout: config.http.headersTimeout, connectionsCheckingInterval: CONNECTION_CHECK_MS } }),
     loggerInstance: logger,
     bodyLimit: config.http.bodyLimit,
     trustProxy: config.http.trustProxy,
+    requestTimeout: config.http.requestTimeout,
+    keepAliveTimeout: config.http.idleTimeout,
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, logger, metrics),
+    frameworkErrors: answerRouterError,
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: true, useDefaults: true },
       plugins: [addFormats as never],
@@ -96,7 +105,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (error instanceof InputError) return send(400, 'validation', error.message, error.field ? [{ field: `body.${error.field}`, message: error.message }] : undefined);
     if (error instanceof UnknownScopeError) return send(400, 'validation', err.message, [{ field: 'body.scopes', message: err.message }]);
     if (error instanceof MalformedBlobError) return send(400, 'validation', err.message, [{ field: 'body.blob', message: err.message }]);
-    if (error instanceof ScopeGrantError) return send(403, 'forbidden', error.message, { missingScope: error.missing[0], missingScopes: error.missing });
+    if (error instanceof GrantError) {
+      return send(403, 'forbidden', error.message, error.reason === 'missing_scope' ? { missingScope: error.missing[0], missingScopes: error.missing } : undefined);
+    }
     if (error instanceof NotFoundError) return send(404, 'not_found', 'Not found');
     if (error instanceof ConflictError) return send(409, 'conflict', err.message);
     if (error instanceof StoreUnavailableError) {
@@ -117,6 +128,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return send(err.statusCode, 'bad_request', err.message);
     req.log.error({ err }, 'unhandled error');
     return send(500, 'internal', 'Internal error');
+  });
+  capConnections(app.server, config.http.maxConnections, {
+    refused: (reason) => metrics.connectionsRefused.inc({ listener: 'http', reason }),
+    counted: (delta) => metrics.httpConnections.inc(delta),
   });
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
@@ -181,6 +196,32 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     throw err;
   }
   return app as unknown as FastifyInstance;
+}
+
+/** The router's own refusals (a URL part over the length limit, a malformed escape) in the one error shape; never quoting the URL. */
+function answerRouterError(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void {
+  const e =
+    err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? new HttpError('uri_too_long') : err.code === 'FST_ERR_BAD_URL' ? new HttpError('bad_request', 'The URL is not valid') : new HttpError('internal');
+  void reply.code(e.status).send(errorBody(e.code, e.message));
+}
+
+/** How often the server checks headers and request timeouts (Node's default, 30 s, would let them run 30 s late). */
+const CONNECTION_CHECK_MS = 1000;
+
+/**
+ * Answers what Node's parser refuses before Fastify sees a request (a timeout,
+ * headers too large, a malformed request) in the one JSON error shape. Logs
+ * the error's code only: the error carries the raw bytes received, which may
+ * hold a key.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex, logger: Logger, metrics: Metrics): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  if (timeout) metrics.connectionsRefused.inc({ listener: 'http', reason: 'request_timeout' });
+  logger.debug({ code: err.code }, 'client error');
+  const code: HttpErrorCode = timeout ? 'request_timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request';
+  if (socket.writable) socket.end(rawErrorResponse(code));
+  socket.destroy();
 }
 
 function constant<T>(value: T): () => T {

@@ -1,6 +1,6 @@
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { DEFAULT_USERS, dovecotAvailable, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
 import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
 
@@ -23,8 +23,8 @@ describe.skipIf(!dovecotAvailable())('account route set over HTTP → Keygate IM
   beforeAll(async () => {
     dc = await startDovecot();
     server = await startKeygate({ dovecot: dc, http: true, flags: { 'upstream.master.password': 'not-the-master-password' } });
-    adminKey = (await issueToken(server.store, { description: 'admin', scopes: ['*'] })).key;
-    carolKey = (await issueToken(server.store, { description: 'carol laptop', account: 'carol@example.com', scopes: ['imap'] })).key;
+    adminKey = (await issueKey(server.store, 'operator', { name: 'admin', scopes: ['*'] })).key;
+    carolKey = (await issueKey(server.store, 'operator', { name: 'carol laptop', account: 'carol@example.com', scopes: ['imap'] })).key;
   });
   afterAll(async () => {
     await server?.close();

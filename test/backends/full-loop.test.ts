@@ -2,7 +2,7 @@ import { connect } from 'node:net';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { dovecotAvailable, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
 import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
 import { makeMessage } from './helpers.js';
@@ -23,7 +23,7 @@ describe.skipIf(!dovecotAvailable())('full loop: Keygate listeners → proxy bac
     dc = await startDovecot();
     server = await startKeygate({ dovecot: dc });
     for (const who of ['alice@example.com', 'bob@example.com']) {
-      const { key, record } = await issueToken(server.store, { description: `${who} phone`, account: who, scopes: ['smtp', 'imap', 'pop3'] });
+      const { key, record } = await issueKey(server.store, 'operator', { name: `${who} phone`, account: who, scopes: ['smtp', 'imap', 'pop3'] });
       keys[who] = { key, id: record.id };
     }
   });
@@ -244,7 +244,7 @@ describe.skipIf(!dovecotAvailable())('full loop: Keygate listeners → proxy bac
   });
 
   it('revoking the key ends the open IMAP session within a second', async () => {
-    const { key, record } = await issueToken(server.store, { description: 'to revoke', account: 'bob@example.com', scopes: ['imap'] });
+    const { key, record } = await issueKey(server.store, 'operator', { name: 'to revoke', account: 'bob@example.com', scopes: ['imap'] });
     const c = imap('bob@example.com', key);
     await c.connect();
     await c.mailboxOpen('INBOX');

@@ -1,7 +1,7 @@
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { dovecotAvailable, startShippedDovecot, type RunningDovecot } from '../helpers/dovecot.js';
 import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
 import { LineClient } from '../helpers/line-client.js';
@@ -40,7 +40,7 @@ describe.skipIf(!dovecotAvailable())('docker-compose.yml wiring, against the shi
     adapted.KEYGATE_UPSTREAM_POP3_PORT = String(dovecot.pop3Port);
     adapted.KEYGATE_UPSTREAM_SMTP_PORT = String(dovecot.lmtpPort);
     server = await startKeygate({ env: adapted });
-    for (const who of ['alice@example.com', 'bob@example.com']) keys[who] = (await issueToken(server.store, { description: `${who} laptop`, account: who, scopes: ['app'] })).key;
+    for (const who of ['alice@example.com', 'bob@example.com']) keys[who] = (await issueKey(server.store, 'operator', { name: `${who} laptop`, account: who, scopes: ['app'] })).key;
   });
   afterAll(async () => {
     await server?.close();

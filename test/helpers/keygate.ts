@@ -22,7 +22,7 @@ import { PROTOCOLS, type Protocol } from '../../src/keys/scopes.js';
 import { createLogger, type Logger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
 import { dovecotConfig, type RunningDovecot } from './dovecot.js';
@@ -199,7 +199,7 @@ export async function createHarness(options: { store?: KeyStore; logLevel?: stri
     logs,
     audits: () => logs.filter((l) => l.audit),
     async issue(account, scopes = ['*'], extra = {}) {
-      const { key, record } = await issueToken(store, { description: 'test', account, scopes, ...extra });
+      const { key, record } = await issueKey(store, 'operator', { name: 'test', account, scopes, ...extra });
       return { key, id: record.id };
     },
     start,
