@@ -6,7 +6,7 @@ import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { memoryLogger } from '../backends/helpers.js';
 import { dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
 import { waitFor } from '../helpers/wait.js';
@@ -51,7 +51,7 @@ describe.skipIf(!dovecotAvailable())('a mailbox of your own: --mailbox local', (
     });
     server = await startServer(config, log.logger);
     for (const who of ['alice@example.com', 'bob@example.com']) {
-      keys[who] = (await issueToken(server.store, { description: `${who} laptop`, account: who, scopes: ['smtp', 'imap', 'pop3'] })).key;
+      keys[who] = (await issueKey(server.store, 'operator', { name: `${who} laptop`, account: who, scopes: ['smtp', 'imap', 'pop3'] })).key;
     }
     await server.store.updateAccount('bob@example.com', { aliases: ['robert@example.com'] });
   });
@@ -168,7 +168,7 @@ describe.skipIf(!dovecotAvailable())('a mailbox of your own: --mailbox local', (
   });
 
   it('reports upstream connect times and failures in /metrics', async () => {
-    const { key } = await issueToken(server.store, { description: 'prometheus', scopes: ['metrics'] });
+    const { key } = await issueKey(server.store, 'operator', { name: 'prometheus', scopes: ['metrics'] });
     const res = await server.app!.inject({ url: '/metrics', headers: { authorization: `Bearer ${key}` } });
     expect(res.statusCode).toBe(200);
     const count = (protocol: string): number => Number(new RegExp(`^keygate_upstream_connect_duration_seconds_count\\{protocol="${protocol}"\\} (\\d+)$`, 'm').exec(res.body)?.[1] ?? 0);
@@ -227,7 +227,7 @@ describe.skipIf(!dovecotAvailable())('--mailbox local with an SMTP relay for eve
   });
 
   it('one message to a local account and an outside address: each copy goes its own way', async () => {
-    const key = (await issueToken(server.store, { description: 'alice', account: 'alice@example.com', scopes: ['smtp'] })).key;
+    const key = (await issueKey(server.store, 'operator', { name: 'alice', account: 'alice@example.com', scopes: ['smtp'] })).key;
     await server.store.ensureAccount('bob@example.com');
     const t = nodemailer.createTransport({ host: '127.0.0.1', port: server.listeners.get('smtp').address().port, secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, auth: { user: 'alice@example.com', pass: key }, logger: false });
     try {
