@@ -168,7 +168,7 @@ export class SmtpProxyBackend implements Backend<SmtpRelay> {
    * upstream transaction per route, at once. Resolves when every one accepted;
    * otherwise the first failure is the client's answer (see the class comment).
    */
-  async send(ctx: SessionContext, envelope: SmtpEnvelope, message: Readable): Promise<string> {
+  private async send(ctx: SessionContext, envelope: SmtpEnvelope, message: Readable): Promise<string> {
     const groups = new Map<string, { route: Route; to: string[] }>();
     try {
       for (const address of envelope.to) {

@@ -282,15 +282,8 @@ export class SmtpSubmission {
     const envelope = { from: mailFrom ? mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address) };
     relay.send(envelope, body).then(
       (text) => finish(null, text),
-      (err: unknown) => {
-        if (err instanceof BackendRejectedError) return finish(new SmtpReplyError([err.code, err.response]));
-        if (err instanceof BackendUnavailableError) {
-          this.ctx.log.warn({ err: err.message, account: login.account.address }, 'SMTP backend unavailable');
-          return finish(new SmtpReplyError(REPLY.backendUnavailable));
-        }
-        if (!stream.sizeExceeded) this.ctx.log.error({ err, account: login.account.address }, 'SMTP backend failed');
-        finish(new SmtpReplyError(REPLY.internal));
-      },
+      // Past the size limit the stream was cut on purpose: smtp-server answers 552, nothing to log.
+      (err: unknown) => finish(stream.sizeExceeded && !(err instanceof BackendRejectedError) ? new SmtpReplyError(REPLY.internal) : this.backendReply(err, login)),
     );
   }
 
