@@ -1,7 +1,7 @@
 import { KEY_SCAN_RE } from './format.js';
 
 /** Scopes a key record can carry after aliases are expanded. */
-export const SCOPES = ['*', 'smtp', 'imap', 'pop3', 'api:read', 'api:write', 'app', 'internal', 'metrics'] as const;
+export const SCOPES = ['*', 'smtp', 'imap', 'pop3', 'api:read', 'api:write', 'app', 'internal', 'metrics', 'introspect'] as const;
 export type Scope = (typeof SCOPES)[number];
 
 /** The mail protocols, the one list every module names them by. */

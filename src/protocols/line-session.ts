@@ -247,14 +247,18 @@ export abstract class LineSession implements SessionHandle {
   /**
    * Logs in through the Authenticator (limits, audit, failure delay, backend,
    * live session) and answers: on success the reply goes out first, then the
-   * session is handed to its upstream or, without one, stays here.
+   * session is handed to its upstream or, without one, stays here. With a
+   * `failurePrompt` (a bearer mechanism's error challenge, as a whole line),
+   * a failure is that prompt first and the answer after the client's reply.
    */
-  protected async authenticate(credentials: { username: string; key: string; refused?: FailReason }, answers: LoginAnswers): Promise<void> {
+  protected async authenticate(credentials: { username: string; key: string; refused?: FailReason }, answers: LoginAnswers, failurePrompt?: string): Promise<void> {
     const outcome = await this.context.authenticator.logIn({ protocol: this.protocol, ...credentials, ip: this.remoteAddress, client: this.client, session: this });
     if (this.closed) {
       if (outcome.kind === 'loggedIn') outcome.session?.release();
       return;
     }
+    // A bearer mechanism's failure is a challenge first (RFC 7628 §3.2.2); the answer follows the client's reply, whatever it is.
+    if (outcome.kind !== 'loggedIn' && failurePrompt !== undefined && (await this.continuation(failurePrompt)) === null) return;
     if (outcome.kind === 'refused') return this.write(answers.refused);
     if (outcome.kind === 'temporary') {
       return this.write(outcome.reason === 'backend_unavailable' ? answers.backendUnavailable : outcome.reason === 'no_backend' ? answers.noBackend : answers.temporary);

@@ -57,7 +57,7 @@ const PROTOCOLS: Proto[] = [
     authPlain: (c, response) => c.send(`AUTH PLAIN ${response}`),
     async probe(c) {
       c.write('CAPA\r\n');
-      expect(await c.multiline()).toContain('SASL PLAIN');
+      expect(await c.multiline()).toContain('SASL PLAIN LOGIN OAUTHBEARER XOAUTH2');
     },
     refused: '-ERR [AUTH] Authentication failed',
     temporary: '-ERR [SYS/TEMP] Authentication temporarily unavailable, try again later',
@@ -68,7 +68,7 @@ const PROTOCOLS: Proto[] = [
     async greet(c) {
       expect((await c.reply()).at(-1)).toMatch(/^220 .* ESMTP Keygate$/);
       c.write('EHLO client.test\r\n');
-      expect(await c.reply()).toContain('250-AUTH PLAIN LOGIN');
+      expect(await c.reply()).toContain('250-AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     },
     authPlain: async (c, response) => (c.write(`AUTH PLAIN ${response}\r\n`), (await c.reply()).join('\n')),
     async probe(c) {

@@ -28,6 +28,8 @@ declare module 'fastify' {
   }
   interface FastifyContextConfig {
     auth?: RouteAuth;
+    /** The key may also come as the password of HTTP Basic (RFC 7662 clients such as Dovecot's oauth2 passdb send it so). */
+    basicAuth?: boolean;
   }
 }
 
@@ -36,12 +38,17 @@ export interface SessionIdentifier {
   identify(req: FastifyRequest): Promise<Pick<Principal, 'key' | 'keyAccount'> | null>;
 }
 
-/** Takes the key from `Authorization: Bearer` or `?access_token=`. */
+/** Takes the key from `Authorization: Bearer`, `?access_token=`, or, on routes that allow it, the password of `Authorization: Basic`. */
 export function presentedKey(req: FastifyRequest): string | null {
   const header = req.headers.authorization;
   if (typeof header === 'string') {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-    return m ? m[1]! : null;
+    if (m) return m[1]!;
+    const basic = req.routeOptions.config.basicAuth ? /^Basic\s+([A-Za-z0-9+/]+=*)\s*$/i.exec(header) : null;
+    if (!basic) return null;
+    const credentials = Buffer.from(basic[1]!, 'base64').toString('utf8');
+    const colon = credentials.indexOf(':');
+    return colon < 0 ? null : credentials.slice(colon + 1);
   }
   const q = (req.query as Record<string, unknown> | undefined)?.access_token;
   return typeof q === 'string' ? q : null;

@@ -39,8 +39,13 @@ export interface ImapSession {
   protocolError(tag: string | null, reply: string): void;
   /** Sends `+ <prompt>` and resolves with the client's next line; null if the connection closed first. */
   readContinuation(prompt: string): Promise<Buffer | null>;
-  /** Logs in with a username and key and answers the tagged result (the session is handed on after `OK`). */
-  logIn(tag: string, username: string, key: string): Promise<void>;
+  /**
+   * Logs in with a username and key and answers the tagged result (the
+   * session is handed on after `OK`). With a bearer mechanism's
+   * `failureChallenge`, a failure is `+ <challenge>` first, and the tagged
+   * result follows the client's reply.
+   */
+  logIn(tag: string, username: string, key: string, failureChallenge?: string): Promise<void>;
   /** Refuses a login already decided against (a SASL authzid naming someone else): audited, delayed, answered like any refusal. */
   refuseLogin(tag: string, username: string, reason: 'authzid_mismatch'): Promise<void>;
   /** STARTTLS: tagged OK, discard pending plaintext, handshake. */

@@ -22,7 +22,7 @@ interface Capabilities {
 }
 
 const BASE_CAPS = 'IMAP4rev1 ID LITERAL+';
-const AUTH_CAPS = 'SASL-IR AUTH=PLAIN AUTH=LOGIN';
+const AUTH_CAPS = 'SASL-IR AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2';
 
 const CAPABILITIES: Capabilities = {
   loginDisabled: `${BASE_CAPS} STARTTLS LOGINDISABLED`,
@@ -91,8 +91,8 @@ export class ImapConnection extends LineSession implements Dispatchable {
     this.countError(line, line + REPLY.byeTooManyErrors);
   }
 
-  logIn(tag: string, username: string, key: string): Promise<void> {
-    return this.authenticate({ username, key }, answers(tag));
+  logIn(tag: string, username: string, key: string, failureChallenge?: string): Promise<void> {
+    return this.authenticate({ username, key }, answers(tag), failureChallenge === undefined ? undefined : `+ ${failureChallenge}\r\n`);
   }
 
   refuseLogin(tag: string, username: string, reason: 'authzid_mismatch'): Promise<void> {

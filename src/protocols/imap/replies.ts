@@ -22,6 +22,7 @@ export const REPLY = {
   cancelled: 'BAD Authentication cancelled',
   badBase64: 'BAD Invalid base64 data',
   badSaslPlain: 'BAD Invalid SASL PLAIN message',
+  badSasl: 'BAD Invalid SASL message',
   tlsActive: 'BAD TLS is already active',
   loginFirst: 'BAD Command not valid before login',
   alreadyAuthenticated: 'BAD Already logged in',

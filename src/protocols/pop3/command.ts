@@ -21,8 +21,8 @@ export interface Pop3Session {
   protocolError(line: string): void;
   /** Writes a continuation prompt (SASL) and resolves with the client's next line; null if the connection closed first. */
   readContinuation(prompt: string): Promise<string | null>;
-  /** Logs in with a username and key; answers success or failure itself. */
-  logIn(username: string, key: string): Promise<void>;
+  /** Logs in with a username and key; answers success or failure itself (after `+ <failureChallenge>` and the client's reply, for a bearer mechanism). */
+  logIn(username: string, key: string, failureChallenge?: string): Promise<void>;
   /** Refuses a login already decided against (SASL authzid mismatch): audited, delayed, answered like any refusal. */
   refuseLogin(username: string, reason: 'authzid_mismatch'): Promise<void>;
   /** Answers +OK and upgrades the socket to TLS; pipelined plaintext is discarded. */

@@ -61,8 +61,8 @@ export class Pop3Connection extends LineSession implements Dispatchable {
     return (await this.continuation(line(prompt)))?.toString('utf8') ?? null;
   }
 
-  logIn(username: string, key: string): Promise<void> {
-    return this.authenticate({ username, key }, ANSWERS);
+  logIn(username: string, key: string, failureChallenge?: string): Promise<void> {
+    return this.authenticate({ username, key }, ANSWERS, failureChallenge === undefined ? undefined : line(`${REPLY.saslContinue}${failureChallenge}`));
   }
 
   refuseLogin(username: string, reason: 'authzid_mismatch'): Promise<void> {

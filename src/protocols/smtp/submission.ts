@@ -18,6 +18,7 @@ import type { Logger } from '../../log.js';
 import type { ListenerDeps } from '../deps.js';
 import { plaintextLoginAllowed, type ProtocolLimits } from '../limits.js';
 import { authzidMatches } from '../sasl-plain.js';
+import { SMTP_AUTH_METHODS } from './bearer-mechanisms.js';
 import type { Connection } from '../tcp-listener.js';
 import { REPLY, SmtpReplyError, sessionEnded, type Reply } from './replies.js';
 
@@ -81,7 +82,8 @@ export class SmtpSubmission {
       cert: tls.certPem(),
       minVersion: 'TLSv1.2',
       SNICallback: tls.serverOptions().SNICallback,
-      authMethods: ['PLAIN', 'LOGIN'],
+      // PLAIN and LOGIN are smtp-server's own; OAUTHBEARER and XOAUTH2 come from the shared mechanism module (bearer-mechanisms.ts).
+      authMethods: SMTP_AUTH_METHODS,
       // Plaintext AUTH is decided per connection (loopback, auth.allowPlaintext) in onConnect.
       allowInsecureAuth: true,
       disableReverseLookup: true,
@@ -212,7 +214,8 @@ export class SmtpSubmission {
     if (!authzidMatches(auth.authzid ?? '', auth.authcid ?? '')) {
       return this.ctx.deps.authenticator.logIn({ ...attempt, username: auth.authcid ?? '', key: '', refused: 'authzid_mismatch' });
     }
-    return this.ctx.deps.authenticator.logIn({ ...attempt, username: auth.username ?? '', key: auth.password ?? '' });
+    // A bearer mechanism's key is its access token.
+    return this.ctx.deps.authenticator.logIn({ ...attempt, username: auth.username ?? '', key: auth.password ?? auth.accessToken ?? '' });
   }
 
   /** MAIL FROM must be the account's address or one of its aliases (case-insensitive); the null sender is not. */

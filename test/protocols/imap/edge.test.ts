@@ -36,7 +36,7 @@ describe('framing and bounds', () => {
     const text = await c.rest();
     expect(text.split('\r\n').filter(Boolean)).toEqual([
       'a OK NOOP completed',
-      '* CAPABILITY IMAP4rev1 ID LITERAL+ STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN',
+      '* CAPABILITY IMAP4rev1 ID LITERAL+ STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2',
       'b OK CAPABILITY completed',
       'c OK [CAPABILITY IMAP4rev1 ID LITERAL+] Logged in',
       'd NO [UNAVAILABLE] No mailbox backend is configured',
@@ -187,7 +187,7 @@ describe('PROXY protocol, LOGINDISABLED and STARTTLS', () => {
     expect(await c.command('d', 'STARTTLS')).toBe('d OK Begin TLS negotiation now');
     await c.upgrade();
     c.write('e CAPABILITY\r\n');
-    expect(await c.response('e')).toEqual(['* CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN', 'e OK CAPABILITY completed']);
+    expect(await c.response('e')).toEqual(['* CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2', 'e OK CAPABILITY completed']);
     expect(await c.command('f', 'STARTTLS')).toBe('f BAD TLS is already active');
     expect(await c.command('g', `LOGIN ${ACCOUNT} ${pkey}`)).toMatch(/^g OK /);
     // Audit and limits see the client behind the proxy.
@@ -211,7 +211,7 @@ describe('PROXY protocol, LOGINDISABLED and STARTTLS', () => {
 
   it('implicit TLS from a non-loopback client offers login at once', async () => {
     const c = await LineClient.connect(p.port('imaps'), { tls: true, prefix: proxyV1('192.0.2.44') });
-    expect(await c.line()).toBe('* OK [CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN] Keygate ready');
+    expect(await c.line()).toBe('* OK [CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2] Keygate ready');
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${pkey}`)).toMatch(/^a OK /);
     c.destroy();
   });

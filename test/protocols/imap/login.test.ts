@@ -38,7 +38,7 @@ describe('IMAP not-authenticated state from loopback', () => {
   it('answers CAPABILITY, NOOP, ID and LOGOUT, each reply in one piece', async () => {
     const c = await connect();
     c.write('a CAPABILITY\r\n');
-    expect(await c.response('a')).toEqual(['* CAPABILITY IMAP4rev1 ID LITERAL+ STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN', 'a OK CAPABILITY completed']);
+    expect(await c.response('a')).toEqual(['* CAPABILITY IMAP4rev1 ID LITERAL+ STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2', 'a OK CAPABILITY completed']);
     expect(await c.command('b', 'NOOP')).toBe('b OK NOOP completed');
     c.write('c ID ("name" "test" "version" "1")\r\n');
     expect(await c.response('c')).toEqual(['* ID ("name" "Keygate")', 'c OK ID completed']);

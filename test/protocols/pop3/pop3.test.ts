@@ -69,7 +69,7 @@ describe('POP3 listeners: capabilities and login', () => {
       'AUTH-RESP-CODE',
       'PIPELINING',
       'USER',
-      'SASL PLAIN',
+      'SASL PLAIN LOGIN OAUTHBEARER XOAUTH2',
       'STLS',
       'IMPLEMENTATION Keygate',
       '.',
@@ -165,12 +165,12 @@ describe('POP3 AUTH PLAIN', () => {
     c.destroy();
   });
 
-  it('lists its mechanism, refuses others and malformed responses', async () => {
+  it('lists its mechanisms, refuses others and malformed responses', async () => {
     const { port } = await start();
     const c = await connect(port);
     c.write('AUTH\r\n');
-    expect(await c.multiline()).toEqual(['+OK Supported mechanisms follow', 'PLAIN', '.']);
-    expect(await c.send('AUTH LOGIN')).toBe('-ERR Unsupported authentication mechanism');
+    expect(await c.multiline()).toEqual(['+OK Supported mechanisms follow', 'PLAIN', 'LOGIN', 'OAUTHBEARER', 'XOAUTH2', '.']);
+    expect(await c.send('AUTH CRAM-MD5')).toBe('-ERR Unsupported authentication mechanism');
     expect(await c.send('AUTH PLAIN %%%')).toBe('-ERR Malformed SASL response');
     expect(await c.send('AUTH PLAIN')).toBe('+ ');
     expect(await c.send('bm90IHBsYWlu')).toBe('-ERR Malformed SASL response');

@@ -196,11 +196,11 @@ describe('SMTP listeners with nodemailer', () => {
 });
 
 describe('SMTP sender and session rules (raw client)', () => {
-  it('advertises AUTH PLAIN LOGIN, STARTTLS and SIZE to a loopback client', async () => {
+  it('advertises AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2, STARTTLS and SIZE to a loopback client', async () => {
     const { port } = await start();
     const c = await connect(port);
     const ext = await ehlo(c);
-    expect(ext).toContain('AUTH PLAIN LOGIN');
+    expect(ext).toContain('AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     expect(ext).toContain('STARTTLS');
     expect(ext).toContain(`SIZE ${35 * 1024 * 1024}`);
     c.destroy();
@@ -235,7 +235,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     expect(await cmd(c, 'MAIL FROM:<alice@example.com>')).toMatch(/^530 5\.7\.0 /);
     expect(await cmd(c, 'STARTTLS')).toMatch(/^220/);
     await c.upgrade();
-    expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN');
+    expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     const scoped = await h.issue(ALICE, ['smtp'], { allowedIps: ['198.51.100.0/24'] });
     expect(await authPlain(c, ALICE, scoped.key)).toBe('235 Authentication successful');
     c.destroy();
@@ -245,7 +245,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     const { port } = await start({ proxyProtocol: 'true', 'auth.allowPlaintext': 'true' });
     const elsewhere = await h.issue(ALICE, ['smtp'], { allowedIps: ['10.0.0.0/8'] });
     const c = await connect(port, { prefix: 'PROXY TCP4 198.51.100.9 127.0.0.1 40000 587\r\n' });
-    expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN');
+    expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     expect(await authPlain(c, ALICE, elsewhere.key)).toBe(AUTH_FAILED);
     expect(await authPlain(c)).toBe('235 Authentication successful');
     c.destroy();
@@ -437,7 +437,7 @@ describe('SMTP with command-line clients', () => {
       p.stdin.write(`EHLO client.test\r\nAUTH PLAIN ${plain(ALICE, aliceKey)}\r\nMAIL FROM:<al@example.com>\r\nQUIT\r\n`);
       setTimeout(() => p.kill(), 8000).unref();
     });
-    expect(out).toContain('250-AUTH PLAIN LOGIN');
+    expect(out).toContain('250-AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     expect(out).not.toContain('250-STARTTLS');
     expect(out).toContain('235 Authentication successful');
     expect(out).toContain('250 Accepted');

@@ -1,3 +1,4 @@
+import { MECHANISMS } from '../../sasl-mechanisms.js';
 import { REPLY } from '../replies.js';
 import type { Pop3Command } from '../command.js';
 
@@ -12,7 +13,7 @@ export const capa: Pop3Command = {
   handler(session) {
     const lines: string[] = [REPLY.capaHead, 'TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING'];
     if (session.commandState === 'authorization') {
-      if (session.mayLogin) lines.push('USER', 'SASL PLAIN');
+      if (session.mayLogin) lines.push('USER', `SASL ${MECHANISMS.join(' ')}`);
       if (!session.secure) lines.push('STLS');
     }
     lines.push('IMPLEMENTATION Keygate', '.');
