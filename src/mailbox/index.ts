@@ -124,13 +124,14 @@ function prepareDirectories(layout: MailboxLayout, runAs: RunAs): void {
   mkdirSync(layout.stateDir, { recursive: true, mode: 0o700 });
   mkdirSync(layout.runDir, { recursive: true, mode: 0o700 });
   mkdirSync(layout.mailDir, { recursive: true, mode: 0o700 });
+  // Dovecot wants base_dir world-readable and otherwise fixes it with a warning; its sockets keep their own 0600.
+  chmodSync(layout.runDir, 0o755);
   if (!runAs.privileged) return;
   const mailUid = runAs.mailUid;
   const mailGid = Number(idOf(['-g', runAs.mailUser]));
   chownSync(layout.mailDir, mailUid, mailGid);
-  // Dovecot's own processes (auth as dovecot, mail as mail) open sockets in base_dir and mail in mail/.
+  // Dovecot's own processes (auth as dovecot, mail as mail) reach base_dir and mail/ through it.
   chmodSync(layout.dir, 0o711);
-  chmodSync(layout.runDir, 0o755);
   for (let dir = dirname(layout.dir); dir !== parse(dir).root; dir = dirname(dir)) {
     const st = statSync(dir);
     if ((st.mode & 0o001) === 0 && st.uid !== mailUid) {
