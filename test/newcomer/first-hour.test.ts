@@ -1,7 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { XMLParser } from 'fast-xml-parser';
+import { ImapFlow } from 'imapflow';
+import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { knownEnvVars } from '../../src/config.js';
 import { builtCliAvailable, ROOT, runCli, startServe, type ServeProcess } from '../helpers/cli.js';
@@ -227,5 +230,105 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, re
     expect(present.stdout).toMatch(/^ok    local mailbox: Dovecot 2\.\S+ \(\S+dovecot\) with IMAP, POP3 and LMTP; mail in /m);
     expect(present.code).toBe(0);
     expect(existsSync(join(dir, 'nodovecot', 'data', 'mailbox'))).toBe(false);
+  });
+});
+
+interface AdvertisedServer {
+  '@_type': string;
+  port: number;
+  socketType: 'SSL' | 'STARTTLS';
+}
+
+/** The servers Thunderbird would take from autoconfig, in its order: the first of each type. */
+function advertised(xml: string): Record<'imap' | 'pop3' | 'smtp', AdvertisedServer | undefined> {
+  const parsed = new XMLParser({ ignoreAttributes: false, isArray: (name) => name === 'incomingServer' || name === 'outgoingServer' }).parse(xml) as {
+    clientConfig: { emailProvider: { incomingServer?: AdvertisedServer[]; outgoingServer?: AdvertisedServer[] } };
+  };
+  const all = [...(parsed.clientConfig.emailProvider.incomingServer ?? []), ...(parsed.clientConfig.emailProvider.outgoingServer ?? [])];
+  const first = (type: string): AdvertisedServer | undefined => all.find((s) => s['@_type'] === type);
+  return { imap: first('imap'), pop3: first('pop3'), smtp: first('smtp') };
+}
+
+/*
+ * The working path the README opens with: `npm start -- --mailbox local`, one
+ * key each, and Thunderbird (what it reads from autoconfig, then nodemailer and
+ * imapflow on exactly those ports) sends and receives. Nothing else is set.
+ */
+describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, the working path: a mailbox of your own', () => {
+  let home: string;
+  let serve: ServeProcess;
+  let env: Record<string, string>;
+  let httpPort = 0;
+  const keys: Record<string, string> = {};
+  const BOB = 'bob@example.com';
+
+  beforeAll(async () => {
+    home = mkdtempSync(join(tmpdir(), 'keygate-newcomer-mailbox-'));
+    // Run as root, the local mailbox keeps mail as the user `mail`, which must be able to enter the directory.
+    chmodSync(home, 0o755);
+    const [http, smtp, smtps, imap, imaps, pop3, pop3s] = (await distinctPorts(7)) as [number, number, number, number, number, number, number];
+    httpPort = http;
+    env = {
+      KEYGATE_HOME: home,
+      KEYGATE_TLS_DIR: TEST_CERT_DIR,
+      KEYGATE_HTTP_PORT: String(http),
+      KEYGATE_SMTP_PORT: String(smtp),
+      KEYGATE_SMTP_SECURE_PORT: String(smtps),
+      KEYGATE_IMAP_PORT: String(imap),
+      KEYGATE_IMAP_SECURE_PORT: String(imaps),
+      KEYGATE_POP3_PORT: String(pop3),
+      KEYGATE_POP3_SECURE_PORT: String(pop3s),
+    };
+    serve = startServe(['--mailbox', 'local'], env);
+    await serve.waitForLine(/Keygate started/, 30_000);
+    keys[ALICE] = (await runCli(['tokens', 'issue', '-n', "Alice's Thunderbird", '-s', 'app', '-a', ALICE], env)).stdout.trim();
+    keys[BOB] = (await runCli(['tokens', 'issue', '-n', "Bob's phone", '-s', 'app', '-a', BOB], env)).stdout.trim();
+  });
+
+  afterAll(async () => {
+    await serve?.stop();
+    if (home) rmSync(home, { recursive: true, force: true });
+  });
+
+  it('starts with every protocol routed: no warning, and the mail is under KEYGATE_HOME', () => {
+    expect(serve.lines.filter((l) => /upstream is configured/.test(l))).toEqual([]);
+    expect(serve.output()).toMatch(/local mailbox ready/);
+    expect(existsSync(join(home, 'data', 'mailbox', 'dovecot.conf'))).toBe(true);
+  });
+
+  it('Thunderbird finds IMAP, POP3 and SMTP, sends to Bob, and Bob\'s reply comes back', async () => {
+    const xml = await (await fetch(`http://127.0.0.1:${httpPort}/mail/config-v1.1.xml?emailaddress=${ALICE}`)).text();
+    const servers = advertised(xml);
+    expect(servers.imap?.port).toBe(Number(env.KEYGATE_IMAP_SECURE_PORT));
+    expect(servers.pop3?.port).toBe(Number(env.KEYGATE_POP3_SECURE_PORT));
+    expect([Number(env.KEYGATE_SMTP_SECURE_PORT), Number(env.KEYGATE_SMTP_PORT)]).toContain(servers.smtp?.port);
+    const { imap, smtp } = servers as Record<'imap' | 'smtp', AdvertisedServer>;
+
+    // The self-signed certificate is accepted once, as Thunderbird asks the user to.
+    const send = (from: string, to: string, subject: string) =>
+      nodemailer
+        .createTransport({ host: '127.0.0.1', port: smtp.port, secure: smtp.socketType === 'SSL', requireTLS: smtp.socketType === 'STARTTLS', tls: { rejectUnauthorized: false }, auth: { user: from, pass: keys[from]! }, logger: false })
+        .sendMail({ from, to, subject, text: `${subject}, through Keygate.` });
+    const subjects = async (user: string): Promise<string[]> => {
+      const client = new ImapFlow({ host: '127.0.0.1', port: imap.port, secure: imap.socketType === 'SSL', tls: { rejectUnauthorized: false }, auth: { user, pass: keys[user]! }, logger: false });
+      await client.connect();
+      try {
+        const lock = await client.getMailboxLock('INBOX');
+        try {
+          const out: string[] = [];
+          for await (const m of client.fetch('1:*', { envelope: true })) out.push(m.envelope?.subject ?? '');
+          return out;
+        } finally {
+          lock.release();
+        }
+      } finally {
+        await client.logout();
+      }
+    };
+
+    expect((await send(ALICE, BOB, 'Hello Bob')).accepted).toEqual([BOB]);
+    expect(await subjects(BOB)).toEqual(['Hello Bob']);
+    expect((await send(BOB, ALICE, 'Re: Hello Bob')).accepted).toEqual([ALICE]);
+    expect(await subjects(ALICE)).toEqual(['Re: Hello Bob']);
   });
 });
