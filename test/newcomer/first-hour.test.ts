@@ -23,10 +23,15 @@ import { LineClient, plain } from '../helpers/line-client.js';
 
 const ALICE = 'alice@example.com';
 
-async function distinctPorts(n: number): Promise<number[]> {
-  const out = new Set<number>();
-  while (out.size < n) out.add(await freePort());
-  return [...out];
+type Listener = 'http' | 'smtp' | 'smtps' | 'imap' | 'imaps' | 'pop3' | 'pop3s';
+
+/** Seven distinct free ports for the listeners, and the settings that move them there. */
+async function listenerPorts(): Promise<{ port: Record<Listener, number>; env: Record<string, string> }> {
+  const free = new Set<number>();
+  while (free.size < 7) free.add(await freePort());
+  const [http, smtp, smtps, imap, imaps, pop3, pop3s] = [...free] as [number, number, number, number, number, number, number];
+  const env = { HTTP_PORT: http, SMTP_PORT: smtp, SMTP_SECURE_PORT: smtps, IMAP_PORT: imap, IMAP_SECURE_PORT: imaps, POP3_PORT: pop3, POP3_SECURE_PORT: pop3s };
+  return { port: { http, smtp, smtps, imap, imaps, pop3, pop3s }, env: Object.fromEntries(Object.entries(env).map(([k, v]) => [`KEYGATE_${k}`, String(v)])) };
 }
 
 describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, replayed (issue 13)', () => {
@@ -35,7 +40,7 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, re
   let dovecot: RunningDovecot;
   let serve: ServeProcess;
   let env: Record<string, string>;
-  const port = { http: 0, smtp: 0, smtps: 0, imap: 0, imaps: 0, pop3: 0, pop3s: 0 };
+  let port: Record<Listener, number>;
   let admin: string;
   let key: string;
   const api = (path: string, init: RequestInit = {}, bearer = admin): Promise<Response> =>
@@ -46,21 +51,15 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, re
     home = join(dir, 'home');
     mkdirSync(home);
     dovecot = await startDovecot();
-    const [http, smtp, smtps, imap, imaps, pop3, pop3s] = (await distinctPorts(7)) as [number, number, number, number, number, number, number];
-    Object.assign(port, { http, smtp, smtps, imap, imaps, pop3, pop3s });
+    const listeners = await listenerPorts();
+    port = listeners.port;
     // No upstream at all, as after `npm start`; a master user for the routes given later; IMAP moved (point 4)
     // and advertised on purpose (public.imap.enabled), POP3 and SMTP left to what Keygate knows.
     env = {
       KEYGATE_HOME: home,
       KEYGATE_TLS_DIR: TEST_CERT_DIR,
       KEYGATE_AUTH_FAILURE_DELAY: '10ms',
-      KEYGATE_HTTP_PORT: String(http),
-      KEYGATE_SMTP_PORT: String(smtp),
-      KEYGATE_SMTP_SECURE_PORT: String(smtps),
-      KEYGATE_IMAP_PORT: String(imap),
-      KEYGATE_IMAP_SECURE_PORT: String(imaps),
-      KEYGATE_POP3_PORT: String(pop3),
-      KEYGATE_POP3_SECURE_PORT: String(pop3s),
+      ...listeners.env,
       KEYGATE_PUBLIC_IMAP_ENABLED: 'true',
       KEYGATE_UPSTREAM_MASTER_USER: dovecot.master.user,
       KEYGATE_UPSTREAM_MASTER_PASSWORD: dovecot.master.password,
@@ -258,7 +257,7 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, th
   let home: string;
   let serve: ServeProcess;
   let env: Record<string, string>;
-  let httpPort = 0;
+  let port: Record<Listener, number>;
   const keys: Record<string, string> = {};
   const BOB = 'bob@example.com';
 
@@ -266,19 +265,9 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, th
     home = mkdtempSync(join(tmpdir(), 'keygate-newcomer-mailbox-'));
     // Run as root, the local mailbox keeps mail as the user `mail`, which must be able to enter the directory.
     chmodSync(home, 0o755);
-    const [http, smtp, smtps, imap, imaps, pop3, pop3s] = (await distinctPorts(7)) as [number, number, number, number, number, number, number];
-    httpPort = http;
-    env = {
-      KEYGATE_HOME: home,
-      KEYGATE_TLS_DIR: TEST_CERT_DIR,
-      KEYGATE_HTTP_PORT: String(http),
-      KEYGATE_SMTP_PORT: String(smtp),
-      KEYGATE_SMTP_SECURE_PORT: String(smtps),
-      KEYGATE_IMAP_PORT: String(imap),
-      KEYGATE_IMAP_SECURE_PORT: String(imaps),
-      KEYGATE_POP3_PORT: String(pop3),
-      KEYGATE_POP3_SECURE_PORT: String(pop3s),
-    };
+    const listeners = await listenerPorts();
+    port = listeners.port;
+    env = { KEYGATE_HOME: home, KEYGATE_TLS_DIR: TEST_CERT_DIR, ...listeners.env };
     serve = startServe(['--mailbox', 'local'], env);
     await serve.waitForLine(/Keygate started/, 30_000);
     keys[ALICE] = (await runCli(['tokens', 'issue', '-n', "Alice's Thunderbird", '-s', 'app', '-a', ALICE], env)).stdout.trim();
@@ -297,11 +286,11 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('the first hour, th
   });
 
   it('Thunderbird finds IMAP, POP3 and SMTP, sends to Bob, and Bob\'s reply comes back', async () => {
-    const xml = await (await fetch(`http://127.0.0.1:${httpPort}/mail/config-v1.1.xml?emailaddress=${ALICE}`)).text();
+    const xml = await (await fetch(`http://127.0.0.1:${port.http}/mail/config-v1.1.xml?emailaddress=${ALICE}`)).text();
     const servers = advertised(xml);
-    expect(servers.imap?.port).toBe(Number(env.KEYGATE_IMAP_SECURE_PORT));
-    expect(servers.pop3?.port).toBe(Number(env.KEYGATE_POP3_SECURE_PORT));
-    expect([Number(env.KEYGATE_SMTP_SECURE_PORT), Number(env.KEYGATE_SMTP_PORT)]).toContain(servers.smtp?.port);
+    expect(servers.imap?.port).toBe(port.imaps);
+    expect(servers.pop3?.port).toBe(port.pop3s);
+    expect([port.smtps, port.smtp]).toContain(servers.smtp?.port);
     const { imap, smtp } = servers as Record<'imap' | 'smtp', AdvertisedServer>;
 
     // The self-signed certificate is accepted once, as Thunderbird asks the user to.
