@@ -77,6 +77,8 @@ export interface LoginAnswers {
   refused: string;
   temporary: string;
   backendUnavailable: string;
+  /** No upstream is configured for the account: a permanent answer. */
+  noBackend: string;
 }
 
 /**
@@ -259,7 +261,9 @@ export abstract class LineSession implements SessionHandle {
     // A bearer mechanism's failure is a challenge first (RFC 7628 §3.2.2); the answer follows the client's reply, whatever it is.
     if (outcome.kind !== 'loggedIn' && failurePrompt !== undefined && (await this.continuation(failurePrompt)) === null) return;
     if (outcome.kind === 'refused') return this.write(answers.refused);
-    if (outcome.kind === 'temporary') return this.write(outcome.reason === 'backend_unavailable' ? answers.backendUnavailable : answers.temporary);
+    if (outcome.kind === 'temporary') {
+      return this.write(outcome.reason === 'backend_unavailable' ? answers.backendUnavailable : outcome.reason === 'no_backend' ? answers.noBackend : answers.temporary);
+    }
     const session = outcome.session!;
     this.clearLoginTimer();
     this.markLoggedIn();

@@ -102,7 +102,7 @@ export class SmtpSubmission {
       onSecure: (_socket, session, cb) => this.onSecure(session, cb),
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
-      onRcptTo: (_address, session, cb) => cb(this.loginOf(session) ? null : new SmtpReplyError(REPLY.authRequired)),
+      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => this.onData(stream, session, cb),
       onClose: (session) => this.onClose(session),
     });
@@ -227,7 +227,37 @@ export class SmtpSubmission {
     if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
     const from = canonicalMailbox(address.address);
     const owned = [login.account.address, ...login.account.aliases].some((a) => canonicalMailbox(a) === from);
-    cb(owned && from !== '' ? null : new SmtpReplyError(REPLY.senderNotOwned));
+    if (!owned || from === '') return cb(new SmtpReplyError(REPLY.senderNotOwned));
+    // Mail that can go nowhere is refused now, before the client sends it.
+    try {
+      login.session?.backend?.checkSender?.();
+    } catch (err) {
+      return cb(this.backendReply(err, login));
+    }
+    cb();
+  }
+
+  /** Each recipient is checked as it is given: one that can be delivered nowhere is refused here, not after the upload. */
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const login = this.loginOf(session);
+    if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
+    const check = login.session?.backend?.checkRecipient;
+    if (!check) return cb();
+    check(address.address).then(
+      () => cb(),
+      (err: unknown) => cb(this.backendReply(err, login)),
+    );
+  }
+
+  /** A backend's refusal as the client's reply: its own code and text, 451 while it is unavailable. */
+  private backendReply(err: unknown, login: MailLoggedIn<'smtp'>): SmtpReplyError {
+    if (err instanceof BackendRejectedError) return new SmtpReplyError([err.code, err.response]);
+    if (err instanceof BackendUnavailableError) {
+      this.ctx.log.warn({ err: err.message, account: login.account.address }, 'SMTP backend unavailable');
+      return new SmtpReplyError(REPLY.backendUnavailable);
+    }
+    this.ctx.log.error({ err, account: login.account.address }, 'SMTP backend failed');
+    return new SmtpReplyError(REPLY.internal);
   }
 
   /**
@@ -258,15 +288,8 @@ export class SmtpSubmission {
     const envelope = { from: mailFrom ? mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address) };
     relay.send(envelope, body).then(
       (text) => finish(null, text),
-      (err: unknown) => {
-        if (err instanceof BackendRejectedError) return finish(new SmtpReplyError([err.code, err.response]));
-        if (err instanceof BackendUnavailableError) {
-          this.ctx.log.warn({ err: err.message, account: login.account.address }, 'SMTP backend unavailable');
-          return finish(new SmtpReplyError(REPLY.backendUnavailable));
-        }
-        if (!stream.sizeExceeded) this.ctx.log.error({ err, account: login.account.address }, 'SMTP backend failed');
-        finish(new SmtpReplyError(REPLY.internal));
-      },
+      // Past the size limit the stream was cut on purpose: smtp-server answers 552, nothing to log.
+      (err: unknown) => finish(stream.sizeExceeded && !(err instanceof BackendRejectedError) ? new SmtpReplyError(REPLY.internal) : this.backendReply(err, login)),
     );
   }
 
