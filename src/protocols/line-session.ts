@@ -10,6 +10,7 @@ import { plaintextLoginAllowed, protocolLimits, type ProtocolLimits } from './li
 import { startListenerPair } from './listener-pair.js';
 import { splice, type Splice } from './splice.js';
 import type { Connection } from './tcp-listener.js';
+import { traceCommand, traceSaslResponse } from './trace.js';
 
 /** The protocols that read command lines themselves before handing the session to a splice. */
 export type LineProtocol = 'imap' | 'pop3';
@@ -354,12 +355,15 @@ export abstract class LineSession implements SessionHandle {
       if (frame === null) break;
       switch (frame.kind) {
         case 'line': {
+          // Continuation lines are only ever SASL responses.
+          traceSaslResponse(this.context.logger, this.protocol, this.remoteAddress);
           const waiter = this.waiter!;
           this.waiter = null;
           waiter(frame.raw);
           break;
         }
         case 'command':
+          traceCommand(this.context.logger, this.protocol, this.remoteAddress, frame.raw);
           this.run(frame.raw);
           break;
         case 'fatal':

@@ -19,6 +19,7 @@ import type { ListenerDeps } from '../deps.js';
 import { plaintextLoginAllowed, type ProtocolLimits } from '../limits.js';
 import { authzidMatches } from '../sasl-plain.js';
 import { SMTP_AUTH_METHODS } from './bearer-mechanisms.js';
+import { smtpTraceLogger } from './trace-logger.js';
 import type { Connection } from '../tcp-listener.js';
 import { REPLY, SmtpReplyError, sessionEnded, type Reply } from './replies.js';
 
@@ -35,6 +36,7 @@ export interface SmtpContext {
 }
 
 interface SessionState {
+  ip: string;
   /** Destroys the socket and ends the TcpListener's accounting: its own 'close' listener may be gone (see onClose). */
   release: () => void;
   /** Tells the TcpListener the session is past login (a full listener closes the others first). */
@@ -94,7 +96,8 @@ export class SmtpSubmission {
       maxAllowedUnauthenticatedCommands: ctx.limits.commandsBeforeLogin + 1,
       maxCommandLength: ctx.limits.lineLength,
       socketTimeout: IDLE_TIMEOUT_MS,
-      logger: false,
+      // At trace, its command log feeds the protocol trace (masked there); otherwise it logs nothing.
+      logger: ctx.log.isLevelEnabled('trace') ? smtpTraceLogger(ctx.log, (id) => this.states.get(id)?.ip) : false,
       onConnect: (session, cb) => this.onConnect(session, cb),
       onSecure: (_socket, session, cb) => this.onSecure(session, cb),
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
@@ -122,7 +125,7 @@ export class SmtpSubmission {
   accept(conn: Connection): void {
     const id = randomUUID();
     const socket = conn.socket as net.Socket;
-    const state: SessionState = { release: conn.release, loggedIn: conn.loggedIn, loginTimer: null, login: null };
+    const state: SessionState = { ip: conn.remoteAddress, release: conn.release, loggedIn: conn.loggedIn, loginTimer: null, login: null };
     state.loginTimer = setTimeout(() => this.say(id, REPLY.loginTimeout), this.ctx.limits.loginTimeoutMs);
     state.loginTimer.unref();
     this.states.set(id, state);
