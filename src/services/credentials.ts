@@ -64,7 +64,7 @@ export async function revokeCredential(store: KeyStore, account: string, keyId: 
 
 /**
  * Replaces an active key by a new one with the same name, scopes, expiry,
- * address list and device, in one atomic store step (the old key stops
+ * address list, device, canary mark and sending limits, in one atomic store step (the old key stops
  * working at the instant the new one starts). NotFoundError when the key is
  * not an active key of the account; ConflictError when a concurrent request
  * revoked or rotated it first; GrantError when the caller could not
@@ -89,6 +89,8 @@ export async function rotateCredential(
       platform: old.platform,
       deviceId: old.deviceId,
       rotatedFrom: old.id,
+      canary: old.canary,
+      limits: old.limits,
     },
     now,
   );
