@@ -36,6 +36,8 @@ export interface CreateCredentialInput {
   scopes: readonly string[];
   expiresAt?: string | null;
   allowedIps?: readonly string[] | null;
+  canary?: boolean;
+  limits?: unknown;
 }
 
 /**
@@ -52,7 +54,8 @@ export async function createCredential(
   const name = checkKeyName(input.name);
   const scopes = normalizeScopes(input.scopes);
   if (scopes.length === 0) throw new InputError('scopes must not be empty', 'scopes');
-  return issueKey(store, creator, { name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null }, now);
+  const { canary, limits } = input;
+  return issueKey(store, creator, { name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null, canary, limits }, now);
 }
 
 /** Revokes one of the account's keys. NotFoundError when unknown, another account's, or already revoked. */

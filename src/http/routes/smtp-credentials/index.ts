@@ -36,6 +36,7 @@ import {
   credentialView,
   ErrorBody,
   KEY_SECURITY,
+  KeyExtrasFields,
   KeyName,
   Nullable,
   ScopeName,
@@ -79,6 +80,7 @@ const CreateBody = Type.Object(
     scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20, description: 'smtp, pop3, imap, api:read, api:write, app, internal (and *, metrics, api)' }),
     expiresAt: Type.Optional(Nullable(Type.String({ format: 'date-time' }))),
     allowedIps: Type.Optional(Nullable(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100, description: 'IP addresses or CIDR ranges' }))),
+    ...KeyExtrasFields,
   },
   { additionalProperties: false },
 );

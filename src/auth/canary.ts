@@ -1,0 +1,54 @@
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { ClientInfo } from './attempt.js';
+
+/** Hands an event to whoever listens (webhooks, history); fire-and-forget, never throws into the caller. */
+export type RaiseEvent = (type: string, payload: Record<string, unknown>) => void;
+
+/** One use of a canary key: everything known of the client, never the key itself. */
+export interface CanaryUse {
+  /** The surface it was tried on: a mail protocol, `http`, `console`, or `introspect` (a mail server asking about it). */
+  protocol: string;
+  /** The console's sign-in method, when it was one. */
+  method?: string | null;
+  ip: string;
+  /** The client's source port, when the surface knows it. */
+  port?: number | null;
+  /** Over TLS, when the surface knows. */
+  secure?: boolean | null;
+  /** The username the client gave with it (mail), if any. */
+  username?: string | null;
+  keyId: string;
+  keyName: string;
+  /** The account the canary is bound to. */
+  keyAccount: string | null;
+  /** What the client said of itself: IMAP ID, SMTP EHLO, HTTP User-Agent. */
+  client?: ClientInfo | null;
+  /** Who asked, on surfaces that ask on a client's behalf (the introspecting key's id). */
+  caller?: string | null;
+}
+
+/**
+ * A canary key was used: someone holds a key that was only ever planted
+ * (in a config file, a repository) to be stolen. The refusal itself is the
+ * Authenticator's, identical to a wrong key's; this is the alarm behind it:
+ * one warn line, `keygate_canary_uses_total{protocol}`, and `key.canary_used`.
+ */
+export class CanaryAlarm {
+  constructor(
+    private readonly logger: Logger,
+    private readonly metrics?: Metrics,
+    private readonly raise?: RaiseEvent,
+  ) {}
+
+  report(use: CanaryUse): void {
+    const fields = Object.fromEntries(Object.entries(use).filter(([, v]) => v !== null && v !== undefined));
+    this.logger.warn({ canary: true, ...fields }, 'canary key used');
+    this.metrics?.canaryUses.inc({ protocol: use.protocol });
+    try {
+      this.raise?.('key.canary_used', { at: new Date().toISOString(), ...fields });
+    } catch (err) {
+      this.logger.error({ err }, 'key.canary_used could not be raised');
+    }
+  }
+}
