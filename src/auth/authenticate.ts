@@ -8,6 +8,7 @@ import { normalizeAddress } from '../keys/record.js';
 import type { Protocol } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { NO_EVENTS, type KeyEvents } from '../events/types.js';
 import { StoreUnavailableError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
 import {
@@ -67,6 +68,8 @@ export interface AuthenticatorDeps {
   backends?: Backends;
   /** Sees every attempt's record once it is decided, after its audit line (login history). */
   onAttempt?: (record: AttemptRecord) => void;
+  /** Where key events (a canary used, a new network) are raised; default none. */
+  events?: KeyEvents;
 }
 
 /** An attempt as decided, before the surface's answer. */
@@ -95,6 +98,8 @@ export interface SessionRequest {
  */
 export class Authenticator {
   readonly store: KeyStore;
+  /** Raises key and login events; never blocks. */
+  readonly events: KeyEvents;
   private readonly logger: Logger;
   private readonly failureDelayMs: number;
   private readonly metrics: Metrics | undefined;
@@ -112,6 +117,7 @@ export class Authenticator {
     this.sessions = deps.sessions;
     this.backends = deps.backends ?? NO_BACKENDS;
     this.onAttempt = deps.onAttempt;
+    this.events = deps.events ?? NO_EVENTS;
   }
 
   /** A mail login; never throws. */
