@@ -16,6 +16,7 @@ import { normalizeScopes } from './keys/scopes.js';
 import { createLogger, flushLogsSync } from './log.js';
 import { startServer } from './server.js';
 import { exportKey, findKey, importExportedKey, issueKey } from './services/keys.js';
+import { revokeStoredKey } from './services/key-writes.js';
 
 export function buildCli(): Command {
   const program = new Command('keygate').description('Mail credential server: SMTP, IMAP and POP3 logins with scoped API keys').version('0.1.0');
@@ -127,7 +128,7 @@ export function buildCli(): Command {
     .action(async (id: string, opts: Record<string, unknown>) => {
       await withStore(opts, async (store) => {
         const rec = await findKey(store, id);
-        await store.revokeKey(rec.id, new Date().toISOString());
+        await revokeStoredKey(store, rec.id, new Date().toISOString(), 'cli');
       });
       process.stdout.write('Token was revoked\n');
     });

@@ -5,6 +5,8 @@ import { SessionRegistry } from './auth/sessions.js';
 import { checkSecret, createBackends, NO_BACKENDS } from './backends/index.js';
 import type { Backends, ClosableBackends } from './backends/types.js';
 import type { Config } from './config.js';
+import { EventHub } from './events/hub.js';
+import { bindEvents, unbindEvents } from './events/registry.js';
 import { PROTOCOLS } from './keys/scopes.js';
 import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
@@ -25,6 +27,8 @@ export interface RunningServer {
   sessions: SessionRegistry;
   tls: TlsProvider;
   listeners: Listeners;
+  /** Where key and login events are raised (`eventsOf(store)` is the same hub). */
+  events: EventHub;
   /**
    * Stops accepting everywhere, lets open sessions finish for up to
    * `config.shutdownGrace`, ends what is left, then closes the store (unless
@@ -65,6 +69,8 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
   let tls: TlsProvider | null = null;
   let sessions: SessionRegistry | null = null;
   let app: FastifyInstance | null = null;
+  const events = new EventHub(logger);
+  bindEvents(store, events);
   try {
     if (prepared.length > 0) await importPreparedTokens(store, prepared, logger);
     // A missing or wrong KEYGATE_SECRET is a start-up error once sealed upstream credentials exist.
@@ -85,9 +91,10 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
       sessions,
       backends: options.backends ?? backends ?? NO_BACKENDS,
       failureDelayMs: config.auth.failureDelay,
+      events,
     });
     if (options.http !== false) {
-      app = await buildApp({ config, store, logger, metrics, authenticator, tls });
+      app = await buildApp({ config, store, logger, metrics, authenticator, tls, events });
       await app.listen({ host: config.http.host, port: config.http.port });
     }
     const listeners = await startListeners({ config, logger, authenticator, tls, metrics });
@@ -112,6 +119,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
       sessions,
       tls,
       listeners,
+      events,
       close() {
         closing ??= (async () => {
           // Both stop accepting at once; mail sessions get the grace period.
@@ -121,6 +129,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
           await backends?.close();
           await ownLimiter?.close();
           await running.tls.close();
+          unbindEvents(store, events);
           if (ownStore) await store.close();
           logger.info('Keygate stopped');
         })();
@@ -133,6 +142,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     await backends?.close().catch(() => {});
     await ownLimiter?.close().catch(() => {});
     await tls?.close();
+    unbindEvents(store, events);
     if (ownStore) await store.close().catch(() => {});
     throw err;
   }

@@ -8,6 +8,7 @@ import { normalizeAddress } from '../keys/record.js';
 import type { Protocol } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { NO_EVENTS, type KeyEvents } from '../events/types.js';
 import { StoreUnavailableError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
 import {
@@ -27,7 +28,7 @@ import {
   type SessionHandle,
   type Temporary,
 } from './attempt.js';
-import { CanaryAlarm, type RaiseEvent } from './canary.js';
+import { CanaryAlarm } from './canary.js';
 import type { EndReason, LiveSession, SessionRegistry } from './sessions.js';
 
 export * from './attempt.js';
@@ -68,8 +69,8 @@ export interface AuthenticatorDeps {
   backends?: Backends;
   /** Sees every attempt's record once it is decided, after its audit line (login history). */
   onAttempt?: (record: AttemptRecord) => void;
-  /** Where key events go (`key.canary_used`); none = only logged and counted. */
-  raise?: RaiseEvent;
+  /** Where key events (a canary used, a new network) are raised; default none. */
+  events?: KeyEvents;
 }
 
 /** An attempt as decided, before the surface's answer. */
@@ -98,6 +99,8 @@ export interface SessionRequest {
  */
 export class Authenticator {
   readonly store: KeyStore;
+  /** Raises key and login events; never blocks. */
+  readonly events: KeyEvents;
   private readonly logger: Logger;
   private readonly failureDelayMs: number;
   private readonly metrics: Metrics | undefined;
@@ -117,7 +120,8 @@ export class Authenticator {
     this.sessions = deps.sessions;
     this.backends = deps.backends ?? NO_BACKENDS;
     this.onAttempt = deps.onAttempt;
-    this.canary = new CanaryAlarm(deps.logger, deps.metrics, deps.raise);
+    this.events = deps.events ?? NO_EVENTS;
+    this.canary = new CanaryAlarm(deps.logger, this.events, deps.metrics);
   }
 
   /** A mail login; never throws. */

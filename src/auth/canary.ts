@@ -1,9 +1,7 @@
+import type { KeyEvents } from '../events/types.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { ClientInfo } from './attempt.js';
-
-/** Hands an event to whoever listens (webhooks, history); fire-and-forget, never throws into the caller. */
-export type RaiseEvent = (type: string, payload: Record<string, unknown>) => void;
 
 /** One use of a canary key: everything known of the client, never the key itself. */
 export interface CanaryUse {
@@ -37,18 +35,15 @@ export interface CanaryUse {
 export class CanaryAlarm {
   constructor(
     private readonly logger: Logger,
+    private readonly events: KeyEvents,
     private readonly metrics?: Metrics,
-    private readonly raise?: RaiseEvent,
   ) {}
 
   report(use: CanaryUse): void {
-    const fields = Object.fromEntries(Object.entries(use).filter(([, v]) => v !== null && v !== undefined));
-    this.logger.warn({ canary: true, ...fields }, 'canary key used');
+    const { keyId, keyAccount, ...rest } = use;
+    const known = Object.fromEntries(Object.entries(rest).filter(([, v]) => v !== null && v !== undefined));
+    this.logger.warn({ canary: true, keyId, keyAccount, ...known }, 'canary key used');
     this.metrics?.canaryUses.inc({ protocol: use.protocol });
-    try {
-      this.raise?.('key.canary_used', { at: new Date().toISOString(), ...fields });
-    } catch (err) {
-      this.logger.error({ err }, 'key.canary_used could not be raised');
-    }
+    this.events.raise('key.canary_used', { account: keyAccount, keyId, data: known });
   }
 }

@@ -8,6 +8,7 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
 import { createConsole } from '../console/index.js';
+import type { KeyEvents } from '../events/types.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
@@ -43,6 +44,8 @@ export interface AppDeps {
   logger: Logger;
   metrics: Metrics;
   authenticator: Authenticator;
+  /** Where routes raise key events; default the store's (`eventsOf`), else none. */
+  events?: KeyEvents;
   /** Prefix of the rate-limit counters in Redis (when `dbs.redis` is set); tests use their own. */
   rateLimitNamespace?: string;
   /**

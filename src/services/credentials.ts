@@ -4,7 +4,7 @@ import { isActive, type KeyRecord } from '../keys/record.js';
 import { normalizeScopes, type Scope } from '../keys/scopes.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
-import { replaceGrantedDeviceKey, rotateGrantedKey } from './key-writes.js';
+import { replaceGrantedDeviceKey, revokeStoredKey, rotateGrantedKey } from './key-writes.js';
 import { checkKeyName, InputError, issueKey } from './keys.js';
 
 /**
@@ -62,7 +62,7 @@ export async function createCredential(
 export async function revokeCredential(store: KeyStore, account: string, keyId: string, now = new Date()): Promise<void> {
   const key = await getCredential(store, account, keyId);
   if (key.revokedAt !== null) throw new NotFoundError('key');
-  await store.revokeKey(key.id, now.toISOString());
+  await revokeStoredKey(store, key.id, now.toISOString(), 'api');
 }
 
 /**

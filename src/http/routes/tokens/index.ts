@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
+import { revokeStoredKey } from '../../../services/key-writes.js';
 import { importExportedKey, issueKey } from '../../../services/keys.js';
 import { HttpError } from '../../errors.js';
 import { AUTH_ERRORS, ErrorBody, KeyExtrasFields, KeyName, keyName, ScopeName, TokenView, tokenView } from '../../schemas.js';
@@ -70,7 +71,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
     },
     async (req, reply) => {
       try {
-        await store.revokeKey(req.params.id, new Date().toISOString());
+        await revokeStoredKey(store, req.params.id, new Date().toISOString(), 'api');
       } catch (err) {
         if (err instanceof NotFoundError) throw new HttpError('not_found', 'No such token');
         throw err;
