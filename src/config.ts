@@ -108,6 +108,13 @@ export interface Config {
     loginTimeout: number;
   };
   nginx: { authSecret: string };
+  /** Leaked-key reports (`POST /api/leaks`): who may send them. Both empty = the endpoint refuses every report. */
+  leaks: {
+    /** GitHub's secret-scanning public keys: a file in the format of https://api.github.com/meta/public_keys/secret_scanning. */
+    githubKeys: string;
+    /** Shared secret of other scanners: HMAC-SHA256 of the body, hex, in `Keygate-Signature: sha256=…`. */
+    hmacSecret: string;
+  };
   setup: {
     /** Lifetime of a one-time setup link, ms. */
     linkTtl: number;
@@ -237,6 +244,7 @@ export const DEFAULTS: Config = {
     loginTimeout: 15_000,
   },
   nginx: { authSecret: '' },
+  leaks: { githubKeys: '', hmacSecret: '' },
   setup: { linkTtl: 10 * 60_000, signingCert: '', signingKey: '', publicUrl: '' },
   console: {
     enabled: true,
@@ -377,6 +385,13 @@ export const SPECS: Record<string, Spec> = {
   'console.oidc.issuer': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_ISSUER', doc: 'OpenID Connect issuer URL for console sign-in; empty = off' },
   'console.oidc.clientId': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_ID', doc: 'OpenID Connect client id' },
   'console.oidc.clientSecret': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_SECRET', doc: 'OpenID Connect client secret', secret: true },
+  'leaks.githubKeys': {
+    kind: 'string',
+    env: 'KEYGATE_LEAKS_GITHUB_KEYS',
+    doc: "file holding GitHub's secret-scanning public keys (the JSON of api.github.com/meta/public_keys/secret_scanning; re-read when changed); empty = GitHub reports refused",
+    path: true,
+  },
+  'leaks.hmacSecret': { kind: 'string', env: 'KEYGATE_LEAKS_HMAC_SECRET', doc: 'shared secret other secret scanners sign POST /api/leaks with (Keygate-Signature: sha256=HMAC hex); empty = refused', secret: true },
   'nginx.authSecret': { kind: 'string', env: 'KEYGATE_NGINX_AUTH_SECRET', doc: 'shared secret nginx sends in X-Keygate-Secret to GET /auth/nginx; empty = endpoint disabled', secret: true },
 };
 
