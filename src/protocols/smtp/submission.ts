@@ -13,8 +13,9 @@ import {
 import { clientInfo } from '../../auth/attempt.js';
 import type { LoginOutcome, MailLoggedIn, SessionHandle } from '../../auth/authenticate.js';
 import type { EndReason } from '../../auth/sessions.js';
-import { BackendRejectedError, BackendUnavailableError } from '../../backends/types.js';
+import { BackendRejectedError, BackendUnavailableError, type SmtpRelay } from '../../backends/types.js';
 import type { Logger } from '../../log.js';
+import { SendingLimits, type CountedMessage, type LimitRefusal } from '../../limits/sending.js';
 import type { ListenerDeps } from '../deps.js';
 import { plaintextLoginAllowed, type ProtocolLimits } from '../limits.js';
 import { authzidMatches } from '../sasl-plain.js';
@@ -66,12 +67,15 @@ function canonicalMailbox(address: string): string {
 export class SmtpSubmission {
   readonly server: SMTPServer;
   private readonly states = new Map<string, SessionState>();
+  /** Per-key sending limits, counted in the shared store (src/limits/sending.ts). */
+  private readonly limits: SendingLimits;
 
   constructor(
     private readonly ctx: SmtpContext,
     implicitTls: boolean,
   ) {
     const { config, tls } = ctx.deps;
+    this.limits = new SendingLimits(ctx.deps.authenticator.store);
     this.server = new SMTPServer({
       // On the implicit-TLS port the TcpListener has already done the handshake; this tells smtp-server the socket is secure.
       secure: implicitTls,
@@ -99,7 +103,7 @@ export class SmtpSubmission {
       onSecure: (_socket, session, cb) => this.onSecure(session, cb),
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
-      onRcptTo: (_address, session, cb) => cb(this.loginOf(session) ? null : new SmtpReplyError(REPLY.authRequired)),
+      onRcptTo: (_address, session, cb) => this.onRcptTo(session, cb),
       onData: (stream, session, cb) => this.onData(stream, session, cb),
       onClose: (session) => this.onClose(session),
     });
@@ -224,7 +228,25 @@ export class SmtpSubmission {
     if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
     const from = canonicalMailbox(address.address);
     const owned = [login.account.address, ...login.account.aliases].some((a) => canonicalMailbox(a) === from);
-    cb(owned && from !== '' ? null : new SmtpReplyError(REPLY.senderNotOwned));
+    if (!owned || from === '') return cb(new SmtpReplyError(REPLY.senderNotOwned));
+    this.limits.mailFrom(login.key).then((refused) => cb(this.limitError(session, login, refused)));
+  }
+
+  /** RCPT TO: logged in, and within the key's recipient limits. */
+  private onRcptTo(session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const login = this.loginOf(session);
+    if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
+    this.limits.rcptTo(login.key, session.envelope.rcptTo.length).then((refused) => cb(this.limitError(session, login, refused)));
+  }
+
+  /** A sending-limit refusal as smtp-server's error, with its audit line (the reason is for operators). */
+  private limitError(session: SMTPServerSession, login: MailLoggedIn<'smtp'>, refused: LimitRefusal | null): SmtpReplyError | null {
+    if (!refused) return null;
+    this.ctx.log.info(
+      { audit: true, protocol: 'smtp', ip: session.remoteAddress, account: login.account.address, keyId: login.key.id, result: 'refused', reason: refused.reason, reply: refused.reply[0] },
+      'sending limit',
+    );
+    return new SmtpReplyError(refused.reply);
   }
 
   /**
@@ -237,7 +259,24 @@ export class SmtpSubmission {
     if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
     const relay = login.session?.backend;
     if (!relay) return cb(new SmtpReplyError(REPLY.noBackend));
+    this.limits.data(login.key, session.envelope.rcptTo.length).then((counted) => {
+      if ('reply' in counted) {
+        stream.resume();
+        return cb(this.limitError(session, login, counted));
+      }
+      this.relay(stream, session, login, relay, counted, cb);
+    });
+  }
 
+  /** Streams the accepted message to the backend; a message that is not accepted gives its count back. */
+  private relay(
+    stream: SMTPServerDataStream,
+    session: SMTPServerSession,
+    login: MailLoggedIn<'smtp'>,
+    relay: SmtpRelay,
+    counted: CountedMessage,
+    cb: (err?: Error | null, message?: string) => void,
+  ): void {
     const body = new Transform({
       transform(chunk: Buffer, _encoding, done) {
         if (stream.sizeExceeded) done(new Error('message exceeds the size limit'));
@@ -249,6 +288,7 @@ export class SmtpSubmission {
       // However the backend ended, the rest of the message must still be read for smtp-server to reply.
       stream.unpipe(body);
       stream.resume();
+      if (err) void counted.giveBack();
       cb(err, message);
     };
     const mailFrom = session.envelope.mailFrom;
