@@ -133,7 +133,8 @@ export class LoginHistory {
         result: a.result,
         reason: a.reason,
         client: a.client,
-        ...(unknown && { username: a.account!.slice(0, MAX_USERNAME) }),
+        // A name a client made up is printed by the CLI and the console: no control characters (terminal escapes).
+        ...(unknown && { username: a.account!.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').slice(0, MAX_USERNAME) }),
       };
       if (a.result === 'success' && a.keyId !== null && (await this.isNewNetwork(a.keyId, a.ip, a.at))) entry.newNetwork = true;
       if (a.result === 'failure' && entry.account !== null) this.countFailure(entry.account, a.at);

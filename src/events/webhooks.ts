@@ -93,7 +93,8 @@ export class Webhooks {
     return removed;
   }
 
-  private accept(event: KeyEvent): void {
+  /** Queues one event for every endpoint that wants it (the hub's listener; a command line's events without a sender). */
+  accept(event: KeyEvent): void {
     if (this.closed) return;
     this.unqueued.push(event);
     if (this.unqueued.length > MAX_UNQUEUED) {
