@@ -78,6 +78,7 @@ export class RedisActivity implements ActivityStore {
           const e = { ...(JSON.parse(fields[1]!) as NewLoginEntry), id };
           if (query.keyId !== undefined && e.keyId !== query.keyId) continue;
           if (query.result !== undefined && e.result !== query.result) continue;
+          if (e.at < since) continue;
           if (page.length === query.limit) return { entries: page, next: page.at(-1)!.id };
           page.push(e);
         }
