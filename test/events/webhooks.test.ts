@@ -123,6 +123,12 @@ describe('webhooks: events from real logins and API calls reach a real receiver,
       expect(listed).not.toContain(made.secret);
 
       expect((await api('POST', '/api/webhooks', { url: 'ftp://x.test/' })).status).toBe(400);
+      // null (every event) stays null, not a list with one empty name.
+      const all = await api('POST', '/api/webhooks', { url: second.url, events: null });
+      expect(all.status).toBe(201);
+      const allMade = (await all.json()) as { id: string; events: unknown };
+      expect(allMade.events).toBeNull();
+      expect((await api('DELETE', `/api/webhooks/${allMade.id}`)).status).toBe(204);
       expect((await api('POST', '/api/webhooks', { url: second.url, events: ['key.nope'] })).status).toBe(400);
 
       const { id } = await h.issue(ACCOUNT, ['smtp']);

@@ -4,7 +4,7 @@ import { endpointUrlProblem, MAX_SECRET, MAX_URL, MIN_SECRET } from '../../../ev
 import { EVENT_TYPES, type EventType } from '../../../events/types.js';
 import type { Webhooks } from '../../../events/webhooks.js';
 import { HttpError } from '../../errors.js';
-import { AUTH_ERRORS, ErrorBody, KEY_SECURITY, Nullable } from '../../schemas.js';
+import { AUTH_ERRORS, ErrorBody, KEY_SECURITY, Nullable, NullableInput } from '../../schemas.js';
 import { adminRead, adminWrite } from '../accounts/index.js';
 
 const EventName = Type.Enum([...EVENT_TYPES]);
@@ -56,7 +56,7 @@ export const webhookRoutes: FastifyPluginAsyncTypebox<{ webhooks: Webhooks | und
         body: Type.Object(
           {
             url: Type.String({ minLength: 1, maxLength: MAX_URL }),
-            events: Type.Optional(Nullable(Type.Array(EventName, { minItems: 1, maxItems: EVENT_TYPES.length, uniqueItems: true }))),
+            events: Type.Optional(NullableInput(Type.Array(EventName, { minItems: 1, maxItems: EVENT_TYPES.length, uniqueItems: true }))),
             secret: Type.Optional(Type.String({ minLength: MIN_SECRET, maxLength: MAX_SECRET, description: 'default: one is generated' })),
           },
           { additionalProperties: false },
