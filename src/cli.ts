@@ -4,6 +4,7 @@ import { accountsCommand } from './cli/accounts.js';
 import { checkCommand } from './cli/check.js';
 import { addSettingFlags, collect, configFrom, DB_FLAGS, UsageError, withStore } from './cli/common.js';
 import { configCommand } from './cli/config-command.js';
+import { eventsCommand } from './cli/events.js';
 import { exitCodeOf } from './cli/exit-codes.js';
 import { SPECS } from './config.js';
 import { parseExpiry } from './duration.js';
@@ -134,6 +135,7 @@ export function buildCli(): Command {
     });
   program.addCommand(tokens);
   program.addCommand(accountsCommand());
+  program.addCommand(eventsCommand());
   program.addCommand(configCommand());
   program.addCommand(checkCommand());
   return program;

@@ -9,6 +9,7 @@ import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
 import { createConsole } from '../console/index.js';
 import type { KeyEvents } from '../events/types.js';
+import type { Webhooks } from '../events/webhooks.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
@@ -37,6 +38,8 @@ import { oauthRoutes } from './routes/oauth/index.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { credentialRoutes } from './routes/smtp-credentials/index.js';
+import { eventRoutes } from './routes/events/index.js';
+import { webhookRoutes } from './routes/webhooks/index.js';
 import { tokenRoutes } from './routes/tokens/index.js';
 
 export interface AppDeps {
@@ -47,6 +50,8 @@ export interface AppDeps {
   authenticator: Authenticator;
   /** Where routes raise key events; default the store's (`eventsOf`), else none. */
   events?: KeyEvents;
+  /** Webhook endpoints (`/api/webhooks`); without them those routes answer 503. */
+  webhooks?: Webhooks;
   /** Prefix of the rate-limit counters in Redis (when `dbs.redis` is set); tests use their own. */
   rateLimitNamespace?: string;
   /**
@@ -190,6 +195,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(credentialRoutes, { store, config, mode: 'own', setup });
     await app.register(credentialRoutes, { store, config, mode: 'admin', setup });
     await app.register(accountRoutes, { store });
+    await app.register(eventRoutes, { store, config, mode: 'own' });
+    await app.register(eventRoutes, { store, config, mode: 'admin' });
+    await app.register(webhookRoutes, { webhooks: deps.webhooks });
     await app.register(accountUpstreamRoutes, { store, config });
     await app.register(tokenRoutes, { store });
     await app.register(clientSetupRoutes, { config, links, ...(publicUrl !== undefined && { publicUrl }) });

@@ -3,6 +3,8 @@ import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, 
 import { ConflictError, NotFoundError, StoreUnavailableError } from './errors.js';
 import { createRedisClient, describeRedisTarget, parseRedisUrl, type RedisClient } from './redis-connect.js';
 import { TouchBuffer } from './touch-buffer.js';
+import type { ActivityStore } from './activity.js';
+import { RedisActivity } from './redis-activity.js';
 import type { AccountPatch, KeyStore, StoreEvent } from './types.js';
 
 export interface RedisStoreOptions {
@@ -321,6 +323,7 @@ const TOUCH_CHUNK = 500;
 
 class RedisStore implements KeyStore {
   readonly kind = 'redis' as const;
+  readonly activity: ActivityStore;
   private readonly listeners = new Set<(event: StoreEvent) => void>();
   private readonly touches: TouchBuffer;
   private readonly origin = randomUUID();
@@ -343,6 +346,7 @@ class RedisStore implements KeyStore {
     this.channel = `{${ns}}:events`;
     this.originJson = JSON.stringify(this.origin);
     this.touches = new TouchBuffer((batch) => this.writeTouches(batch), touchIntervalMs, onError);
+    this.activity = new RedisActivity(client, this.p, (fn) => this.run(fn));
     sub.on('message', (channel: string, message: string) => this.onMessage(channel, message));
     sub.on('ready', () => this.onSubscriberReady());
   }

@@ -5,6 +5,8 @@ import Database from 'better-sqlite3';
 import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse, type SendingLimits } from '../keys/record.js';
 import type { Scope } from '../keys/scopes.js';
 import { ConflictError, NotFoundError, StoreMissingError, StoreUnavailableError } from './errors.js';
+import type { ActivityStore } from './activity.js';
+import { SqliteActivity } from './sqlite-activity.js';
 import { TouchBuffer } from './touch-buffer.js';
 import type { AccountPatch, KeyStore, StoreEvent } from './types.js';
 
@@ -151,6 +153,7 @@ export interface SqliteStoreOptions {
 /** The embedded default store: one SQLite file in WAL mode. */
 export class SqliteStore implements KeyStore {
   readonly kind = 'sqlite' as const;
+  readonly activity: ActivityStore;
   private readonly db: Database.Database;
   private readonly events = new EventEmitter();
   private readonly touches: TouchBuffer;
@@ -221,6 +224,7 @@ export class SqliteStore implements KeyStore {
       purgeValues: db.prepare<[number]>('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     };
     this.touches = new TouchBuffer(async (batch) => this.writeTouches(batch), options.touchIntervalMs ?? 1000, options.onError);
+    this.activity = this.run(() => new SqliteActivity(db, (fn) => this.run(fn)));
   }
 
   private run<T>(fn: () => T): T {

@@ -1,4 +1,5 @@
 import type { AccountRecord, KeyRecord, KeyUse } from '../keys/record.js';
+import type { ActivityStore } from './activity.js';
 
 /** Emitted when something happens that must end live sessions (revocation across instances on Redis). */
 export type StoreEvent =
@@ -23,6 +24,9 @@ export interface AccountPatch {
  */
 export interface KeyStore {
   readonly kind: 'sqlite' | 'redis';
+
+  /** Login history, key networks and the webhook queue (src/store/activity.ts), beside the keys. */
+  readonly activity: ActivityStore;
 
   /** Resolves when the store answers; rejects with StoreUnavailableError otherwise. */
   ping(): Promise<void>;

@@ -4,6 +4,7 @@ import { CopyBox } from '../components/Copy';
 import { Confirm, Dialog } from '../components/Dialog';
 import { Field, FormError } from '../components/Field';
 import { ACCOUNT_SCOPES, dateTime, inert, platformLabel, PLATFORMS, protocolLabel, relative, SCOPE_WORDS, scopeSummary, splitList } from '../format';
+import { LoginHistory } from './LoginHistory';
 
 interface Endpoint {
   serverName: string;
@@ -85,11 +86,13 @@ type Modal =
   | { kind: 'created'; key: Created; title: string }
   | { kind: 'revoke'; key: CredentialKey }
   | { kind: 'rotate'; key: CredentialKey }
+  | { kind: 'history'; key: CredentialKey }
   | null;
 
 /** The keys of one account: the holder's own ("My keys") or any account's for an administrator. */
 export function KeysPage(props: { account: string; own: boolean }) {
   const base = props.own ? '/api/smtp-credentials' : `/api/accounts/${encodeURIComponent(props.account)}/smtp-credentials`;
+  const eventsBase = props.own ? '/api/smtp-credentials/events' : `/api/accounts/${encodeURIComponent(props.account)}/events`;
   const [listing, setListing] = useState<Listing | null>(null);
   const [more, setMore] = useState<string | null>(null);
   const [error, setError] = useState('');
@@ -141,13 +144,34 @@ export function KeysPage(props: { account: string; own: boolean }) {
       </p>
       {status && <p class="notice">{status}</p>}
       <FormError message={error} />
-      {listing && <KeyTable keys={listing.keys} onRevoke={(key) => setModal({ kind: 'revoke', key })} onRotate={(key) => setModal({ kind: 'rotate', key })} />}
+      {listing && (
+        <KeyTable
+          keys={listing.keys}
+          onRevoke={(key) => setModal({ kind: 'revoke', key })}
+          onRotate={(key) => setModal({ kind: 'rotate', key })}
+          onHistory={(key) => setModal({ kind: 'history', key })}
+        />
+      )}
       {more && (
         <button type="button" onClick={loadMore}>
           Show more keys
         </button>
       )}
+      <section class="card" aria-labelledby="failed-h">
+        <h2 id="failed-h">Failed sign-ins</h2>
+        <LoginHistory base={eventsBase} result="failure" label="Failed sign-ins" empty="No failed sign-ins recorded." />
+      </section>
       {listing && <ConnectionSettings info={listing.connectionInfo} account={props.account} />}
+      {modal?.kind === 'history' && (
+        <Dialog title={`Sign-ins with ${inert(modal.key.name)}`} onClose={() => setModal(null)} wide>
+          <LoginHistory base={eventsBase} keyId={modal.key.id} label={`Sign-ins with ${inert(modal.key.name)}`} empty="This key has not been used yet." />
+          <div class="actions">
+            <button type="button" onClick={() => setModal(null)}>
+              Close
+            </button>
+          </div>
+        </Dialog>
+      )}
 
       {modal?.kind === 'create' && (
         <CreateKeyDialog
@@ -226,7 +250,7 @@ function state(key: CredentialKey): string {
   return key.limits ? `${base}; at most ${limitSummary(key.limits)}` : base;
 }
 
-export function KeyTable(props: { keys: CredentialKey[]; onRevoke: (key: CredentialKey) => void; onRotate: (key: CredentialKey) => void }) {
+export function KeyTable(props: { keys: CredentialKey[]; onRevoke: (key: CredentialKey) => void; onRotate: (key: CredentialKey) => void; onHistory?: (key: CredentialKey) => void }) {
   if (props.keys.length === 0) return <p class="empty">No keys yet. Create one for each mail app or device.</p>;
   return (
     <table class="list keys">
@@ -272,6 +296,11 @@ export function KeyTable(props: { keys: CredentialKey[]; onRevoke: (key: Credent
             </td>
             <td data-label="State">{state(k)}</td>
             <td class="row-actions">
+              {props.onHistory && (
+                <button type="button" onClick={() => props.onHistory!(k)} aria-label={`Sign-ins with key ${inert(k.name)}`}>
+                  History
+                </button>
+              )}
               <button type="button" onClick={() => props.onRotate(k)} aria-label={`Replace key ${inert(k.name)}`}>
                 Replace
               </button>
