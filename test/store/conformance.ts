@@ -376,12 +376,14 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     expect(await store.addToCounter('count:a', -2, 60_000)).toBe(3);
     expect(await store.getValue('count:a')).toBe('3');
     // The window's lifetime is set when it starts; adding does not extend it.
-    expect(await store.addToCounter('count:short', 2, 80)).toBe(2);
-    await new Promise((r) => setTimeout(r, 40));
-    expect(await store.addToCounter('count:short', 1, 80)).toBe(3);
-    await new Promise((r) => setTimeout(r, 80));
+    const started = Date.now();
+    expect(await store.addToCounter('count:short', 2, 1000)).toBe(2);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await store.addToCounter('count:short', 1, 1000)).toBe(3);
+    // Had the second add extended the lifetime, the counter would live until about 1500 ms.
+    await new Promise((r) => setTimeout(r, 1150 - (Date.now() - started)));
     expect(await store.getValue('count:short')).toBeNull();
-    expect(await store.addToCounter('count:short', 1, 80)).toBe(1);
+    expect(await store.addToCounter('count:short', 1, 1000)).toBe(1);
     // No lifetime: kept until deleted.
     expect(await store.addToCounter('count:forever', 7, null)).toBe(7);
     expect(await store.deleteValue('count:forever')).toBe(true);
