@@ -15,7 +15,6 @@ import { looksLikeAddress, type KeyRecord, type SendingLimits } from './keys/rec
 import { MAX_SENDING_LIMIT, SENDING_LIMIT_FIELDS } from './limits/sending-limits.js';
 import { normalizeScopes } from './keys/scopes.js';
 import { createLogger, flushLogsSync } from './log.js';
-import { startServer } from './server.js';
 import { exportKey, findKey, importExportedKey, issueKey } from './services/keys.js';
 import { revokeStoredKey } from './services/key-writes.js';
 
@@ -26,6 +25,8 @@ export function buildCli(): Command {
   serve.action(async (opts: Record<string, unknown>) => {
     const config = configFrom(opts);
     const logger = createLogger(config.log.level);
+    // Loaded here, not at the top: the other commands start in a fraction of the time without the whole server.
+    const { startServer } = await import('./server.js');
     const server = await startServer(config, logger);
     const stop = (signal: string) => {
       logger.info({ signal }, 'shutting down');

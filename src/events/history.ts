@@ -136,17 +136,19 @@ export class LoginHistory {
         // A name a client made up is printed by the CLI and the console: no control characters (terminal escapes).
         ...(unknown && { username: a.account!.replace(/[\u0000-\u001f\u007f-\u009f]/g, '').slice(0, MAX_USERNAME) }),
       };
-      if (a.result === 'success' && a.keyId !== null && (await this.isNewNetwork(a.keyId, a.ip, a.at))) entry.newNetwork = true;
+      if (a.result === 'success' && a.keyId !== null) {
+        // Most logins come from a network this instance has seen already: no store round trip, no await.
+        const network = networkOf(a.ip, this.settings.newNetworkV4Prefix, this.settings.newNetworkV6Prefix);
+        if (!this.networksSeen.has(`${a.keyId} ${network}`) && (await this.isNewNetwork(a.keyId, network, a.at))) entry.newNetwork = true;
+      }
       if (a.result === 'failure' && entry.account !== null) this.countFailure(entry.account, a.at);
       out.push(entry);
     }
     return out;
   }
 
-  private async isNewNetwork(keyId: string, ip: string, at: number): Promise<boolean> {
-    const network = networkOf(ip, this.settings.newNetworkV4Prefix, this.settings.newNetworkV6Prefix);
+  private async isNewNetwork(keyId: string, network: string, at: number): Promise<boolean> {
     const id = `${keyId} ${network}`;
-    if (this.networksSeen.has(id)) return false;
     const seen = await this.store.activity.addNetwork(keyId, network, at);
     if (this.networksSeen.size >= MAX_TRACKED) this.networksSeen.clear();
     this.networksSeen.add(id);

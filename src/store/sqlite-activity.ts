@@ -12,6 +12,10 @@ CREATE TABLE IF NOT EXISTS login_history (
 );
 CREATE INDEX IF NOT EXISTS login_history_account ON login_history(account, id);
 CREATE INDEX IF NOT EXISTS login_history_at ON login_history(at);
+CREATE TABLE IF NOT EXISTS login_history_counts (
+  account TEXT PRIMARY KEY,
+  n INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS key_networks (
   key_id TEXT NOT NULL,
   network TEXT NOT NULL,
@@ -48,11 +52,14 @@ export class SqliteActivity implements ActivityStore {
     db.exec(ACTIVITY_SCHEMA);
     this.q = {
       insertLogin: db.prepare<[string, number, string, string | null, string]>('INSERT INTO login_history (account, at, entry, key_id, result) VALUES (?, ?, ?, ?, ?)'),
-      // Keeps the newest `max` entries of an account: everything at or below the id of the (max+1)-th newest goes.
-      trim: db.prepare<[string, string, number]>(
-        'DELETE FROM login_history WHERE account = ? AND id <= (SELECT id FROM login_history WHERE account = ? ORDER BY id DESC LIMIT 1 OFFSET ?)',
+      // Entries per account are counted as they are written, so trimming to the cap costs the rows it removes, not a walk over the cap.
+      count: db.prepare<[string, number], { n: number }>(
+        'INSERT INTO login_history_counts VALUES (?, ?) ON CONFLICT(account) DO UPDATE SET n = n + excluded.n RETURNING n',
       ),
-      sweep: db.prepare<[number]>('DELETE FROM login_history WHERE at < ?'),
+      setCount: db.prepare<[number, string]>('UPDATE login_history_counts SET n = ? WHERE account = ?'),
+      dropOldest: db.prepare<[string, number]>('DELETE FROM login_history WHERE id IN (SELECT id FROM login_history WHERE account = ? ORDER BY id LIMIT ?)'),
+      sweep: db.prepare<[number], { account: string }>('DELETE FROM login_history WHERE at < ? RETURNING account'),
+      uncount: db.prepare<[number, string]>('UPDATE login_history_counts SET n = max(0, n - ?) WHERE account = ?'),
       addNetwork: db.prepare<[string, string, number]>('INSERT INTO key_networks VALUES (?, ?, ?) ON CONFLICT DO NOTHING'),
       anyNetwork: db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM (SELECT 1 FROM key_networks WHERE key_id = ? AND network <> ? LIMIT 1)'),
       putEndpoint: db.prepare<[string, string]>('INSERT INTO webhooks (id, endpoint) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET endpoint = excluded.endpoint'),
@@ -76,17 +83,24 @@ export class SqliteActivity implements ActivityStore {
     if (entries.length === 0) return;
     this.run(() =>
       this.db.transaction(() => {
-        const touched = new Set<string>();
+        const added = new Map<string, number>();
         for (const e of entries) {
           const account = e.account ?? '';
-          touched.add(account);
+          added.set(account, (added.get(account) ?? 0) + 1);
           this.q.insertLogin.run(account, e.at, JSON.stringify(e), e.keyId, e.result);
         }
-        for (const a of touched) this.q.trim.run(a, a, bounds.maxPerAccount);
+        for (const [account, n] of added) {
+          const total = this.q.count.get(account, n)!.n;
+          if (total <= bounds.maxPerAccount) continue;
+          this.q.dropOldest.run(account, total - bounds.maxPerAccount);
+          this.q.setCount.run(bounds.maxPerAccount, account);
+        }
         const now = Date.now();
         if (now - this.lastSweep >= RETENTION_SWEEP_MS) {
           this.lastSweep = now;
-          this.q.sweep.run(now - bounds.retentionMs);
+          const gone = new Map<string, number>();
+          for (const { account } of this.q.sweep.all(now - bounds.retentionMs)) gone.set(account, (gone.get(account) ?? 0) + 1);
+          for (const [account, n] of gone) this.q.uncount.run(n, account);
         }
       })(),
     );

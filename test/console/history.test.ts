@@ -1,4 +1,5 @@
-import type { Browser } from 'playwright-core';
+import AxeBuilder from '@axe-core/playwright';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
 import { LineClient, plain } from '../helpers/line-client.js';
@@ -25,6 +26,13 @@ describe.skipIf(!chromiumAvailable())('login history in the web console', { time
     await browser?.close();
     await server?.close();
   });
+
+  /** No serious or critical axe violation on the page as it is. */
+  const accessible = async (page: Page, name: string): Promise<void> => {
+    const results = await new AxeBuilder({ page }).analyze();
+    const bad = results.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+    expect(bad.map((v) => `${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(' ')).join(', ')})`), name).toEqual([]);
+  };
 
   const imapLogin = async (key: string, name: string): Promise<string> => {
     const c = await LineClient.connect(server.port('imap'));
@@ -57,12 +65,14 @@ describe.skipIf(!chromiumAvailable())('login history in the web console', { time
     await expect.poll(() => failed.locator('tbody tr').count()).toBe(1);
     const row = failed.locator('tbody tr').first();
     expect(await row.textContent()).toMatch(/Refused — Not a key.*IMAP.*127\.0\.0\.1.*Guesser 2\.0/);
+    await accessible(page, 'account with failed sign-ins');
 
-    await page.getByRole('button', { name: 'Sign-ins with key test' }).click();
+    await page.getByRole('button', { name: 'History of key test' }).click();
     const dialog = page.getByRole('dialog', { name: 'Sign-ins with test' });
     const rows = dialog.locator('tbody tr');
     await expect.poll(() => rows.count()).toBe(1);
     expect(await rows.first().textContent()).toMatch(/Signed in.*IMAP.*127\.0\.0\.1 new network.*K-9 Mail 2\.0/);
+    await accessible(page, 'key history dialog');
     expect(await page.content()).not.toContain(key);
     await context.close();
   });

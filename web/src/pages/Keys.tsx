@@ -297,7 +297,7 @@ export function KeyTable(props: { keys: CredentialKey[]; onRevoke: (key: Credent
             <td data-label="State">{state(k)}</td>
             <td class="row-actions">
               {props.onHistory && (
-                <button type="button" onClick={() => props.onHistory!(k)} aria-label={`Sign-ins with key ${inert(k.name)}`}>
+                <button type="button" onClick={() => props.onHistory!(k)} aria-label={`History of key ${inert(k.name)}`}>
                   History
                 </button>
               )}
