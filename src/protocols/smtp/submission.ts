@@ -13,8 +13,9 @@ import {
 import { clientInfo } from '../../auth/attempt.js';
 import type { LoginOutcome, MailLoggedIn, SessionHandle } from '../../auth/authenticate.js';
 import type { EndReason } from '../../auth/sessions.js';
-import { BackendRejectedError, BackendUnavailableError } from '../../backends/types.js';
+import { BackendRejectedError, BackendUnavailableError, type SmtpRelay } from '../../backends/types.js';
 import type { Logger } from '../../log.js';
+import { SendingLimits, type CountedMessage, type LimitRefusal } from '../../limits/sending.js';
 import type { ListenerDeps } from '../deps.js';
 import { plaintextLoginAllowed, type ProtocolLimits } from '../limits.js';
 import { authzidMatches } from '../sasl-plain.js';
@@ -68,12 +69,15 @@ function canonicalMailbox(address: string): string {
 export class SmtpSubmission {
   readonly server: SMTPServer;
   private readonly states = new Map<string, SessionState>();
+  /** Per-key sending limits, counted in the shared store (src/limits/sending.ts). */
+  private readonly limits: SendingLimits;
 
   constructor(
     private readonly ctx: SmtpContext,
     implicitTls: boolean,
   ) {
     const { config, tls } = ctx.deps;
+    this.limits = new SendingLimits(ctx.deps.authenticator.store);
     this.server = new SMTPServer({
       // On the implicit-TLS port the TcpListener has already done the handshake; this tells smtp-server the socket is secure.
       secure: implicitTls,
@@ -234,17 +238,20 @@ export class SmtpSubmission {
     } catch (err) {
       return cb(this.backendReply(err, login));
     }
-    cb();
+    this.limits.mailFrom(login.key).then((refused) => cb(this.limitError(session, login, refused)));
   }
 
-  /** Each recipient is checked as it is given: one that can be delivered nowhere is refused here, not after the upload. */
+  /**
+   * RCPT TO: logged in, within the key's recipient limits, and deliverable:
+   * a recipient that can go nowhere is refused here, not after the upload.
+   */
   private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
     const login = this.loginOf(session);
     if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
     const check = login.session?.backend?.checkRecipient;
-    if (!check) return cb();
-    check(address.address).then(
-      () => cb(),
+    const deliverable = check ? check(address.address) : Promise.resolve();
+    deliverable.then(
+      () => this.limits.rcptTo(login.key, session.envelope.rcptTo.length).then((refused) => cb(this.limitError(session, login, refused))),
       (err: unknown) => cb(this.backendReply(err, login)),
     );
   }
@@ -260,6 +267,16 @@ export class SmtpSubmission {
     return new SmtpReplyError(REPLY.internal);
   }
 
+  /** A sending-limit refusal as smtp-server's error, with its audit line (the reason is for operators). */
+  private limitError(session: SMTPServerSession, login: MailLoggedIn<'smtp'>, refused: LimitRefusal | null): SmtpReplyError | null {
+    if (!refused) return null;
+    this.ctx.log.info(
+      { audit: true, protocol: 'smtp', ip: session.remoteAddress, account: login.account.address, keyId: login.key.id, result: 'refused', reason: refused.reason, reply: refused.reply[0] },
+      'sending limit',
+    );
+    return new SmtpReplyError(refused.reply);
+  }
+
   /**
    * With no backend: `451 4.3.0` once the message is in (smtp-server has no
    * hook before its 354). With one: the message is streamed to it, cut off with
@@ -270,7 +287,24 @@ export class SmtpSubmission {
     if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
     const relay = login.session?.backend;
     if (!relay) return cb(new SmtpReplyError(REPLY.noBackend));
+    this.limits.data(login.key, session.envelope.rcptTo.length).then((counted) => {
+      if ('reply' in counted) {
+        stream.resume();
+        return cb(this.limitError(session, login, counted));
+      }
+      this.relay(stream, session, login, relay, counted, cb);
+    });
+  }
 
+  /** Streams the accepted message to the backend; a message that is not accepted gives its count back. */
+  private relay(
+    stream: SMTPServerDataStream,
+    session: SMTPServerSession,
+    login: MailLoggedIn<'smtp'>,
+    relay: SmtpRelay,
+    counted: CountedMessage,
+    cb: (err?: Error | null, message?: string) => void,
+  ): void {
     const body = new Transform({
       transform(chunk: Buffer, _encoding, done) {
         if (stream.sizeExceeded) done(new Error('message exceeds the size limit'));
@@ -282,6 +316,7 @@ export class SmtpSubmission {
       // However the backend ended, the rest of the message must still be read for smtp-server to reply.
       stream.unpipe(body);
       stream.resume();
+      if (err) void counted.giveBack();
       cb(err, message);
     };
     const mailFrom = session.envelope.mailFrom;
