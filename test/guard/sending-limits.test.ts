@@ -11,6 +11,9 @@ import { createHmac } from 'node:crypto';
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createBackends } from '../../src/backends/index.js';
+import { NO_BACKENDS, type ClosableBackends } from '../../src/backends/types.js';
+import { loadConfig } from '../../src/config.js';
 import { issueKey } from '../../src/services/keys.js';
 import { openRedisStore } from '../../src/store/redis.js';
 import { freePort } from '../helpers/free-port.js';
@@ -24,6 +27,7 @@ const HMAC_SECRET = 'two-instance-leak-secret';
 describe.runIf(redisAvailable())('sending limits across two instances on one Redis', () => {
   let redis: RedisServer;
   let upstream: SMTPServer;
+  const relays: ClosableBackends[] = [];
   const delivered: string[][] = [];
   const harnesses: Harness[] = [];
   let one: Keygate;
@@ -60,11 +64,14 @@ describe.runIf(redisAvailable())('sending limits across two instances on one Red
     };
     const ns = `limits${Date.now()}`;
     for (let i = 0; i < 2; i++) harnesses.push(await createHarness({ store: await openRedisStore(redis.url, { namespace: ns, touchIntervalMs: 20 }) }));
-    one = await harnesses[0]!.start({ flags, limiter: null, http: true });
-    two = await harnesses[1]!.start({ flags, limiter: null });
+    // SMTP relays to the upstream; IMAP has no route, but its sessions are what a leak report must end, so they are let in with no backend.
+    for (const h of harnesses) relays.push(createBackends(loadConfig({ env: {}, flags }), h.store, h.logger));
+    one = await harnesses[0]!.start({ flags, limiter: null, http: true, backends: { ...NO_BACKENDS, smtp: relays[0]!.smtp } });
+    two = await harnesses[1]!.start({ flags, limiter: null, backends: { ...NO_BACKENDS, smtp: relays[1]!.smtp } });
   });
 
   afterAll(async () => {
+    for (const r of relays) await r.close();
     for (const h of harnesses) {
       await h.close();
       await h.store.close();
