@@ -32,6 +32,7 @@ import { acmeChallengeRoutes } from './routes/acme-challenge.js';
 import { accountRoutes } from './routes/accounts/index.js';
 import { accountUpstreamRoutes } from './routes/accounts/upstream.js';
 import { clientSetupRoutes } from './routes/client-setup/index.js';
+import { leakRoutes } from './routes/leaks.js';
 import { nginxAuthRoutes } from './routes/nginx-auth.js';
 import { oauthRoutes } from './routes/oauth/index.js';
 import { healthRoutes } from './routes/health.js';
@@ -190,7 +191,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(rateLimitPlugin, { config, metrics, redis, namespace: deps.rateLimitNamespace ?? 'keygate:rl:' });
     await app.register(healthRoutes, { store });
     await app.register(metricsRoutes, { metrics });
-    await app.register(oauthRoutes, { store });
+    await app.register(oauthRoutes, { store, canary: authenticator.canary });
     await app.register(credentialRoutes, { store, config, mode: 'own', setup });
     await app.register(credentialRoutes, { store, config, mode: 'admin', setup });
     await app.register(accountRoutes, { store });
@@ -202,6 +203,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(clientSetupRoutes, { config, links, ...(publicUrl !== undefined && { publicUrl }) });
     // nginx's mail proxy asks here; guarded by nginx.authSecret, limits and audit as the listeners.
     await app.register(nginxAuthRoutes, { config, authenticator });
+    await app.register(leakRoutes, { config, store });
     await app.register(webConsole.plugin);
     if (deps.tls?.acmeChallenges) await app.register(acmeChallengeRoutes, { challenges: deps.tls.acmeChallenges });
   } catch (err) {

@@ -17,6 +17,8 @@ export type Action =
 
 /** Internal reasons; they go to the audit log, never to the client. */
 export type DenyReason =
+  /** A canary key grants nothing, ever. */
+  | 'canary'
   | 'revoked'
   | 'expired'
   | 'ip_not_allowed'
@@ -68,6 +70,7 @@ export function heldScopes(key: Pick<KeyRecord, 'account' | 'scopes'>): Scope[] 
  * first failing one names the reason.
  */
 export function decide(key: KeyRecord, action: Action, ctx: PolicyContext): Decision {
+  if (key.canary) return deny('canary');
   if (key.revokedAt !== null) return deny('revoked');
   if (key.expiresAt !== null && Date.parse(key.expiresAt) <= ctx.now.getTime()) return deny('expired');
   if (key.allowedIps !== null && !ipInList(ctx.ip, key.allowedIps)) return deny('ip_not_allowed');

@@ -36,6 +36,8 @@ export interface CreateCredentialInput {
   scopes: readonly string[];
   expiresAt?: string | null;
   allowedIps?: readonly string[] | null;
+  canary?: boolean;
+  limits?: unknown;
 }
 
 /**
@@ -52,7 +54,8 @@ export async function createCredential(
   const name = checkKeyName(input.name);
   const scopes = normalizeScopes(input.scopes);
   if (scopes.length === 0) throw new InputError('scopes must not be empty', 'scopes');
-  return issueKey(store, creator, { name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null }, now);
+  const { canary, limits } = input;
+  return issueKey(store, creator, { name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null, canary, limits }, now);
 }
 
 /** Revokes one of the account's keys. NotFoundError when unknown, another account's, or already revoked. */
@@ -64,7 +67,7 @@ export async function revokeCredential(store: KeyStore, account: string, keyId: 
 
 /**
  * Replaces an active key by a new one with the same name, scopes, expiry,
- * address list and device, in one atomic store step (the old key stops
+ * address list, device, canary mark and sending limits, in one atomic store step (the old key stops
  * working at the instant the new one starts). NotFoundError when the key is
  * not an active key of the account; ConflictError when a concurrent request
  * revoked or rotated it first; GrantError when the caller could not
@@ -89,6 +92,8 @@ export async function rotateCredential(
       platform: old.platform,
       deviceId: old.deviceId,
       rotatedFrom: old.id,
+      canary: old.canary,
+      limits: old.limits,
     },
     now,
   );

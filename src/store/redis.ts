@@ -51,6 +51,8 @@ const KEY_FIELDS = [
   'platform',
   'deviceId',
   'rotatedFrom',
+  'canary',
+  'limits',
 ] as const satisfies readonly (keyof KeyRecord)[];
 const ACCOUNT_FIELDS = ['address', 'aliases', 'displayName', 'disabled', 'createdAt', 'upstream'] as const satisfies readonly (keyof AccountRecord)[];
 // Compile-time guard: a new record property must be added to the lists above.
@@ -73,6 +75,8 @@ function parseKey(h: Record<string, string>): KeyRecord | null {
     if (raw === undefined && REQUIRED_KEY_FIELDS.has(f)) throw new Error(`key record lacks field ${f}`);
     out[f] = raw === undefined ? null : JSON.parse(raw);
   }
+  // Records written before the field existed have none: not a canary.
+  out.canary = out.canary === true;
   return out as unknown as KeyRecord;
 }
 
@@ -190,6 +194,12 @@ end
 insert_key(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[1], ARGV[6], ARGV[7], 8)
 redis.call('HSET', KEYS[2], 'rotatedFrom', from)
 return {'OK', revoked}`,
+
+  // KEYS: counter  ARGV: amount, ttl ms ('' = none). A fixed window: the lifetime is set only when the counter starts.
+  kgAddToCounter: `
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return n`,
 
   // KEYS: value  ARGV: expected. Deletes only while the value is still the one the caller holds.
   kgDeleteValueIf: `
@@ -689,6 +699,11 @@ class RedisStore implements KeyStore {
       const n = ifValue === undefined ? await this.client.del(this.k.value(name)) : await this.script('kgDeleteValueIf', [this.k.value(name)], [ifValue]);
       return Number(n) > 0;
     });
+  }
+
+  async addToCounter(name: string, amount: number, ttlMs: number | null): Promise<number> {
+    const px = ttlMs === null ? '' : String(Math.max(1, Math.ceil(ttlMs)));
+    return this.run(async () => Number(await this.script('kgAddToCounter', [this.k.value(name)], [String(Math.trunc(amount)), px])));
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

@@ -100,6 +100,14 @@ export interface KeyStore {
   takeValue(name: string): Promise<string | null>;
   /** Removes the value; with `ifValue`, only while it still equals that (releasing a lock one holds). Resolves whether it removed one. */
   deleteValue(name: string, ifValue?: string): Promise<boolean>;
+  /**
+   * Adds `amount` (may be negative) to the integer counter `name` and resolves
+   * the new total, in one atomic step across every instance. An absent or
+   * expired counter starts from 0 with the lifetime `ttlMs` (null: none); a
+   * live one keeps the lifetime it started with (a fixed window). The counter
+   * is a value like any other: getValue reads it, deleteValue drops it.
+   */
+  addToCounter(name: string, amount: number, ttlMs: number | null): Promise<number>;
 
   /**
    * The keys with these ids and the accounts with these addresses, in the

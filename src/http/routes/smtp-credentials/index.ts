@@ -37,6 +37,7 @@ import {
   credentialView,
   ErrorBody,
   KEY_SECURITY,
+  KeyExtrasFields,
   KeyName,
   NullableInput,
   ScopeName,
@@ -80,6 +81,7 @@ const CreateBody = Type.Object(
     scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20, description: 'smtp, pop3, imap, api:read, api:write, app, internal (and *, metrics, api)' }),
     expiresAt: Type.Optional(NullableInput(Type.String({ format: 'date-time' }))),
     allowedIps: Type.Optional(NullableInput(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100, description: 'IP addresses or CIDR ranges' }))),
+    ...KeyExtrasFields,
   },
   { additionalProperties: false },
 );
