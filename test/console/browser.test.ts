@@ -319,7 +319,9 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
 
     await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Accounts' }).click();
     await page.getByLabel('Search accounts').fill('carol');
-    await expect(page.locator('tbody tr').count()).resolves.toBe(1);
+    // The list loads after the page: wait for it rather than count whatever table is on screen.
+    await expect.poll(() => page.locator('tbody tr').count()).toBe(1);
+    await expect(page.locator('tbody tr').first().textContent()).resolves.toContain('carol@example.com');
     await checkPage(page, 'admin-accounts');
 
     const carol = await newPage(PHONE);
