@@ -11,6 +11,8 @@ import { generateKey } from '../../src/keys/format.js';
 import { issueKey } from '../../src/services/keys.js';
 import { createHarness, type Harness, type Keygate } from '../helpers/keygate.js';
 import { LineClient, plain } from '../helpers/line-client.js';
+import { waitFor } from '../helpers/wait.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const ALICE = 'alice@example.com';
 const DELAY_MS = 80;
@@ -20,19 +22,31 @@ let keygate: Keygate;
 let canary: string;
 let canaryId: string;
 const events: KeyEvent[] = [];
+/** A real HTTP receiver: each use must reach it as a signed webhook delivery too. */
+const receiver = new WebhookReceiver('canary-webhook-secret-0123456789');
 
 beforeAll(async () => {
+  await receiver.start();
   h = await createHarness();
   const made = await issueKey(h.store, 'operator', { name: 'planted in deploy.env', account: ALICE, scopes: ['*'], canary: true });
   canary = made.key;
   canaryId = made.record.id;
   // The canary's scopes would allow everything: it is the mark alone that refuses it.
-  keygate = await h.start({ flags: { 'auth.failureDelay': `${DELAY_MS}ms` }, limiter: null, http: true });
+  keygate = await h.start({
+    flags: {
+      'auth.failureDelay': `${DELAY_MS}ms`,
+      'webhooks.endpoints': JSON.stringify([{ url: receiver.url, secret: receiver.secret, events: ['key.canary_used'] }]),
+      'webhooks.pollInterval': '50ms',
+    },
+    limiter: null,
+    http: true,
+  });
   keygate.events.listen((e) => events.push(e));
 });
 
 afterAll(async () => {
   await h.close();
+  await receiver.stop();
 });
 
 /** The reply and how long it took. */
@@ -122,6 +136,11 @@ describe('a canary key', () => {
     expect(raised[0]).toMatchObject({ account: ALICE, keyId: canaryId, data: { ip: '127.0.0.1', username: ALICE, client: { name: 'exfil-script' } } });
     expect(JSON.stringify(raised)).not.toContain(canary);
     expect(events.filter((e) => e.type !== 'key.canary_used')).toEqual([]);
+    // …and each reached a real receiver, signed.
+    await waitFor(() => receiver.events('key.canary_used').length === 6);
+    expect(receiver.received.every((r) => r.signatureValid)).toBe(true);
+    expect(receiver.events('key.canary_used').map((e) => e.data.protocol).sort()).toEqual(['http', 'http', 'imap', 'imap', 'pop3', 'smtp']);
+    expect(JSON.stringify(receiver.received.map((r) => r.event))).not.toContain(canary);
   });
 
   it('can be issued from the API by a key that could issue it as a plain key, and is listed as a canary', async () => {

@@ -15,6 +15,8 @@ import { hashKey } from '../../src/keys/format.js';
 import { issueKey } from '../../src/services/keys.js';
 import { createHarness, type Harness, type Keygate } from '../helpers/keygate.js';
 import { LineClient } from '../helpers/line-client.js';
+import { waitFor } from '../helpers/wait.js';
+import { WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const ALICE = 'alice@example.com';
 const KEY_ID = '90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a';
@@ -25,8 +27,11 @@ let keygate: Keygate;
 let github: KeyObject;
 let stranger: KeyObject;
 const events: KeyEvent[] = [];
+/** A real HTTP receiver: key.leaked must reach it as a signed webhook delivery. */
+const receiver = new WebhookReceiver('leak-webhook-secret-0123456789');
 
 beforeAll(async () => {
+  await receiver.start();
   h = await createHarness();
   github = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
   stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
@@ -35,12 +40,22 @@ beforeAll(async () => {
     keysFile,
     JSON.stringify({ public_keys: [{ key_identifier: KEY_ID, key: createPublicKey(github).export({ format: 'pem', type: 'spki' }), is_current: true }] }),
   );
-  keygate = await h.start({ http: true, limiter: null, flags: { 'leaks.githubKeys': keysFile, 'leaks.hmacSecret': HMAC_SECRET } });
+  keygate = await h.start({
+    http: true,
+    limiter: null,
+    flags: {
+      'leaks.githubKeys': keysFile,
+      'leaks.hmacSecret': HMAC_SECRET,
+      'webhooks.endpoints': JSON.stringify([{ url: receiver.url, secret: receiver.secret, events: ['key.leaked'] }]),
+      'webhooks.pollInterval': '50ms',
+    },
+  });
   keygate.events.listen((e) => events.push(e));
 });
 
 afterAll(async () => {
   await h.close();
+  await receiver.stop();
 });
 
 function githubHeaders(body: string, key = github, keyId = KEY_ID): Record<string, string> {
@@ -95,6 +110,11 @@ describe('POST /api/leaks', () => {
     expect(h.logs.find((l) => l.msg === 'leaked key revoked')).toMatchObject({ level: 40, keyId: live.record.id, url: 'https://github.com/octo/app/blob/abc/deploy.env' });
     expect(JSON.stringify(h.logs)).not.toContain(live.key);
     expect(JSON.stringify(events)).not.toContain(live.key);
+    await waitFor(() => receiver.events('key.leaked').some((e) => e.keyId === live.record.id));
+    const delivered = receiver.received.find((r) => r.event.type === 'key.leaked' && r.event.keyId === live.record.id)!;
+    expect(delivered.signatureValid).toBe(true);
+    expect(delivered.event).toMatchObject({ account: ALICE, data: { url: 'https://github.com/octo/app/blob/abc/deploy.env' } });
+    expect(JSON.stringify(receiver.received.map((r) => r.event))).not.toContain(live.key);
   });
 
   it('an unsigned, wrongly signed, unknown-key, tampered or HMAC-forged report changes nothing and gets the same 401', async () => {
