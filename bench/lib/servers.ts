@@ -1,7 +1,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort } from '../../test/helpers/free-port.js';
 
@@ -59,10 +59,13 @@ export async function startKeygate(dir: string, name: string, storeFlags: string
   const ports = { imap: await freePort(), imaps: await freePort(), pop3: await freePort(), pop3s: await freePort(), smtp: await freePort(), smtps: await freePort(), http: await freePort() };
   const logPath = join(dir, `${name}.log`);
   const fd = openSync(logPath, 'w');
+  // With no route anywhere a real `keygate serve` refuses every login: such a bench measures the login path alone.
+  const routed = [...storeFlags, ...extra].some((f) => f.startsWith('--upstream.') || f === '--mailbox');
+  const entry = routed ? [cli] : [join(import.meta.dirname, 'serve-login-only.mjs'), dirname(cli)];
   const child = spawn(
     process.execPath,
     [
-      cli, 'serve', ...storeFlags,
+      ...entry, 'serve', ...storeFlags,
       '--http.port', String(ports.http),
       '--imap.port', String(ports.imap), '--imap.securePort', String(ports.imaps),
       '--pop3.port', String(ports.pop3), '--pop3.securePort', String(ports.pop3s),
