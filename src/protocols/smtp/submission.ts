@@ -20,6 +20,7 @@ import { plaintextLoginAllowed, type ProtocolLimits } from '../limits.js';
 import { authzidMatches } from '../sasl-plain.js';
 import { SMTP_AUTH_METHODS } from './bearer-mechanisms.js';
 import type { Connection } from '../tcp-listener.js';
+import './greet-at-once.js';
 import { REPLY, SmtpReplyError, sessionEnded, type Reply } from './replies.js';
 
 /** RFC 5321 §4.5.3.2.7: a server should wait at least 5 minutes for the next command. */
