@@ -359,6 +359,85 @@ describe('SMTP sender and session rules (raw client)', () => {
   });
 });
 
+describe('SMTP shutdown with messages in flight', () => {
+  it('a message whose final dot arrived is relayed and answered past the grace period; idle sessions and new DATA get 421 at once', async () => {
+    let arrived!: () => void;
+    const messageIn = new Promise<void>((r) => (arrived = r));
+    let answer!: () => void;
+    const upstreamAnswers = new Promise<void>((r) => (answer = r));
+    const seen: string[] = [];
+    const smtp = relayBackend(async (_ctx, _envelope, message) => {
+      let text = '';
+      for await (const chunk of message) text += (chunk as Buffer).toString();
+      seen.push(text);
+      arrived();
+      await upstreamAnswers;
+      return '2.0.0 Ok: queued as SLOW1';
+    });
+    const { port } = await start({}, { imap: null, pop3: null, smtp });
+    const sending = transport(port, false, ALICE, aliceKey, { requireTLS: true }).sendMail({ from: ALICE, to: 'x@example.net', subject: 'in flight', text: 'the body' });
+    const idle = await connect(port);
+    await ehlo(idle);
+    expect(await authPlain(idle)).toBe('235 2.7.0 Authentication successful');
+    const ready = await connect(port);
+    await ehlo(ready);
+    expect(await authPlain(ready)).toBe('235 2.7.0 Authentication successful');
+    expect(await cmd(ready, 'MAIL FROM:<alice@example.com>')).toBe('250 Accepted');
+    expect(await cmd(ready, 'RCPT TO:<y@example.net>')).toBe('250 Accepted');
+    await messageIn;
+
+    const t0 = Date.now();
+    const closing = kg.close(100);
+    // Between commands is idle: the goodbye comes at once, and no DATA is taken after it.
+    expect(await idle.line(500)).toBe('421 4.3.2 Server shutting down');
+    expect(await ready.line(500)).toBe('421 4.3.2 Server shutting down');
+    expect(Date.now() - t0).toBeLessThan(500);
+    await ready.waitClosed(1000);
+    // Well past the grace period, the upstream answers: the client gets that answer, not a 421 it would retry.
+    await new Promise((r) => setTimeout(r, 400));
+    answer();
+    const info = await sending;
+    expect(info.response).toBe('250 2.0.0 Ok: queued as SLOW1');
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toContain('the body');
+    await closing;
+  });
+
+  it('a message still arriving when the grace period ends gets 421 and goes nowhere', async () => {
+    let opened!: () => void;
+    const relayOpened = new Promise<void>((r) => (opened = r));
+    const outcomes: string[] = [];
+    const smtp = relayBackend(async (_ctx, _envelope, message) => {
+      opened();
+      try {
+        for await (const _chunk of message) {
+          /* read until the stream ends or fails */
+        }
+        outcomes.push('complete');
+      } catch {
+        outcomes.push('failed');
+      }
+      return '2.0.0 Ok: should not happen';
+    });
+    const { port } = await start({}, { imap: null, pop3: null, smtp });
+    const c = await connect(port);
+    await ehlo(c);
+    await authPlain(c);
+    await cmd(c, 'MAIL FROM:<alice@example.com>');
+    await cmd(c, 'RCPT TO:<x@example.net>');
+    expect(await cmd(c, 'DATA')).toMatch(/^354 /);
+    c.write('Subject: half\r\n\r\nfirst half\r\n');
+    await relayOpened;
+    const closing = kg.close(150);
+    // Inside the grace period the message may still complete; this one does not.
+    expect(await c.line(2000)).toBe('421 4.3.2 Server shutting down');
+    await c.waitClosed(2000);
+    await closing;
+    await waitFor(() => outcomes.length === 1);
+    expect(outcomes).toEqual(['failed']);
+  });
+});
+
 describe('SMTP certificate reload', () => {
   it('STARTTLS clients with and without SNI get the new certificate after the files change', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-smtp-cert-'));
