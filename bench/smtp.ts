@@ -14,7 +14,9 @@
  *
  * Knobs (environment): BENCH_SECONDS (measured seconds per cell, default
  * 3), BENCH_WARMUP (default 0.6), BENCH_WORKERS (load processes, default
- * 2), BENCH_ONLY (comma list: login,relay).
+ * 2), BENCH_ONLY (comma list: login,relay), BENCH_RELAY_C (relay
+ * concurrencies, default 8,32), BENCH_UPSTREAM_CONNECTIONS (Keygate's
+ * upstream.smtp.maxConnections, default 5 as shipped).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
@@ -32,7 +34,7 @@ const WARMUP = Number(process.env.BENCH_WARMUP ?? 0.6);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 const ONLY = new Set((process.env.BENCH_ONLY ?? 'login,relay').split(','));
 const LOGIN_CONCURRENCY = [1, 32];
-const RELAY_CONCURRENCY = [8, 32];
+const RELAY_CONCURRENCY = (process.env.BENCH_RELAY_C ?? '8,32').split(',').map(Number);
 const ACCOUNT = 'bench@example.com';
 
 interface Cell extends LoadResult {
@@ -74,7 +76,7 @@ async function main(): Promise<void> {
   try {
     const sqlite = ['--db.path', join(dir, 'keys.db')];
     const key = await issueKey(sqlite, ACCOUNT);
-    const upstream = ['--upstream.smtp.host', '127.0.0.1', '--upstream.smtp.port', String(postfix.relayPort), '--upstream.smtp.tls', 'none', '--upstream.smtp.login', 'none'];
+    const upstream = ['--upstream.smtp.host', '127.0.0.1', '--upstream.smtp.port', String(postfix.relayPort), '--upstream.smtp.tls', 'none', '--upstream.smtp.login', 'none', '--upstream.smtp.maxConnections', process.env.BENCH_UPSTREAM_CONNECTIONS ?? '5'];
     const keygate = await startKeygate(dir, 'keygate', sqlite, upstream);
     const postfixCpu = (): number => treeCpu(postfix.pid) + treeCpu(dovecot.pid);
     const dovecotUser = dovecot.users[0]!;

@@ -19,7 +19,7 @@ import {
 } from '../../../src/backends/types.js';
 import { generateKey } from '../../../src/keys/format.js';
 import { createSelfSignedCertificate } from '../../../src/tls/index.js';
-import { createHarness, type Harness, type Keygate } from '../../helpers/keygate.js';
+import { createHarness, startKeygate, type Harness, type Keygate } from '../../helpers/keygate.js';
 import { LineClient, plain } from '../../helpers/line-client.js';
 import { SWAKS } from '../../helpers/tools.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -356,6 +356,48 @@ describe('SMTP sender and session rules (raw client)', () => {
     expect(await c.line(2000)).toBe('421 4.3.2 Server shutting down');
     await c.waitClosed(2000);
     await closing;
+  });
+});
+
+describe('SMTP debug logging', () => {
+  it('traces commands without any key, whatever the AUTH syntax, and refuses early talkers', async () => {
+    const t = await startKeygate({ protocols: ['smtp'], flags: { 'log.level': 'trace' } });
+    try {
+      const { key } = await t.issue(ALICE, ['smtp']);
+      const b64 = (s: string): string => Buffer.from(s).toString('base64');
+      const scripts: string[][] = [
+        ['EHLO a', `AUTH PLAIN ${plain(ALICE, key)}`],
+        ['EHLO a', `auth  plain  ${plain(ALICE, key)}`],
+        ['EHLO a', 'AUTH LOGIN', b64(ALICE), b64(key)],
+        ['EHLO a', `AUTH LOGIN ${b64(ALICE)}`, b64(key)],
+        ['EHLO a', 'AUTH PLAIN', plain(ALICE, key)],
+        ['EHLO a', `AUTH\tPLAIN ${plain(ALICE, key)}`, `${key}`, `${plain(ALICE, key)}`],
+      ];
+      for (const script of scripts) {
+        const c = await LineClient.connect(t.port('smtp'));
+        await c.reply();
+        for (const line of script) {
+          c.write(`${line}\r\n`);
+          await c.reply();
+        }
+        c.destroy();
+      }
+      const traced = t.logs.filter((l) => l.msg === 'SMTP command').map((l) => (l as { command?: string }).command);
+      expect(traced).toContain('EHLO a');
+      expect(traced).toContain('AUTH');
+      expect(traced).toContain('(unrecognized)');
+      const all = JSON.stringify(t.logs);
+      for (const secret of [key, plain(ALICE, key), b64(key)]) expect(all).not.toContain(secret);
+
+      // An early talker: commands sent before the reply to the first one.
+      const early = await LineClient.connect(t.port('smtp'));
+      early.write(`EHLO a\r\nAUTH PLAIN ${plain(ALICE, key)}\r\n`);
+      expect((await early.reply()).at(-1)).toMatch(/^220 /);
+      expect(await early.line()).toMatch(/^554 5\.5\.0 /);
+      await early.waitClosed();
+    } finally {
+      await t.close();
+    }
   });
 });
 
