@@ -313,6 +313,8 @@ export class SmtpSession extends LineSession<'smtp'> {
     if (this.shuttingDown) return this.close(this.texts.ended.shutdown);
     const relay = this.state.kind === 'authenticated' ? this.state.session.backend : null;
     const body = relay ? new PassThrough() : null;
+    // Its failures (cut off, client gone) reach the client through the relay's answer, not as an unhandled 'error'.
+    body?.on('error', () => {});
     const message: Message = { body, result: null, size: 0, oversize: false, settled: false };
     if (relay && body) {
       message.result = this.relay(relay, { from: this.mailFrom, to: this.recipients }, message, body);

@@ -359,6 +359,29 @@ describe('SMTP sender and session rules (raw client)', () => {
   });
 });
 
+describe('SMTP DATA framing', () => {
+  it('ends a message only at CRLF.CRLF (no smuggling through bare LF), unstuffs dots, and takes pipelined commands after the dot', async () => {
+    const seen: Array<{ ctx: SessionContext; envelope: SmtpEnvelope; message: string }> = [];
+    const { port } = await start({}, { imap: null, pop3: null, smtp: capturingBackend(seen) });
+    const c = await connect(port);
+    await ehlo(c);
+    await authPlain(c);
+    expect(await cmd(c, 'MAIL FROM:<alice@example.com>')).toBe('250 Accepted');
+    expect(await cmd(c, 'RCPT TO:<x@example.net>')).toBe('250 Accepted');
+    expect(await cmd(c, 'DATA')).toMatch(/^354 /);
+    // Split oddly across writes: the end must still be found once, at the real CRLF.CRLF.
+    for (const part of ['Subject: s\r\n\r\nline one\n.\nMAIL FROM:<mallory@example.com>\r\n', '..dotted\r', '\n.', 'x\r\n.\r', '\nNOOP\r\n']) {
+      c.write(part);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(await c.line()).toBe('250 2.0.0 Ok: queued as TEST123');
+    expect(await c.line()).toBe('250 OK');
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.message).toBe('Subject: s\r\n\r\nline one\n.\nMAIL FROM:<mallory@example.com>\r\n.dotted\r\nx\r\n');
+    c.destroy();
+  });
+});
+
 describe('SMTP debug logging', () => {
   it('traces commands without any key, whatever the AUTH syntax, and refuses early talkers', async () => {
     const t = await startKeygate({ protocols: ['smtp'], flags: { 'log.level': 'trace' } });
