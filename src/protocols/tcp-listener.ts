@@ -29,9 +29,9 @@ export interface Connection {
   loggedIn(): void;
   /**
    * Ends the connection's accounting now (per-IP count, shutdown drain). The
-   * listener otherwise does it on the socket's 'close'; a protocol that hands
-   * the socket to code that may strip its listeners (smtp-server's STARTTLS
-   * calls removeAllListeners()) calls this when its session ends. Idempotent.
+   * listener otherwise does it on the raw socket's 'close', which after a
+   * STARTTLS upgrade may never come: the line sessions call this when their
+   * socket closes. Idempotent.
    */
   release(): void;
 }
@@ -107,7 +107,7 @@ interface Tracked {
  * protocol. Both caps are checked before any TLS work, so a client over them
  * costs no handshake and no wait. Socket errors are logged at debug and never
  * escape. Pieces (readProxyHeader, upgradeToTls, normalizeRemoteAddress) are
- * exported separately for smtp-server wiring.
+ * exported separately.
  */
 export class TcpListener {
   private readonly server: net.Server;
