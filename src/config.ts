@@ -30,7 +30,7 @@ export interface PublicEndpoint {
 }
 
 /** The default upstream for one protocol (proxy backends); an empty host = no backend for it. */
-export type UpstreamSettings = Omit<UpstreamServer, 'xclient'>;
+export type UpstreamSettings = Omit<UpstreamServer, 'xclient' | 'socket'>;
 
 export interface Config {
   /** Base directory of relative paths (store, certificates, `keygate.json`); empty = the current directory. */
@@ -108,6 +108,12 @@ export interface Config {
     loginTimeout: number;
   };
   nginx: { authSecret: string };
+  /** `local`: run a private Dovecot as the default IMAP/POP3 upstream and deliver to local accounts over LMTP (src/mailbox/); `none`: proxy only. */
+  mailbox: 'none' | 'local';
+  /** The local mailbox's directory: Dovecot's generated configuration, sockets and every account's Maildir. */
+  mailboxDir: string;
+  /** The `dovecot` program the local mailbox runs (a path, or a name looked up in PATH and the sbin directories). */
+  mailboxDovecot: string;
   setup: {
     /** Lifetime of a one-time setup link, ms. */
     linkTtl: number;
@@ -237,6 +243,9 @@ export const DEFAULTS: Config = {
     loginTimeout: 15_000,
   },
   nginx: { authSecret: '' },
+  mailbox: 'none',
+  mailboxDir: 'data/mailbox',
+  mailboxDovecot: 'dovecot',
   setup: { linkTtl: 10 * 60_000, signingCert: '', signingKey: '', publicUrl: '' },
   console: {
     enabled: true,
@@ -366,6 +375,9 @@ export const SPECS: Record<string, Spec> = {
   'upstream.domains': { kind: 'string', env: 'KEYGATE_UPSTREAM_DOMAINS', doc: 'per-domain routes, JSON: {"example.com": {"imap": {"host": …}, "smtp": {…}, "master": {…}}}', embeds: 'json' },
   'upstream.connectTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_CONNECT_TIMEOUT', doc: 'time allowed to connect to an upstream (TCP and TLS)' },
   'upstream.loginTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_LOGIN_TIMEOUT', doc: 'time allowed from upstream greeting to logged in' },
+  mailbox: { kind: 'string', env: 'KEYGATE_MAILBOX', doc: 'local = a mailbox of your own: Keygate runs a private Dovecot (apt: dovecot-imapd dovecot-pop3d dovecot-lmtpd) as the default IMAP and POP3 upstream and delivers to its accounts over LMTP; none = only proxy to upstream.*' },
+  mailboxDir: { kind: 'string', env: 'KEYGATE_MAILBOX_DIR', doc: 'directory of the local mailbox: generated Dovecot configuration, sockets, one Maildir per account', path: true },
+  mailboxDovecot: { kind: 'string', env: 'KEYGATE_MAILBOX_DOVECOT', doc: 'the dovecot program the local mailbox runs: a path, or a name looked up in PATH, /usr/sbin and /usr/local/sbin' },
   'setup.linkTtl': { kind: 'duration', env: 'KEYGATE_SETUP_LINK_TTL', doc: 'how long a one-time setup link (Apple profile, QR code) stays usable; at most 24h' },
   'setup.signingCert': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_CERT', doc: 'PEM certificate chain file that signs Apple profiles; empty = the TLS certificate', path: true },
   'setup.signingKey': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_KEY', doc: 'PEM private key file of setup.signingCert', path: true },
@@ -456,6 +468,14 @@ export interface ResolvedConfig {
   file: string | null;
 }
 
+/** Where each setting of a configuration loadConfig built came from (for what only an explicit setting may do). */
+const SOURCES = new WeakMap<Config, Record<string, SettingSource>>();
+
+/** Where a setting's value came from (see SettingSource); undefined for a configuration not built by loadConfig. */
+export function settingSource(config: Config, key: string): SettingSource | undefined {
+  return SOURCES.get(config)?.[key];
+}
+
 /** Builds the configuration; throws ConfigError naming the first bad setting. */
 export function loadConfig(options: LoadOptions = {}): Config {
   return resolveConfig(options).config;
@@ -528,12 +548,14 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   }
   if (c.tls.handshakeTimeout <= 0) throw new ConfigError('tls.handshakeTimeout', 'expected a duration above 0, such as 5s');
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
+  validateMailbox(c);
   validateTls(c);
   validateSetup(c.setup);
   validateHttp(c.http);
   validateConsole(c.console);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
+  SOURCES.set(c, sources);
   return { config: c, sources, file: file ?? null };
 }
 
@@ -542,6 +564,17 @@ export function getPath(target: object, key: string): unknown {
   let node: unknown = target;
   for (const p of key.split('.')) node = (node as Record<string, unknown>)[p];
   return node;
+}
+
+function validateMailbox(c: Config): void {
+  if (c.mailbox !== 'none' && c.mailbox !== 'local') throw new ConfigError('mailbox', `expected none or local (got ${JSON.stringify(c.mailbox)})`);
+  if (c.mailbox !== 'local') return;
+  // The local mailbox is the default IMAP and POP3 upstream; other servers are reached by domain or account routes.
+  for (const p of ['imap', 'pop3'] as const) {
+    if (c.upstream[p].host !== '') throw new ConfigError(`upstream.${p}.host`, `the local mailbox is the default ${p.toUpperCase()} upstream: leave upstream.${p}.host empty with mailbox local (route other domains with upstream.domains)`);
+  }
+  if (c.mailboxDir === '') throw new ConfigError('mailboxDir', 'expected a directory for the local mailbox');
+  if (c.mailboxDovecot === '') throw new ConfigError('mailboxDovecot', 'expected the dovecot program');
 }
 
 const MIN_TICKET_ROTATION = 60_000;

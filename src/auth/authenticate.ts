@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NO_BACKENDS, type BackendSessions, type Backends } from '../backends/types.js';
+import { NO_BACKENDS, NoBackendError, type BackendSessions, type Backends } from '../backends/types.js';
 import { hashKey, isWellFormedKey } from '../keys/format.js';
 import { decide, type Action } from '../keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../keys/record.js';
@@ -253,6 +253,8 @@ export class Authenticator {
     return opener.open({ protocol, account, key, clientIp: attempt.ip, clientPort: session.clientPort, secure: session.secure }).then(
       (backend) => this.register(attempt, session, key, account, backend as BackendSessions[P]),
       (err: unknown): Temporary => {
+        // The backend logged where and why; no route at all is the account's state, not a failure.
+        if (err instanceof NoBackendError) return { kind: 'temporary', reason: 'no_backend' };
         this.logger.warn({ protocol, ip: attempt.ip, account: account.address, err: (err as Error).message }, `${protocol.toUpperCase()} backend unavailable`);
         return { kind: 'temporary', reason: 'backend_unavailable' };
       },

@@ -164,7 +164,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await page.getByRole('dialog', { name: 'Revoke this key?' }).getByRole('button', { name: 'Revoke key' }).click();
     await page.getByText('Revoked “Thunderbird”.').first().waitFor();
     await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error('IMAP session still open 5 s after revocation')), 5000))]);
-    expect(await row.count()).toBe(0);
+    // The list reloads after the notice is shown: wait for the row to go rather than race the reload.
+    await expect.poll(() => row.count(), { timeout: 5000 }).toBe(0);
     await context.close();
   });
 

@@ -6,6 +6,7 @@ import type { AccountRecord } from '../../keys/record.js';
 import { END_REASON_TEXT } from '../../auth/sessions.js';
 import { LineSession, type Frame, type LineContext, type LoginAnswers, type SessionTexts } from '../line-session.js';
 import { MECHANISMS, mechanismNamed, SaslExchange } from '../sasl-mechanisms.js';
+import { traceCommand, traceSaslResponse } from '../trace.js';
 import type { Connection } from '../tcp-listener.js';
 import { canonicalMailbox, isRecipient, parsePath } from './envelope.js';
 import { SmtpFramer } from './framing.js';
@@ -17,9 +18,6 @@ const END_REASONS = Object.keys(END_REASON_TEXT) as EndReason[];
 const IDLE_TIMEOUT_MS = 5 * 60_000;
 /** Recipients per message (RFC 5321 §4.5.3.1.8 asks for at least 100; Postfix allows 1,000). */
 const MAX_RECIPIENTS = 1000;
-/** Commands whose arguments may be logged at trace; any other line is logged as its verb alone (AUTH, SASL answers and garbage can hold keys). */
-const TRACED_WITH_ARGUMENTS = new Set(['EHLO', 'HELO', 'MAIL', 'RCPT']);
-const KNOWN = new Set(['EHLO', 'HELO', 'STARTTLS', 'AUTH', 'MAIL', 'RCPT', 'DATA', 'RSET', 'NOOP', 'QUIT', 'HELP', 'VRFY', 'EXPN']);
 
 const TEXTS: SessionTexts = {
   lingerMs: 1000,
@@ -36,6 +34,8 @@ const ANSWERS: LoginAnswers<'smtp'> = {
   refused: line(REPLY.authFailed),
   temporary: line(REPLY.authTemporary),
   backendUnavailable: line(REPLY.authTemporary),
+  // As under smtp-server: any temporary outcome of the login is 454.
+  noBackend: line(REPLY.authTemporary),
 };
 
 /** What every SMTP session of a listener shares from the configuration. */
@@ -144,11 +144,7 @@ export class SmtpSession extends LineSession<'smtp'> {
     const sp = text.indexOf(' ');
     const verb = (sp < 0 ? text : text.slice(0, sp)).toUpperCase();
     const args = sp < 0 ? '' : text.slice(sp + 1);
-    const logger = this.context.logger;
-    if (logger.isLevelEnabled('trace')) {
-      const command = TRACED_WITH_ARGUMENTS.has(verb) ? `${verb} ${args}` : KNOWN.has(verb) ? verb : '(unrecognized)';
-      logger.trace({ ip: this.remoteAddress, command }, 'SMTP command');
-    }
+    traceCommand(this.context.logger, 'smtp', this.remoteAddress, text);
     if (!this.pipelining && this.framer.buffered > 0) return this.close(line(REPLY.synchronization));
     switch (verb) {
       case 'EHLO':
@@ -257,6 +253,7 @@ export class SmtpSession extends LineSession<'smtp'> {
   private async saslResponse(challenge: string): Promise<string | null> {
     const answer = await this.continuation(line(`334 ${challenge}`));
     if (answer === null) return null;
+    traceSaslResponse(this.context.logger, 'smtp', this.remoteAddress);
     const text = answer.toString('utf8').trim();
     if (text === '*') {
       this.write(line(REPLY.authAborted));
@@ -285,12 +282,18 @@ export class SmtpSession extends LineSession<'smtp'> {
     const from = canonicalMailbox(path.address);
     const owned = from !== '' && [account.address, ...account.aliases].some((a) => canonicalMailbox(a) === from);
     if (!owned) return this.write(line(REPLY.senderNotOwned));
+    // Mail that can go nowhere is refused now, before the client sends it.
+    try {
+      this.currentRelay()?.checkSender?.();
+    } catch (err) {
+      return this.write(line(this.backendReply(err)));
+    }
     this.mailFrom = path.address;
     this.recipients = [];
     this.write(line(REPLY.accepted));
   }
 
-  private rcpt(args: string): void {
+  private rcpt(args: string): void | Promise<void> {
     if (this.account === null) return this.write(line(REPLY.authRequired));
     if (this.mailFrom === null) return this.protocolError(REPLY.needMail);
     if (!/^to:/i.test(args)) return this.protocolError(REPLY.rcptSyntax);
@@ -299,8 +302,35 @@ export class SmtpSession extends LineSession<'smtp'> {
     if (path.params.size > 0) return this.protocolError(REPLY.badParameter);
     if (!isRecipient(path.address)) return this.write(line(REPLY.badRecipient));
     if (this.recipients.length >= MAX_RECIPIENTS) return this.write(line(REPLY.tooManyRecipients));
-    this.recipients.push(path.address);
+    // Each recipient is checked as it is given: one that can be delivered nowhere is refused here, not after the upload.
+    const check = this.currentRelay()?.checkRecipient;
+    if (!check) return this.accept(path.address);
+    return check(path.address).then(
+      () => this.accept(path.address),
+      (err: unknown) => this.write(line(this.backendReply(err))),
+    );
+  }
+
+  private accept(recipient: string): void {
+    if (this.mailFrom === null) return;
+    this.recipients.push(recipient);
     this.write(line(REPLY.accepted));
+  }
+
+  private currentRelay(): SmtpRelay | null {
+    return this.state.kind === 'authenticated' ? this.state.session.backend : null;
+  }
+
+  /** A backend's refusal as our reply: its own code and text, 451 while it is unavailable. */
+  private backendReply(err: unknown): string {
+    const account = this.account?.address;
+    if (err instanceof BackendRejectedError && err.code >= 400 && err.code < 600) return `${err.code} ${err.response.replace(/[\r\n]+/g, ' ')}`;
+    if (err instanceof BackendUnavailableError) {
+      this.context.logger.warn({ err: err.message, account }, 'SMTP backend unavailable');
+      return REPLY.backendUnavailable;
+    }
+    this.context.logger.error({ err, account }, 'SMTP backend failed');
+    return REPLY.internal;
   }
 
   /** After the 354, the message streams to the relay as it arrives; the reply is the relay's answer after the final dot. */
@@ -311,7 +341,7 @@ export class SmtpSession extends LineSession<'smtp'> {
     if (this.recipients.length === 0) return this.protocolError(REPLY.needRcpt);
     // Shutdown has begun: no new message is taken (the client retries elsewhere or later).
     if (this.shuttingDown) return this.close(this.texts.ended.shutdown);
-    const relay = this.state.kind === 'authenticated' ? this.state.session.backend : null;
+    const relay = this.currentRelay();
     const body = relay ? new PassThrough() : null;
     // Its failures (cut off, client gone) reach the client through the relay's answer, not as an unhandled 'error'.
     body?.on('error', () => {});

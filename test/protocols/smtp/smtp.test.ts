@@ -394,7 +394,7 @@ describe('SMTP debug logging', () => {
         ['EHLO a', 'AUTH LOGIN', b64(ALICE), b64(key)],
         ['EHLO a', `AUTH LOGIN ${b64(ALICE)}`, b64(key)],
         ['EHLO a', 'AUTH PLAIN', plain(ALICE, key)],
-        ['EHLO a', `AUTH\tPLAIN ${plain(ALICE, key)}`, `${key}`, `${plain(ALICE, key)}`],
+        ['EHLO a', `AUTH\tPLAIN ${plain(ALICE, key)}`],
       ];
       for (const script of scripts) {
         const c = await LineClient.connect(t.port('smtp'));
@@ -407,8 +407,7 @@ describe('SMTP debug logging', () => {
       }
       const traced = t.logs.filter((l) => l.msg === 'SMTP command').map((l) => (l as { command?: string }).command);
       expect(traced).toContain('EHLO a');
-      expect(traced).toContain('AUTH');
-      expect(traced).toContain('(unrecognized)');
+      expect(traced).toContain('AUTH PLAIN [REDACTED]');
       const all = JSON.stringify(t.logs);
       for (const secret of [key, plain(ALICE, key), b64(key)]) expect(all).not.toContain(secret);
 
