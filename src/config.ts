@@ -5,6 +5,7 @@ import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
 import type { Protocol } from './keys/scopes.js';
 import { ACME_DIRECTORY_NAMES, acmeProblem } from './tls/acme-settings.js';
+import { configuredEndpointsProblem } from './events/endpoints.js';
 import { parseJson } from './json-text.js';
 
 /**
@@ -114,6 +115,13 @@ export interface Config {
   mailboxDir: string;
   /** The `dovecot` program the local mailbox runs (a path, or a name looked up in PATH and the sbin directories). */
   mailboxDovecot: string;
+  /** Leaked-key reports (`POST /api/leaks`): who may send them. Both empty = the endpoint refuses every report. */
+  leaks: {
+    /** GitHub's secret-scanning public keys: a file in the format of https://api.github.com/meta/public_keys/secret_scanning. */
+    githubKeys: string;
+    /** Shared secret of other scanners: HMAC-SHA256 of the body, hex, in `Keygate-Signature: sha256=…`. */
+    hmacSecret: string;
+  };
   setup: {
     /** Lifetime of a one-time setup link, ms. */
     linkTtl: number;
@@ -134,6 +142,34 @@ export interface Config {
     linkTtl: number;
     /** OpenID Connect sign-in: issuer URL, client id and secret; empty issuer = off. */
     oidc: { issuer: string; clientId: string; clientSecret: string };
+  };
+  /** Login history and the key events (issue 15). */
+  events: {
+    /** Record every login attempt in the store. */
+    history: boolean;
+    historyRetention: number;
+    historyMax: number;
+    /** Prefix lengths that make a network for `key.new_network`. */
+    newNetworkV4Prefix: number;
+    newNetworkV6Prefix: number;
+    /** `key.expiring` this long before a key's expiry, ms. */
+    expiringBefore: number;
+    /** How often keys are checked for `key.expiring` / `key.expired`, ms. */
+    expiryScanInterval: number;
+    /** `login.failures` when an account has this many failed logins within `failureWindow`; 0 = never. */
+    failureThreshold: number;
+    failureWindow: number;
+  };
+  webhooks: {
+    /** JSON array of {url, secret, events?}: endpoints besides those registered with POST /api/webhooks. */
+    endpoints: string;
+    timeout: number;
+    /** Delay before the first retry; doubled each time up to `maxBackoff`. */
+    backoff: number;
+    maxBackoff: number;
+    maxAttempts: number;
+    /** How often the queue is checked for due deliveries, ms. */
+    pollInterval: number;
   };
 }
 
@@ -246,6 +282,7 @@ export const DEFAULTS: Config = {
   mailbox: 'none',
   mailboxDir: 'data/mailbox',
   mailboxDovecot: 'dovecot',
+  leaks: { githubKeys: '', hmacSecret: '' },
   setup: { linkTtl: 10 * 60_000, signingCert: '', signingKey: '', publicUrl: '' },
   console: {
     enabled: true,
@@ -254,6 +291,18 @@ export const DEFAULTS: Config = {
     linkTtl: 15 * 60_000,
     oidc: { issuer: '', clientId: '', clientSecret: '' },
   },
+  events: {
+    history: true,
+    historyRetention: 30 * 24 * 60 * 60_000,
+    historyMax: 10_000,
+    newNetworkV4Prefix: 24,
+    newNetworkV6Prefix: 48,
+    expiringBefore: 7 * 24 * 60 * 60_000,
+    expiryScanInterval: 60 * 60_000,
+    failureThreshold: 10,
+    failureWindow: 15 * 60_000,
+  },
+  webhooks: { endpoints: '', timeout: 10_000, backoff: 10_000, maxBackoff: 60 * 60_000, maxAttempts: 15, pollInterval: 1000 },
 };
 
 function listener(name: string, port: number, securePort: number): Record<string, Spec> {
@@ -389,6 +438,34 @@ export const SPECS: Record<string, Spec> = {
   'console.oidc.issuer': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_ISSUER', doc: 'OpenID Connect issuer URL for console sign-in; empty = off' },
   'console.oidc.clientId': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_ID', doc: 'OpenID Connect client id' },
   'console.oidc.clientSecret': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_SECRET', doc: 'OpenID Connect client secret', secret: true },
+  'leaks.githubKeys': {
+    kind: 'string',
+    env: 'KEYGATE_LEAKS_GITHUB_KEYS',
+    doc: "file holding GitHub's secret-scanning public keys (the JSON of api.github.com/meta/public_keys/secret_scanning; re-read when changed); empty = GitHub reports refused",
+    path: true,
+  },
+  'leaks.hmacSecret': { kind: 'string', env: 'KEYGATE_LEAKS_HMAC_SECRET', doc: 'shared secret other secret scanners sign POST /api/leaks with (Keygate-Signature: sha256=HMAC hex); empty = refused', secret: true },
+  'events.history': { kind: 'bool', env: 'KEYGATE_EVENTS_HISTORY', doc: 'record every login attempt (time, account, key id, protocol, client IP, result, client name) in the store' },
+  'events.historyRetention': { kind: 'duration', env: 'KEYGATE_EVENTS_HISTORY_RETENTION', doc: 'how long login history is kept' },
+  'events.historyMax': { kind: 'int', env: 'KEYGATE_EVENTS_HISTORY_MAX', doc: 'login history entries kept per account at most (1-10000)' },
+  'events.newNetworkV4Prefix': { kind: 'int', env: 'KEYGATE_EVENTS_NEW_NETWORK_V4_PREFIX', doc: 'IPv4 prefix length of a network for key.new_network (8-32)' },
+  'events.newNetworkV6Prefix': { kind: 'int', env: 'KEYGATE_EVENTS_NEW_NETWORK_V6_PREFIX', doc: 'IPv6 prefix length of a network for key.new_network (16-128)' },
+  'events.expiringBefore': { kind: 'duration', env: 'KEYGATE_EVENTS_EXPIRING_BEFORE', doc: 'raise key.expiring this long before a key expires' },
+  'events.expiryScanInterval': { kind: 'duration', env: 'KEYGATE_EVENTS_EXPIRY_SCAN_INTERVAL', doc: 'how often keys are checked for key.expiring and key.expired' },
+  'events.failureThreshold': { kind: 'int', env: 'KEYGATE_EVENTS_FAILURE_THRESHOLD', doc: 'raise login.failures when an account has this many failed logins within events.failureWindow; 0 = never' },
+  'events.failureWindow': { kind: 'duration', env: 'KEYGATE_EVENTS_FAILURE_WINDOW', doc: 'window for events.failureThreshold' },
+  'webhooks.endpoints': {
+    kind: 'string',
+    env: 'KEYGATE_WEBHOOKS',
+    doc: 'webhook endpoints, JSON: [{"url": "https://…", "secret": "…", "events": ["key.revoked", …]}] (events omitted = all)',
+    secret: true,
+    embeds: 'json',
+  },
+  'webhooks.timeout': { kind: 'duration', env: 'KEYGATE_WEBHOOKS_TIMEOUT', doc: 'time a receiver has to answer one delivery' },
+  'webhooks.backoff': { kind: 'duration', env: 'KEYGATE_WEBHOOKS_BACKOFF', doc: 'delay before the first retry of a failed delivery, doubled each time' },
+  'webhooks.maxBackoff': { kind: 'duration', env: 'KEYGATE_WEBHOOKS_MAX_BACKOFF', doc: 'longest delay between retries' },
+  'webhooks.maxAttempts': { kind: 'int', env: 'KEYGATE_WEBHOOKS_MAX_ATTEMPTS', doc: 'attempts per delivery before it is given up (logged at error)' },
+  'webhooks.pollInterval': { kind: 'duration', env: 'KEYGATE_WEBHOOKS_POLL_INTERVAL', doc: 'how often the delivery queue is checked' },
   'nginx.authSecret': { kind: 'string', env: 'KEYGATE_NGINX_AUTH_SECRET', doc: 'shared secret nginx sends in X-Keygate-Secret to GET /auth/nginx; empty = endpoint disabled', secret: true },
 };
 
@@ -553,6 +630,7 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   validateSetup(c.setup);
   validateHttp(c.http);
   validateConsole(c.console);
+  validateEvents(c);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
   SOURCES.set(c, sources);
@@ -614,6 +692,23 @@ function validateSetup(s: Config['setup']): void {
       throw new ConfigError('setup.publicUrl', 'expected an http(s) origin such as https://keygate.example.com, without user, password, query or fragment');
     }
   }
+}
+
+function validateEvents(c: Config): void {
+  const e = c.events;
+  if (e.historyMax < 1 || e.historyMax > 10_000) throw new ConfigError('events.historyMax', `expected 1 to 10000 (got ${e.historyMax})`);
+  if (e.historyRetention <= 0) throw new ConfigError('events.historyRetention', 'expected a positive duration');
+  if (e.newNetworkV4Prefix < 8 || e.newNetworkV4Prefix > 32) throw new ConfigError('events.newNetworkV4Prefix', 'expected 8 to 32');
+  if (e.newNetworkV6Prefix < 16 || e.newNetworkV6Prefix > 128) throw new ConfigError('events.newNetworkV6Prefix', 'expected 16 to 128');
+  if (e.expiryScanInterval <= 0) throw new ConfigError('events.expiryScanInterval', 'expected a positive duration');
+  if (e.failureWindow <= 0) throw new ConfigError('events.failureWindow', 'expected a positive duration');
+  const w = c.webhooks;
+  if (w.timeout <= 0) throw new ConfigError('webhooks.timeout', 'expected a positive duration');
+  if (w.pollInterval <= 0) throw new ConfigError('webhooks.pollInterval', 'expected a positive duration');
+  if (w.backoff <= 0 || w.maxBackoff < w.backoff) throw new ConfigError('webhooks.maxBackoff', 'expected at least webhooks.backoff, both positive');
+  if (w.maxAttempts < 1) throw new ConfigError('webhooks.maxAttempts', 'expected at least 1');
+  const problem = configuredEndpointsProblem(w.endpoints);
+  if (problem) throw new ConfigError('webhooks.endpoints', problem);
 }
 
 function validateConsole(c: Config['console']): void {

@@ -77,6 +77,13 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly canaryUses = new client.Counter({
+    name: 'keygate_canary_uses_total',
+    help: 'Uses of canary keys (refused like a wrong key), by surface: a mail protocol, http, console, introspect',
+    labelNames: ['protocol'] as const,
+    registers: [this.registry],
+  });
+
   constructor(store?: KeyStore, options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) {
       client.collectDefaultMetrics({ register: this.registry });
@@ -105,5 +112,6 @@ export class Metrics {
       });
     }
     for (const p of PROTOCOLS) this.sessions.set({ protocol: p }, 0);
+    for (const p of [...PROTOCOLS, 'http']) this.canaryUses.inc({ protocol: p }, 0);
   }
 }

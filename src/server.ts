@@ -5,6 +5,11 @@ import { SessionRegistry } from './auth/sessions.js';
 import { checkSecret, createBackends, NO_BACKENDS } from './backends/index.js';
 import type { Backends, ClosableBackends } from './backends/types.js';
 import { settingSource, type Config } from './config.js';
+import { ExpiryWatch } from './events/expiry.js';
+import { LoginHistory } from './events/history.js';
+import { EventHub } from './events/hub.js';
+import { bindEvents, unbindEvents } from './events/registry.js';
+import { Webhooks } from './events/webhooks.js';
 import { PROTOCOLS, type Protocol } from './keys/scopes.js';
 import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
@@ -28,6 +33,12 @@ export interface RunningServer {
   listeners: Listeners;
   /** The local mailbox (`mailbox: local`), or null. */
   mailbox: LocalMailbox | null;
+  /** Where key and login events are raised (`eventsOf(store)` is the same hub). */
+  events: EventHub;
+  /** The webhook endpoints and their delivery queue. */
+  webhooks: Webhooks;
+  /** The login history writer; null with `events.history` off. */
+  history: LoginHistory | null;
   /**
    * Stops accepting everywhere, lets open sessions finish for up to
    * `config.shutdownGrace`, ends what is left, then closes the store (unless
@@ -69,6 +80,11 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
   let tls: TlsProvider | null = null;
   let sessions: SessionRegistry | null = null;
   let app: FastifyInstance | null = null;
+  const events = new EventHub(logger);
+  bindEvents(store, events);
+  const webhooks = new Webhooks(store, logger, config.webhooks);
+  const history = config.events.history ? new LoginHistory(store, logger, config.events, events) : null;
+  const expiry = new ExpiryWatch(store, logger, config.events, events);
   try {
     if (prepared.length > 0) await importPreparedTokens(store, prepared, logger);
     // A missing or wrong KEYGATE_SECRET is a start-up error once sealed upstream credentials exist.
@@ -97,12 +113,16 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
       sessions,
       backends: options.backends ?? backends ?? NO_BACKENDS,
       failureDelayMs: config.auth.failureDelay,
+      events,
+      ...(history && { onAttempt: history.record }),
     });
     if (options.http !== false) {
-      app = await buildApp({ config, store, logger, metrics, authenticator, tls });
+      app = await buildApp({ config, store, logger, metrics, authenticator, tls, events, webhooks });
       await app.listen({ host: config.http.host, port: config.http.port });
     }
     const listeners = await startListeners({ config, logger, authenticator, tls, metrics });
+    webhooks.start(events);
+    expiry.start();
     advertiseBoundPorts(config, listeners);
     // Everything that answers ACME challenges is listening: ordering and renewal may begin.
     tls.start();
@@ -125,6 +145,9 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
       tls,
       listeners,
       mailbox,
+      events,
+      webhooks,
+      history,
       close() {
         closing ??= (async () => {
           // Both stop accepting at once; mail sessions get the grace period.
@@ -136,6 +159,10 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
           await mailbox?.stop();
           await ownLimiter?.close();
           await running.tls.close();
+          await expiry.close();
+          await history?.close();
+          await webhooks.close();
+          unbindEvents(store, events);
           if (ownStore) await store.close();
           logger.info('Keygate stopped');
         })();
@@ -149,6 +176,10 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     await mailbox?.stop().catch(() => {});
     await ownLimiter?.close().catch(() => {});
     await tls?.close();
+    await expiry.close();
+    await history?.close();
+    await webhooks.close();
+    unbindEvents(store, events);
     if (ownStore) await store.close().catch(() => {});
     throw err;
   }

@@ -3,6 +3,8 @@ import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, 
 import { ConflictError, NotFoundError, StoreUnavailableError } from './errors.js';
 import { createRedisClient, describeRedisTarget, parseRedisUrl, type RedisClient } from './redis-connect.js';
 import { TouchBuffer } from './touch-buffer.js';
+import type { ActivityStore } from './activity.js';
+import { RedisActivity } from './redis-activity.js';
 import type { AccountPatch, KeyStore, StoreEvent } from './types.js';
 
 export interface RedisStoreOptions {
@@ -49,6 +51,8 @@ const KEY_FIELDS = [
   'platform',
   'deviceId',
   'rotatedFrom',
+  'canary',
+  'limits',
 ] as const satisfies readonly (keyof KeyRecord)[];
 const ACCOUNT_FIELDS = ['address', 'aliases', 'displayName', 'disabled', 'createdAt', 'upstream'] as const satisfies readonly (keyof AccountRecord)[];
 // Compile-time guard: a new record property must be added to the lists above.
@@ -71,6 +75,8 @@ function parseKey(h: Record<string, string>): KeyRecord | null {
     if (raw === undefined && REQUIRED_KEY_FIELDS.has(f)) throw new Error(`key record lacks field ${f}`);
     out[f] = raw === undefined ? null : JSON.parse(raw);
   }
+  // Records written before the field existed have none: not a canary.
+  out.canary = out.canary === true;
   return out as unknown as KeyRecord;
 }
 
@@ -188,6 +194,12 @@ end
 insert_key(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[1], ARGV[6], ARGV[7], 8)
 redis.call('HSET', KEYS[2], 'rotatedFrom', from)
 return {'OK', revoked}`,
+
+  // KEYS: counter  ARGV: amount, ttl ms ('' = none). A fixed window: the lifetime is set only when the counter starts.
+  kgAddToCounter: `
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return n`,
 
   // KEYS: value  ARGV: expected. Deletes only while the value is still the one the caller holds.
   kgDeleteValueIf: `
@@ -311,6 +323,7 @@ const TOUCH_CHUNK = 500;
 
 class RedisStore implements KeyStore {
   readonly kind = 'redis' as const;
+  readonly activity: ActivityStore;
   private readonly listeners = new Set<(event: StoreEvent) => void>();
   private readonly touches: TouchBuffer;
   private readonly origin = randomUUID();
@@ -333,6 +346,7 @@ class RedisStore implements KeyStore {
     this.channel = `{${ns}}:events`;
     this.originJson = JSON.stringify(this.origin);
     this.touches = new TouchBuffer((batch) => this.writeTouches(batch), touchIntervalMs, onError);
+    this.activity = new RedisActivity(client, this.p, (fn) => this.run(fn));
     sub.on('message', (channel: string, message: string) => this.onMessage(channel, message));
     sub.on('ready', () => this.onSubscriberReady());
   }
@@ -685,6 +699,11 @@ class RedisStore implements KeyStore {
       const n = ifValue === undefined ? await this.client.del(this.k.value(name)) : await this.script('kgDeleteValueIf', [this.k.value(name)], [ifValue]);
       return Number(n) > 0;
     });
+  }
+
+  async addToCounter(name: string, amount: number, ttlMs: number | null): Promise<number> {
+    const px = ttlMs === null ? '' : String(Math.max(1, Math.ceil(ttlMs)));
+    return this.run(async () => Number(await this.script('kgAddToCounter', [this.k.value(name)], [String(Math.trunc(amount)), px])));
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

@@ -2,9 +2,11 @@ import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
+import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse, type SendingLimits } from '../keys/record.js';
 import type { Scope } from '../keys/scopes.js';
 import { ConflictError, NotFoundError, StoreMissingError, StoreUnavailableError } from './errors.js';
+import type { ActivityStore } from './activity.js';
+import { SqliteActivity } from './sqlite-activity.js';
 import { TouchBuffer } from './touch-buffer.js';
 import type { AccountPatch, KeyStore, StoreEvent } from './types.js';
 
@@ -24,7 +26,9 @@ CREATE TABLE IF NOT EXISTS keys (
   last_used_protocol TEXT,
   platform TEXT,
   device_id TEXT,
-  rotated_from TEXT
+  rotated_from TEXT,
+  canary INTEGER NOT NULL DEFAULT 0,
+  limits TEXT
 );
 CREATE INDEX IF NOT EXISTS keys_account ON keys(account, created_at);
 CREATE TABLE IF NOT EXISTS accounts (
@@ -63,7 +67,15 @@ interface KeyRow {
   platform: string | null;
   device_id: string | null;
   rotated_from: string | null;
+  canary: number;
+  limits: string | null;
 }
+
+/** Columns added after the first release: added in place to an older file when it is opened. */
+const ADDED_KEY_COLUMNS = [
+  ['canary', 'INTEGER NOT NULL DEFAULT 0'],
+  ['limits', 'TEXT'],
+] as const;
 
 interface AccountRow {
   address: string;
@@ -91,6 +103,8 @@ function toKey(r: KeyRow): KeyRecord {
     platform: r.platform,
     deviceId: r.device_id,
     rotatedFrom: r.rotated_from,
+    canary: r.canary === 1,
+    limits: r.limits === null ? null : (JSON.parse(r.limits) as SendingLimits),
   };
 }
 
@@ -111,6 +125,8 @@ function keyParams(k: KeyRecord): KeyRow {
     platform: k.platform,
     device_id: k.deviceId,
     rotated_from: k.rotatedFrom,
+    canary: k.canary ? 1 : 0,
+    limits: k.limits ? JSON.stringify(k.limits) : null,
   };
 }
 
@@ -137,6 +153,7 @@ export interface SqliteStoreOptions {
 /** The embedded default store: one SQLite file in WAL mode. */
 export class SqliteStore implements KeyStore {
   readonly kind = 'sqlite' as const;
+  readonly activity: ActivityStore;
   private readonly db: Database.Database;
   private readonly events = new EventEmitter();
   private readonly touches: TouchBuffer;
@@ -156,13 +173,17 @@ export class SqliteStore implements KeyStore {
       this.db.pragma('foreign_keys = ON');
       this.db.pragma('busy_timeout = 5000');
       this.db.exec(SCHEMA);
+      const columns = new Set((this.db.pragma('table_info(keys)') as { name: string }[]).map((c) => c.name));
+      for (const [name, type] of ADDED_KEY_COLUMNS) if (!columns.has(name)) this.db.exec(`ALTER TABLE keys ADD COLUMN ${name} ${type}`);
     } catch (err) {
       throw new StoreUnavailableError(`cannot open SQLite database ${path}: ${(err as Error).message}`, { cause: err });
     }
     const db = this.db;
     this.q = {
-      insertKey: db.prepare(`INSERT INTO keys VALUES (@id, @hash, @name, @account, @scopes, @created_at, @expires_at, @allowed_ips,
-        @revoked_at, @last_used_at, @last_used_ip, @last_used_protocol, @platform, @device_id, @rotated_from)`),
+      insertKey: db.prepare(`INSERT INTO keys (id, hash, name, account, scopes, created_at, expires_at, allowed_ips, revoked_at,
+        last_used_at, last_used_ip, last_used_protocol, platform, device_id, rotated_from, canary, limits)
+        VALUES (@id, @hash, @name, @account, @scopes, @created_at, @expires_at, @allowed_ips,
+        @revoked_at, @last_used_at, @last_used_ip, @last_used_protocol, @platform, @device_id, @rotated_from, @canary, @limits)`),
       byHash: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE hash = ?'),
       byId: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE id = ?'),
       exists: db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM keys WHERE id = ? OR hash = ?'),
@@ -192,10 +213,18 @@ export class SqliteStore implements KeyStore {
       ),
       takeValue: db.prepare<[string], { value: string; expires_at: number | null }>('DELETE FROM kv WHERE name = ? RETURNING value, expires_at'),
       deleteValue: db.prepare<[string]>('DELETE FROM kv WHERE name = ?'),
+      addToCounter: db.prepare<[{ name: string; amount: number; expires: number | null; now: number }], { value: string }>(
+        // JavaScript numbers bind as REAL: cast, so the stored text is "3", not "3.0".
+        `INSERT INTO kv VALUES (@name, CAST(@amount AS INTEGER), @expires) ON CONFLICT(name) DO UPDATE SET
+           value = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= @now THEN excluded.value ELSE CAST(kv.value AS INTEGER) + CAST(@amount AS INTEGER) END,
+           expires_at = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= @now THEN excluded.expires_at ELSE kv.expires_at END
+         RETURNING value`,
+      ),
       deleteValueIf: db.prepare<[string, string]>('DELETE FROM kv WHERE name = ? AND value = ?'),
       purgeValues: db.prepare<[number]>('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     };
     this.touches = new TouchBuffer(async (batch) => this.writeTouches(batch), options.touchIntervalMs ?? 1000, options.onError);
+    this.activity = this.run(() => new SqliteActivity(db, (fn) => this.run(fn)));
   }
 
   private run<T>(fn: () => T): T {
@@ -455,6 +484,12 @@ export class SqliteStore implements KeyStore {
 
   async deleteValue(name: string, ifValue?: string): Promise<boolean> {
     return this.run(() => (ifValue === undefined ? this.q.deleteValue.run(name) : this.q.deleteValueIf.run(name, ifValue)).changes > 0);
+  }
+
+  async addToCounter(name: string, amount: number, ttlMs: number | null): Promise<number> {
+    const now = Date.now();
+    const row = this.run(() => this.q.addToCounter.get({ name, amount: Math.trunc(amount), expires: ttlMs === null ? null : now + ttlMs, now }));
+    return Number(row!.value);
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

@@ -1,3 +1,4 @@
+import { SendingLimits } from '../../limits/sending.js';
 import type { ListenerDeps, RunningListener } from '../deps.js';
 import { startLineListeners } from '../line-session.js';
 import { REPLY } from './replies.js';
@@ -10,6 +11,10 @@ import { SmtpSession, type SmtpSettings } from './session.js';
  * per-IP limits, TLS, graceful shutdown).
  */
 export function startSmtpListeners(deps: ListenerDeps): Promise<RunningListener[]> {
-  const settings: SmtpSettings = { hostname: deps.config.hostname, messageSize: deps.config.limits.messageSize };
+  const settings: SmtpSettings = {
+    hostname: deps.config.hostname,
+    messageSize: deps.config.limits.messageSize,
+    limits: new SendingLimits(deps.authenticator.store),
+  };
   return startLineListeners(deps, 'smtp', `${REPLY.tooManyConnections}\r\n`, (context, conn) => new SmtpSession(context, conn, settings));
 }

@@ -2,7 +2,8 @@ import { PassThrough } from 'node:stream';
 import { clientInfo, type MailLoggedIn } from '../../auth/attempt.js';
 import type { EndReason } from '../../auth/sessions.js';
 import { BackendRejectedError, BackendUnavailableError, type SmtpRelay } from '../../backends/types.js';
-import type { AccountRecord } from '../../keys/record.js';
+import type { AccountRecord, KeyRecord } from '../../keys/record.js';
+import type { CountedMessage, LimitRefusal, SendingLimits } from '../../limits/sending.js';
 import { END_REASON_TEXT } from '../../auth/sessions.js';
 import { LineSession, type Frame, type LineContext, type LoginAnswers, type SessionTexts } from '../line-session.js';
 import { MECHANISMS, mechanismNamed, SaslExchange } from '../sasl-mechanisms.js';
@@ -43,6 +44,8 @@ export interface SmtpSettings {
   hostname: string;
   /** `limits.messageSize`, bytes (after dot-unstuffing). */
   messageSize: number;
+  /** Per-key sending limits, counted in the shared store (src/limits/sending.ts). */
+  limits: SendingLimits;
 }
 
 /** The message of one DATA command, from its 354 to its final dot. */
@@ -55,6 +58,8 @@ interface Message {
   oversize: boolean;
   /** The relay has answered before the final dot (it failed): the rest is read and dropped. */
   settled: boolean;
+  /** Its count against the key's sending limits; given back when the message is not accepted. */
+  counted: CountedMessage | null;
 }
 
 /**
@@ -83,6 +88,8 @@ export class SmtpSession extends LineSession<'smtp'> {
   /** A first EHLO/HELO was answered: from now on the client may pipeline (RFC 2920). */
   private pipelining = false;
   private account: AccountRecord | null = null;
+  /** The key logged in with: its sending limits apply to every message. */
+  private key: KeyRecord | null = null;
   private mailFrom: string | null = null;
   private recipients: string[] = [];
   private message: Message | null = null;
@@ -119,6 +126,7 @@ export class SmtpSession extends LineSession<'smtp'> {
 
   protected override pipeTo(outcome: MailLoggedIn<'smtp'>): null {
     this.account = outcome.account;
+    this.key = outcome.key;
     return null;
   }
 
@@ -215,7 +223,8 @@ export class SmtpSession extends LineSession<'smtp'> {
     if (name === '' || /[\s\u0000-\u001f\u007f]/.test(name)) return this.protocolError(extended ? REPLY.ehloSyntax : REPLY.heloSyntax);
     this.helo = name;
     this.pipelining = true;
-    this.client ??= clientInfo(name);
+    // The login history shows the name the client last gave (smtp-server's hostNameAppearsAs).
+    this.client = clientInfo(name);
     this.resetTransaction();
     const host = this.settings.hostname;
     if (!extended) return this.write(line(REPLY.helo(host, name)));
@@ -263,9 +272,10 @@ export class SmtpSession extends LineSession<'smtp'> {
   }
 
   /** MAIL FROM must be the account's address or one of its aliases (case-insensitive); the null sender is not. */
-  private mail(args: string): void {
+  private mail(args: string): void | Promise<void> {
     const account = this.account;
-    if (account === null) return this.write(line(REPLY.authRequired));
+    const key = this.key;
+    if (account === null || key === null) return this.write(line(REPLY.authRequired));
     if (this.helo === null) return this.protocolError(REPLY.sendEhloFirst);
     if (this.mailFrom !== null) return this.protocolError(REPLY.nestedMail);
     if (!/^from:/i.test(args)) return this.protocolError(REPLY.mailSyntax);
@@ -288,13 +298,18 @@ export class SmtpSession extends LineSession<'smtp'> {
     } catch (err) {
       return this.write(line(this.backendReply(err)));
     }
-    this.mailFrom = path.address;
-    this.recipients = [];
-    this.write(line(REPLY.accepted));
+    return this.settings.limits.mailFrom(key).then((refused) => {
+      if (refused) return this.write(this.limitReply(key, refused));
+      this.mailFrom = path.address;
+      this.recipients = [];
+      this.write(line(REPLY.accepted));
+    });
   }
 
+  /** RCPT TO: deliverable (the route's check) and within the key's recipient limits, in that order. */
   private rcpt(args: string): void | Promise<void> {
-    if (this.account === null) return this.write(line(REPLY.authRequired));
+    const key = this.key;
+    if (this.account === null || key === null) return this.write(line(REPLY.authRequired));
     if (this.mailFrom === null) return this.protocolError(REPLY.needMail);
     if (!/^to:/i.test(args)) return this.protocolError(REPLY.rcptSyntax);
     const path = parsePath(args.slice(3));
@@ -304,11 +319,25 @@ export class SmtpSession extends LineSession<'smtp'> {
     if (this.recipients.length >= MAX_RECIPIENTS) return this.write(line(REPLY.tooManyRecipients));
     // Each recipient is checked as it is given: one that can be delivered nowhere is refused here, not after the upload.
     const check = this.currentRelay()?.checkRecipient;
-    if (!check) return this.accept(path.address);
-    return check(path.address).then(
-      () => this.accept(path.address),
+    const deliverable = check ? check(path.address) : Promise.resolve();
+    return deliverable.then(
+      () =>
+        this.settings.limits.rcptTo(key, this.recipients.length).then((refused) => {
+          if (refused) return this.write(this.limitReply(key, refused));
+          this.accept(path.address);
+        }),
       (err: unknown) => this.write(line(this.backendReply(err))),
     );
+  }
+
+  /** A sending-limit refusal as our reply, with its audit line (the reason is for operators). */
+  private limitReply(key: KeyRecord, refused: LimitRefusal): string {
+    const [code, text] = refused.reply;
+    this.context.logger.info(
+      { audit: true, protocol: 'smtp', ip: this.remoteAddress, account: this.account?.address, keyId: key.id, result: 'refused', reason: refused.reason, reply: code },
+      'sending limit',
+    );
+    return line(`${code} ${text}`);
   }
 
   private accept(recipient: string): void {
@@ -333,20 +362,37 @@ export class SmtpSession extends LineSession<'smtp'> {
     return REPLY.internal;
   }
 
-  /** After the 354, the message streams to the relay as it arrives; the reply is the relay's answer after the final dot. */
-  private data(args: string): void {
-    if (this.account === null) return this.write(line(REPLY.authRequired));
+  /**
+   * After the 354, the message streams to the relay as it arrives; the reply is the relay's answer after the final dot.
+   * With a relay, the message first counts against the key's hourly limit: refused before the 354, so nothing is uploaded.
+   */
+  private data(args: string): void | Promise<void> {
+    const key = this.key;
+    if (this.account === null || key === null) return this.write(line(REPLY.authRequired));
     if (args !== '') return this.protocolError(REPLY.syntax);
     if (this.mailFrom === null) return this.protocolError(REPLY.needMail);
     if (this.recipients.length === 0) return this.protocolError(REPLY.needRcpt);
     // Shutdown has begun: no new message is taken (the client retries elsewhere or later).
     if (this.shuttingDown) return this.close(this.texts.ended.shutdown);
     const relay = this.currentRelay();
+    if (relay === null) return this.startMessage(null, null);
+    return this.settings.limits.data(key, this.recipients.length).then((counted) => {
+      if ('reply' in counted) return this.write(this.limitReply(key, counted));
+      if (this.closed || this.shuttingDown) {
+        void counted.giveBack();
+        return this.close(this.texts.ended.shutdown);
+      }
+      this.startMessage(relay, counted);
+    });
+  }
+
+  /** The 354: from here the framer reads message text. */
+  private startMessage(relay: SmtpRelay | null, counted: CountedMessage | null): void {
     const body = relay ? new PassThrough() : null;
     // Its failures (cut off, client gone) reach the client through the relay's answer, not as an unhandled 'error'.
     body?.on('error', () => {});
-    const message: Message = { body, result: null, size: 0, oversize: false, settled: false };
-    if (relay && body) {
+    const message: Message = { body, result: null, size: 0, oversize: false, settled: false, counted };
+    if (relay && body && this.mailFrom !== null) {
       message.result = this.relay(relay, { from: this.mailFrom, to: this.recipients }, message, body);
       void message.result.then(() => (message.settled = true));
     }
@@ -386,6 +432,8 @@ export class SmtpSession extends LineSession<'smtp'> {
       reply = await result;
       this.relaying = null;
     }
+    // Not accepted: the message and its recipients do not count against the key's limits.
+    if (!reply.startsWith('2')) void message.counted?.giveBack();
     this.resetTransaction();
     this.write(line(reply));
   }
@@ -399,6 +447,7 @@ export class SmtpSession extends LineSession<'smtp'> {
   private abortMessage(): void {
     const message = this.message;
     this.message = null;
+    void message?.counted?.giveBack();
     if (message?.body && !message.body.destroyed) message.body.destroy(new Error('the client connection ended before the message did'));
   }
 }
