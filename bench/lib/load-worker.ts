@@ -5,7 +5,7 @@
  */
 import net from 'node:net';
 import tls from 'node:tls';
-import { SCRIPTS, type BenchProtocol, type Credentials } from './protocols.js';
+import { SCRIPTS, type BenchProtocol, type Credentials, type ScriptName } from './protocols.js';
 
 export interface Target {
   protocol: BenchProtocol;
@@ -16,6 +16,8 @@ export interface Target {
   /** TLS only: the name sent as SNI (default localhost). */
   servername?: string;
   creds: Credentials;
+  /** What one cycle is, when not `protocol`'s login cycle (e.g. `smtpMessage`). */
+  script?: ScriptName;
 }
 
 export type WorkerRequest =
@@ -46,7 +48,7 @@ interface Ticket {
 
 /** One cycle; with `hold`, stops after the login and keeps the socket open. */
 function cycle(target: Target, hold: boolean, ticket: Ticket = { session: undefined }): Promise<Outcome> {
-  const script = SCRIPTS[target.protocol];
+  const script = SCRIPTS[target.script ?? target.protocol];
   return new Promise((resolve) => {
     const socket: net.Socket = target.tls
       ? tls.connect({ host: '127.0.0.1', port: target.port, rejectUnauthorized: false, servername: target.servername ?? 'localhost', session: target.resume ? ticket.session : undefined })

@@ -59,14 +59,18 @@ export function processTree(root: number): number[] {
 }
 
 /**
- * CPU seconds used by a multi-process server (Dovecot): every live process
- * of the tree plus what exited children used (the root's cutime/cstime, as
- * the master waits for its children). Deltas of this are comparable to
- * processCpu deltas of a single-process server.
+ * CPU seconds used by a multi-process server (Dovecot, Postfix): every live
+ * process of the tree plus what its exited children used (each process's
+ * cutime/cstime: Postfix's master, not the root `postfix-script`, reaps the
+ * smtpd processes that end after `max_use` connections). Deltas of this are
+ * comparable to processCpu deltas of a single-process server.
  */
 export function treeCpu(root: number): number {
-  let total = readStat(root)?.childCpu ?? 0;
-  for (const pid of processTree(root)) total += readStat(pid)?.cpu ?? 0;
+  let total = 0;
+  for (const pid of processTree(root)) {
+    const stat = readStat(pid);
+    total += (stat?.cpu ?? 0) + (stat?.childCpu ?? 0);
+  }
   return total;
 }
 

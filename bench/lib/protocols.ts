@@ -30,7 +30,29 @@ export interface Script {
 const prefixed = (ok: string, more?: string) => (line: string): Verdict => (line.startsWith(ok) ? 'ok' : more !== undefined && line.startsWith(more) ? 'wait' : 'fail');
 const tagged = (tag: string) => (line: string): Verdict => (line.startsWith(`${tag} OK`) ? 'ok' : line.startsWith(`${tag} `) ? 'fail' : line.startsWith('* ') ? 'wait' : 'fail');
 
-export const SCRIPTS: Record<BenchProtocol, Script> = {
+/** 2 KB of message: headers, a blank line, text lines. */
+const MESSAGE = `From: bench@example.com\r\nTo: sink@example.net\r\nSubject: bench\r\n\r\n${'The quick brown fox jumps over the lazy dog, again and again.\r\n'.repeat(32)}`;
+
+/** One message per connection, as apps send them: EHLO, (AUTH PLAIN), MAIL, RCPT, DATA, the message, QUIT; timed from MAIL to the final 250. */
+function messageScript(auth: boolean): Script {
+  const steps: Step[] = [
+    { expect: prefixed('220 ', '220-') },
+    { send: () => 'EHLO bench.example\r\n', expect: prefixed('250 ', '250-') },
+    ...(auth ? [{ send: (c: Credentials) => `AUTH PLAIN ${Buffer.from(`\0${c.user}\0${c.pass}`).toString('base64')}\r\n`, expect: prefixed('235') }] : []),
+    { send: (c) => `MAIL FROM:<${c.user}>\r\n`, expect: prefixed('250') },
+    { send: () => 'RCPT TO:<sink@example.net>\r\n', expect: prefixed('250') },
+    { send: () => 'DATA\r\n', expect: prefixed('354') },
+    { send: () => `${MESSAGE}.\r\n`, expect: prefixed('250') },
+    { send: () => 'QUIT\r\n', expect: prefixed('221') },
+  ];
+  const mail = auth ? 3 : 2;
+  return { steps, loginFrom: mail, loginTo: mail + 3 };
+}
+
+/** Scripts besides the login cycles: `smtpMessage` through Keygate (with AUTH), `smtpMessageDirect` to the upstream (no AUTH). */
+export type ScriptName = BenchProtocol | 'smtpMessage' | 'smtpMessageDirect';
+
+export const SCRIPTS: Record<ScriptName, Script> = {
   imap: {
     steps: [
       { expect: prefixed('* OK') },
@@ -60,4 +82,6 @@ export const SCRIPTS: Record<BenchProtocol, Script> = {
     loginFrom: 2,
     loginTo: 2,
   },
+  smtpMessage: messageScript(true),
+  smtpMessageDirect: messageScript(false),
 };

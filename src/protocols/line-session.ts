@@ -1,8 +1,8 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
-import type { Authenticator, ClientInfo, FailReason, OpenSession, SessionHandle } from '../auth/authenticate.js';
+import type { Authenticator, ClientInfo, FailReason, MailLoggedIn, OpenSession, SessionHandle } from '../auth/authenticate.js';
 import type { EndReason } from '../auth/sessions.js';
-import type { PipeSession } from '../backends/types.js';
+import type { BackendSessions, PipeSession } from '../backends/types.js';
 import type { Logger } from '../log.js';
 import { upgradeToTls, type TlsProvider } from '../tls/index.js';
 import type { ListenerDeps, RunningListener } from './deps.js';
@@ -12,8 +12,8 @@ import { splice, type Splice } from './splice.js';
 import type { Connection } from './tcp-listener.js';
 import { traceCommand, traceSaslResponse } from './trace.js';
 
-/** The protocols that read command lines themselves before handing the session to a splice. */
-export type LineProtocol = 'imap' | 'pop3';
+/** The protocols that read command lines themselves: IMAP and POP3 until they hand the session to a splice, SMTP throughout. */
+export type LineProtocol = 'imap' | 'pop3' | 'smtp';
 
 /** Framing errors after which the stream cannot be resynchronised. */
 export type FatalReason = 'line_too_long' | 'literal_too_large' | 'command_too_long';
@@ -28,6 +28,10 @@ export type Frame =
   | { kind: 'literal'; size: number }
   /** IMAP: a synchronizing literal was announced and does not fit: answer `<tag> BAD`; the command so far is dropped. */
   | { kind: 'refused'; reason: 'literal_too_large' | 'command_too_long'; head: Buffer }
+  /** SMTP DATA: message bytes, dot-unstuffed. */
+  | { kind: 'data'; raw: Buffer }
+  /** SMTP DATA: the message's final dot. */
+  | { kind: 'dataEnd' }
   /** The stream cannot be resynchronised: say goodbye and close. */
   | { kind: 'fatal'; reason: FatalReason };
 
@@ -67,13 +71,15 @@ export interface SessionTexts {
   tooManyCommands: string;
   /** After a login without a backend, at the inactivity limit; null closes silently (POP3's autologout). */
   idleTimeout: string | null;
+  /** That inactivity limit, ms, when not `limits.idleTimeoutMs` (SMTP's is RFC 5321's 5 minutes). */
+  idleTimeoutMs?: number;
   fatal: Record<FatalReason, string>;
   ended: Record<EndReason, string>;
 }
 
 /** How a protocol answers each login outcome (whole lines with CRLF). */
-export interface LoginAnswers {
-  loggedIn(backend: PipeSession | null): string;
+export interface LoginAnswers<P extends LineProtocol = LineProtocol> {
+  loggedIn(backend: BackendSessions[P] | null): string;
   refused: string;
   temporary: string;
   backendUnavailable: string;
@@ -86,15 +92,15 @@ export interface LoginAnswers {
  * session cannot be piped without a splice or logged in without a registry
  * entry to release.
  */
-export type SessionState =
+export type SessionState<P extends LineProtocol = LineProtocol> =
   /** Reading commands before login. */
   | { kind: 'unauthenticated' }
   /** STARTTLS / STLS answered, handshake running: nothing is read or written in the clear. */
   | { kind: 'handshake' }
-  /** Logged in with no backend: this server answers the commands (that no mailbox is configured). */
-  | { kind: 'authenticated'; session: OpenSession<LineProtocol> }
+  /** Logged in, commands answered here: IMAP and POP3 without a backend (that no mailbox is configured), SMTP always (its relay takes message by message). */
+  | { kind: 'authenticated'; session: OpenSession<P> }
   /** Logged in with a backend: bytes flow between client and upstream untouched. */
-  | { kind: 'piped'; session: OpenSession<LineProtocol>; splice: Splice }
+  | { kind: 'piped'; session: OpenSession<P>; splice: Splice }
   /** Our last reply is out; the socket is destroyed after the linger time if the peer keeps it open. */
   | { kind: 'closing'; linger: NodeJS.Timeout | null }
   | { kind: 'closed' };
@@ -112,8 +118,8 @@ export type SessionState =
  * Kept small on purpose: an idle logged-in connection holds no buffers, no
  * per-connection logger and a handful of bound handlers.
  */
-export abstract class LineSession implements SessionHandle {
-  state: SessionState = { kind: 'unauthenticated' };
+export abstract class LineSession<P extends LineProtocol = LineProtocol> implements SessionHandle {
+  state: SessionState<P> = { kind: 'unauthenticated' };
   secure: boolean;
   readonly remoteAddress: string;
   readonly clientPort: number;
@@ -136,9 +142,11 @@ export abstract class LineSession implements SessionHandle {
   private loginTimer: NodeJS.Timeout | null = null;
   /** Tells the listener this connection is past login (a full listener closes the others first). */
   private readonly markLoggedIn: () => void;
+  /** Ends the listener's accounting of this connection: after STARTTLS its raw socket may never say 'close' itself. */
+  private readonly release: () => void;
 
   /** Getters on the subclass's prototype, so no connection carries them. */
-  protected abstract get protocol(): LineProtocol;
+  protected abstract get protocol(): P;
   protected abstract get texts(): SessionTexts;
 
   constructor(
@@ -151,7 +159,11 @@ export abstract class LineSession implements SessionHandle {
     this.clientPort = conn.remotePort;
     this.secure = conn.secure;
     this.markLoggedIn = conn.loggedIn;
-    conn.onShutdown(() => this.end('shutdown'));
+    this.release = conn.release;
+    conn.onShutdown(() => {
+      this.end('shutdown');
+      return this.finishing;
+    });
   }
 
   /** The greeting for the current transport. */
@@ -160,10 +172,28 @@ export abstract class LineSession implements SessionHandle {
   protected abstract dispatch(raw: Buffer): void | Promise<void>;
   /** A handler threw (a bug of ours): log it and answer in protocol terms. */
   protected abstract internalError(raw: Buffer, err: unknown): void;
-  /** Frames other than commands and lines (IMAP literals). */
-  protected onFrame(_frame: Frame): void {}
+  /** Frames other than commands and lines (IMAP literals, SMTP DATA); a promise holds further input until it settles. */
+  protected onFrame(_frame: Frame): void | Promise<void> {}
+  /** Where a logged-in session's bytes go: IMAP and POP3 are spliced to their backend; null keeps reading commands here (SMTP, which also keeps the account). */
+  protected pipeTo(outcome: MailLoggedIn<P>): PipeSession | null {
+    return (outcome.session?.backend ?? null) as PipeSession | null;
+  }
+  /** False while the session is in the middle of something a shutdown lets finish (SMTP: a message). */
+  protected get atRest(): boolean {
+    return true;
+  }
+  /** Work the session finishes before it closes when ended from outside (SMTP: a relay whose final dot arrived); the listener waits for it. */
+  protected get finishing(): Promise<void> | undefined {
+    return undefined;
+  }
+  /** Shutdown has begun: no new work may start (SMTP refuses DATA). */
+  protected get shuttingDown(): boolean {
+    return this.draining;
+  }
   /** The connection is under TLS now (after STARTTLS). */
   protected onSecure(): void {}
+  /** The socket has closed (whoever closed it): let go of work in progress. */
+  protected onClosed(): void {}
   /** Sees the upstream's bytes on their way to the client once piped (IMAP follows its line boundaries). */
   protected relayWatcher(): ((chunk: Buffer) => void) | undefined {
     return undefined;
@@ -207,7 +237,7 @@ export abstract class LineSession implements SessionHandle {
   /** Shutdown has begun: an idle session says goodbye now, a busy one after its command; piped sessions keep running. */
   drain(): void {
     this.draining = true;
-    if (!this.busy && this.reading) this.close(this.texts.ended.shutdown);
+    if (!this.busy && this.reading && this.atRest) this.close(this.texts.ended.shutdown);
   }
 
   /** Writes one reply in one socket write. */
@@ -252,7 +282,7 @@ export abstract class LineSession implements SessionHandle {
    * `failurePrompt` (a bearer mechanism's error challenge, as a whole line),
    * a failure is that prompt first and the answer after the client's reply.
    */
-  protected async authenticate(credentials: { username: string; key: string; refused?: FailReason }, answers: LoginAnswers, failurePrompt?: string): Promise<void> {
+  protected async authenticate(credentials: { username: string; key: string; refused?: FailReason }, answers: LoginAnswers<P>, failurePrompt?: string): Promise<void> {
     const outcome = await this.context.authenticator.logIn({ protocol: this.protocol, ...credentials, ip: this.remoteAddress, client: this.client, session: this });
     if (this.closed) {
       if (outcome.kind === 'loggedIn') outcome.session?.release();
@@ -268,9 +298,10 @@ export abstract class LineSession implements SessionHandle {
     this.clearLoginTimer();
     this.markLoggedIn();
     this.write(answers.loggedIn(session.backend));
-    if (session.backend) return this.startPipe(session, session.backend);
+    const pipe = this.pipeTo(outcome);
+    if (pipe) return this.startPipe(session, pipe);
     this.state = { kind: 'authenticated', session };
-    this.socket.setTimeout(this.context.limits.idleTimeoutMs);
+    this.socket.setTimeout(this.texts.idleTimeoutMs ?? this.context.limits.idleTimeoutMs);
     this.socket.on('timeout', this.onTimeout);
   }
 
@@ -286,6 +317,8 @@ export abstract class LineSession implements SessionHandle {
     this.paused = false;
     this.writeBlocked = false;
     this.state = { kind: 'handshake' };
+    // A FIN during the handshake means the client is gone: nothing is left to answer.
+    plain.allowHalfOpen = false;
     let secure: tls.TLSSocket;
     try {
       secure = await upgradeToTls(plain, this.context.tls);
@@ -368,8 +401,10 @@ export abstract class LineSession implements SessionHandle {
           break;
         case 'fatal':
           return this.close(this.texts.fatal[frame.reason]);
-        default:
-          this.onFrame(frame);
+        default: {
+          const held = this.onFrame(frame);
+          if (held) this.hold(held, frame);
+        }
       }
     }
     // Everything the client sent before its FIN is answered: nothing more can come.
@@ -386,12 +421,17 @@ export abstract class LineSession implements SessionHandle {
       return;
     }
     if (pending === undefined) {
-      if (this.draining) this.close(this.texts.ended.shutdown);
+      if (this.draining && this.atRest) this.close(this.texts.ended.shutdown);
       return;
     }
+    this.hold(pending, raw);
+  }
+
+  /** No further input is read until `pending` settles. */
+  private hold(pending: Promise<void>, raw: Buffer | Frame): void {
     this.busy = true;
     pending.then(this.onDone, (err: unknown) => {
-      this.internalError(raw, err);
+      this.internalError(Buffer.isBuffer(raw) ? raw : Buffer.alloc(0), err);
       this.onDone();
     });
   }
@@ -400,7 +440,7 @@ export abstract class LineSession implements SessionHandle {
     this.busy = false;
     this.waiter = null;
     if (!this.reading) return;
-    if (this.draining) return this.close(this.texts.ended.shutdown);
+    if (this.draining && this.atRest) return this.close(this.texts.ended.shutdown);
     this.pump();
   };
 
@@ -437,13 +477,15 @@ export abstract class LineSession implements SessionHandle {
     this.leave();
     this.state = { kind: 'closed' };
     this.context.open.delete(this);
+    this.release();
+    this.onClosed();
     const waiter = this.waiter;
     this.waiter = null;
     waiter?.(null);
   };
 
   /** After login with a backend: the client's bytes (including any it pipelined after the login) go upstream as they are. */
-  private startPipe(session: OpenSession<LineProtocol>, pipe: PipeSession): void {
+  private startPipe(session: OpenSession<P>, pipe: PipeSession): void {
     const client = this.socket;
     client.off('data', this.onData);
     client.off('drain', this.onDrain);
@@ -489,7 +531,7 @@ export function startLineListeners(
   deps: ListenerDeps,
   protocol: LineProtocol,
   tooManyConnections: string,
-  create: (context: LineContext, conn: Connection) => LineSession,
+  create: (context: LineContext, conn: Connection) => LineSession<LineProtocol>,
 ): Promise<RunningListener[]> {
   const shared = {
     authenticator: deps.authenticator,

@@ -16,8 +16,7 @@ export function decodeBase64(text: string): Buffer | null {
  * True when a SASL authorization identity names the same user as the
  * authentication identity (compared as account addresses: case and
  * surrounding space do not count), or when either is empty. Keys cannot act
- * as someone else, so anything else is a refused login. Shared with SMTP,
- * where smtp-server decodes PLAIN itself.
+ * as someone else, so anything else is a refused login.
  */
 export function authzidMatches(authzid: string, authcid: string): boolean {
   return authzid === '' || authcid === '' || normalizeAddress(authzid) === normalizeAddress(authcid);

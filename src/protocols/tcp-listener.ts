@@ -16,8 +16,12 @@ export interface Connection {
   remoteAddress: string;
   remotePort: number;
   secure: boolean;
-  /** The protocol registers how to say goodbye on shutdown (e.g. IMAP "* BYE ..."); default destroys the socket. */
-  onShutdown(fn: () => void): void;
+  /**
+   * The protocol registers how to say goodbye on shutdown (e.g. IMAP "* BYE ..."); default destroys the socket.
+   * A promise returned is work the session finishes first (an SMTP relay whose final dot arrived, bounded by the
+   * upstream timeout): the listener waits for it before it destroys what is left.
+   */
+  onShutdown(fn: () => void | Promise<void>): void;
   /**
    * The client logged in: from now on the connection is no longer among the
    * not-yet-logged-in ones that a full listener closes first. Idempotent.
@@ -25,9 +29,9 @@ export interface Connection {
   loggedIn(): void;
   /**
    * Ends the connection's accounting now (per-IP count, shutdown drain). The
-   * listener otherwise does it on the socket's 'close'; a protocol that hands
-   * the socket to code that may strip its listeners (smtp-server's STARTTLS
-   * calls removeAllListeners()) calls this when its session ends. Idempotent.
+   * listener otherwise does it on the raw socket's 'close', which after a
+   * STARTTLS upgrade may never come: the line sessions call this when their
+   * socket closes. Idempotent.
    */
   release(): void;
 }
@@ -93,7 +97,7 @@ interface Tracked {
   ip: string | null;
   /** Handed to onConnection (until then shutdown simply destroys it). */
   live: boolean;
-  shutdown: (() => void) | null;
+  shutdown: (() => void | Promise<void>) | null;
 }
 
 /**
@@ -103,7 +107,7 @@ interface Tracked {
  * protocol. Both caps are checked before any TLS work, so a client over them
  * costs no handshake and no wait. Socket errors are logged at debug and never
  * escape. Pieces (readProxyHeader, upgradeToTls, normalizeRemoteAddress) are
- * exported separately for smtp-server wiring.
+ * exported separately.
  */
 export class TcpListener {
   private readonly server: net.Server;
@@ -335,17 +339,23 @@ export class TcpListener {
     if (this.tracked.size > 0) await this.waitDrained(graceMs);
     if (this.tracked.size > 0) {
       this.log.info({ open: this.tracked.size }, 'grace period over; ending open connections');
+      const finishing: Promise<void>[] = [];
       for (const t of [...this.tracked]) {
         if (!t.live || !t.shutdown) {
           t.socket.destroy();
           continue;
         }
         try {
-          t.shutdown();
+          const work = t.shutdown();
+          if (work) finishing.push(work.catch((err: unknown) => this.log.debug({ err }, 'shutdown hook failed')));
         } catch (err) {
           this.log.debug({ err }, 'shutdown hook threw');
           t.socket.destroy();
         }
+      }
+      if (finishing.length > 0) {
+        this.log.info({ sessions: finishing.length }, 'waiting for work in progress to finish');
+        await Promise.all(finishing);
       }
       if (this.tracked.size > 0) await this.waitDrained(SHUTDOWN_KILL_MS);
       for (const t of [...this.tracked]) {

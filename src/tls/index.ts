@@ -49,7 +49,7 @@ export interface TlsProvider {
   httpsOptions(): tls.TlsOptions;
   /** Keeps a tls.Server's own default context (clients without SNI) and ticket key current; returns the unsubscribe function. */
   attach(server: tls.Server, options?: () => tls.TlsOptions): () => void;
-  /** SNI callback for servers built once (smtp-server): always the current context for the name. */
+  /** SNI callback for servers built once: always the current context for the name. */
   readonly sniCallback: SniCallback;
   /** Current default certificate chain PEM (signs Apple profiles unless setup.signingCert is set). */
   certPem(): string;

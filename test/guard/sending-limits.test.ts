@@ -23,6 +23,8 @@ import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis-s
 
 const ALICE = 'alice@example.com';
 const HMAC_SECRET = 'two-instance-leak-secret';
+/** The upstream refuses every message to this recipient after its DATA. */
+const BOUNCE = 'bounce@example.net';
 
 describe.runIf(redisAvailable())('sending limits across two instances on one Redis', () => {
   let redis: RedisServer;
@@ -46,6 +48,8 @@ describe.runIf(redisAvailable())('sending limits across two instances on one Red
       onData(stream, s, cb) {
         stream.resume();
         stream.on('end', () => {
+          // The upstream's own refusal: the message is not accepted, so it must not count.
+          if (s.envelope.rcptTo.some((r) => r.address === BOUNCE)) return cb(Object.assign(new Error('5.1.1 Mailbox unavailable'), { responseCode: 550 }));
           delivered.push(s.envelope.rcptTo.map((r) => r.address));
           cb(null, '2.0.0 queued');
         });
@@ -87,7 +91,7 @@ describe.runIf(redisAvailable())('sending limits across two instances on one Red
     c.write('EHLO sender.test\r\n');
     await c.reply();
     c.write(`AUTH PLAIN ${plain(ALICE, key)}\r\n`);
-    expect(await c.reply()).toEqual(['235 Authentication successful']);
+    expect(await c.reply()).toEqual(['235 2.7.0 Authentication successful']);
     return c;
   }
   const say = async (c: LineClient, line: string): Promise<string> => (c.write(`${line}\r\n`), (await c.reply()).join('\n'));
@@ -139,6 +143,30 @@ describe.runIf(redisAvailable())('sending limits across two instances on one Red
     const refusals = harnesses.flatMap((h) => h.logs.filter((l) => l.msg === 'sending limit'));
     expect(refusals.map((l) => l.reason).sort()).toEqual(['messages_per_hour', 'recipients_per_day', 'recipients_per_message']);
     for (const l of refusals) expect(l).toMatchObject({ audit: true, protocol: 'smtp', account: ALICE, keyId: record.id, result: 'refused' });
+  });
+
+  it('a message the upstream refuses, or one the client abandons, gives its message and recipients back', async () => {
+    const { key, record } = await issueKey(harnesses[0]!.store, 'operator', { name: 'refused', account: ALICE, scopes: ['smtp'], limits: { messagesPerHour: 1, recipientsPerDay: 2 } });
+    const a = await smtp(one, key);
+    expect(await send(a, [BOUNCE, 'x1@example.net'])).toEqual(['250 Accepted', '250 Accepted', '250 Accepted', '550 5.1.1 Mailbox unavailable']);
+    a.destroy();
+    // A client gone after the 354: nothing relayed, nothing counted.
+    const b = await smtp(two, key);
+    for (const l of [`MAIL FROM:<${ALICE}>`, 'RCPT TO:<x2@example.net>', 'RCPT TO:<x3@example.net>']) expect(await say(b, l)).toBe('250 Accepted');
+    expect(await say(b, 'DATA')).toMatch(/^354 /);
+    b.write('Subject: half\r\n\r\nhal');
+    b.destroy();
+    // The give-back follows the close; wait (bounded) until both windows are empty again.
+    const windows = [`sending:${record.id}:mph:${Math.floor(Date.now() / 3_600_000)}`, `sending:${record.id}:rpd:${Math.floor(Date.now() / 86_400_000)}`];
+    for (const until = Date.now() + 3000; Date.now() < until; await new Promise((r) => setTimeout(r, 20))) {
+      const used = await Promise.all(windows.map(async (w) => Number((await harnesses[0]!.store.getValue(w)) ?? 0)));
+      if (used.every((n) => n === 0)) break;
+    }
+    // Still one message this hour and two recipients today.
+    const c = await smtp(two, key);
+    expect(await send(c, ['x4@example.net', 'x5@example.net'])).toEqual(['250 Accepted', '250 Accepted', '250 Accepted', '250 2.0.0 queued']);
+    expect(await send(c, ['x6@example.net'])).toEqual(['450 4.7.1 Hourly message limit of this key reached, try again later']);
+    c.destroy();
   });
 
   it('lets concurrent senders on both instances through the hourly limit exactly, no more', async () => {

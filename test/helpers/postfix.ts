@@ -24,12 +24,18 @@ export interface PostfixOptions {
   saslPath: string;
   /** STARTTLS on the submission port with this certificate and key (PEM files). */
   tls?: { cert: string; key: string };
+  /** Also an smtpd without SASL on `relayPort` that relays for loopback clients (an upstream to relay to). */
+  relay?: boolean;
 }
 
 export interface RunningPostfix {
   host: '127.0.0.1';
   /** The submission port (smtpd with SASL through `saslPath`). */
   port: number;
+  /** The loopback relay port (`relay` option); 0 without. */
+  relayPort: number;
+  /** The `postfix start-fg` process (the master's tree, for CPU accounting). */
+  pid: number;
   dir: string;
   /** Postfix's log so far (its `maillog_file`). */
   maillog(): string;
@@ -154,7 +160,16 @@ ${tls}
     'tlsmgr unix - - n 1000? 1 tlsmgr',
     'postlog unix-dgram n - n - 1 postlogd',
   ];
-  writeFileSync(join(conf, 'master.cf'), [...saslService, ...internal, ''].join('\n'));
+  const relayPort = options.relay ? await freePort() : 0;
+  const relayService = options.relay
+    ? [
+        `127.0.0.1:${relayPort} inet n - n - - smtpd`,
+        '  -o syslog_name=postfix/relay',
+        '  -o smtpd_relay_restrictions=permit_mynetworks,reject',
+        '  -o smtpd_recipient_restrictions=permit_mynetworks,reject',
+      ]
+    : [];
+  writeFileSync(join(conf, 'master.cf'), [...saslService, ...relayService, ...internal, ''].join('\n'));
 
   const problems = checkOutput(conf);
   const child = spawn('postfix', ['-c', conf, 'start-fg'], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -184,5 +199,5 @@ ${tls}
     }
     await sleep(50);
   }
-  return { host: '127.0.0.1', port, dir, maillog: () => read(maillog), stop };
+  return { host: '127.0.0.1', port, relayPort, pid: child.pid!, dir, maillog: () => read(maillog), stop };
 }

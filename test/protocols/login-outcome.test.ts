@@ -77,7 +77,7 @@ const PROTOCOLS: Proto[] = [
     },
     refused: '535 5.7.8 Authentication credentials invalid',
     temporary: '454 4.7.0 Temporary authentication failure, try again later',
-    loggedIn: /^235 Authentication successful$/,
+    loggedIn: /^235 2\.7\.0 Authentication successful$/,
   },
 ];
 

@@ -19,7 +19,7 @@ import {
 } from '../../../src/backends/types.js';
 import { generateKey } from '../../../src/keys/format.js';
 import { createSelfSignedCertificate } from '../../../src/tls/index.js';
-import { createHarness, type Harness, type Keygate } from '../../helpers/keygate.js';
+import { createHarness, startKeygate, type Harness, type Keygate } from '../../helpers/keygate.js';
 import { LineClient, plain } from '../../helpers/line-client.js';
 import { SWAKS } from '../../helpers/tools.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -211,7 +211,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     const c = await connect(port);
     await ehlo(c);
     expect(await cmd(c, 'MAIL FROM:<alice@example.com>')).toMatch(/^530 5\.7\.0 /);
-    expect(await authPlain(c)).toBe('235 Authentication successful');
+    expect(await authPlain(c)).toBe('235 2.7.0 Authentication successful');
     expect(await cmd(c, 'MAIL FROM:<mallory@example.com>')).toBe('553 5.7.1 Sender address not owned by the authenticated account');
     expect(await cmd(c, 'MAIL FROM:<>')).toMatch(/^553 5\.7\.1 /);
     expect(await cmd(c, 'MAIL FROM:<AL@EXAMPLE.COM>')).toBe('250 Accepted');
@@ -237,7 +237,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     await c.upgrade();
     expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     const scoped = await h.issue(ALICE, ['smtp'], { allowedIps: ['198.51.100.0/24'] });
-    expect(await authPlain(c, ALICE, scoped.key)).toBe('235 Authentication successful');
+    expect(await authPlain(c, ALICE, scoped.key)).toBe('235 2.7.0 Authentication successful');
     c.destroy();
   });
 
@@ -247,7 +247,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     const c = await connect(port, { prefix: 'PROXY TCP4 198.51.100.9 127.0.0.1 40000 587\r\n' });
     expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     expect(await authPlain(c, ALICE, elsewhere.key)).toBe(AUTH_FAILED);
-    expect(await authPlain(c)).toBe('235 Authentication successful');
+    expect(await authPlain(c)).toBe('235 2.7.0 Authentication successful');
     c.destroy();
   });
 
@@ -262,7 +262,7 @@ describe('SMTP sender and session rules (raw client)', () => {
         await c.upgrade();
         await ehlo(c);
       }
-      expect(await authPlain(c, ALICE, k.key)).toBe('235 Authentication successful');
+      expect(await authPlain(c, ALICE, k.key)).toBe('235 2.7.0 Authentication successful');
       await waitFor(() => kg.sessions.count('smtp') === 1);
       const t0 = Date.now();
       await h.store.revokeKey(k.id, new Date().toISOString());
@@ -298,7 +298,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     const junk = await connect(port);
     const garbage = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x1b, 0x0d, 0x0a]);
     let last = '';
-    for (let i = 0; i < 10 && !junk.isClosed; i++) last = (junk.write(garbage), (await reply(junk)).join('\n'));
+    for (let i = 0; i < 10 && !junk.isClosed && !last.startsWith('421'); i++) last = (junk.write(garbage), (await reply(junk)).join('\n'));
     expect(last).toMatch(/^421 /);
     await junk.waitClosed();
   });
@@ -319,7 +319,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     expect(kg.sessions.count('smtp')).toBe(0);
     const c = await connect(port);
     await ehlo(c);
-    expect(await authPlain(c)).toBe('235 Authentication successful');
+    expect(await authPlain(c)).toBe('235 2.7.0 Authentication successful');
     c.destroy();
   });
 
@@ -351,11 +351,154 @@ describe('SMTP sender and session rules (raw client)', () => {
     const { port } = await start();
     const c = await connect(port);
     await ehlo(c);
-    expect(await authPlain(c)).toBe('235 Authentication successful');
+    expect(await authPlain(c)).toBe('235 2.7.0 Authentication successful');
     const closing = kg.close();
     expect(await c.line(2000)).toBe('421 4.3.2 Server shutting down');
     await c.waitClosed(2000);
     await closing;
+  });
+});
+
+describe('SMTP DATA framing', () => {
+  it('ends a message only at CRLF.CRLF (no smuggling through bare LF), unstuffs dots, and takes pipelined commands after the dot', async () => {
+    const seen: Array<{ ctx: SessionContext; envelope: SmtpEnvelope; message: string }> = [];
+    const { port } = await start({}, { imap: null, pop3: null, smtp: capturingBackend(seen) });
+    const c = await connect(port);
+    await ehlo(c);
+    await authPlain(c);
+    expect(await cmd(c, 'MAIL FROM:<alice@example.com>')).toBe('250 Accepted');
+    expect(await cmd(c, 'RCPT TO:<x@example.net>')).toBe('250 Accepted');
+    expect(await cmd(c, 'DATA')).toMatch(/^354 /);
+    // Split oddly across writes: the end must still be found once, at the real CRLF.CRLF.
+    for (const part of ['Subject: s\r\n\r\nline one\n.\nMAIL FROM:<mallory@example.com>\r\n', '..dotted\r', '\n.', 'x\r\n.\r', '\nNOOP\r\n']) {
+      c.write(part);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    expect(await c.line()).toBe('250 2.0.0 Ok: queued as TEST123');
+    expect(await c.line()).toBe('250 OK');
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.message).toBe('Subject: s\r\n\r\nline one\n.\nMAIL FROM:<mallory@example.com>\r\n.dotted\r\nx\r\n');
+    c.destroy();
+  });
+});
+
+describe('SMTP debug logging', () => {
+  it('traces commands without any key, whatever the AUTH syntax, and refuses early talkers', async () => {
+    const t = await startKeygate({ protocols: ['smtp'], flags: { 'log.level': 'trace' } });
+    try {
+      const { key } = await t.issue(ALICE, ['smtp']);
+      const b64 = (s: string): string => Buffer.from(s).toString('base64');
+      const scripts: string[][] = [
+        ['EHLO a', `AUTH PLAIN ${plain(ALICE, key)}`],
+        ['EHLO a', `auth  plain  ${plain(ALICE, key)}`],
+        ['EHLO a', 'AUTH LOGIN', b64(ALICE), b64(key)],
+        ['EHLO a', `AUTH LOGIN ${b64(ALICE)}`, b64(key)],
+        ['EHLO a', 'AUTH PLAIN', plain(ALICE, key)],
+        ['EHLO a', `AUTH\tPLAIN ${plain(ALICE, key)}`],
+      ];
+      for (const script of scripts) {
+        const c = await LineClient.connect(t.port('smtp'));
+        await c.reply();
+        for (const line of script) {
+          c.write(`${line}\r\n`);
+          await c.reply();
+        }
+        c.destroy();
+      }
+      const traced = t.logs.filter((l) => l.msg === 'SMTP command').map((l) => (l as { command?: string }).command);
+      expect(traced).toContain('EHLO a');
+      expect(traced).toContain('AUTH PLAIN [REDACTED]');
+      const all = JSON.stringify(t.logs);
+      for (const secret of [key, plain(ALICE, key), b64(key)]) expect(all).not.toContain(secret);
+
+      // An early talker: commands sent before the reply to the first one.
+      const early = await LineClient.connect(t.port('smtp'));
+      early.write(`EHLO a\r\nAUTH PLAIN ${plain(ALICE, key)}\r\n`);
+      expect((await early.reply()).at(-1)).toMatch(/^220 /);
+      expect(await early.line()).toMatch(/^554 5\.5\.0 /);
+      await early.waitClosed();
+    } finally {
+      await t.close();
+    }
+  });
+});
+
+describe('SMTP shutdown with messages in flight', () => {
+  it('a message whose final dot arrived is relayed and answered past the grace period; idle sessions and new DATA get 421 at once', async () => {
+    let arrived!: () => void;
+    const messageIn = new Promise<void>((r) => (arrived = r));
+    let answer!: () => void;
+    const upstreamAnswers = new Promise<void>((r) => (answer = r));
+    const seen: string[] = [];
+    const smtp = relayBackend(async (_ctx, _envelope, message) => {
+      let text = '';
+      for await (const chunk of message) text += (chunk as Buffer).toString();
+      seen.push(text);
+      arrived();
+      await upstreamAnswers;
+      return '2.0.0 Ok: queued as SLOW1';
+    });
+    const { port } = await start({}, { imap: null, pop3: null, smtp });
+    const sending = transport(port, false, ALICE, aliceKey, { requireTLS: true }).sendMail({ from: ALICE, to: 'x@example.net', subject: 'in flight', text: 'the body' });
+    const idle = await connect(port);
+    await ehlo(idle);
+    expect(await authPlain(idle)).toBe('235 2.7.0 Authentication successful');
+    const ready = await connect(port);
+    await ehlo(ready);
+    expect(await authPlain(ready)).toBe('235 2.7.0 Authentication successful');
+    expect(await cmd(ready, 'MAIL FROM:<alice@example.com>')).toBe('250 Accepted');
+    expect(await cmd(ready, 'RCPT TO:<y@example.net>')).toBe('250 Accepted');
+    await messageIn;
+
+    const t0 = Date.now();
+    const closing = kg.close(100);
+    // Between commands is idle: the goodbye comes at once, and no DATA is taken after it.
+    expect(await idle.line(500)).toBe('421 4.3.2 Server shutting down');
+    expect(await ready.line(500)).toBe('421 4.3.2 Server shutting down');
+    expect(Date.now() - t0).toBeLessThan(500);
+    await ready.waitClosed(1000);
+    // Well past the grace period, the upstream answers: the client gets that answer, not a 421 it would retry.
+    await new Promise((r) => setTimeout(r, 400));
+    answer();
+    const info = await sending;
+    expect(info.response).toBe('250 2.0.0 Ok: queued as SLOW1');
+    expect(seen).toHaveLength(1);
+    expect(seen[0]).toContain('the body');
+    await closing;
+  });
+
+  it('a message still arriving when the grace period ends gets 421 and goes nowhere', async () => {
+    let opened!: () => void;
+    const relayOpened = new Promise<void>((r) => (opened = r));
+    const outcomes: string[] = [];
+    const smtp = relayBackend(async (_ctx, _envelope, message) => {
+      opened();
+      try {
+        for await (const _chunk of message) {
+          /* read until the stream ends or fails */
+        }
+        outcomes.push('complete');
+      } catch {
+        outcomes.push('failed');
+      }
+      return '2.0.0 Ok: should not happen';
+    });
+    const { port } = await start({}, { imap: null, pop3: null, smtp });
+    const c = await connect(port);
+    await ehlo(c);
+    await authPlain(c);
+    await cmd(c, 'MAIL FROM:<alice@example.com>');
+    await cmd(c, 'RCPT TO:<x@example.net>');
+    expect(await cmd(c, 'DATA')).toMatch(/^354 /);
+    c.write('Subject: half\r\n\r\nfirst half\r\n');
+    await relayOpened;
+    const closing = kg.close(150);
+    // Inside the grace period the message may still complete; this one does not.
+    expect(await c.line(2000)).toBe('421 4.3.2 Server shutting down');
+    await c.waitClosed(2000);
+    await closing;
+    await waitFor(() => outcomes.length === 1);
+    expect(outcomes).toEqual(['failed']);
   });
 });
 
@@ -412,10 +555,10 @@ describe('SMTP with command-line clients', () => {
     const { port, securePort } = await start();
     const base = ['--server', '127.0.0.1', '--auth', 'PLAIN', '--auth-user', ALICE, '--auth-password', aliceKey, '--from', ALICE, '--to', 'x@example.net'];
     const starttls = await run('swaks', [...base, '--port', String(port), '-tls', '--quit-after', 'AUTH']);
-    expect(starttls.out).toContain('235 Authentication successful');
+    expect(starttls.out).toContain('235 2.7.0 Authentication successful');
     expect(starttls.code).toBe(0);
     const implicit = await run('swaks', [...base, '--port', String(securePort), '--tls-on-connect']);
-    expect(implicit.out).toContain('235 Authentication successful');
+    expect(implicit.out).toContain('235 2.7.0 Authentication successful');
     expect(implicit.out).toContain('451 4.3.0');
     const wrong = await run('swaks', [...base.slice(0, 8), '--auth-password', generateKey(), '--port', String(securePort), '--tls-on-connect', '--quit-after', 'AUTH']);
     expect(wrong.out).toContain(AUTH_FAILED);
@@ -439,7 +582,7 @@ describe('SMTP with command-line clients', () => {
     });
     expect(out).toContain('250-AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     expect(out).not.toContain('250-STARTTLS');
-    expect(out).toContain('235 Authentication successful');
+    expect(out).toContain('235 2.7.0 Authentication successful');
     expect(out).toContain('250 Accepted');
     expect(out).toContain('221 ');
   });
