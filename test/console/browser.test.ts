@@ -330,7 +330,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await checkPage(carol.page, 'link-sign-in');
     await carol.page.getByRole('button', { name: 'Sign in' }).click();
     await carol.page.getByRole('heading', { name: 'My keys' }).waitFor();
-    expect(await carol.page.getByText('Thunderbird', { exact: true }).count()).toBe(1);
+    // The heading comes before the list has loaded: wait for the list, then count.
+    await expect.poll(() => carol.page.getByText('Thunderbird', { exact: true }).count(), { timeout: 5000 }).toBe(1);
     await carol.context.close();
 
     const again = await newPage();
