@@ -59,6 +59,8 @@ export interface Config {
     connectionsPerIp: number;
     loginTimeout: number;
     messageSize: number;
+    /** Most active keys one account may hold; every key-creating write is refused past it (409). */
+    keysPerAccount: number;
   };
   proxyProtocol: boolean;
   shutdownGrace: number;
@@ -95,6 +97,13 @@ interface Spec {
   secret?: true;
 }
 
+/**
+ * Bounds of limits.keysPerAccount: what walks one account's keys (its own
+ * list, device replacement, deleting it) reads at most this many.
+ */
+const MIN_KEYS_PER_ACCOUNT = 1;
+const MAX_KEYS_PER_ACCOUNT = 1000;
+
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export const DEFAULTS: Config = {
@@ -126,6 +135,7 @@ export const DEFAULTS: Config = {
     connectionsPerIp: 50,
     loginTimeout: 60_000,
     messageSize: 35 * 1024 * 1024,
+    keysPerAccount: 100,
   },
   proxyProtocol: false,
   shutdownGrace: 10_000,
@@ -223,6 +233,11 @@ export const SPECS: Record<string, Spec> = {
   'limits.connectionsPerIp': { kind: 'int', env: 'KEYGATE_LIMITS_CONNECTIONS_PER_IP', doc: 'open connections per client IP, per listener' },
   'limits.loginTimeout': { kind: 'duration', env: 'KEYGATE_LIMITS_LOGIN_TIMEOUT', doc: 'time allowed from connect to login' },
   'limits.messageSize': { kind: 'int', env: 'KEYGATE_LIMITS_MESSAGE_SIZE', doc: 'largest SMTP message, bytes' },
+  'limits.keysPerAccount': {
+    kind: 'int',
+    env: 'KEYGATE_LIMITS_KEYS_PER_ACCOUNT',
+    doc: `most active keys one account may hold, ${MIN_KEYS_PER_ACCOUNT}-${MAX_KEYS_PER_ACCOUNT}; creating more is refused (409)`,
+  },
   proxyProtocol: { kind: 'bool', env: 'KEYGATE_PROXY_PROTOCOL', doc: 'expect a PROXY protocol v1/v2 header on mail listeners' },
   shutdownGrace: { kind: 'duration', env: 'KEYGATE_SHUTDOWN_GRACE', doc: 'how long open sessions may finish after SIGTERM' },
   touchInterval: { kind: 'duration', env: 'KEYGATE_TOUCH_INTERVAL', doc: 'how often coalesced last-use writes are flushed' },
@@ -347,6 +362,9 @@ export function loadConfig(options: LoadOptions = {}): Config {
   }
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
   validateSetup(c.setup);
+  if (c.limits.keysPerAccount < MIN_KEYS_PER_ACCOUNT || c.limits.keysPerAccount > MAX_KEYS_PER_ACCOUNT) {
+    throw new ConfigError('limits.keysPerAccount', `expected ${MIN_KEYS_PER_ACCOUNT}-${MAX_KEYS_PER_ACCOUNT} (got ${c.limits.keysPerAccount})`);
+  }
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
   return c;

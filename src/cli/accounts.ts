@@ -6,6 +6,7 @@ import { checkSecret, MIN_SECRET_LENGTH } from '../backends/secret.js';
 import { normalizeAddress } from '../keys/record.js';
 import { createAccount } from '../services/accounts.js';
 import { NotFoundError } from '../store/errors.js';
+import { addAccountsList } from './lists.js';
 import { addSettingFlags, collect, configFrom, DB_FLAGS, looksLikeAddress, UsageError, withConfigStore, withStore } from './common.js';
 
 /**
@@ -15,7 +16,7 @@ import { addSettingFlags, collect, configFrom, DB_FLAGS, looksLikeAddress, Usage
  * `--password-stdin`, from standard input; no output ever shows it.
  */
 export function accountsCommand(): Command {
-  const accounts = new Command('accounts').description("create accounts and set an account's own upstream route");
+  const accounts = new Command('accounts').description("create and list accounts, and set an account's own upstream route");
 
   addSettingFlags(accounts.command('add').description('create an account'), DB_FLAGS)
     .argument('<address>', 'the account address (what clients log in with)')
@@ -30,6 +31,8 @@ export function accountsCommand(): Command {
       );
       process.stdout.write(`Account ${created.address} was created\n`);
     });
+
+  addAccountsList(accounts);
 
   addSettingFlags(accounts.command('upstream').description("set (replace) or clear an account's own upstream route"), DB_FLAGS)
     .argument('<address>', 'the account address')

@@ -52,9 +52,9 @@ function checkName(raw: string): string {
   return name;
 }
 
-/** The account's active keys (not revoked, not expired), newest first. */
+/** The account's active keys (not revoked, not expired), newest first; as many as the key limit allows. */
 export async function listCredentials(store: KeyStore, account: string, now = new Date()): Promise<KeyRecord[]> {
-  return (await store.listKeys({ account })).filter((k) => isActive(k, now));
+  return store.activeKeys(account, now);
 }
 
 /** The account's key with this id. NotFoundError when unknown or another account's. */

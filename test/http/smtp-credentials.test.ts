@@ -284,7 +284,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
       const codes = results.map((r) => r.statusCode).sort();
       expect(codes.filter((c) => c === 200)).toHaveLength(1);
       for (const c of codes.filter((c) => c !== 200)) expect([404, 409]).toContain(c);
-      const live = (await f.store.listKeys({ account: alice })).filter((x) => x.name === 'race' && x.revokedAt === null);
+      const live = (await f.store.listKeys({ account: alice })).items.filter((x) => x.name === 'race' && x.revokedAt === null);
       expect(live).toHaveLength(1);
     });
 
@@ -340,7 +340,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
         [1, 2, 3, 4].map((i) => f.call(owner, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: `race ${i}`, platform: 'web', deviceId: 'race-device' } })),
       );
       for (const r of results) expect(r.statusCode).toBe(201);
-      const live = (await f.store.listKeys({ account: alice })).filter((k) => k.deviceId === 'race-device' && k.revokedAt === null);
+      const live = (await f.store.listKeys({ account: alice })).items.filter((k) => k.deviceId === 'race-device' && k.revokedAt === null);
       expect(live).toHaveLength(1);
     });
 
