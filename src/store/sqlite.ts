@@ -336,11 +336,11 @@ export class SqliteStore implements KeyStore {
     const counters = this.run(
       this.db.transaction(() => {
         // Expired keys are counted as time passes them: only those since the last count are read.
+        // (A clock that went back, or another process's, moves the mark back the same way.)
         const through = this.expiredThrough();
-        if (nowMs > through) {
-          this.q.addCounter.run('expired', this.q.expiredBetween.get(through, nowMs)!.n);
-          this.q.setCounter.run('expired_through', nowMs);
-        }
+        if (nowMs > through) this.q.addCounter.run('expired', this.q.expiredBetween.get(through, nowMs)!.n);
+        if (nowMs < through) this.q.addCounter.run('expired', -this.q.expiredBetween.get(nowMs, through)!.n);
+        if (nowMs !== through) this.q.setCounter.run('expired_through', nowMs);
         return new Map(this.q.counters.all().map((c) => [c.name, c.value]));
       }).immediate,
     );

@@ -4,16 +4,17 @@ import { decide } from '../../src/keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../../src/keys/record.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from '../../src/store/errors.js';
 import { allPages, PAGE_MAX } from '../../src/store/paging.js';
-import type { KeyQuery, KeyStore, StoreEvent } from '../../src/store/types.js';
+import type { KeyQuery, KeyStore, StoreEvent, StoreLimits } from '../../src/store/types.js';
+import { runScaleConformance } from './conformance-scale.js';
 
 export interface ConformanceTarget {
   name: string;
   /** Opens a fresh, empty store; each test gets its own. */
-  open(): Promise<KeyStore>;
+  open(limits?: StoreLimits): Promise<KeyStore>;
   /** Stops the backing server and starts it again with its data. Omitted where it has no meaning. */
   restart?(): Promise<void>;
   /** Opens a second, independent instance on the same data as `store` (another Keygate instance); the caller closes it. */
-  openPeer?(store: KeyStore): Promise<KeyStore>;
+  openPeer?(store: KeyStore, limits?: StoreLimits): Promise<KeyStore>;
 }
 
 const T0 = '2026-01-01T00:00:00.000Z';
@@ -55,6 +56,8 @@ async function expectOneChain(store: KeyStore, made: KeyRecord[], acct = 'a@exam
 
 /** One behaviour contract for every KeyStore; call inside a describe(). */
 export function runKeyStoreConformance(target: ConformanceTarget): void {
+  runScaleConformance(target);
+
   let store: KeyStore;
   beforeEach(async () => {
     store = await target.open();

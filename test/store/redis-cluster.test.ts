@@ -22,13 +22,13 @@ describe.skipIf(!redisAvailable())('Redis store on a 3-node Cluster', () => {
   const namespaces = new WeakMap<KeyStore, string>();
   runKeyStoreConformance({
     name: 'redis-cluster',
-    open: async () => {
+    open: async (limits) => {
       const namespace = ns();
-      const store = await openRedisStore(cluster.url, { namespace, touchIntervalMs: 20 });
+      const store = await openRedisStore(cluster.url, { namespace, touchIntervalMs: 20, ...limits });
       namespaces.set(store, namespace);
       return store;
     },
-    openPeer: (store) => openRedisStore(cluster.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20 }),
+    openPeer: (store, limits) => openRedisStore(cluster.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20, ...limits }),
   });
 
   it('keeps every key the store writes in one hash slot', async () => {

@@ -138,15 +138,15 @@ describe.skipIf(!redisAvailable())('Redis store', () => {
   const namespaces = new WeakMap<KeyStore, string>();
   runKeyStoreConformance({
     name: 'redis',
-    open: async () => {
+    open: async (limits) => {
       const namespace = ns();
-      const store = await openRedisStore(server.url, { namespace, touchIntervalMs: 20 });
+      const store = await openRedisStore(server.url, { namespace, touchIntervalMs: 20, ...limits });
       namespaces.set(store, namespace);
       return store;
     },
     restart: () => server.restart(),
     // Another Keygate instance: its own clients on the same Redis and namespace.
-    openPeer: (store) => openRedisStore(server.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20 }),
+    openPeer: (store, limits) => openRedisStore(server.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20, ...limits }),
   });
 
   it('delivers revocations across instances sharing one Redis, each event once', async () => {

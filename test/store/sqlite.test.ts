@@ -15,14 +15,14 @@ describe('SQLite store', () => {
   const paths = new WeakMap<KeyStore, string>();
   runKeyStoreConformance({
     name: 'sqlite',
-    open: async () => {
+    open: async (limits) => {
       const path = join(dir, `t${n++}.db`);
-      const store = openSqliteStore(path, { touchIntervalMs: 20 });
+      const store = openSqliteStore(path, { touchIntervalMs: 20, ...limits });
       paths.set(store, path);
       return store;
     },
     // A second connection to the same file, as a second process would open it.
-    openPeer: async (store) => openSqliteStore(paths.get(store)!, { touchIntervalMs: 20 }),
+    openPeer: async (store, limits) => openSqliteStore(paths.get(store)!, { touchIntervalMs: 20, ...limits }),
   });
 
   it('keeps its data in a WAL-mode file across reopen', async () => {
