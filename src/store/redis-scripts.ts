@@ -334,10 +334,12 @@ for _, m in ipairs(items) do
 end
 return out`,
 
-  // ARGV[6]: account, [7]: at most this many. The account's active keys: {idc, HGETALL, ...}.
+  // ARGV[6]: account, [7]: at most this many. The account's active keys, newest first: {idc, HGETALL, ...}.
   kgActiveKeys: `
 local out = {}
-for _, m in ipairs(redis.call('ZRANGE', P .. 'al:' .. ARGV[6], '(' .. NOW, '+inf', 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[7]))) do
+local members = redis.call('ZRANGE', P .. 'al:' .. ARGV[6], '(' .. NOW, '+inf', 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[7]))
+table.sort(members, function(x, y) return x > y end)
+for _, m in ipairs(members) do
   local idc = string.sub(m, SORT_KEY + 1)
   out[#out + 1] = idc
   out[#out + 1] = redis.call('HGETALL', P .. 'k:' .. idc)

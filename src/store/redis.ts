@@ -220,8 +220,7 @@ class RedisStore implements KeyStore {
 
   async activeKeys(account: string, now = new Date()): Promise<KeyRecord[]> {
     const addr = normalizeAddress(account);
-    const keys = await this.run(async () => recordsOf((await this.script('kgActiveKeys', [this.k.counts()], [addr, String(PAGE_MAX)], now.getTime())) as unknown[]));
-    return keys.sort((a, b) => (a.createdAt === b.createdAt ? 0 : Date.parse(b.createdAt) - Date.parse(a.createdAt)));
+    return this.run(async () => recordsOf((await this.script('kgActiveKeys', [this.k.counts()], [addr, String(PAGE_MAX)], now.getTime())) as unknown[]));
   }
 
   async countKeys(now = new Date()): Promise<KeyCounts> {
