@@ -91,7 +91,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (error instanceof MalformedBlobError) return send(400, 'validation', err.message, [{ field: 'body.blob', message: err.message }]);
     if (error instanceof ScopeGrantError) return send(403, 'forbidden', error.message, { missingScope: error.missing[0], missingScopes: error.missing });
     if (error instanceof NotFoundError) return send(404, 'not_found', 'Not found');
-    if (error instanceof InvalidCursorError) return send(400, 'validation', error.message, [{ field: 'query.cursor', message: error.message }]);
+    if (error instanceof InvalidCursorError) return send(400, 'validation', error.message, [{ field: 'querystring.cursor', message: error.message }]);
     if (error instanceof KeyLimitError) return send(409, 'key_limit', error.message, { limit: error.limit, account: error.account });
     if (error instanceof ConflictError) return send(409, 'conflict', err.message);
     if (error instanceof StoreUnavailableError) {
