@@ -15,6 +15,8 @@ export const SCAN_BUDGET = 2000;
 
 /** Largest creation time that orders keys (16^11 - 1 ms, in the year 2527); earlier than 1970 orders as 1970. */
 export const MAX_ORDER_MS = 0xfffffffffff;
+/** Largest store sequence a cursor may name (16^9 - 1: the Redis sort key has nine hex digits for it). */
+export const MAX_SEQ = 0xfffffffff;
 
 export function pageLimit(limit: number | undefined): number {
   if (limit === undefined || !Number.isFinite(limit)) return PAGE_DEFAULT;
@@ -44,7 +46,7 @@ export function decodeKeyCursor(cursor: string): KeyPosition {
   if (!m) throw new InvalidCursorError();
   const ms = Number(m[1]);
   const seq = Number(m[2]);
-  if (ms > MAX_ORDER_MS || !Number.isSafeInteger(seq)) throw new InvalidCursorError();
+  if (ms > MAX_ORDER_MS || seq > MAX_SEQ) throw new InvalidCursorError();
   return { ms, seq };
 }
 

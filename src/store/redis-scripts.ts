@@ -6,12 +6,14 @@
  *
  * Layout, under the prefix P = "{ns}:" (idc = compact id, o = sort key; see redis-codec.ts):
  *   P k:<idc>             hash: the record, one-letter fields
- *   P h:<hash>            string → idc (the login path's lookup)
+ *   P h:<hash[1..3]>      hash: hash[4..] → idc, the login path's lookup. A bucket per three leading
+ *                         characters (262,144 of them) holds a few hashes in a listpack, far smaller
+ *                         than a string key per hash; it stays a listpack to ~30 million keys
  *   P live, P revoked     zsets, score 0, member o..idc: every non-revoked / revoked key, by sort key
  *   P exp                 zset, score expiry ms, member idc: non-revoked keys that expire (the expired count)
  *   P n                   hash: k = keys, r = revoked (kept by every write)
  *   P seq                 counter behind the sort keys
- *   P al:<address>        zset, score expiry ms or +inf, member o..idc: the account's non-revoked keys
+ *   P al:<address>        zset, score expiry ms or +inf, member idc: the account's non-revoked keys
  *   P ar:<address>        zset, score 0, member o..idc: the account's revoked keys
  *   P ad:<address>        zset, score 0, member sha1(deviceId)[1..12]..idc: the account's non-revoked device keys
  *   P account:<address>   hash, JSON-encoded fields (as in schema 1); P alias:<name> → address
@@ -42,8 +44,11 @@ local function read_spec(i)
   return s, i + 8 + n
 end
 
+local function hash_bucket(hashc) return P .. 'h:' .. string.sub(hashc, 1, 3), string.sub(hashc, 4) end
+
 local function taken(s)
-  return redis.call('EXISTS', P .. 'k:' .. s.idc) == 1 or redis.call('EXISTS', P .. 'h:' .. s.hashc) == 1
+  local bucket, field = hash_bucket(s.hashc)
+  return redis.call('EXISTS', P .. 'k:' .. s.idc) == 1 or redis.call('HEXISTS', bucket, field) == 1
 end
 
 -- The key limit: true when adding 'added' active keys would leave the account over it.
@@ -52,9 +57,9 @@ local function over_limit(acct, added)
   return redis.call('ZCOUNT', P .. 'al:' .. acct, '(' .. NOW, '+inf') + added > LIMIT
 end
 
--- Whether the account's non-revoked key with this member is active now.
-local function is_active(acct, member)
-  local score = redis.call('ZSCORE', P .. 'al:' .. acct, member)
+-- Whether the account's non-revoked key is active now.
+local function is_active(acct, idc)
+  local score = redis.call('ZSCORE', P .. 'al:' .. acct, idc)
   return score ~= false and tonumber(score) > NOW
 end
 
@@ -65,7 +70,8 @@ local function insert(s, extra, seq)
   local kKey = P .. 'k:' .. s.idc
   redis.call('HSET', kKey, 'o', o, unpack(s.fields))
   if extra then redis.call('HSET', kKey, unpack(extra)) end
-  redis.call('SET', P .. 'h:' .. s.hashc, s.idc)
+  local bucket, field = hash_bucket(s.hashc)
+  redis.call('HSET', bucket, field, s.idc)
   local m = o .. s.idc
   redis.call('HINCRBY', P .. 'n', 'k', 1)
   if s.revoked then
@@ -77,7 +83,7 @@ local function insert(s, extra, seq)
   redis.call('ZADD', P .. 'live', 0, m)
   if s.expires ~= '' then redis.call('ZADD', P .. 'exp', s.expires, s.idc) end
   if s.acct ~= '' then
-    redis.call('ZADD', P .. 'al:' .. s.acct, s.expires == '' and '+inf' or s.expires, m)
+    redis.call('ZADD', P .. 'al:' .. s.acct, s.expires == '' and '+inf' or s.expires, s.idc)
     if s.device ~= '' then redis.call('ZADD', P .. 'ad:' .. s.acct, 0, devtag(s.device) .. s.idc) end
   end
 end
@@ -98,12 +104,25 @@ local function revoke(idc, at)
   redis.call('ZREM', P .. 'exp', idc)
   redis.call('HINCRBY', P .. 'n', 'r', 1)
   if f[2] then
-    redis.call('ZREM', P .. 'al:' .. f[2], m)
+    redis.call('ZREM', P .. 'al:' .. f[2], idc)
     redis.call('ZADD', P .. 'ar:' .. f[2], 0, m)
     if f[3] then redis.call('ZREM', P .. 'ad:' .. f[2], devtag(f[3]) .. idc) end
   end
   publish_revoked(idc, f[2])
   return true
+end
+
+-- An account's non-revoked keys as sort-key members (o..idc), newest first, with their expiry scores; bounded by the key limit.
+local function account_live_members(acct, min)
+  local flat = redis.call('ZRANGE', P .. 'al:' .. acct, min or '-inf', '+inf', 'BYSCORE', 'WITHSCORES')
+  local list, score = {}, {}
+  for j = 1, #flat, 2 do
+    local m = redis.call('HGET', P .. 'k:' .. flat[j], 'o') .. flat[j]
+    list[#list + 1] = m
+    score[m] = tonumber(flat[j + 1])
+  end
+  table.sort(list, function(x, y) return x > y end)
+  return list, score
 end
 
 local function publish_account(addrJson)
@@ -118,9 +137,10 @@ end
 `;
 
 const SCRIPTS = {
-  // KEYS: P h:<hash>. The login path's lookup in one round trip. Returns {idc, HGETALL} or nil.
+  // KEYS: the hash's bucket, ARGV[6]: the rest of the hash. The login path's lookup in one round trip.
+  // Returns {idc, HGETALL} or nil.
   kgFindByHash: `
-local idc = redis.call('GET', KEYS[1])
+local idc = redis.call('HGET', KEYS[1], ARGV[6])
 if not idc then return false end
 return {idc, redis.call('HGETALL', P .. 'k:' .. idc)}`,
 
@@ -148,7 +168,7 @@ local s = read_spec(8)
 if taken(s) then return {'CONFLICT'} end
 -- Rotating an active key trades one for one; an expired one comes back to life, so it counts.
 local freed = 0
-if old[2] and old[2] == s.acct and is_active(old[2], old[1] .. ARGV[6]) then freed = 1 end
+if old[2] and old[2] == s.acct and is_active(old[2], ARGV[6]) then freed = 1 end
 if s.active and over_limit(s.acct, 1 - freed) then return {'LIMIT'} end
 revoke(ARGV[6], ARGV[7])
 insert(s)
@@ -170,7 +190,7 @@ end
 table.sort(found, function(x, y) return x.o > y.o end)
 local freed = 0
 for _, k in ipairs(found) do
-  if is_active(s.acct, k.o .. k.idc) then freed = freed + 1 end
+  if is_active(s.acct, k.idc) then freed = freed + 1 end
 end
 if s.active and over_limit(s.acct, 1 - freed) then return {'LIMIT'} end
 local revoked = {}
@@ -263,19 +283,12 @@ end
 -- An account's non-revoked keys (bounded by the key limit), sorted here; remembers each one's expiry.
 local expiry = {}
 local function account_live()
-  local list = {}
-  local flat = redis.call('ZRANGE', P .. 'al:' .. acct, 0, -1, 'WITHSCORES')
-  for j = 1, #flat, 2 do
-    if after == '' or flat[j] < after then
-      list[#list + 1] = flat[j]
-      expiry[flat[j]] = tonumber(flat[j + 1])
-    end
-  end
-  table.sort(list, function(x, y) return x > y end)
+  local all
+  all, expiry = account_live_members(acct)
   local pos = 0
   return function()
-    pos = pos + 1
-    return list[pos]
+    repeat pos = pos + 1 until all[pos] == nil or after == '' or all[pos] < after
+    return all[pos]
   end
 end
 
@@ -337,9 +350,9 @@ return out`,
   // ARGV[6]: account, [7]: at most this many. The account's active keys, newest first: {idc, HGETALL, ...}.
   kgActiveKeys: `
 local out = {}
-local members = redis.call('ZRANGE', P .. 'al:' .. ARGV[6], '(' .. NOW, '+inf', 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[7]))
-table.sort(members, function(x, y) return x > y end)
-for _, m in ipairs(members) do
+local members = account_live_members(ARGV[6], '(' .. NOW)
+for i = 1, math.min(#members, tonumber(ARGV[7])) do
+  local m = members[i]
   local idc = string.sub(m, SORT_KEY + 1)
   out[#out + 1] = idc
   out[#out + 1] = redis.call('HGETALL', P .. 'k:' .. idc)
@@ -412,8 +425,7 @@ local acc = P .. 'account:' .. addr
 if redis.call('EXISTS', acc) == 0 then return {'NOTFOUND'} end
 if redis.call('HGET', acc, 'aliases') ~= ARGV[8] then return {'RETRY'} end
 local revoked = {}
-for _, m in ipairs(redis.call('ZRANGE', P .. 'al:' .. addr, 0, -1)) do
-  local idc = string.sub(m, SORT_KEY + 1)
+for _, idc in ipairs(redis.call('ZRANGE', P .. 'al:' .. addr, 0, -1)) do
   if revoke(idc, ARGV[7]) then revoked[#revoked + 1] = idc end
 end
 for i = 9, #ARGV do

@@ -191,7 +191,8 @@ class RedisStore implements KeyStore {
 
   async findByHash(hash: string): Promise<KeyRecord | null> {
     return this.run(async () => {
-      const res = (await this.script('kgFindByHash', [`${this.p}h:${compactHash(hash)}`], [])) as unknown[] | null;
+      const c = compactHash(hash);
+      const res = (await this.script('kgFindByHash', [`${this.p}h:${c.slice(0, 3)}`], [c.slice(3)])) as unknown[] | null;
       return res ? parseRecord(String(res[0]), pairs(res[1])) : null;
     });
   }

@@ -106,6 +106,9 @@ export interface SqliteStoreOptions extends StoreLimits {
 const KEY_COLUMNS = `seq, id, hash, name, account, scopes, created_at, expires_at, allowed_ips, revoked_at, last_used_at, last_used_ip,
   last_used_protocol, platform, device_id, rotated_from, order_ms, expires_ms`;
 
+/** Last uses written per transaction. */
+const TOUCH_CHUNK = 500;
+
 /** Which index a page of keys walks. */
 type KeySource = 'all' | 'live' | 'revoked' | 'account';
 const SOURCE_WHERE: Record<KeySource, string> = {
@@ -416,11 +419,17 @@ export class SqliteStore implements KeyStore {
   }
 
   private async writeTouches(batch: Map<string, KeyUse>): Promise<void> {
-    this.run(
-      this.db.transaction(() => {
-        for (const [id, use] of batch) this.q.touch.run({ id, at: use.at, ip: use.ip, protocol: use.protocol });
-      }),
-    );
+    // Short transactions with a turn of the event loop between them: a busy second of logins
+    // must not hold up the next one while its uses are written.
+    const entries = [...batch];
+    for (let i = 0; i < entries.length; i += TOUCH_CHUNK) {
+      if (i > 0) await new Promise((r) => setImmediate(r));
+      this.run(
+        this.db.transaction(() => {
+          for (const [id, use] of entries.slice(i, i + TOUCH_CHUNK)) this.q.touch.run({ id, at: use.at, ip: use.ip, protocol: use.protocol });
+        }),
+      );
+    }
   }
 
   async importKey(record: KeyRecord): Promise<'imported' | 'exists'> {

@@ -63,7 +63,8 @@ describe.skipIf(!redisAvailable())('Redis store on a 3-node Cluster', () => {
       const p = `{${namespace}}:`;
       expect([...names].sort()).toEqual(
         [
-          ...[k1, k2, k3, k4, k5, k6].flatMap((k) => [`${p}k:${compactId(k.id)}`, `${p}h:${compactHash(k.hash)}`]),
+          ...[k1, k2, k3, k4, k5, k6].map((k) => `${p}k:${compactId(k.id)}`),
+          ...new Set([k1, k2, k3, k4, k5, k6].map((k) => `${p}h:${compactHash(k.hash).slice(0, 3)}`)),
           `${p}live`,
           `${p}revoked`,
           `${p}n`,
