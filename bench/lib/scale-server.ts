@@ -2,7 +2,9 @@
  * The server side of `npm run bench:scale`: Keygate (control plane
  * only; the mail listeners off) with an event-loop delay monitor, driven over
  * IPC by bench/scale.ts. Messages: 'reset' clears the monitor; 'read' answers
- * the largest delay since then and the RSS; 'stop' closes the server.
+ * the largest delay since then, the CPU time the process used since then (an
+ * upper bound of any one event-loop block, whatever the machine's load does
+ * to wall-clock delays) and the RSS; 'stop' closes the server.
  * Argument: the settings as JSON (dotted keys, as flags).
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -21,12 +23,15 @@ delay.enable();
 const send = (m: unknown): void => {
   process.send!(m);
 };
+let cpu = process.cpuUsage();
 process.on('message', (m: { type: string }) => {
   if (m.type === 'reset') {
     delay.reset();
+    cpu = process.cpuUsage();
     send({ type: 'reset' });
   } else if (m.type === 'read') {
-    send({ type: 'read', maxDelayMs: delay.max / 1e6, rss: process.memoryUsage().rss });
+    const used = process.cpuUsage(cpu);
+    send({ type: 'read', maxDelayMs: delay.max / 1e6, cpuMs: (used.user + used.system) / 1000, rss: process.memoryUsage().rss });
   } else if (m.type === 'stop') {
     delay.disable();
     void server.close().then(() => process.exit(0));
