@@ -69,6 +69,7 @@ interface Row {
   startupMs: number;
   steps: Step[];
   rssMb: number;
+  rssAnonMb: number;
   bytesPerKey: number | null;
   bytesPerKeyWithoutAccounts: number | null;
   dbMb: number | null;
@@ -228,7 +229,7 @@ async function measure(kind: 'sqlite' | 'redis', n: number): Promise<Row> {
     await step('accounts, first page', '/api/accounts', admin.key);
     await step('accounts, middle page', `/api/accounts?cursor=${midAccount}`, admin.key);
     await step("an account's keys (admin)", '/api/accounts/user5@example.com/smtp-credentials?state=all', admin.key);
-    const { rss } = await server.ask('read');
+    const { rss, rssAnon } = await server.ask('read');
     server.child.send({ type: 'stop' });
     await new Promise((r) => server.child.once('exit', r));
     return {
@@ -240,6 +241,7 @@ async function measure(kind: 'sqlite' | 'redis', n: number): Promise<Row> {
       startupMs: server.startupMs,
       steps,
       rssMb: rss! / 1024 / 1024,
+      rssAnonMb: rssAnon! / 1024 / 1024,
       bytesPerKey,
       bytesPerKeyWithoutAccounts,
       dbMb: kind === 'sqlite' ? statSync(path).size / 1024 / 1024 : null,
@@ -269,7 +271,7 @@ console.log(`\nScale, ${SIZES.map((n) => n.toLocaleString('en-US')).join(' / ')}
 console.log(`Load average (1 min) at start ${load0.toFixed(2)}, at end ${loadavg()[0]!.toFixed(2)}\n`);
 console.log(
   table(
-    ['store', 'keys', 'fill s', 'lookup p50 µs', 'lookup p99 µs', 'scrape ms', 'scrape loop delay (CPU) ms', 'first page ms', 'middle page ms', 'slowest page ms', 'largest page loop delay (CPU) ms', 'idle loop delay ms', 'start-up ms', 'RSS MB', 'Redis B/key (w/o accounts)'],
+    ['store', 'keys', 'fill s', 'lookup p50 µs', 'lookup p99 µs', 'scrape ms', 'scrape loop delay (CPU) ms', 'first page ms', 'middle page ms', 'slowest page ms', 'largest page loop delay (CPU) ms', 'idle loop delay ms', 'start-up ms', 'RSS (anon) MB', 'Redis B/key (w/o accounts)'],
     rows.map((r) => {
       const scrape = r.steps.find((s) => s.name === 'scrape')!;
       const pages = pageSteps(r);
@@ -287,7 +289,7 @@ console.log(
         `${fmt(Math.max(...pages.map((s) => s.maxDelayMs)), 1)} (${fmt(Math.max(...pages.map((s) => s.cpuMs)), 1)})`,
         fmt(r.steps.find((s) => s.name.startsWith('health'))!.maxDelayMs, 1),
         fmt(r.startupMs),
-        fmt(r.rssMb),
+        `${fmt(r.rssMb)} (${fmt(r.rssAnonMb)})`,
         r.bytesPerKey === null ? '–' : `${fmt(r.bytesPerKey)} (${fmt(r.bytesPerKeyWithoutAccounts!)})`,
       ];
     }),

@@ -7,6 +7,7 @@
  * to wall-clock delays) and the RSS; 'stop' closes the server.
  * Argument: the settings as JSON (dotted keys, as flags).
  */
+import { readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -23,6 +24,11 @@ delay.enable();
 const send = (m: unknown): void => {
   process.send!(m);
 };
+/** A kB figure from /proc/self/status: RssAnon is the process's own memory, without mapped files. */
+function statusKb(field: string): number {
+  return Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? NaN);
+}
+
 let cpu = process.cpuUsage();
 process.on('message', (m: { type: string }) => {
   if (m.type === 'reset') {
@@ -31,7 +37,7 @@ process.on('message', (m: { type: string }) => {
     send({ type: 'reset' });
   } else if (m.type === 'read') {
     const used = process.cpuUsage(cpu);
-    send({ type: 'read', maxDelayMs: delay.max / 1e6, cpuMs: (used.user + used.system) / 1000, rss: process.memoryUsage().rss });
+    send({ type: 'read', maxDelayMs: delay.max / 1e6, cpuMs: (used.user + used.system) / 1000, rss: process.memoryUsage().rss, rssAnon: statusKb('RssAnon') * 1024 });
   } else if (m.type === 'stop') {
     delay.disable();
     void server.close().then(() => process.exit(0));

@@ -125,6 +125,16 @@ local function account_live_members(acct, min)
   return list, score
 end
 
+-- Appends {idc, HGETALL} for the first n sort-key members to out: how lists answer.
+local function append_records(out, members, n)
+  for i = 1, math.min(#members, n) do
+    local idc = string.sub(members[i], SORT_KEY + 1)
+    out[#out + 1] = idc
+    out[#out + 1] = redis.call('HGETALL', P .. 'k:' .. idc)
+  end
+  return out
+end
+
 local function publish_account(addrJson)
   redis.call('PUBLISH', CHANNEL, '{"type":"account-changed","address":' .. addrJson .. ',"origin":' .. ORIGIN .. '}')
 end
@@ -339,25 +349,11 @@ while true do
 end
 local cursor = false
 if more then cursor = items[#items] elseif examined >= budget then cursor = last end
-local out = {cursor}
-for _, m in ipairs(items) do
-  local idc = string.sub(m, SORT_KEY + 1)
-  out[#out + 1] = idc
-  out[#out + 1] = redis.call('HGETALL', P .. 'k:' .. idc)
-end
-return out`,
+return append_records({cursor}, items, limit)`,
 
   // ARGV[6]: account, [7]: at most this many. The account's active keys, newest first: {idc, HGETALL, ...}.
   kgActiveKeys: `
-local out = {}
-local members = account_live_members(ARGV[6], '(' .. NOW)
-for i = 1, math.min(#members, tonumber(ARGV[7])) do
-  local m = members[i]
-  local idc = string.sub(m, SORT_KEY + 1)
-  out[#out + 1] = idc
-  out[#out + 1] = redis.call('HGETALL', P .. 'k:' .. idc)
-end
-return out`,
+return append_records({}, account_live_members(ARGV[6], '(' .. NOW), tonumber(ARGV[7]))`,
 
   // KEYS: value  ARGV[6]: expected. Deletes only while the value is still the one the caller holds.
   kgDeleteValueIf: `

@@ -106,6 +106,9 @@ export interface SqliteStoreOptions extends StoreLimits {
 const KEY_COLUMNS = `seq, id, hash, name, account, scopes, created_at, expires_at, allowed_ips, revoked_at, last_used_at, last_used_ip,
   last_used_protocol, platform, device_id, rotated_from, order_ms, expires_ms`;
 
+/** The most of the file read through a memory map (1 GiB: about two million keys). */
+const MMAP_BYTES = 2 ** 30;
+
 /** Last uses written per transaction. */
 const TOUCH_CHUNK = 500;
 
@@ -145,6 +148,10 @@ export class SqliteStore implements KeyStore {
       this.db.pragma('synchronous = NORMAL');
       this.db.pragma('foreign_keys = ON');
       this.db.pragma('busy_timeout = 5000');
+      // Reads through a memory map, not a read() per page: at a million keys the B-trees outgrow
+      // the page cache, and a lookup's tail stays at memory speed. The mapped pages are the
+      // kernel's page cache (RssFile, reclaimable), not the process's own memory.
+      this.db.pragma(`mmap_size = ${MMAP_BYTES}`);
       const migrated = migrate(this.db);
       if (migrated) options.onMigration?.('Migrated the SQLite store to schema 2', { keys: migrated.migratedKeys });
     } catch (err) {
