@@ -343,8 +343,8 @@ class RedisStore implements KeyStore {
       const index = scan.withUpstream ? this.k.upstreamAccounts() : this.k.accounts();
       // Addresses sort lexically, so a prefix is a range; 0xff follows every UTF-8 byte.
       const from = scan.after !== null && scan.after >= scan.addressPrefix ? `(${scan.after}` : `[${scan.addressPrefix}`;
-      const to = scan.addressPrefix === '' ? '+' : `[${scan.addressPrefix}\xff`;
-      const addresses = await this.client.zrangebylexBuffer(index, from, Buffer.from(to, 'latin1'), 'LIMIT', 0, scan.limit + 1);
+      const to = scan.addressPrefix === '' ? '+' : Buffer.concat([Buffer.from(`[${scan.addressPrefix}`), Buffer.from([0xff])]);
+      const addresses = await this.client.zrangebylexBuffer(index, from, to, 'LIMIT', 0, scan.limit + 1);
       const names = addresses.map((b) => b.toString('utf8'));
       const pipe = this.client.pipeline();
       for (const a of names.slice(0, scan.limit)) pipe.hgetall(this.k.account(a));

@@ -332,7 +332,7 @@ export function runScaleConformance(target: ConformanceTarget): void {
         createdAt: at(0).toISOString(),
         upstream,
       });
-      const addresses = ['zed@example.com', 'ann@example.com', 'anna@example.org', 'bob@example.com', 'annex@example.net', 'carl@example.com'];
+      const addresses = ['zed@example.com', 'ann@example.com', 'anna@example.org', 'bob@example.com', 'annex@example.net', 'carl@example.com', 'zoë@example.com', 'zoëy@example.com', 'zoö@example.com'];
       for (const a of addresses) await store.createAccount(account(a, a.startsWith('b') || a === 'annex@example.net' ? { imap: { host: 'h' } } : null));
       await store.updateAccount('carl@example.com', { upstream: { smtp: { host: 'h' } } });
       await store.updateAccount('bob@example.com', { upstream: null });
@@ -344,9 +344,10 @@ export function runScaleConformance(target: ConformanceTarget): void {
       expect(await collect({}, 4)).toEqual([...addresses].sort());
       expect(await collect({ addressPrefix: 'ANN' }, 1)).toEqual(['ann@example.com', 'anna@example.org', 'annex@example.net']);
       expect(await collect({ addressPrefix: 'nobody' }, 5)).toEqual([]);
+      expect(await collect({ addressPrefix: 'ZOË' }, 1)).toEqual(['zoë@example.com', 'zoëy@example.com']);
       expect(await collect({ withUpstream: true }, 1)).toEqual(['annex@example.net', 'carl@example.com']);
       expect((await store.listAccounts({ limit: 2 })).nextCursor).not.toBeNull();
-      expect((await store.listAccounts({ limit: 6 })).nextCursor).toBeNull();
+      expect((await store.listAccounts({ limit: 9 })).nextCursor).toBeNull();
       await store.deleteAccount('carl@example.com', at(1).toISOString());
       expect(await collect({ withUpstream: true }, 10)).toEqual(['annex@example.net']);
       await expect(store.listAccounts({ cursor: Buffer.from('k1.1').toString('base64url') })).rejects.toBeInstanceOf(InvalidCursorError);
