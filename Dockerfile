@@ -29,6 +29,7 @@ FROM toolchain AS build
 RUN npm ci
 COPY tsconfig.json tsconfig.build.json ./
 COPY src ./src
+COPY web ./web
 RUN npm run build
 
 # --- prod-deps: production dependencies only, native modules compiled here.
@@ -43,14 +44,13 @@ ENV NODE_ENV=production \
     KEYGATE_SMTP_HOST=0.0.0.0 \
     KEYGATE_IMAP_HOST=0.0.0.0 \
     KEYGATE_POP3_HOST=0.0.0.0 \
-    KEYGATE_DB_PATH=/var/lib/keygate/keygate.db \
-    KEYGATE_TLS_DIR=/var/lib/keygate/certs
+    KEYGATE_HOME=/var/lib/keygate
 WORKDIR /app
 COPY --from=prod-deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json ./
-# SQLite file (when no Redis is configured) and the self-signed certificate live in one volume.
-RUN mkdir -p /var/lib/keygate/certs \
+# KEYGATE_HOME: the SQLite file (data/, when no Redis is configured) and the self-signed certificate (certs/) in one volume.
+RUN mkdir -p /var/lib/keygate/data /var/lib/keygate/certs \
  && chown -R node:node /var/lib/keygate \
  && chmod 0750 /var/lib/keygate
 USER node

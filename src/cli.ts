@@ -2,21 +2,23 @@
 import { Command, CommanderError } from 'commander';
 import { accountsCommand } from './cli/accounts.js';
 import { addTokensList } from './cli/lists.js';
+import { checkCommand } from './cli/check.js';
 import { addSettingFlags, collect, configFrom, DB_FLAGS, looksLikeAddress, UsageError, withStore } from './cli/common.js';
-import { ConfigError, SPECS } from './config.js';
+import { configCommand } from './cli/config-command.js';
+import { exitCodeOf } from './cli/exit-codes.js';
+import { SPECS } from './config.js';
 import { parseExpiry } from './duration.js';
 import { isValidCidr } from './keys/cidr.js';
-import { decodeExport, MalformedBlobError } from './keys/export-codec.js';
-import { normalizeScopes, UnknownScopeError } from './keys/scopes.js';
+import { decodeExport } from './keys/export-codec.js';
+import { normalizeScopes } from './keys/scopes.js';
 import { createLogger, flushLogsSync } from './log.js';
 import { startServer } from './server.js';
-import { exportToken, importToken, InputError, issueToken, findToken } from './services/tokens.js';
-import { ConflictError, NotFoundError, StoreUnavailableError } from './store/errors.js';
+import { exportToken, importToken, issueToken, findToken } from './services/tokens.js';
 
 export function buildCli(): Command {
   const program = new Command('keygate').description('Mail credential server: SMTP, IMAP and POP3 logins with scoped API keys').version('0.1.0');
 
-  const serve = addSettingFlags(new Command('serve').description('start Keygate (the default command)'), Object.keys(SPECS));
+  const serve = addSettingFlags(new Command('serve').description('start Keygate (the default command: `keygate` alone, or with only options, runs it)'), Object.keys(SPECS), 'all');
   serve.action(async (opts: Record<string, unknown>) => {
     const config = configFrom(opts);
     const logger = createLogger(config.log.level);
@@ -38,7 +40,7 @@ export function buildCli(): Command {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  program.addCommand(serve, { isDefault: true });
+  program.addCommand(serve);
 
   const tokens = new Command('tokens').description('issue, export, import, list and revoke access tokens');
   addSettingFlags(tokens.command('issue').description('issue a token; prints only the token'), DB_FLAGS)
@@ -60,14 +62,17 @@ export function buildCli(): Command {
       if (account !== null && !looksLikeAddress(account)) throw new UsageError(`--account: "${account}" is not an address`);
       const allowedIps = opts.allowedIp as string[];
       for (const c of allowedIps) if (!isValidCidr(c)) throw new UsageError(`--allowed-ip: "${c}" is not an IP address or CIDR range`);
-      const { key } = await withStore(opts, (store) =>
-        issueToken(store, {
-          description: String(opts.description),
-          scopes,
-          account,
-          expiresAt,
-          allowedIps: allowedIps.length ? allowedIps : null,
-        }),
+      const { key } = await withStore(
+        opts,
+        (store) =>
+          issueToken(store, {
+            description: String(opts.description),
+            scopes,
+            account,
+            expiresAt,
+            allowedIps: allowedIps.length ? allowedIps : null,
+          }),
+        { create: true },
       );
       process.stdout.write(`${key}\n`);
     });
@@ -83,7 +88,7 @@ export function buildCli(): Command {
     .requiredOption('-t, --token <blob>', 'the exported blob')
     .action(async (opts: Record<string, unknown>) => {
       decodeExport(String(opts.token)); // refuse a malformed blob before touching the store
-      const { result } = await withStore(opts, (store) => importToken(store, String(opts.token)));
+      const { result } = await withStore(opts, (store) => importToken(store, String(opts.token)), { create: true });
       process.stdout.write(result === 'imported' ? 'Token was imported\n' : 'Token already exists\n');
     });
 
@@ -100,37 +105,50 @@ export function buildCli(): Command {
     });
   program.addCommand(tokens);
   program.addCommand(accountsCommand());
+  program.addCommand(configCommand());
+  program.addCommand(checkCommand());
   return program;
+}
+
+/** Options `keygate` itself answers; any other leading option belongs to `serve`. */
+const PROGRAM_OPTIONS = ['-h', '--help', '-V', '--version'];
+
+/**
+ * `keygate` alone, or with only options, runs `serve`. Done here rather than
+ * with commander's default command, which takes any unknown word as an
+ * argument to `serve` ("too many arguments for 'serve'") instead of
+ * answering a mistyped command with "did you mean".
+ */
+export function withDefaultCommand(args: string[]): string[] {
+  const first = args[0];
+  if (first === undefined || (first.startsWith('-') && !PROGRAM_OPTIONS.includes(first))) return ['serve', ...args];
+  return args;
 }
 
 function fail(code: 1 | 2, message: string): never {
   flushLogsSync();
-  process.stderr.write(`keygate: ${message.split('\n')[0]}\n`);
+  process.stderr.write(`keygate: ${message}\n`);
   process.exit(code);
 }
 
 export async function main(argv = process.argv): Promise<void> {
+  // `keygate tokens list | head`: a reader that stops early is not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   const program = buildCli();
-  program.exitOverride();
-  program.configureOutput({ writeErr: () => {} });
-  for (const c of program.commands.flatMap((c) => [c, ...c.commands])) {
+  const all = (c: Command): Command[] => [c, ...c.commands.flatMap(all)];
+  for (const c of all(program)) {
     c.exitOverride();
     c.configureOutput({ writeErr: () => {} });
   }
   try {
-    await program.parseAsync(argv);
+    await program.parseAsync([...argv.slice(0, 2), ...withDefaultCommand(argv.slice(2))]);
   } catch (err) {
-    if (err instanceof CommanderError) {
-      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') process.exit(0);
-      fail(2, err.message.replace(/^error: /, ''));
-    }
-    if (err instanceof InputError && err.field === 'preparedToken') fail(1, err.message);
-    if (err instanceof UsageError || err instanceof ConfigError || err instanceof UnknownScopeError || err instanceof InputError || err instanceof MalformedBlobError) {
-      fail(2, err.message);
-    }
-    if (err instanceof NotFoundError) fail(1, 'token not found');
-    if (err instanceof StoreUnavailableError || err instanceof ConflictError) fail(1, err.message);
-    fail(1, err instanceof Error ? err.message : String(err));
+    if (err instanceof CommanderError && ['commander.helpDisplayed', 'commander.version', 'commander.help'].includes(err.code)) process.exit(0);
+    const { code, message } = exitCodeOf(err);
+    fail(code, message);
   }
 }
 

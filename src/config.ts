@@ -1,4 +1,5 @@
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { isAbsolute, join, resolve } from 'node:path';
 import type { UpstreamServer } from './backends/routing.js';
 import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
@@ -29,6 +30,8 @@ export interface PublicEndpoint {
 export type UpstreamSettings = Omit<UpstreamServer, 'xclient'>;
 
 export interface Config {
+  /** Base directory of relative paths (store, certificates, `keygate.json`); empty = the current directory. */
+  home: string;
   db: { path: string };
   dbs: { redis: string };
   preparedToken: string;
@@ -44,7 +47,7 @@ export interface Config {
   smtp: ListenerConfig;
   imap: ListenerConfig;
   pop3: ListenerConfig;
-  tls: { cert: string; key: string; dir: string };
+  tls: { cert: string; key: string; dir: string; handshakeTimeout: number };
   auth: {
     allowPlaintext: boolean;
     failureDelay: number;
@@ -57,11 +60,13 @@ export interface Config {
     literalSize: number;
     commandsBeforeLogin: number;
     connectionsPerIp: number;
+    connectionsPerListener: number;
     loginTimeout: number;
     messageSize: number;
     /** Most active keys one account may hold; every key-creating write is refused past it (409). */
     keysPerAccount: number;
   };
+  sessions: { recheckInterval: number };
   proxyProtocol: boolean;
   shutdownGrace: number;
   touchInterval: number;
@@ -85,16 +90,34 @@ export interface Config {
     /** Public origin of the control plane for setup links and QR codes; empty = the request's scheme and Host. */
     publicUrl: string;
   };
+  console: {
+    /** Serve the web console at / (the REST API stays either way). */
+    enabled: boolean;
+    /** A console session ends after this long without a request, ms. */
+    idleTimeout: number;
+    /** …and this long after sign-in whatever happens, ms. */
+    absoluteTimeout: number;
+    /** Lifetime of a one-time sign-in link an administrator makes, ms. */
+    linkTtl: number;
+    /** OpenID Connect sign-in: issuer URL, client id and secret; empty issuer = off. */
+    oidc: { issuer: string; clientId: string; clientSecret: string };
+  };
 }
 
 type Kind = 'string' | 'int' | 'port' | 'bool' | 'duration' | 'level';
 
-interface Spec {
+export interface Spec {
   kind: Kind;
   env: string;
   doc: string;
   /** A secret: from the environment or the config file only, never a command-line flag (other users see argv in ps). */
   secret?: true;
+  /** Set nowhere, it takes this other setting's value (what clients are told follows what Keygate does). */
+  follows?: string;
+  /** A file or directory: relative to `home` when that is set. */
+  path?: true;
+  /** Holds credentials inside a larger value: `url` (user:password@), `json` (any "password" field). Masked when shown. */
+  embeds?: 'url' | 'json';
 }
 
 /**
@@ -104,9 +127,13 @@ interface Spec {
 const MIN_KEYS_PER_ACCOUNT = 1;
 const MAX_KEYS_PER_ACCOUNT = 1000;
 
+/** The config file read from `home` when no --config file is given. */
+export const CONFIG_FILE_NAME = 'keygate.json';
+
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export const DEFAULTS: Config = {
+  home: '',
   db: { path: 'data/keygate.db' },
   dbs: { redis: '' },
   preparedToken: '',
@@ -126,17 +153,19 @@ export const DEFAULTS: Config = {
   smtp: { enabled: true, host: '127.0.0.1', port: 2587, securePort: 2465 },
   imap: { enabled: true, host: '127.0.0.1', port: 2143, securePort: 2993 },
   pop3: { enabled: true, host: '127.0.0.1', port: 2110, securePort: 2995 },
-  tls: { cert: '', key: '', dir: 'certs' },
+  tls: { cert: '', key: '', dir: 'certs', handshakeTimeout: 5000 },
   auth: { allowPlaintext: false, failureDelay: 1000, ipFailures: 30, accountFailures: 10, failureWindow: 15 * 60_000 },
   limits: {
     lineLength: 8192,
     literalSize: 8192,
     commandsBeforeLogin: 20,
     connectionsPerIp: 50,
+    connectionsPerListener: 1000,
     loginTimeout: 60_000,
     messageSize: 35 * 1024 * 1024,
     keysPerAccount: 100,
   },
+  sessions: { recheckInterval: 30_000 },
   proxyProtocol: false,
   shutdownGrace: 10_000,
   touchInterval: 1000,
@@ -162,6 +191,13 @@ export const DEFAULTS: Config = {
   },
   nginx: { authSecret: '' },
   setup: { linkTtl: 10 * 60_000, signingCert: '', signingKey: '', publicUrl: '' },
+  console: {
+    enabled: true,
+    idleTimeout: 30 * 60_000,
+    absoluteTimeout: 12 * 60 * 60_000,
+    linkTtl: 15 * 60_000,
+    oidc: { issuer: '', clientId: '', clientSecret: '' },
+  },
 };
 
 function listener(name: string, port: number, securePort: number): Record<string, Spec> {
@@ -174,13 +210,14 @@ function listener(name: string, port: number, securePort: number): Record<string
   };
 }
 
+/** What clients are told (autoconfig, Autodiscover, profiles, connectionInfo): the listener's own values unless set. */
 function publicEndpoint(name: string): Record<string, Spec> {
   const up = name.toUpperCase();
   return {
-    [`public.${name}.serverName`]: { kind: 'string', env: `KEYGATE_PUBLIC_${up}_HOST`, doc: `${up} host name clients should use (default: hostname)` },
-    [`public.${name}.port`]: { kind: 'port', env: `KEYGATE_PUBLIC_${up}_PORT`, doc: `${up} STARTTLS port clients should use` },
-    [`public.${name}.securePort`]: { kind: 'port', env: `KEYGATE_PUBLIC_${up}_SECURE_PORT`, doc: `${up} implicit-TLS port clients should use` },
-    [`public.${name}.enabled`]: { kind: 'bool', env: `KEYGATE_PUBLIC_${up}_ENABLED`, doc: `advertise ${up} to clients` },
+    [`public.${name}.serverName`]: { kind: 'string', env: `KEYGATE_PUBLIC_${up}_HOST`, doc: `${up} host name clients should use`, follows: 'hostname' },
+    [`public.${name}.port`]: { kind: 'port', env: `KEYGATE_PUBLIC_${up}_PORT`, doc: `${up} STARTTLS port clients should use (behind NAT or a proxy)`, follows: `${name}.port` },
+    [`public.${name}.securePort`]: { kind: 'port', env: `KEYGATE_PUBLIC_${up}_SECURE_PORT`, doc: `${up} implicit-TLS port clients should use (behind NAT or a proxy)`, follows: `${name}.securePort` },
+    [`public.${name}.enabled`]: { kind: 'bool', env: `KEYGATE_PUBLIC_${up}_ENABLED`, doc: `advertise ${up} to clients`, follows: `${name}.enabled` },
   };
 }
 
@@ -199,8 +236,9 @@ function upstreamSpecs(name: 'imap' | 'pop3' | 'smtp'): Record<string, Spec> {
 }
 
 export const SPECS: Record<string, Spec> = {
-  'db.path': { kind: 'string', env: 'KEYGATE_DB_PATH', doc: 'SQLite database file (used when dbs.redis is empty)' },
-  'dbs.redis': { kind: 'string', env: 'KEYGATE_REDIS_URL', doc: 'Redis URL: redis://, rediss://, redis-sentinel://h:p,h:p/master, redis-cluster://h:p,h:p' },
+  home: { kind: 'string', env: 'KEYGATE_HOME', doc: `directory of the store, the certificates and ${CONFIG_FILE_NAME} (read unless --config is given): relative paths in settings start there, so every command finds the same store (a relative path given as a flag is from the current directory); empty = the current directory` },
+  'db.path': { kind: 'string', env: 'KEYGATE_DB_PATH', doc: 'SQLite database file (used when dbs.redis is empty)', path: true },
+  'dbs.redis': { kind: 'string', env: 'KEYGATE_REDIS_URL', doc: 'Redis URL: redis://, rediss://, redis-sentinel://h:p,h:p/master, redis-cluster://h:p,h:p', embeds: 'url' },
   preparedToken: { kind: 'string', env: 'KEYGATE_PREPARED_TOKEN', doc: 'exported token blob(s), comma or space separated, imported at start-up' },
   hostname: { kind: 'string', env: 'KEYGATE_HOSTNAME', doc: 'public host name: greetings, certificate SAN, client setup' },
   secret: { kind: 'string', env: 'KEYGATE_SECRET', doc: 'encryption secret for stored upstream credentials', secret: true },
@@ -219,9 +257,10 @@ export const SPECS: Record<string, Spec> = {
   ...listener('smtp', 2587, 2465),
   ...listener('imap', 2143, 2993),
   ...listener('pop3', 2110, 2995),
-  'tls.cert': { kind: 'string', env: 'KEYGATE_TLS_CERT', doc: 'PEM certificate chain file (re-read when it changes); empty = self-signed in tls.dir' },
-  'tls.key': { kind: 'string', env: 'KEYGATE_TLS_KEY', doc: 'PEM private key file' },
-  'tls.dir': { kind: 'string', env: 'KEYGATE_TLS_DIR', doc: 'where the self-signed certificate is made' },
+  'tls.cert': { kind: 'string', env: 'KEYGATE_TLS_CERT', doc: 'PEM certificate chain file (re-read when it changes); empty = self-signed in tls.dir', path: true },
+  'tls.key': { kind: 'string', env: 'KEYGATE_TLS_KEY', doc: 'PEM private key file', path: true },
+  'tls.dir': { kind: 'string', env: 'KEYGATE_TLS_DIR', doc: 'where the self-signed certificate is made', path: true },
+  'tls.handshakeTimeout': { kind: 'duration', env: 'KEYGATE_TLS_HANDSHAKE_TIMEOUT', doc: 'time a client has to finish a TLS handshake (implicit TLS, STARTTLS, STLS)' },
   'auth.allowPlaintext': { kind: 'bool', env: 'KEYGATE_AUTH_ALLOW_PLAINTEXT', doc: 'allow password login before TLS from non-loopback clients' },
   'auth.failureDelay': { kind: 'duration', env: 'KEYGATE_AUTH_FAILURE_DELAY', doc: 'delay before every failed-login reply' },
   'auth.ipFailures': { kind: 'int', env: 'KEYGATE_AUTH_IP_FAILURES', doc: 'failed logins per client IP per window before temporary refusal' },
@@ -230,7 +269,8 @@ export const SPECS: Record<string, Spec> = {
   'limits.lineLength': { kind: 'int', env: 'KEYGATE_LIMITS_LINE_LENGTH', doc: 'longest protocol line before login, bytes' },
   'limits.literalSize': { kind: 'int', env: 'KEYGATE_LIMITS_LITERAL_SIZE', doc: 'largest IMAP literal before login, bytes' },
   'limits.commandsBeforeLogin': { kind: 'int', env: 'KEYGATE_LIMITS_COMMANDS_BEFORE_LOGIN', doc: 'commands allowed before a successful login' },
-  'limits.connectionsPerIp': { kind: 'int', env: 'KEYGATE_LIMITS_CONNECTIONS_PER_IP', doc: 'open connections per client IP, per listener' },
+  'limits.connectionsPerIp': { kind: 'int', env: 'KEYGATE_LIMITS_CONNECTIONS_PER_IP', doc: 'open connections per client IP (IPv6: per /64), per listener; 0 = no limit' },
+  'limits.connectionsPerListener': { kind: 'int', env: 'KEYGATE_LIMITS_CONNECTIONS_PER_LISTENER', doc: 'open connections per listener; when full, the oldest not yet logged in is closed; 0 = no limit' },
   'limits.loginTimeout': { kind: 'duration', env: 'KEYGATE_LIMITS_LOGIN_TIMEOUT', doc: 'time allowed from connect to login' },
   'limits.messageSize': { kind: 'int', env: 'KEYGATE_LIMITS_MESSAGE_SIZE', doc: 'largest SMTP message, bytes' },
   'limits.keysPerAccount': {
@@ -238,6 +278,7 @@ export const SPECS: Record<string, Spec> = {
     env: 'KEYGATE_LIMITS_KEYS_PER_ACCOUNT',
     doc: `most active keys one account may hold, ${MIN_KEYS_PER_ACCOUNT}-${MAX_KEYS_PER_ACCOUNT}; creating more is refused (409)`,
   },
+  'sessions.recheckInterval': { kind: 'duration', env: 'KEYGATE_SESSIONS_RECHECK_INTERVAL', doc: 'how often open sessions are checked against the store for revoked keys and disabled accounts' },
   proxyProtocol: { kind: 'bool', env: 'KEYGATE_PROXY_PROTOCOL', doc: 'expect a PROXY protocol v1/v2 header on mail listeners' },
   shutdownGrace: { kind: 'duration', env: 'KEYGATE_SHUTDOWN_GRACE', doc: 'how long open sessions may finish after SIGTERM' },
   touchInterval: { kind: 'duration', env: 'KEYGATE_TOUCH_INTERVAL', doc: 'how often coalesced last-use writes are flushed' },
@@ -250,13 +291,20 @@ export const SPECS: Record<string, Spec> = {
   'upstream.master.user': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_USER', doc: 'upstream master user (login mode master)' },
   'upstream.master.password': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_PASSWORD', doc: 'upstream master user password', secret: true },
   'upstream.master.separator': { kind: 'string', env: 'KEYGATE_UPSTREAM_MASTER_SEPARATOR', doc: 'separator of user and master in the separator style (Dovecot auth_master_user_separator)' },
-  'upstream.domains': { kind: 'string', env: 'KEYGATE_UPSTREAM_DOMAINS', doc: 'per-domain routes, JSON: {"example.com": {"imap": {"host": …}, "smtp": {…}, "master": {…}}}' },
+  'upstream.domains': { kind: 'string', env: 'KEYGATE_UPSTREAM_DOMAINS', doc: 'per-domain routes, JSON: {"example.com": {"imap": {"host": …}, "smtp": {…}, "master": {…}}}', embeds: 'json' },
   'upstream.connectTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_CONNECT_TIMEOUT', doc: 'time allowed to connect to an upstream (TCP and TLS)' },
   'upstream.loginTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_LOGIN_TIMEOUT', doc: 'time allowed from upstream greeting to logged in' },
   'setup.linkTtl': { kind: 'duration', env: 'KEYGATE_SETUP_LINK_TTL', doc: 'how long a one-time setup link (Apple profile, QR code) stays usable; at most 24h' },
-  'setup.signingCert': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_CERT', doc: 'PEM certificate chain file that signs Apple profiles; empty = the TLS certificate' },
-  'setup.signingKey': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_KEY', doc: 'PEM private key file of setup.signingCert' },
+  'setup.signingCert': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_CERT', doc: 'PEM certificate chain file that signs Apple profiles; empty = the TLS certificate', path: true },
+  'setup.signingKey': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_KEY', doc: 'PEM private key file of setup.signingCert', path: true },
   'setup.publicUrl': { kind: 'string', env: 'KEYGATE_PUBLIC_URL', doc: 'public URL of the control plane for setup links, e.g. https://keygate.example.com; empty = the request\'s scheme and Host' },
+  'console.enabled': { kind: 'bool', env: 'KEYGATE_CONSOLE_ENABLED', doc: 'serve the web console at /' },
+  'console.idleTimeout': { kind: 'duration', env: 'KEYGATE_CONSOLE_IDLE_TIMEOUT', doc: 'a console session ends after this long without a request' },
+  'console.absoluteTimeout': { kind: 'duration', env: 'KEYGATE_CONSOLE_ABSOLUTE_TIMEOUT', doc: 'a console session ends this long after sign-in' },
+  'console.linkTtl': { kind: 'duration', env: 'KEYGATE_CONSOLE_LINK_TTL', doc: 'how long a one-time console sign-in link stays usable; at most 24h' },
+  'console.oidc.issuer': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_ISSUER', doc: 'OpenID Connect issuer URL for console sign-in; empty = off' },
+  'console.oidc.clientId': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_ID', doc: 'OpenID Connect client id' },
+  'console.oidc.clientSecret': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_SECRET', doc: 'OpenID Connect client secret', secret: true },
   'nginx.authSecret': { kind: 'string', env: 'KEYGATE_NGINX_AUTH_SECRET', doc: 'shared secret nginx sends in X-Keygate-Secret to GET /auth/nginx; empty = endpoint disabled', secret: true },
 };
 
@@ -319,55 +367,103 @@ function flatten(obj: Record<string, unknown>, prefix = ''): Record<string, unkn
 }
 
 export interface LoadOptions {
-  /** Path of a JSON config file. */
+  /** Path of a JSON config file; default `<home>/keygate.json` when `home` is set and that file exists. */
   file?: string;
   env?: NodeJS.ProcessEnv;
   /** Dotted flags, e.g. { 'dbs.redis': 'redis://…' }. */
   flags?: Record<string, unknown>;
 }
 
+/** Where a setting's value came from: `default`, `file <path>`, `env <NAME>`, `flag`, or `<other setting>` for a follower left unset. */
+export type SettingSource = string;
+
+export interface ResolvedConfig {
+  config: Config;
+  sources: Record<string, SettingSource>;
+  /** The config file read, if any. */
+  file: string | null;
+}
+
 /** Builds the configuration; throws ConfigError naming the first bad setting. */
 export function loadConfig(options: LoadOptions = {}): Config {
+  return resolveConfig(options).config;
+}
+
+/** loadConfig, and where each value came from (for `keygate config`). */
+export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   const config = structuredClone(DEFAULTS) as unknown as Record<string, unknown>;
-  const apply = (values: Record<string, unknown>, source: string): void => {
+  const sources: Record<string, SettingSource> = Object.fromEntries(Object.keys(SPECS).map((k) => [k, 'default']));
+  const apply = (values: Record<string, unknown>, source: string, sourceOf: (key: string) => SettingSource): void => {
     for (const [key, raw] of Object.entries(values)) {
       if (raw === undefined) continue;
       const spec = SPECS[key];
       if (!spec) throw new ConfigError(key, `unknown setting (from ${source})`);
       setPath(config, key, coerce(key, spec, raw, source));
+      sources[key] = sourceOf(key);
     }
   };
 
-  if (options.file) {
+  const env = options.env ?? process.env;
+  const flags = options.flags ?? {};
+  // `home` picks the default config file, so it is known before the file is read (flag, then environment).
+  const earlyHome = flags.home ?? env[SPECS.home!.env];
+  const homeFile = typeof earlyHome === 'string' && earlyHome !== '' ? join(resolve(earlyHome), CONFIG_FILE_NAME) : null;
+  const file = options.file ?? (homeFile && existsSync(homeFile) ? homeFile : undefined);
+  if (file) {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(options.file, 'utf8'));
+      parsed = JSON.parse(readFileSync(file, 'utf8'));
     } catch (err) {
-      throw new ConfigError('config', `cannot read ${options.file}: ${(err as Error).message}`);
+      throw new ConfigError('config', `cannot read ${file}: ${(err as Error).message}`);
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError('config', `${options.file} must hold a JSON object`);
-    apply(flatten(parsed as Record<string, unknown>), options.file);
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError('config', `${file} must hold a JSON object`);
+    apply(flatten(parsed as Record<string, unknown>), file, () => `file ${file}`);
   }
 
-  const env = options.env ?? process.env;
   const fromEnv: Record<string, unknown> = {};
   for (const [key, spec] of Object.entries(SPECS)) if (env[spec.env] !== undefined) fromEnv[key] = env[spec.env];
-  apply(fromEnv, 'environment');
-  apply(options.flags ?? {}, 'command line');
+  apply(fromEnv, 'environment', (key) => `env ${SPECS[key]!.env}`);
+  apply(flags, 'command line', () => 'flag');
+
+  // Followers set nowhere take their leader's value: moving a listener moves what clients are told.
+  for (const [key, spec] of Object.entries(SPECS)) {
+    if (!spec.follows || sources[key] !== 'default') continue;
+    setPath(config, key, getPath(config, spec.follows));
+    sources[key] = spec.follows;
+  }
 
   const c = config as unknown as Config;
+  if (c.home !== '') c.home = resolve(c.home);
+  // A relative path typed as a flag means the current directory, as in any command; one in the
+  // settings (defaults, file, environment) starts at home, so every command finds the same files.
+  for (const [key, spec] of Object.entries(SPECS)) {
+    const value = getPath(config, key);
+    if (!spec.path || typeof value !== 'string' || value === '' || isAbsolute(value)) continue;
+    if (sources[key] === 'flag') setPath(config, key, resolve(value));
+    else if (c.home !== '') setPath(config, key, join(c.home, value));
+  }
+  // An explicitly empty public host name still means "the hostname".
   for (const p of ['smtp', 'imap', 'pop3'] as const) if (c.public[p].serverName === '') c.public[p].serverName = c.hostname;
   if (c.dbs.redis !== '' && !/^(redis|rediss|redis-sentinel|redis-cluster):\/\//.test(c.dbs.redis)) {
     throw new ConfigError('dbs.redis', 'expected a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL');
   }
+  if (c.tls.handshakeTimeout <= 0) throw new ConfigError('tls.handshakeTimeout', 'expected a duration above 0, such as 5s');
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
   validateSetup(c.setup);
   if (c.limits.keysPerAccount < MIN_KEYS_PER_ACCOUNT || c.limits.keysPerAccount > MAX_KEYS_PER_ACCOUNT) {
     throw new ConfigError('limits.keysPerAccount', `expected ${MIN_KEYS_PER_ACCOUNT}-${MAX_KEYS_PER_ACCOUNT} (got ${c.limits.keysPerAccount})`);
   }
+  validateConsole(c.console);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
-  return c;
+  return { config: c, sources, file: file ?? null };
+}
+
+/** The value of a dotted setting in a configuration (or in DEFAULTS). */
+export function getPath(target: object, key: string): unknown {
+  let node: unknown = target;
+  for (const p of key.split('.')) node = (node as Record<string, unknown>)[p];
+  return node;
 }
 
 /** Longest allowed setup-link lifetime: the link carries a key until it is used. */
@@ -389,6 +485,23 @@ function validateSetup(s: Config['setup']): void {
       throw new ConfigError('setup.publicUrl', `expected an http(s) origin such as https://keygate.example.com (got ${JSON.stringify(s.publicUrl)})`);
     }
   }
+}
+
+function validateConsole(c: Config['console']): void {
+  if (c.idleTimeout <= 0) throw new ConfigError('console.idleTimeout', 'expected a positive duration');
+  if (c.absoluteTimeout < c.idleTimeout) throw new ConfigError('console.absoluteTimeout', 'expected at least console.idleTimeout');
+  if (c.linkTtl <= 0 || c.linkTtl > MAX_SETUP_LINK_TTL) throw new ConfigError('console.linkTtl', `expected a duration from 1ms to 24h (got ${c.linkTtl} ms)`);
+  const { issuer, clientId, clientSecret } = c.oidc;
+  if (issuer === '') return;
+  let url: URL | null = null;
+  try {
+    url = new URL(issuer);
+  } catch {
+    url = null;
+  }
+  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:')) throw new ConfigError('console.oidc.issuer', `expected an http(s) URL (got ${JSON.stringify(issuer)})`);
+  if (clientId === '') throw new ConfigError('console.oidc.clientId', 'needed with console.oidc.issuer');
+  if (clientSecret === '') throw new ConfigError('console.oidc.clientSecret', 'needed with console.oidc.issuer');
 }
 
 /** Every environment variable the config module reads (used by deployment-file checks). */

@@ -22,3 +22,12 @@ export function parseExpiry(text: string, now: Date = new Date()): string | null
   const t = Date.parse(text.trim());
   return Number.isNaN(t) ? null : new Date(t).toISOString();
 }
+
+/** Milliseconds as the largest unit that divides them evenly (`15m`, `1s`, `250ms`): how defaults are shown. */
+export function formatDuration(ms: number): string {
+  for (const unit of ['w', 'd', 'h', 'm', 's'] as const) {
+    const size = UNITS[unit]!;
+    if (ms !== 0 && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}

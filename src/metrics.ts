@@ -29,6 +29,13 @@ export class Metrics {
     labelNames: ['route', 'status'] as const,
     registers: [this.registry],
   });
+  readonly httpDuration = new client.Histogram({
+    name: 'keygate_http_request_duration_seconds',
+    help: 'Time to answer an HTTP request, by route and status class (2xx, 4xx, …)',
+    labelNames: ['route', 'status_class'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
   readonly rateLimited = new client.Counter({
     name: 'keygate_rate_limited_total',
     help: 'Requests or logins refused by a rate limit, by surface',
@@ -36,8 +43,22 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly connectionsRefused = new client.Counter({
+    name: 'keygate_connections_refused_total',
+    help: 'Mail connections refused or closed before login by a connection limit, by listener and reason (per_ip, listener_full, evicted, handshake_timeout)',
+    labelNames: ['listener', 'reason'] as const,
+    registers: [this.registry],
+  });
+
   constructor(store?: KeyStore, options: { processMetrics?: boolean } = {}) {
-    if (options.processMetrics ?? true) client.collectDefaultMetrics({ register: this.registry });
+    if (options.processMetrics ?? true) {
+      client.collectDefaultMetrics({ register: this.registry });
+      // A `_total` name means a counter (Prometheus naming); prom-client's gauges of that name
+      // duplicate its per-type gauges (nodejs_active_handles{type}, …), so they go.
+      for (const m of this.registry.getMetricsAsArray()) {
+        if (m instanceof client.Gauge && m.name.endsWith('_total')) this.registry.removeSingleMetric(m.name);
+      }
+    }
     if (store) {
       new client.Gauge({
         name: 'keygate_keys',

@@ -9,7 +9,7 @@ import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { importPreparedTokens } from './services/tokens.js';
+import { decodePreparedTokens, importPreparedTokens } from './services/tokens.js';
 import { describeStore, openStore } from './store/index.js';
 import type { KeyStore } from './store/types.js';
 import { createTlsProvider, type TlsProvider } from './tls/index.js';
@@ -38,7 +38,11 @@ export interface StartOptions {
 }
 
 /** Opens the store, imports prepared tokens, then opens the control plane and the mail listeners. */
-export async function startServer(config: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
+export async function startServer(settings: Config, logger: Logger, options: StartOptions = {}): Promise<RunningServer> {
+  // This server's own copy: what clients are told is completed below with the ports the kernel picks.
+  const config = structuredClone(settings);
+  // A malformed prepared token is a configuration error: refused before the store is opened (or created).
+  const prepared = decodePreparedTokens(config.preparedToken);
   const store = await openStore(config, logger);
   let backends: ClosableBackends | null = null;
   let limiter: LoginLimiterWithClose | null = null;
@@ -46,7 +50,7 @@ export async function startServer(config: Config, logger: Logger, options: Start
   let sessions: SessionRegistry | null = null;
   let app: FastifyInstance | null = null;
   try {
-    if (config.preparedToken !== '') await importPreparedTokens(store, config.preparedToken, logger);
+    if (prepared.length > 0) await importPreparedTokens(store, prepared, logger);
     // A missing or wrong KEYGATE_SECRET is a start-up error once sealed upstream credentials exist.
     await checkSecret(store, config);
     if (!options.backends) backends = createBackends(config, store, logger);
@@ -56,11 +60,12 @@ export async function startServer(config: Config, logger: Logger, options: Start
     // A client retrying one refused key with each mechanism it knows is one guess, not three.
     limiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
     authenticator.limiter = limiter;
-    sessions = new SessionRegistry(store, logger, metrics);
+    sessions = new SessionRegistry(store, logger, metrics, { recheckIntervalMs: config.sessions.recheckInterval });
     sessions.start();
     app = await buildApp({ config, store, logger, metrics, authenticator, tls });
     await app.listen({ host: config.http.host, port: config.http.port });
     const listeners = await startListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? backends ?? { imap: null, pop3: null, smtp: null }, metrics });
+    advertiseBoundPorts(config, listeners);
     logger.info(
       { store: describeStore(config), http: `${config.http.host}:${config.http.port}`, listeners: listeners.all.map((l) => `${l.name}=${l.address().host}:${l.address().port}`) },
       'Keygate started',
@@ -98,5 +103,19 @@ export async function startServer(config: Config, logger: Logger, options: Start
     tls?.close();
     await store.close().catch(() => {});
     throw err;
+  }
+}
+
+/**
+ * A listener configured with port 0 gets its port from the kernel. What
+ * clients are told follows the listener (public.* left unset is 0 then too),
+ * so it is the port actually bound; a public port set to something else stays.
+ */
+function advertiseBoundPorts(config: Config, listeners: Listeners): void {
+  for (const p of ['smtp', 'imap', 'pop3'] as const) {
+    for (const [field, name] of [['port', p], ['securePort', `${p}s`]] as const) {
+      const bound = listeners.all.find((l) => l.name === name);
+      if (bound && config[p][field] === 0 && config.public[p][field] === 0) config.public[p][field] = bound.address().port;
+    }
   }
 }

@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { ConfigError, DEFAULTS, knownEnvVars, loadConfig, SPECS } from '../src/config.js';
 import { parseDuration, parseExpiry } from '../src/duration.js';
 
@@ -29,8 +29,17 @@ describe('config', () => {
     expect(c.public.imap.serverName).toBe('localhost');
   });
 
+  it('connection and session limits: defaults, variables, and a handshake timeout of 0 refused', () => {
+    const c = loadConfig({ env: {} });
+    expect([c.tls.handshakeTimeout, c.limits.connectionsPerIp, c.limits.connectionsPerListener, c.sessions.recheckInterval]).toEqual([5000, 50, 1000, 30_000]);
+    const e = loadConfig({ env: { KEYGATE_TLS_HANDSHAKE_TIMEOUT: '2s', KEYGATE_LIMITS_CONNECTIONS_PER_LISTENER: '10', KEYGATE_SESSIONS_RECHECK_INTERVAL: '1m' } });
+    expect([e.tls.handshakeTimeout, e.limits.connectionsPerListener, e.sessions.recheckInterval]).toEqual([2000, 10, 60_000]);
+    expect(() => loadConfig({ env: {}, flags: { 'tls.handshakeTimeout': '0s' } })).toThrow(/tls\.handshakeTimeout/);
+  });
+
   it('precedence: defaults < file < env < flags', () => {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-config-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'c.json');
     writeFileSync(file, JSON.stringify({ http: { port: 1111, host: '127.0.0.2' }, log: { level: 'warn' }, db: { path: '/f.db' } }));
     const c = loadConfig({ file, env: { KEYGATE_HTTP_PORT: '2222', KEYGATE_LOG_LEVEL: 'debug' }, flags: { 'http.port': '3333' } });
@@ -64,6 +73,7 @@ describe('config', () => {
   it('a missing or malformed file is named', () => {
     expect(() => loadConfig({ file: '/nonexistent/keygate.json', env: {} })).toThrow(/keygate\.json/);
     const dir = mkdtempSync(join(tmpdir(), 'keygate-config-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     writeFileSync(join(dir, 'bad.json'), '{ nope');
     expect(() => loadConfig({ file: join(dir, 'bad.json'), env: {} })).toThrow(/bad\.json/);
   });

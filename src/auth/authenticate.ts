@@ -26,12 +26,26 @@ export interface LoginRequest {
   ip: string;
 }
 
-/** Gate consulted before and after a login; the listener issue supplies the rate limiter. */
+/** What a login attempt is counted by: the client IP, the username and the SHA-256 of the presented secret (well-formed or not). */
+export interface LoginLimitKey {
+  ip: string;
+  account: string;
+  keyHash: string;
+}
+
+/** The login limits (src/auth/limits.ts), asked before the store is. */
 export interface LoginLimiter {
-  /** True when this IP/account/key may try now; false = refuse with a temporary failure, no store lookup. */
-  allow(req: { ip: string; account: string; keyHash: string }): Promise<boolean>;
-  recordFailure(req: { ip: string; account: string; keyHash: string }): Promise<void>;
-  recordSuccess?(req: { ip: string; account: string; keyHash: string }): Promise<void>;
+  /**
+   * Takes the attempt out of its budgets before any store lookup, atomically,
+   * so a burst cannot all pass a check that counts none of it yet. null: over
+   * a limit — refuse with a temporary failure, without a lookup.
+   */
+  reserve(req: LoginLimitKey): Promise<LoginReservation | null>;
+}
+
+export interface LoginReservation {
+  /** Ends the attempt: a success and an undecided attempt (store unreachable) give back what `reserve` took; a failure keeps it. Never throws. */
+  settle(outcome: 'success' | 'failure' | 'undecided'): Promise<void>;
 }
 
 /**
@@ -86,16 +100,28 @@ export class Authenticator {
   private async loginInner(req: LoginRequest, username: string): Promise<LoginResult> {
     const secret = req.secret.trim();
     // One shape check and one SHA-256 per login: the limiter keys on the same hash the store is searched by.
+    // A malformed secret is hashed too, so each distinct one counts (and repeats of one are recognised).
     const keyHash = isWellFormedKey(secret) ? hashKey(secret) : null;
-    const limitKey = { ip: req.ip, account: username, keyHash: keyHash ?? 'malformed' };
-    if (this.limiter && !(await this.limiter.allow(limitKey))) {
+    const reservation = this.limiter ? await this.limiter.reserve({ ip: req.ip, account: username, keyHash: keyHash ?? hashKey(secret) }) : null;
+    if (this.limiter && !reservation) {
       this.metrics?.rateLimited.inc({ surface: req.protocol });
       return { ok: false, reason: 'rate_limited', temporary: true };
     }
-    const fail = async (reason: FailReason, keyId?: string): Promise<LoginResult> => {
-      await this.limiter?.recordFailure(limitKey);
-      return keyId ? { ok: false, reason, keyId, temporary: false } : { ok: false, reason, temporary: false };
-    };
+    let result: LoginResult;
+    try {
+      result = await this.check(req, username, keyHash);
+    } catch (err) {
+      void reservation?.settle('undecided');
+      throw err;
+    }
+    void reservation?.settle(result.ok ? 'success' : result.temporary ? 'undecided' : 'failure');
+    return result;
+  }
+
+  /** The store lookup and the policy, once the limits let the attempt through. */
+  private async check(req: LoginRequest, username: string, keyHash: string | null): Promise<LoginResult> {
+    const fail = (reason: FailReason, keyId?: string): LoginResult =>
+      keyId ? { ok: false, reason, keyId, temporary: false } : { ok: false, reason, temporary: false };
 
     const id: IdentifyResult = keyHash === null ? { ok: false, reason: 'malformed' } : await this.identifyHash(keyHash);
     if (!id.ok) {
@@ -120,7 +146,6 @@ export class Authenticator {
     });
     if (!decision.allowed) return fail(decision.reason, id.key.id);
     this.store.touchKey(id.key.id, { at: now.toISOString(), ip: req.ip, protocol: req.protocol });
-    void this.limiter?.recordSuccess?.(limitKey);
     return { ok: true, key: id.key, account };
   }
 

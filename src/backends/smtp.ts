@@ -134,6 +134,25 @@ export class SmtpProxyBackend implements SmtpBackend {
     }
   }
 
+  /**
+   * Connects to the account's SMTP (or LMTP) upstream, greets it, starts TLS
+   * and logs in as a message would, then quits without sending anything
+   * (`keygate check`). Rejects with BackendUnavailableError saying why.
+   */
+  async verify(ctx: SessionContext): Promise<Route> {
+    const route = this.routes.resolve(ctx.account, 'smtp');
+    if (!route) throw new BackendUnavailableError('no smtp upstream for this account');
+    const transport: Transporter = nodemailer.createTransport(this.transportOptions(route, ctx, route.server.xclient && route.server.trusted));
+    try {
+      await transport.verify();
+      return route;
+    } catch (err) {
+      throw new BackendUnavailableError(`smtp upstream unavailable: ${(err as Error).message}`, { cause: err });
+    } finally {
+      transport.close();
+    }
+  }
+
   /** Closes every pooled connection. */
   close(): void {
     clearInterval(this.sweeper);

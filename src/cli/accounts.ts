@@ -26,8 +26,10 @@ export function accountsCommand(): Command {
       const addr = checkAddress(address, '<address>');
       const aliases = (opts.alias as string[]).map((a) => checkAddress(a, '--alias'));
       if (aliases.includes(addr)) throw new UsageError(`--alias: ${addr} is the account address itself`);
-      const created = await withStore(opts, (store) =>
-        createAccount(store, { address: addr, aliases, ...(opts.displayName !== undefined && { displayName: String(opts.displayName) }) }),
+      const created = await withStore(
+        opts,
+        (store) => createAccount(store, { address: addr, aliases, ...(opts.displayName !== undefined && { displayName: String(opts.displayName) }) }),
+        { create: true },
       );
       process.stdout.write(`Account ${created.address} was created\n`);
     });

@@ -1,10 +1,12 @@
 import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import cookie from '@fastify/cookie';
 import addFormats from 'ajv-formats';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
 import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
+import { createConsole } from '../console/index.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
@@ -18,6 +20,7 @@ import { createRedisClient, waitReady, type RedisClient } from '../store/redis-c
 import type { KeyStore } from '../store/types.js';
 import type { TlsProvider } from '../tls/index.js';
 import { errorBody, HttpError } from './errors.js';
+import { validationDetails } from './validation.js';
 import { authPlugin } from './plugins/auth.js';
 import { docsPlugin } from './plugins/docs.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
@@ -80,11 +83,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     const send = (status: number, code: string, message: string, details?: unknown) => reply.code(status).send(errorBody(code, message, details));
     if (error instanceof HttpError) return send(error.status, error.code, error.message, error.details);
     if (err.validation) {
-      const details = err.validation.map((v) => ({
-        field: `${err.validationContext ?? 'body'}${v.instancePath.replaceAll('/', '.') || ''}${v.keyword === 'additionalProperties' ? `.${String((v.params as { additionalProperty?: string }).additionalProperty)}` : v.keyword === 'required' ? `.${String((v.params as { missingProperty?: string }).missingProperty)}` : ''}`,
-        message: v.keyword === 'additionalProperties' ? 'unknown field' : (v.message ?? 'invalid'),
-      }));
-      return send(400, 'validation', 'The request is not valid', details);
+      const details = validationDetails(err, req);
+      // One problem is the message itself (as the CLI would say it); several are listed in details.
+      return send(400, 'validation', details.length === 1 ? details[0]!.message : 'The request is not valid', details);
     }
     if (error instanceof InputError) return send(400, 'validation', error.message, error.field ? [{ field: `body.${error.field}`, message: error.message }] : undefined);
     if (error instanceof UnknownScopeError) return send(400, 'validation', err.message, [{ field: 'body.scopes', message: err.message }]);
@@ -116,7 +117,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `No route ${req.method} ${req.url.split('?')[0]}`)));
 
   app.addHook('onResponse', async (req, reply) => {
-    metrics.httpRequests.inc({ route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) });
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.httpRequests.inc({ route, status: String(reply.statusCode) });
+    metrics.httpDuration.observe({ route, status_class: `${Math.floor(reply.statusCode / 100)}xx` }, reply.elapsedTime / 1000);
   });
 
   // Rate-limit counters and pending setup links live where the keys live: shared in Redis, in-process with SQLite.
@@ -145,7 +148,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Order matters: docs (OpenAPI collects routes registered after it), the one
     // auth hook, rate limits (they attach to routes as they are registered), routes.
     await app.register(docsPlugin);
-    await app.register(authPlugin, { authenticator });
+    const webConsole = createConsole({ config, store, logger, metrics, authenticator });
+    await app.register(cookie);
+    await app.register(authPlugin, { authenticator, sessions: webConsole.sessionAuth });
     await app.register(rateLimitPlugin, { config, metrics, redis, namespace: deps.rateLimitNamespace ?? 'keygate:rl:' });
     await app.register(healthRoutes, { store });
     await app.register(metricsRoutes, { metrics });
@@ -157,6 +162,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(clientSetupRoutes, { config, links, ...(publicUrl !== undefined && { publicUrl }) });
     // nginx's mail proxy asks here; guarded by nginx.authSecret, limits and audit as the listeners.
     await app.register(nginxAuthRoutes, { config, authenticator });
+    await app.register(webConsole.plugin);
   } catch (err) {
     redis?.disconnect();
     throw err;

@@ -99,8 +99,11 @@ export function accountView(a: AccountRecord) {
   return { address: a.address, displayName: a.displayName, aliases: a.aliases, disabled: a.disabled, createdAt: a.createdAt };
 }
 
-/** A scope name or input alias, as request bodies accept them. */
-export const ScopeName = Type.Union([...SCOPES, ...Object.keys(SCOPE_ALIASES)].map((s) => Type.Literal(s)));
+/**
+ * A scope name or input alias, as request bodies accept them. Enumerations are
+ * `enum`s (one error for a bad value; src/http/validation.ts words it as the CLI does).
+ */
+export const ScopeName = Type.Enum([...SCOPES, ...Object.keys(SCOPE_ALIASES)]);
 
 /** A human-readable name: 1-100 characters, no control characters. */
 export const KeyName = Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]*$' });

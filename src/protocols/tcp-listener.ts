@@ -1,6 +1,8 @@
 import net from 'node:net';
 import type tls from 'node:tls';
 import ipaddr from 'ipaddr.js';
+import { ipBucket } from '../auth/ip-bucket.js';
+import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { upgradeToTls, type TlsProvider } from '../tls/index.js';
@@ -15,6 +17,11 @@ export interface Connection {
   secure: boolean;
   /** The protocol registers how to say goodbye on shutdown (e.g. IMAP "* BYE ..."); default destroys the socket. */
   onShutdown(fn: () => void): void;
+  /**
+   * The client logged in: from now on the connection is no longer among the
+   * not-yet-logged-in ones that a full listener closes first. Idempotent.
+   */
+  loggedIn(): void;
   /**
    * Ends the connection's accounting now (per-IP count, shutdown drain). The
    * listener otherwise does it on the socket's 'close'; a protocol that hands
@@ -34,24 +41,39 @@ export interface TcpListenerOptions {
   implicitTls: boolean;
   tls: TlsProvider;
   proxyProtocol: boolean;
-  /** Open connections per client IP on this listener; 0 = no limit. */
+  /** Open connections per client IP (IPv6: per /64) on this listener; 0 = no limit. */
   maxConnectionsPerIp: number;
+  /** Open connections on this listener; at the limit the oldest not yet logged in is closed for a new one. 0 = no limit. */
+  maxConnections?: number;
   logger: Logger;
   onConnection(conn: Connection): void;
-  /** Over the per-IP limit: returns the protocol's refusal line; the listener writes it (over TLS on implicit-TLS ports) and closes the socket. */
+  /**
+   * Over a connection limit: returns the protocol's refusal line; on a plain
+   * port the listener writes it and closes the socket. On an implicit-TLS
+   * port it closes the socket at once, before any TLS work.
+   */
   refuse(socket: net.Socket | tls.TLSSocket, reason: 'too_many_connections'): string;
-  /** When given, refusals over the per-IP limit count in keygate_rate_limited_total{surface="<protocol>_connections"}. */
+  /** When given, every refusal counts in keygate_connections_refused_total{listener, reason}. */
   metrics?: Metrics;
   /** How long a PROXY header may take (default 5 s). */
   proxyTimeoutMs?: number;
-  /** How long an implicit-TLS handshake may take (default 10 s). */
+  /** How long an implicit-TLS handshake may take (default: the TlsProvider's, `tls.handshakeTimeout`). */
   handshakeTimeoutMs?: number;
 }
+
+/** The connection limits of a mail listener, from the configuration. */
+export function listenerLimits(config: Pick<Config, 'limits'>): Pick<TcpListenerOptions, 'maxConnectionsPerIp' | 'maxConnections'> {
+  return { maxConnectionsPerIp: config.limits.connectionsPerIp, maxConnections: config.limits.connectionsPerListener };
+}
+
+type RefusalReason = 'per_ip' | 'listener_full' | 'evicted' | 'handshake_timeout';
 
 /** A refused socket is destroyed this long after its refusal line if the peer has not closed. */
 const REFUSE_LINGER_MS = 1000;
 /** After the shutdown hooks, what is still open is destroyed this long later. */
 const SHUTDOWN_KILL_MS = 1000;
+/** A full listener is logged at warn at most this often (the counter has every refusal). */
+const FULL_WARN_EVERY_MS = 60_000;
 
 /** Canonical text of a client IP: IPv4-mapped IPv6 (::ffff:1.2.3.4) as IPv4, IPv6 compressed. */
 export function normalizeRemoteAddress(ip: string | undefined): string {
@@ -66,7 +88,7 @@ export function normalizeRemoteAddress(ip: string | undefined): string {
 interface Tracked {
   raw: net.Socket;
   socket: net.Socket | tls.TLSSocket;
-  /** Set once the socket is counted against its IP. */
+  /** Set once the socket is counted against its IP bucket (see ipBucket). */
   ip: string | null;
   /** Handed to onConnection (until then shutdown simply destroys it). */
   live: boolean;
@@ -74,17 +96,24 @@ interface Tracked {
 }
 
 /**
- * The shared TCP server for a mail listener: accepts, reads the PROXY header
- * when enabled, enforces the per-IP connection limit, does the implicit-TLS
- * handshake, and hands a ready Connection to the protocol. Socket errors are
- * logged at debug and never escape. Pieces (readProxyHeader, upgradeToTls,
- * normalizeRemoteAddress) are exported separately for smtp-server wiring.
+ * The shared TCP server for a mail listener: accepts, enforces the listener's
+ * connection cap, reads the PROXY header when enabled, enforces the per-IP
+ * cap, does the implicit-TLS handshake, and hands a ready Connection to the
+ * protocol. Both caps are checked before any TLS work, so a client over them
+ * costs no handshake and no wait. Socket errors are logged at debug and never
+ * escape. Pieces (readProxyHeader, upgradeToTls, normalizeRemoteAddress) are
+ * exported separately for smtp-server wiring.
  */
 export class TcpListener {
   private readonly server: net.Server;
   private readonly tracked = new Set<Tracked>();
+  /** The tracked connections not logged in yet, oldest first (a Set keeps insertion order): the first to go when the listener is full. */
+  private readonly waiting = new Set<Tracked>();
   private readonly perIp = new Map<string, number>();
+  /** Refused sockets given their line and a moment to read it; outside every cap, destroyed within REFUSE_LINGER_MS. */
+  private readonly refusing = new Set<net.Socket>();
   private readonly log: Logger;
+  private lastFullWarning = 0;
   private closing = false;
   private closePromise: Promise<void> | null = null;
   private drained: (() => void) | null = null;
@@ -115,14 +144,14 @@ export class TcpListener {
     return { host: a.address, port: a.port };
   }
 
-  /** Open sockets, including those still in the PROXY header or TLS handshake. */
+  /** Open sockets, including those still in the PROXY header or TLS handshake, and refused ones not closed yet. */
   connections(): number {
-    return this.tracked.size;
+    return this.tracked.size + this.refusing.size;
   }
 
-  /** Open connections counted against one client IP. */
+  /** Open connections counted against one client IP (IPv6: against its /64). */
   connectionsFrom(ip: string): number {
-    return this.perIp.get(normalizeRemoteAddress(ip)) ?? 0;
+    return this.perIp.get(ipBucket(normalizeRemoteAddress(ip))) ?? 0;
   }
 
   private accept(raw: net.Socket): void {
@@ -137,8 +166,70 @@ export class TcpListener {
       raw.destroy();
       return;
     }
+    const max = this.opts.maxConnections ?? 0;
+    if (max > 0 && this.tracked.size >= max && !this.makeRoom(max)) {
+      this.refuse(t, 'listener_full', normalizeRemoteAddress(raw.remoteAddress));
+      return;
+    }
     this.tracked.add(t);
+    this.waiting.add(t);
     void this.prepare(t, onError);
+  }
+
+  /**
+   * A full listener makes room for a new connection as Dovecot does: by
+   * closing the oldest connections that have not logged in yet (a slow or
+   * idle client, or one of a flood); logged-in sessions are never cut for a
+   * newcomer. False when every connection is logged in.
+   */
+  private makeRoom(max: number): boolean {
+    if (Date.now() - this.lastFullWarning >= FULL_WARN_EVERY_MS) {
+      this.lastFullWarning = Date.now();
+      this.log.warn({ max, waiting: this.waiting.size }, 'listener full: closing the oldest connections not logged in yet, refusing when none is left');
+    }
+    while (this.tracked.size >= max) {
+      const oldest = this.waiting.values().next().value;
+      if (!oldest) return false;
+      this.count('evicted');
+      this.log.debug({ ip: oldest.ip ?? normalizeRemoteAddress(oldest.raw.remoteAddress) }, 'listener full; closing the oldest connection not logged in yet');
+      oldest.socket.destroy();
+      oldest.raw.destroy();
+      this.forget(oldest);
+    }
+    return true;
+  }
+
+  private count(reason: RefusalReason): void {
+    this.opts.metrics?.connectionsRefused.inc({ listener: this.opts.name, reason });
+  }
+
+  /**
+   * Refuses a connection over a limit. Plain ports get the protocol's line;
+   * implicit-TLS ports are closed at once, since answering would take a
+   * handshake (CPU, memory, and up to the handshake timeout) the client is
+   * not owed. No longer counted against the listener: a refused socket
+   * lingers at most REFUSE_LINGER_MS.
+   */
+  private refuse(t: Tracked, reason: RefusalReason, ip: string): void {
+    this.count(reason);
+    // Debug, not info: a flood of refused connections must not flood the log too; the counter shows it.
+    this.log.debug({ ip, reason }, 'connection over a limit; refusing');
+    this.forget(t);
+    const { raw } = t;
+    if (this.opts.implicitTls) {
+      raw.destroy();
+      return;
+    }
+    let line = '';
+    try {
+      line = this.opts.refuse(raw, 'too_many_connections');
+    } catch (err) {
+      this.log.error({ err }, 'refuse() threw');
+    }
+    this.refusing.add(raw);
+    raw.once('close', () => this.refusing.delete(raw));
+    raw.end(line);
+    setTimeout(() => raw.destroy(), REFUSE_LINGER_MS).unref();
   }
 
   private async prepare(t: Tracked, onError: (err: Error) => void): Promise<void> {
@@ -158,46 +249,35 @@ export class TcpListener {
       raw.destroy();
       return;
     }
-    if (raw.destroyed) return;
+    if (raw.destroyed || !this.tracked.has(t)) return;
 
     const max = this.opts.maxConnectionsPerIp;
-    const over = max > 0 && (this.perIp.get(remoteAddress) ?? 0) >= max;
-    if (!over) {
-      t.ip = remoteAddress;
-      this.perIp.set(remoteAddress, (this.perIp.get(remoteAddress) ?? 0) + 1);
+    const bucket = ipBucket(remoteAddress);
+    if (max > 0 && (this.perIp.get(bucket) ?? 0) >= max) {
+      this.refuse(t, 'per_ip', remoteAddress);
+      return;
     }
+    t.ip = bucket;
+    this.perIp.set(bucket, (this.perIp.get(bucket) ?? 0) + 1);
 
     let socket: net.Socket | tls.TLSSocket = raw;
     if (this.opts.implicitTls) {
       try {
         socket = await upgradeToTls(raw, this.opts.tls, this.opts.handshakeTimeoutMs);
       } catch (err) {
-        this.log.debug({ ip: remoteAddress, code: (err as { code?: string }).code, err: (err as Error).message }, 'TLS handshake failed');
+        const code = (err as { code?: string }).code;
+        if (code === 'ETIMEDOUT' && this.tracked.has(t)) this.count('handshake_timeout');
+        this.log.debug({ ip: remoteAddress, code, err: (err as Error).message }, 'TLS handshake failed');
         raw.destroy();
         return;
       }
       socket.on('error', onError);
       socket.once('close', () => this.forget(t));
       t.socket = socket;
-      if (this.closing) {
+      if (this.closing || !this.tracked.has(t)) {
         socket.destroy();
         return;
       }
-    }
-
-    if (over) {
-      // Debug, not info: a flood of refused connections must not flood the log too; the counter shows it.
-      this.log.debug({ ip: remoteAddress, max }, 'too many connections from one IP; refusing');
-      this.opts.metrics?.rateLimited.inc({ surface: `${this.opts.protocol}_connections` });
-      let line = '';
-      try {
-        line = this.opts.refuse(socket, 'too_many_connections');
-      } catch (err) {
-        this.log.error({ err }, 'refuse() threw');
-      }
-      socket.end(line);
-      setTimeout(() => socket.destroy(), REFUSE_LINGER_MS).unref();
-      return;
     }
 
     t.live = true;
@@ -208,6 +288,9 @@ export class TcpListener {
       secure: this.opts.implicitTls,
       onShutdown: (fn) => {
         t.shutdown = fn;
+      },
+      loggedIn: () => {
+        this.waiting.delete(t);
       },
       release: () => {
         socket.destroy();
@@ -223,6 +306,7 @@ export class TcpListener {
   }
 
   private forget(t: Tracked): void {
+    this.waiting.delete(t);
     if (!this.tracked.delete(t)) return;
     if (t.ip !== null) {
       const n = (this.perIp.get(t.ip) ?? 1) - 1;

@@ -80,17 +80,25 @@ export function splitBlobs(text: string): string[] {
 }
 
 /**
- * Imports every prepared token before any listener opens. All blobs are
- * decoded first, so one malformed blob stops start-up with nothing imported.
+ * Decodes every prepared token (`preparedToken`): one malformed blob is an
+ * InputError naming it, before anything is opened or written.
  */
-export async function importPreparedTokens(store: KeyStore, text: string, logger: Logger): Promise<void> {
-  const records = splitBlobs(text).map((blob, i) => {
+export function decodePreparedTokens(text: string): KeyRecord[] {
+  return splitBlobs(text).map((blob, i) => {
     try {
       return decodeExport(blob);
     } catch (err) {
       throw new InputError(`prepared token #${i + 1}: ${(err as Error).message}`, 'preparedToken');
     }
   });
+}
+
+/**
+ * Imports every prepared token before any listener opens. All blobs are
+ * decoded first, so one malformed blob stops start-up with nothing imported.
+ */
+export async function importPreparedTokens(store: KeyStore, text: string | KeyRecord[], logger: Logger): Promise<void> {
+  const records = typeof text === 'string' ? decodePreparedTokens(text) : text;
   for (const record of records) {
     const result = await store.importKey(record);
     if (result === 'imported') logger.info({ keyId: record.id }, 'Imported prepared token');

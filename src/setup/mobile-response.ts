@@ -26,7 +26,7 @@ import type { SetupLinks } from './setup-links.js';
 /** Body fields to spread into the mobile route's body schema (which refuses unknown fields). */
 export const MobileSetupFields = {
   format: Type.Optional(
-    Type.Union([Type.Literal('json'), Type.Literal('mobileconfig')], {
+    Type.Enum(['json', 'mobileconfig'], {
       description: '`mobileconfig`: answer with the signed Apple configuration profile instead of JSON (as `Accept: application/x-apple-aspen-config` does)',
     }),
   ),

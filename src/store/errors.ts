@@ -44,3 +44,11 @@ export class InvalidCursorError extends Error {
     this.name = 'InvalidCursorError';
   }
 }
+
+/** A command that only reads or changes keys was pointed at a SQLite store that does not exist; nothing was created. */
+export class StoreMissingError extends Error {
+  constructor(readonly path: string) {
+    super(`no key store at ${path}: run from the directory that holds it, set KEYGATE_HOME (or --home), or name it with --db.path`);
+    this.name = 'StoreMissingError';
+  }
+}

@@ -6,8 +6,13 @@ import type { KeyStore } from './types.js';
 
 export type { KeyStore, StoreEvent } from './types.js';
 
+export interface OpenStoreOptions {
+  /** Only open a store that exists (SQLite: the file); never create one. Redis stores always exist. */
+  mustExist?: boolean;
+}
+
 /** Opens the store the configuration names: Redis when `dbs.redis` is set, SQLite otherwise. */
-export async function openStore(config: Pick<Config, 'db' | 'dbs' | 'touchInterval' | 'limits'>, logger?: Logger): Promise<KeyStore> {
+export async function openStore(config: Pick<Config, 'db' | 'dbs' | 'touchInterval' | 'limits'>, logger?: Logger, options: OpenStoreOptions = {}): Promise<KeyStore> {
   const onError = (err: unknown): void => logger?.warn({ err }, 'last-use write failed; will retry');
   const onMigration = (message: string, details: Record<string, unknown>): void => logger?.info(details, message);
   const common = { touchIntervalMs: config.touchInterval, onError, onMigration, keysPerAccount: config.limits.keysPerAccount };
@@ -15,7 +20,7 @@ export async function openStore(config: Pick<Config, 'db' | 'dbs' | 'touchInterv
     const { openRedisStore } = await import('./redis.js');
     return openRedisStore(config.dbs.redis, common);
   }
-  return openSqliteStore(config.db.path, common);
+  return openSqliteStore(config.db.path, { ...common, mustExist: options.mustExist === true });
 }
 
 /** Where a store lives, for messages: never includes credentials. */

@@ -86,6 +86,8 @@ class RedisStore implements KeyStore {
   private readonly p: string;
   private readonly limit: string;
   private closed = false;
+  /** Set once the first SUBSCRIBE is answered; every later 'ready' of the subscriber is a reconnect. */
+  private subscribed = false;
 
   constructor(
     private readonly client: RedisClient,
@@ -102,10 +104,30 @@ class RedisStore implements KeyStore {
     this.limit = keysPerAccount === null ? '' : String(keysPerAccount);
     this.touches = new TouchBuffer((batch) => this.writeTouches(batch), touchIntervalMs, onError);
     sub.on('message', (channel: string, message: string) => this.onMessage(channel, message));
+    sub.on('ready', () => this.onSubscriberReady());
   }
 
-  get eventChannel(): string {
-    return this.channel;
+  /** Subscribes to the event channel (at start-up, and again after every reconnect). */
+  async subscribeEvents(): Promise<void> {
+    await this.sub.subscribe(this.channel);
+    this.subscribed = true;
+  }
+
+  /**
+   * After a reconnect ioredis re-subscribes on its own, but events published
+   * while the subscriber was away are gone. Our own SUBSCRIBE is answered
+   * only once the subscription is live again, so listeners told
+   * `events-resumed` after it miss nothing published from then on.
+   */
+  private onSubscriberReady(): void {
+    if (!this.subscribed || this.closed) return;
+    this.subscribeEvents().then(
+      () => {
+        if (!this.closed) this.emit({ type: 'events-resumed' });
+      },
+      // The next reconnect tries again.
+      (err: unknown) => this.onError(err),
+    );
   }
 
   get prefix(): string {
@@ -136,6 +158,18 @@ class RedisStore implements KeyStore {
   script(name: ScriptName, keys: string[], args: string[], now = Date.now()): Promise<unknown> {
     const fn = (this.client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!;
     return fn.call(this.client, keys.length, ...keys, this.p, String(now), this.channel, this.originJson, this.limit, ...args);
+  }
+
+  /** HGETALL of several keys in one round trip (all in one slot, so fine on Cluster). */
+  private async hgetallMany(keys: string[]): Promise<Record<string, string>[]> {
+    if (keys.length === 0) return [];
+    const pipe = this.client.pipeline();
+    for (const k of keys) pipe.hgetall(k);
+    const res = (await pipe.exec()) ?? [];
+    return res.map(([err, val]) => {
+      if (err) throw err;
+      return (val ?? {}) as Record<string, string>;
+    });
   }
 
   private emit(event: StoreEvent): void {
@@ -199,6 +233,10 @@ class RedisStore implements KeyStore {
 
   async getKey(id: string): Promise<KeyRecord | null> {
     return this.run(async () => parseRecord(compactId(id), await this.client.hgetall(this.k.key(id))));
+  }
+
+  async getKeys(ids: readonly string[]): Promise<(KeyRecord | null)[]> {
+    return this.run(async () => (await this.hgetallMany(ids.map((id) => this.k.key(id)))).map((h, i) => parseRecord(compactId(ids[i]!), h)));
   }
 
   async listKeys(query: KeyQuery = {}): Promise<Page<KeyRecord>> {
@@ -322,6 +360,10 @@ class RedisStore implements KeyStore {
 
   async getAccount(address: string): Promise<AccountRecord | null> {
     return this.run(async () => parseAccount(await this.client.hgetall(this.k.account(normalizeAddress(address)))));
+  }
+
+  async getAccounts(addresses: readonly string[]): Promise<(AccountRecord | null)[]> {
+    return this.run(async () => (await this.hgetallMany(addresses.map((a) => this.k.account(normalizeAddress(a))))).map(parseAccount));
   }
 
   async resolveAccount(name: string): Promise<AccountRecord | null> {
@@ -522,7 +564,7 @@ export async function openRedisStore(url: string, options: RedisStoreOptions = {
       (async () => {
         await Promise.all([whenReady(client), whenReady(sub)]);
         await client.ping();
-        await sub.subscribe(store.eventChannel);
+        await store.subscribeEvents();
       })(),
     ]);
     clearTimeout(timer);

@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 import { isActive, normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
 import type { Scope } from '../keys/scopes.js';
-import { ConflictError, InvalidCursorError, KeyLimitError, NotFoundError, StoreUnavailableError } from './errors.js';
+import { ConflictError, InvalidCursorError, KeyLimitError, NotFoundError, StoreMissingError, StoreUnavailableError } from './errors.js';
 import { accountScan, encodeAccountCursor, encodeKeyCursor, keyScan, MAX_ORDER_MS, orderMs, PAGE_MAX, SCAN_BUDGET, type KeyScan } from './paging.js';
 import { expiresMs, migrate } from './sqlite-schema.js';
 import { TouchBuffer } from './touch-buffer.js';
@@ -99,6 +99,8 @@ const ACCOUNT_SELECT = `SELECT a.*, (SELECT group_concat(alias, char(10)) FROM a
 export interface SqliteStoreOptions extends StoreLimits {
   touchIntervalMs?: number;
   onError?: (err: unknown) => void;
+  /** Open an existing file only: a missing one is a StoreMissingError, and nothing (no file, no directory) is created. */
+  mustExist?: boolean;
   /** Told when opening the file moved older data to this schema (see sqlite-schema.ts). */
   onMigration?: (message: string, details: Record<string, unknown>) => void;
 }
@@ -141,9 +143,12 @@ export class SqliteStore implements KeyStore {
   private readonly pages;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
-    if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
+    if (path !== ':memory:') {
+      if (options.mustExist && !existsSync(path)) throw new StoreMissingError(resolve(path));
+      if (!options.mustExist) mkdirSync(dirname(path), { recursive: true });
+    }
     try {
-      this.db = new Database(path);
+      this.db = new Database(path, { fileMustExist: options.mustExist === true });
       this.db.pragma('journal_mode = WAL');
       this.db.pragma('synchronous = NORMAL');
       this.db.pragma('foreign_keys = ON');
@@ -293,6 +298,13 @@ export class SqliteStore implements KeyStore {
   async getKey(id: string): Promise<KeyRecord | null> {
     const row = this.run(() => this.q.byId.get(id));
     return row ? toKey(row) : null;
+  }
+
+  async getKeys(ids: readonly string[]): Promise<(KeyRecord | null)[]> {
+    // One statement with the ids as a JSON array: no bound-parameter limit, however many sessions are open.
+    const rows = this.run(() => this.db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE id IN (SELECT value FROM json_each(?))').all(JSON.stringify(ids)));
+    const byId = new Map(rows.map((r) => [r.id, toKey(r)]));
+    return ids.map((id) => byId.get(id) ?? null);
   }
 
   async listKeys(query: KeyQuery = {}): Promise<Page<KeyRecord>> {
@@ -494,6 +506,13 @@ export class SqliteStore implements KeyStore {
   async getAccount(address: string): Promise<AccountRecord | null> {
     const row = this.run(() => this.q.account.get(normalizeAddress(address)));
     return row ? toAccount(row) : null;
+  }
+
+  async getAccounts(addresses: readonly string[]): Promise<(AccountRecord | null)[]> {
+    const wanted = addresses.map(normalizeAddress);
+    const rows = this.run(() => this.db.prepare<[string], AccountRow>(`${ACCOUNT_SELECT} WHERE a.address IN (SELECT value FROM json_each(?))`).all(JSON.stringify(wanted)));
+    const byAddress = new Map(rows.map((r) => [r.address, toAccount(r)]));
+    return wanted.map((a) => byAddress.get(a) ?? null);
   }
 
   async resolveAccount(name: string): Promise<AccountRecord | null> {

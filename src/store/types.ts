@@ -3,7 +3,8 @@ import type { AccountRecord, KeyRecord, KeyUse } from '../keys/record.js';
 /** Emitted when something happens that must end live sessions (revocation across instances on Redis). */
 export type StoreEvent =
   | { type: 'key-revoked'; id: string; account: string | null }
-  | { type: 'account-changed'; address: string };
+  | { type: 'account-changed'; address: string }
+  | { type: 'events-resumed' };
 
 /** What `countKeys` reports; `keygate_keys{state}`. */
 export interface KeyCounts {
@@ -169,7 +170,19 @@ export interface KeyStore {
   /** Removes the value; with `ifValue`, only while it still equals that (releasing a lock one holds). Resolves whether it removed one. */
   deleteValue(name: string, ifValue?: string): Promise<boolean>;
 
-  /** Receives revocation and account events, from this instance and (on Redis) every other. */
+  /**
+   * The keys with these ids and the accounts with these addresses, in the
+   * order asked (null where there is none), in one batched lookup per kind:
+   * the open-session re-check, which must not cost a round trip per session.
+   */
+  getKeys(ids: readonly string[]): Promise<(KeyRecord | null)[]>;
+  getAccounts(addresses: readonly string[]): Promise<(AccountRecord | null)[]>;
+
+  /**
+   * Receives revocation and account events, from this instance and (on Redis)
+   * every other. On Redis, `events-resumed` says the event subscription came
+   * back after a disconnect: events published meanwhile may be lost.
+   */
   subscribe(listener: (event: StoreEvent) => void): () => void;
 
   /** Flushes buffered touches and closes connections. */

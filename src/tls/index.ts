@@ -10,14 +10,20 @@ import { ensureSelfSigned } from './selfsigned.js';
 export { createSelfSignedCertificate, SELF_SIGNED_CERT, SELF_SIGNED_KEY } from './selfsigned.js';
 
 export const MIN_TLS_VERSION = 'TLSv1.2' as const;
-/** How long a server-side handshake (STARTTLS or implicit TLS) may take. */
-export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * How long a server-side handshake (STARTTLS or implicit TLS) may take unless
+ * `tls.handshakeTimeout` says otherwise. A socket waiting for a ClientHello
+ * holds a descriptor and memory: a real client sends it at once.
+ */
+export const HANDSHAKE_TIMEOUT_MS = 5000;
 /** Quiet time after a file-system event before the files are re-read (editors write in several steps). */
 const DEBOUNCE_MS = 200;
 /** Polling fallback for file systems whose change events do not arrive (network mounts, some bind mounts). */
 const POLL_MS = 1500;
 
 export interface TlsProvider {
+  /** `tls.handshakeTimeout`: what `upgradeToTls` allows a handshake by default, ms. */
+  readonly handshakeTimeoutMs: number;
   /** Current context; changes when configured files change on disk. */
   secureContext(): tls.SecureContext;
   /**
@@ -68,6 +74,12 @@ function fileSignature(path: string): string {
   }
 }
 
+/** What the provider reads from the configuration; `tls.handshakeTimeout` defaults to HANDSHAKE_TIMEOUT_MS. */
+export interface TlsSettings {
+  tls: Pick<Config['tls'], 'cert' | 'key' | 'dir'> & { handshakeTimeout?: number };
+  hostname: string;
+}
+
 /**
  * Loads the configured certificate and key (or makes / reuses a self-signed
  * pair in tls.dir) and keeps the context current: the files are watched (a
@@ -78,7 +90,7 @@ function fileSignature(path: string): string {
  * Throws ConfigError naming tls.cert / tls.key when the configured files cannot
  * be used at start-up.
  */
-export async function createTlsProvider(config: Pick<Config, 'tls' | 'hostname'>, logger: Logger): Promise<TlsProvider> {
+export async function createTlsProvider(config: TlsSettings, logger: Logger): Promise<TlsProvider> {
   const log = logger.child({ component: 'tls' });
   let certPath: string;
   let keyPath: string;
@@ -180,6 +192,7 @@ export async function createTlsProvider(config: Pick<Config, 'tls' | 'hostname'>
   const sniCallback = (_servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => cb(null, current.context);
 
   return {
+    handshakeTimeoutMs: config.tls.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS,
     secureContext: () => current.context,
     serverOptions: () => ({
       secureContext: current.context,
@@ -208,12 +221,13 @@ export async function createTlsProvider(config: Pick<Config, 'tls' | 'hostname'>
 /**
  * Server-side STARTTLS: wraps an accepted plain socket (or, for implicit TLS,
  * a fresh one) and resolves once the handshake completes. Rejects on a
- * handshake error, on the peer closing, or after 10 s; the socket is destroyed
+ * handshake error, on the peer closing, or after `timeoutMs` (default: the
+ * provider's `tls.handshakeTimeout`); the socket is destroyed
  * then. Stop reading the plain socket before calling (remove 'data'
  * listeners); bytes it has buffered but not delivered go to the TLS layer, so
  * plaintext pipelined after STARTTLS cannot be taken for a command.
  */
-export function upgradeToTls(socket: net.Socket, provider: TlsProvider, timeoutMs: number = HANDSHAKE_TIMEOUT_MS): Promise<tls.TLSSocket> {
+export function upgradeToTls(socket: net.Socket, provider: TlsProvider, timeoutMs: number = provider.handshakeTimeoutMs): Promise<tls.TLSSocket> {
   return new Promise((resolvePromise, reject) => {
     const secure = new tls.TLSSocket(socket, { isServer: true, ...provider.serverOptions() });
     let settled = false;

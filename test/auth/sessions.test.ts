@@ -9,8 +9,10 @@ import { Metrics } from '../../src/metrics.js';
 import { openRedisStore } from '../../src/store/redis.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
+import { countingStore } from '../helpers/counting-store.js';
 import { redisAvailable, startRedis, type RedisServer } from '../helpers/redis-server.js';
-import { silentLogger, sleep, waitFor } from '../tls/helpers.js';
+import { captureLogger, silentLogger, sleep } from '../tls/helpers.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-sessions-'));
 let n = 0;
@@ -75,7 +77,7 @@ describe('SessionRegistry', () => {
     expect(registry.count()).toBe(3);
     const t0 = Date.now();
     await store.revokeKey(key.id, new Date().toISOString());
-    expect(await waitFor(() => a.ended.length === 1 && b.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => a.ended.length === 1 && b.ended.length === 1, 1000);
     expect(a.ended[0]!.reason).toBe('revoked');
     expect(b.ended[0]!.at - t0).toBeLessThan(1000);
     expect(c.ended).toEqual([]);
@@ -90,7 +92,7 @@ describe('SessionRegistry', () => {
     const { record: next } = newKey({ name: 'k2', account: 'bob@example.com', scopes: ['imap'], rotatedFrom: old.id });
     await store.rotateKey(old.id, next, new Date().toISOString());
     const fresh = session(next, 'imap');
-    expect(await waitFor(() => s.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s.ended.length === 1, 1000);
     expect(s.ended[0]!.reason).toBe('revoked');
     await sleep(50);
     expect(fresh.ended).toEqual([]);
@@ -108,7 +110,7 @@ describe('SessionRegistry', () => {
     expect(s1.ended).toEqual([]);
     const t0 = Date.now();
     await store.updateAccount('carol@example.com', { disabled: true });
-    expect(await waitFor(() => s1.ended.length === 1 && s2.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s1.ended.length === 1 && s2.ended.length === 1, 1000);
     expect(s1.ended[0]!.reason).toBe('account_disabled');
     expect(s2.ended[0]!.at - t0).toBeLessThan(1000);
     expect(d.ended).toEqual([]);
@@ -118,7 +120,7 @@ describe('SessionRegistry', () => {
     const k = await makeKey('erin@example.com');
     const s = session(k);
     await store.deleteAccount('erin@example.com', new Date().toISOString());
-    expect(await waitFor(() => s.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s.ended.length === 1, 1000);
     expect(['revoked', 'account_disabled']).toContain(s.ended[0]!.reason);
   });
 
@@ -128,7 +130,7 @@ describe('SessionRegistry', () => {
     const never = await makeKey('frank@example.com');
     const s = session(k);
     const stays = session(never);
-    expect(await waitFor(() => s.ended.length === 1, 2000)).toBe(true);
+    await waitFor(() => s.ended.length === 1, 2000);
     expect(s.ended[0]!.reason).toBe('expired');
     const late = s.ended[0]!.at - Date.parse(expiresAt);
     expect(late).toBeGreaterThanOrEqual(0);
@@ -140,14 +142,14 @@ describe('SessionRegistry', () => {
     const k = await makeKey('gina@example.com');
     await store.revokeKey(k.id, new Date().toISOString());
     const s = session(k);
-    expect(await waitFor(() => s.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s.ended.length === 1, 1000);
     expect(s.ended[0]!.reason).toBe('revoked');
 
     const k2 = await makeKey('hal@example.com');
     await store.updateAccount('hal@example.com', { disabled: true });
     await sleep(50);
     const s2 = session(k2);
-    expect(await waitFor(() => s2.ended.length === 1, 1000)).toBe(true);
+    await waitFor(() => s2.ended.length === 1, 1000);
     expect(s2.ended[0]!.reason).toBe('account_disabled');
     // Enabled again: new sessions stay.
     await store.updateAccount('hal@example.com', { disabled: false });
@@ -196,7 +198,7 @@ describe('SessionRegistry', () => {
     a.remove(); // idempotent
     expect(await gauge('imap')).toBe(1);
     await store.revokeKey(k.id, new Date().toISOString());
-    expect(await waitFor(async () => (await gauge('imap')) === 0, 1000)).toBe(true);
+    await waitFor(async () => (await gauge('imap')) === 0, 1000);
     expect(await gauge('smtp')).toBe(1);
     c.remove();
     expect(await gauge('smtp')).toBe(0);
@@ -219,6 +221,71 @@ describe('SessionRegistry', () => {
     await sleep(400);
     expect(s.ended).toEqual([]);
     registry.start();
+  });
+});
+
+describe('SessionRegistry re-check against the store', () => {
+  it('ends, at the next periodic re-check, sessions whose key or account another process changed (no event reaches this one)', async () => {
+    const path = join(dir, `recheck${n++}.db`);
+    const mine = openSqliteStore(path, { touchIntervalMs: 20 });
+    // Another process on the same file (e.g. `keygate tokens revoke`): its changes raise no event here.
+    const cli = openSqliteStore(path, { touchIntervalMs: 20 });
+    const { logger, lines } = captureLogger();
+    const reg = new SessionRegistry(mine, logger, undefined, { recheckIntervalMs: 300 });
+    reg.start();
+    try {
+      const keys: KeyRecord[] = [];
+      for (const account of ['olga@example.com', 'olga@example.com', 'pia@example.com', 'quinn@example.com']) {
+        await mine.ensureAccount(account);
+        const { record } = newKey({ name: 'k', account, scopes: ['imap'] });
+        await mine.createKey(record);
+        keys.push(record);
+      }
+      const ended: Array<[string, EndReason]> = [];
+      for (const k of keys) reg.add({ protocol: 'imap', keyId: k.id, account: k.account!, expiresAt: null, end: (r) => ended.push([k.id, r]) });
+      await cli.revokeKey(keys[0]!.id, new Date().toISOString());
+      await cli.updateAccount('pia@example.com', { disabled: true });
+      await sleep(100);
+      expect(ended).toEqual([]);
+      await waitFor(() => ended.length === 2, 1500);
+      expect(ended.sort()).toEqual([[keys[0]!.id, 'revoked'], [keys[2]!.id, 'account_disabled']].sort());
+      expect(reg.count()).toBe(2);
+      const summary = lines.find((l) => l.msg === 'session re-check ended sessions an event had not');
+      expect(summary).toMatchObject({ level: 30, trigger: 'periodic', checked: 4, ended: { revoked: 1, account_disabled: 1 } });
+      // Deleted from under it: the key's and the account's sessions end too.
+      await cli.deleteAccount('quinn@example.com', new Date().toISOString());
+      await waitFor(() => ended.length === 3, 1500);
+      expect(ended.find(([id]) => id === keys[3]!.id)?.[1]).toBe('revoked');
+      // The untouched one stays.
+      await sleep(400);
+      expect(ended.some(([id]) => id === keys[1]!.id)).toBe(false);
+    } finally {
+      reg.stop();
+      await cli.close();
+      await mine.close();
+    }
+  });
+
+  it('batches: one re-check reads every open session’s key and account in one lookup each', async () => {
+    const k = await makeKey('rita@example.com');
+    const { store: counting, calls } = countingStore(store);
+    const reg = new SessionRegistry(counting, silentLogger(), undefined, { recheckIntervalMs: 0 });
+    for (let i = 0; i < 50; i++) reg.add({ protocol: 'pop3', keyId: k.id, account: 'rita@example.com', expiresAt: null, end: () => {} });
+    expect(await reg.recheck()).toEqual({ checked: 50, ended: {} });
+    expect(Object.fromEntries(calls)).toEqual({ getAccounts: 1, getKeys: 1 });
+  });
+
+  it('logs a warning and ends nothing when the store cannot answer', async () => {
+    const k = await makeKey('sam@example.com');
+    const { logger, lines } = captureLogger();
+    const reg = new SessionRegistry(store, logger, undefined, { recheckIntervalMs: 0 });
+    const ended: EndReason[] = [];
+    reg.add({ protocol: 'imap', keyId: k.id, account: 'sam@example.com', expiresAt: null, end: (r) => ended.push(r) });
+    await store.close();
+    expect(await reg.recheck('periodic')).toEqual({ checked: 1, ended: {} });
+    expect(ended).toEqual([]);
+    expect(lines.find((l) => l.msg === 'cannot re-check open sessions; trying again later')).toMatchObject({ level: 40, sessions: 1 });
+    store = openSqliteStore(join(dir, `s${n++}.db`)); // for afterEach
   });
 });
 
@@ -248,10 +315,10 @@ describe.runIf(redisAvailable())('SessionRegistry across instances (Redis store,
       regB.add(mk(record));
       regB.add(mk(other));
       await a.revokeKey(record.id, new Date().toISOString());
-      expect(await waitFor(() => ended.length === 1, 1000)).toBe(true);
+      await waitFor(() => ended.length === 1, 1000);
       expect(ended).toEqual(['revoked']);
       await a.updateAccount('nan@example.com', { disabled: true });
-      expect(await waitFor(() => ended.length === 2, 1000)).toBe(true);
+      await waitFor(() => ended.length === 2, 1000);
       expect(ended).toEqual(['revoked', 'account_disabled']);
     } finally {
       regB.stop();

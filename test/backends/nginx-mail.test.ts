@@ -1,5 +1,5 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,18 +12,16 @@ import { issueToken } from '../../src/services/tokens.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
 import { dovecotAvailable, freePort, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
+import { NGINX, NGINX_MAIL_MODULE } from '../helpers/tools.js';
 import { dovecotConfig, memoryLogger } from './helpers.js';
 
-const MAIL_MODULE = '/usr/lib/nginx/modules/ngx_mail_module.so';
-const nginxAvailable = spawnSync('nginx', ['-v'], { stdio: 'ignore' }).status === 0 && existsSync(MAIL_MODULE);
-if (!nginxAvailable) console.warn('nginx with its mail module (apt libnginx-mod-mail) not found: skipping the nginx mail proxy test');
 
 /**
  * nginx's own mail proxy in front of Dovecot, logging clients in through
  * Keygate's `GET /auth/nginx`: the client presents a Keygate key, nginx asks
  * Keygate, and logs in upstream with the master login Keygate hands back.
  */
-describe.skipIf(!nginxAvailable || !dovecotAvailable())('IMAP through a real nginx mail proxy using /auth/nginx', () => {
+describe.skipIf(!NGINX.found || !dovecotAvailable())('IMAP through a real nginx mail proxy using /auth/nginx', () => {
   let dc: RunningDovecot;
   let dir: string;
   let store: KeyStore;
@@ -34,6 +32,7 @@ describe.skipIf(!nginxAvailable || !dovecotAvailable())('IMAP through a real ngi
   const log = memoryLogger('info');
 
   beforeAll(async () => {
+    NGINX.assertCapable();
     dc = await startDovecot();
     dir = mkdtempSync(join(tmpdir(), 'keygate-nginx-mail-'));
     const config = dovecotConfig(dc, { 'nginx.authSecret': 'nginx-shared-secret-1' });
@@ -50,7 +49,7 @@ describe.skipIf(!nginxAvailable || !dovecotAvailable())('IMAP through a real ngi
     mkdirSync(join(dir, 'logs'));
     writeFileSync(
       join(dir, 'nginx.conf'),
-      `load_module ${MAIL_MODULE};
+      `load_module ${NGINX_MAIL_MODULE};
 daemon off;
 master_process off;
 worker_processes 1;

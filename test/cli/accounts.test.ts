@@ -166,11 +166,11 @@ describe('keygate accounts (built CLI, SQLite)', () => {
       expect(existsSync(fresh)).toBe(false);
     });
 
-    it('a secret other than the one the stored credentials were sealed with → 1; nothing written', async () => {
+    it('a secret other than the one the stored credentials were sealed with → 2 (a configuration error); nothing written', async () => {
       expect((await cli(['accounts', 'add', 'bob@example.com', ...dbFlags])).code).toBe(0);
       expect((await cli(['accounts', 'upstream', 'bob@example.com', '--route', '-', ...dbFlags], withSecret, JSON.stringify({ password: 'bob-pw' }))).code).toBe(0);
       const r = await upstream(['--route', routeFile({ password: 'pw' })], { KEYGATE_SECRET: 'another-secret-0123456789' });
-      expectOneLineError(r, 1, /not the secret/);
+      expectOneLineError(r, 2, /not the secret/);
       expect(await storedUpstream('ann@example.com')).toBeNull();
     });
 

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFile } from 'node:child_process';
@@ -144,15 +144,15 @@ describe.each([
 });
 
 describe('prepared token errors', () => {
-  it('a malformed prepared token stops start-up with exit 1 and a clear message, importing nothing', { timeout: 30_000 }, async () => {
+  it('a malformed prepared token stops start-up with exit 2 (do not restart) and a clear message, creating nothing', { timeout: 30_000 }, async () => {
     const p = join(dir, 'bad-prepared.db');
     const good = (await runCli(['tokens', 'issue', '-d', 'g', '--db.path', join(dir, 'src.db')])).stdout.trim();
     const blob = (await runCli(['tokens', 'export', '-t', good, '--db.path', join(dir, 'src.db')])).stdout.trim();
     const serve = startServe(['--http.port', String(await freePort()), ...NO_LISTENERS, '--db.path', p, '--preparedToken', `${blob},garbage!`]);
-    expect(await new Promise((r) => serve.child.once('exit', r))).toBe(1);
+    expect(await new Promise((r) => serve.child.once('exit', r))).toBe(2);
     expect(serve.output()).toMatch(/keygate: prepared token #2: malformed token blob/);
-    const list = await runCli(['tokens', 'list', '--json', '--db.path', p]);
-    expect(JSON.parse(list.stdout)).toEqual([]);
+    // Refused before the store was opened: not even an empty one was made.
+    expect(existsSync(p)).toBe(false);
   });
 
   it('an invalid setting stops start-up naming it', async () => {

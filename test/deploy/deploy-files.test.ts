@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { DEFAULTS, knownEnvVars, loadConfig, type Config } from '../../src/config.js';
+import { bindMounts, composeEnvironments, portMappings, readCompose, ROOT, TEST_DOTENV, type ComposeService } from './compose.js';
 
 /*
  * Docker cannot run on these machines, so the deployment files are checked by
@@ -13,7 +14,6 @@ import { DEFAULTS, knownEnvVars, loadConfig, type Config } from '../../src/confi
  * ports Keygate will actually listen on with those values.
  */
 
-const ROOT = join(import.meta.dirname, '..', '..');
 const read = (f: string) => readFileSync(join(ROOT, f), 'utf8');
 const KNOWN = new Set(knownEnvVars());
 const isKeygateVar = (name: string) => name.startsWith('KEYGATE_');
@@ -37,49 +37,6 @@ function publicPortFor(c: Config, name: string): number | null {
   const [l, which] = name.split('.') as [Listener | 'http', 'port' | 'securePort' | undefined];
   if (l === 'http' || which === undefined) return null;
   return c.public[l][which];
-}
-
-// --- Compose ---------------------------------------------------------------
-
-/** Compose's interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}, $VAR, $$. Variables are taken as unset. */
-function interpolate(value: string, refs: Set<string>): string {
-  return value.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)/g, (whole, braced?: string, op?: string, arg?: string, bare?: string) => {
-    if (whole === '$$') return '$';
-    refs.add((braced ?? bare)!);
-    if (op === ':-' || op === '-') return arg ?? '';
-    if (op === ':?' || op === '?') throw new Error(`compose requires ${braced} to be set (${arg})`);
-    return '';
-  });
-}
-
-interface ComposeService {
-  image?: string;
-  build?: unknown;
-  environment?: Record<string, string | number | boolean | null> | string[];
-  ports?: (string | number | { target: number; published?: string | number; host_ip?: string })[];
-  depends_on?: string[] | Record<string, unknown>;
-}
-
-function serviceEnv(svc: ComposeService, refs: Set<string>): Record<string, string> {
-  const out: Record<string, string> = {};
-  const entries: [string, string][] = Array.isArray(svc.environment)
-    ? svc.environment.map((e) => {
-        const i = e.indexOf('=');
-        return i < 0 ? [e, ''] : [e.slice(0, i), e.slice(i + 1)];
-      })
-    : Object.entries(svc.environment ?? {}).map(([k, v]) => [k, v === null ? '' : String(v)]);
-  for (const [k, v] of entries) out[k] = interpolate(v, refs);
-  return out;
-}
-
-/** Short (`[ip:]host:container[/proto]`) and long port syntax → { host, container }. */
-function portMappings(svc: ComposeService): { host: number | null; container: number }[] {
-  return (svc.ports ?? []).map((p) => {
-    if (typeof p === 'object') return { host: p.published === undefined ? null : Number(p.published), container: Number(p.target) };
-    const parts = String(p).replace(/\/(tcp|udp)$/, '').split(':');
-    const container = Number(parts.at(-1));
-    return { host: parts.length >= 2 ? Number(parts.at(-2)) : null, container };
-  });
 }
 
 // --- Dockerfile ------------------------------------------------------------
@@ -165,10 +122,9 @@ function parseUnit(text: string): Record<string, [string, string][]> {
 const unknownVars = (names: Iterable<string>) => [...names].filter((n) => isKeygateVar(n) && !KNOWN.has(n));
 
 describe('docker-compose.yml', () => {
-  const text = read('docker-compose.yml');
-  const compose = parseYaml(text) as { services: Record<string, ComposeService>; volumes?: Record<string, unknown> };
-  const refs = new Set<string>();
-  const envs = Object.fromEntries(Object.entries(compose.services).map(([name, svc]) => [name, serviceEnv(svc, refs)]));
+  const { text, compose } = readCompose();
+  const { envs, it: interpolation } = composeEnvironments();
+  const refs = interpolation.refs;
   const keygate = compose.services.keygate!;
   const env = envs.keygate!;
 
@@ -180,14 +136,14 @@ describe('docker-compose.yml', () => {
   });
 
   it('sets and references only real KEYGATE_* settings', () => {
-    const set = Object.values(envs).flatMap((e) => Object.keys(e));
+    const set = Object.keys(env);
     expect(set.filter(isKeygateVar).length).toBeGreaterThan(10);
     expect(unknownVars(set)).toEqual([]);
+    // Dovecot gets the one setting it shares with Keygate (deploy/dovecot/keygate.conf reads it).
+    expect(Object.keys(envs.dovecot!)).toEqual(['KEYGATE_UPSTREAM_MASTER_PASSWORD']);
     expect(unknownVars(refs)).toEqual([]);
-    // Settings left commented out until they exist (upstream): say so once they do.
-    const commented = [...text.matchAll(/^\s*#\s*(KEYGATE_[A-Z0-9_]+)\s*:/gm)].map((m) => m[1]!);
-    const nowReal = commented.filter((n) => KNOWN.has(n));
-    if (nowReal.length) console.warn(`docker-compose.yml: ${nowReal.join(', ')} are settings now; uncomment them`);
+    // Nothing left commented out as "not a setting yet".
+    expect([...text.matchAll(/^\s*#\s*(KEYGATE_[A-Z0-9_]+)\s*:/gm)].map((m) => m[1]!)).toEqual([]);
   });
 
   it('uses Redis as the store and shows the prepared-token variable', () => {
@@ -195,13 +151,44 @@ describe('docker-compose.yml', () => {
     expect(Object.keys(env)).toContain('KEYGATE_PREPARED_TOKEN');
     expect(refs.has('KEYGATE_PREPARED_TOKEN')).toBe(true); // taken from the caller's environment
     const deps = Array.isArray(keygate.depends_on) ? keygate.depends_on : Object.keys(keygate.depends_on ?? {});
-    expect(deps).toContain('redis');
+    expect(deps).toEqual(expect.arrayContaining(['redis', 'dovecot']));
   });
 
   it('loads as a valid configuration, listening on all interfaces', () => {
     const c = loadConfig({ env });
     expect(c.dbs.redis).toBe('redis://redis:6379/0');
     for (const l of ['http', ...LISTENERS] as const) expect(c[l].host, `${l}.host`).toBe('0.0.0.0');
+  });
+
+  it('routes IMAP, POP3 and SMTP to its Dovecot, at the ports the shipped Dovecot configuration listens on, with its master user', () => {
+    const c = loadConfig({ env });
+    const dovecotConf = read('deploy/dovecot/dovecot.conf');
+    const listenerPort = (name: string): number => Number(new RegExp(`inet_listener ${name} \\{\\s*port = (\\d+)`).exec(dovecotConf)?.[1]);
+    expect(c.upstream.imap).toMatchObject({ host: 'dovecot', port: listenerPort('imap'), tls: 'starttls', login: 'master' });
+    expect(c.upstream.pop3).toMatchObject({ host: 'dovecot', port: listenerPort('pop3'), tls: 'starttls', login: 'master' });
+    expect(c.upstream.smtp).toMatchObject({ host: 'dovecot', port: listenerPort('lmtp'), login: 'lmtp' });
+    expect(dovecotConf).toMatch(/^protocols = .*\bimap\b.*\bpop3\b.*\blmtp\b/m);
+    // The master user Keygate logs in as is the one keygate.conf lets in, with the password Dovecot is given.
+    const keygateConf = read('deploy/dovecot/keygate.conf');
+    expect(c.upstream.master.user).toBe(/^\s*username_filter = (\S+)$/m.exec(keygateConf)?.[1]);
+    expect(c.upstream.master.password).toBe(TEST_DOTENV.KEYGATE_UPSTREAM_MASTER_PASSWORD);
+    expect(envs.dovecot!.KEYGATE_UPSTREAM_MASTER_PASSWORD).toBe(c.upstream.master.password);
+    expect(keygateConf).toContain('%{env:KEYGATE_UPSTREAM_MASTER_PASSWORD}');
+    expect(keygateConf).toMatch(/^import_environment = .*\bKEYGATE_UPSTREAM_MASTER_PASSWORD\b/m);
+    expect(c.upstream.master.separator).toBe(/^auth_master_user_separator = (\S+)$/m.exec(keygateConf)?.[1]);
+  });
+
+  it('refuses to start without a master password: Compose requires it for both services', () => {
+    expect(interpolation.required).toEqual(new Set(['KEYGATE_UPSTREAM_MASTER_PASSWORD']));
+    expect(() => composeEnvironments({})).toThrow(/KEYGATE_UPSTREAM_MASTER_PASSWORD/);
+    expect(() => composeEnvironments({ KEYGATE_UPSTREAM_MASTER_PASSWORD: '' })).toThrow(/KEYGATE_UPSTREAM_MASTER_PASSWORD/);
+  });
+
+  it("mounts the shipped Dovecot files, which exist, into Dovecot's /etc/dovecot", () => {
+    const mounts = bindMounts(compose.services.dovecot!);
+    expect(mounts.map((m) => m.target).sort()).toEqual(['/etc/dovecot/dovecot.conf', '/etc/dovecot/keygate.conf']);
+    for (const m of mounts) expect(existsSync(join(ROOT, m.source)), m.source).toBe(true);
+    expect(read('deploy/dovecot/dovecot.conf')).toMatch(/^!include keygate\.conf$/m);
   });
 
   it('publishes exactly the ports Keygate listens on, at the ports it tells clients', () => {
@@ -298,7 +285,7 @@ describe('Dockerfile', () => {
 describe('.dockerignore', () => {
   it('keeps local state and build output out of the image context', () => {
     const lines = read('.dockerignore').split('\n').map((l) => l.trim());
-    for (const p of ['node_modules', 'dist', 'data', 'certs', '.env', '.git']) expect(lines, p).toContain(p);
+    for (const p of ['node_modules', '.node', 'dist', 'data', 'certs', '.env', '.git']) expect(lines, p).toContain(p);
   });
 });
 
@@ -330,6 +317,18 @@ describe('deploy/keygate.service', () => {
     expect(get('AmbientCapabilities')[0]).toContain('CAP_NET_BIND_SERVICE');
     expect(get('NoNewPrivileges')[0]).toBe('true');
     expect(unit.Install?.some(([k, v]) => k === 'WantedBy' && v === 'multi-user.target')).toBe(true);
+  });
+
+  it('keeps the store and certificates in its state directory (KEYGATE_HOME), where the CLI finds them too', () => {
+    const c = loadConfig({ env });
+    expect(c.home).toBe(`/var/lib/${get('StateDirectory')[0]}`);
+    expect(c.db.path).toBe('/var/lib/keygate/data/keygate.db');
+    expect(c.tls.dir).toBe('/var/lib/keygate/certs');
+  });
+
+  it('restarts after runtime failures (exit 1) but not after a bad configuration (exit 2)', () => {
+    expect(get('Restart')).toEqual(['on-failure']);
+    expect(get('RestartPreventExitStatus').flatMap((v) => v.split(/\s+/))).toEqual(['2']);
   });
 
   const analyze = spawnSync('systemd-analyze', ['--version'], { stdio: 'ignore' }).status === 0;

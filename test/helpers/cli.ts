@@ -25,9 +25,10 @@ export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv 
   return { ...env, ...extra };
 }
 
-export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<CliResult> {
+/** Runs the built CLI with `env` (and no other KEYGATE_* variable), from `cwd` (default: the checkout). */
+export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 20_000, cwd = ROOT): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: cleanEnv(env), cwd: ROOT, timeout: timeoutMs }, (err, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { env: cleanEnv(env), cwd, timeout: timeoutMs }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });

@@ -1,36 +1,32 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { runs, Tool } from './tools.js';
+
+/**
+ * Dovecot 2.3+ with IMAP, POP3 and LMTP. Missing altogether, its tests skip;
+ * installed without one of those (or its users), they fail naming the package.
+ */
+export const DOVECOT = new Tool('dovecot', 'dovecot-imapd dovecot-pop3d dovecot-lmtpd', () => runs('dovecot'), () => {
+  const version = spawnSync('dovecot', ['--version'], { encoding: 'utf8' }).stdout.trim();
+  if (!/^2\.[3-9]/.test(version)) return `is ${version}, not 2.3 or later`;
+  const packages = { imap: 'dovecot-imapd', pop3: 'dovecot-pop3d', lmtp: 'dovecot-lmtpd' };
+  const absent = Object.entries(packages).filter(([exe]) => !existsSync(`/usr/lib/dovecot/${exe}`));
+  if (absent.length) return `has no ${absent.map(([exe]) => exe).join(', ')}: install the Debian packages ${absent.map(([, pkg]) => pkg).join(' ')}`;
+  const users = ['dovecot', 'dovenull', 'nobody'].filter((u) => spawnSync('id', [u], { stdio: 'ignore' }).status !== 0);
+  if (users.length) return `its users ${users.join(', ')} do not exist: reinstall the Debian package dovecot-core`;
+  return null;
+});
 
 /** Why Dovecot tests are skipped, printed once. */
-export const DOVECOT_SKIP_REASON = 'dovecot (apt dovecot-imapd, dovecot-pop3d, dovecot-lmtpd) not found: skipping tests that need a real Dovecot';
+export const DOVECOT_SKIP_REASON = DOVECOT.skipReason;
 
-let available: boolean | undefined;
-let warned = false;
-
-/** True when dovecot 2.3+ can be run with IMAP, POP3 and LMTP; warns once with the skip reason otherwise. */
+/** True when dovecot is installed (warns once with the skip reason otherwise); startDovecot fails if it lacks what the tests need. */
 export function dovecotAvailable(): boolean {
-  if (available === undefined) {
-    const version = spawnSync('dovecot', ['--version'], { encoding: 'utf8' });
-    const hasUser = (name: string): boolean => spawnSync('id', [name], { stdio: 'ignore' }).status === 0;
-    const exe = (name: string): boolean => spawnSync('test', ['-x', `/usr/lib/dovecot/${name}`]).status === 0;
-    available =
-      version.status === 0 &&
-      /^2\.[3-9]/.test(version.stdout.trim()) &&
-      hasUser('dovecot') &&
-      hasUser('dovenull') &&
-      hasUser('nobody') &&
-      exe('imap') &&
-      exe('pop3') &&
-      exe('lmtp');
-  }
-  if (!available && !warned) {
-    warned = true;
-    console.warn(DOVECOT_SKIP_REASON);
-  }
-  return available;
+  return DOVECOT.found;
 }
 
 export interface DovecotUser {
@@ -132,6 +128,7 @@ function passwdLine(u: DovecotUser): string {
  * and benchmarks are not slowed down by them.
  */
 export async function startDovecot(options: DovecotOptions = {}): Promise<RunningDovecot> {
+  DOVECOT.assertCapable();
   const users = options.users ?? DEFAULT_USERS;
   const master = options.master ?? DEFAULT_MASTER;
   const dir = mkdtempSync(join(tmpdir(), 'keygate-dovecot-'));
@@ -295,8 +292,13 @@ protocol pop3 {
 ${tuned}`;
   const confPath = join(dir, 'dovecot.conf');
   writeFileSync(confPath, conf);
+  const { pid, logTail, stop } = await launch(dir, confPath, log, [imapPort, pop3Port, lmtpPort, ...(options.ssl ? [imapsPort, pop3sPort] : [])]);
+  return { host: '127.0.0.1', imapPort, pop3Port, lmtpPort, imapsPort, pop3sPort, certPath, dir, users, master, pid, logTail, stop };
+}
 
-  const child = spawn('dovecot', ['-F', '-c', confPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+/** Runs `dovecot -F -c confPath` until every port answers; stop() ends it and removes `dir`. */
+async function launch(dir: string, confPath: string, log: string, ports: number[], env: NodeJS.ProcessEnv = process.env): Promise<Pick<RunningDovecot, 'pid' | 'logTail' | 'stop'>> {
+  const child = spawn('dovecot', ['-F', '-c', confPath], { stdio: ['ignore', 'ignore', 'pipe'], env });
   children.add(child);
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -319,7 +321,7 @@ ${tuned}`;
       await stop();
       throw new Error(`dovecot exited with code ${child.exitCode}: ${why}`);
     }
-    const up = await Promise.all([imapPort, pop3Port, lmtpPort, ...(options.ssl ? [imapsPort, pop3sPort] : [])].map(canConnect));
+    const up = await Promise.all(ports.map(canConnect));
     if (up.every(Boolean)) break;
     if (Date.now() > deadline) {
       const why = `${stderr}\n${logTail()}`.trim();
@@ -328,5 +330,64 @@ ${tuned}`;
     }
     await sleep(50);
   }
-  return { host: '127.0.0.1', imapPort, pop3Port, lmtpPort, imapsPort, pop3sPort, certPath, dir, users, master, pid: child.pid!, logTail, stop };
+  return { pid: child.pid!, logTail, stop };
+}
+
+/** The Dovecot configuration Keygate ships (docker-compose.yml mounts it; the README's fronting recipe uses it). */
+export const SHIPPED_DOVECOT_DIR = join(import.meta.dirname, '..', '..', 'deploy', 'dovecot');
+
+/**
+ * The shipped paths and ports, and what a private test Dovecot uses instead:
+ * the only changes made to deploy/dovecot/*.conf. Each must occur in the
+ * shipped text (so an edit there cannot silently bypass the adaptation).
+ */
+export function shippedAdaptations(dir: string, ports: { imap: number; pop3: number; lmtp: number }, log: string): [RegExp, string][] {
+  return [
+    [/\/etc\/dovecot\//g, `${dir}/etc/`],
+    [/\/srv\/mail\b/g, `${dir}/mail`],
+    [/\/dev\/stdout\b/g, log],
+    [/^listen = \*$/m, 'listen = 127.0.0.1'],
+    [/(inet_listener imap \{\s*port = )143\b/, `$1${ports.imap}`],
+    [/(inet_listener pop3 \{\s*port = )110\b/, `$1${ports.pop3}`],
+    [/(inet_listener lmtp \{\s*port = )24\b/, `$1${ports.lmtp}`],
+  ];
+}
+
+/**
+ * Starts a private Dovecot from the shipped configuration (deploy/dovecot/),
+ * adapted only in paths and ports (shippedAdaptations) plus the run-time
+ * directories a second Dovecot on this machine needs (base_dir, state_dir):
+ * master user `keygate` with KEYGATE_UPSTREAM_MASTER_PASSWORD in its environment, any
+ * account a user, STARTTLS with a fresh certificate for `localhost`, LMTP.
+ * As the image does, mail belongs to uid/gid 1000.
+ */
+export async function startShippedDovecot(): Promise<RunningDovecot> {
+  DOVECOT.assertCapable();
+  const dir = mkdtempSync(join(tmpdir(), 'keygate-shipped-dovecot-'));
+  chmodSync(dir, 0o755);
+  const etc = join(dir, 'etc');
+  mkdirSync(etc);
+  const mail = join(dir, 'mail');
+  mkdirSync(mail, { mode: 0o700 });
+  chownSync(mail, 1000, 1000);
+  mkdirSync(join(dir, 'state'), { mode: 0o755 });
+  const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', join(etc, 'key.pem'), '-out', join(etc, 'cert.pem')], { stdio: 'ignore' });
+  if (made.status !== 0) throw new Error('openssl could not make a test certificate');
+  const [imap, pop3, lmtp] = await Promise.all([freePort(), freePort(), freePort()]);
+  const log = join(dir, 'dovecot.log');
+  for (const name of readdirSync(SHIPPED_DOVECOT_DIR).filter((f) => f.endsWith('.conf'))) {
+    let text = readFileSync(join(SHIPPED_DOVECOT_DIR, name), 'utf8');
+    if (name === 'dovecot.conf') {
+      for (const [pattern, replacement] of shippedAdaptations(dir, { imap, pop3, lmtp }, log)) {
+        if (!pattern.test(text)) throw new Error(`deploy/dovecot/dovecot.conf no longer has ${pattern}: update shippedAdaptations`);
+        pattern.lastIndex = 0;
+        text = text.replace(pattern, replacement);
+      }
+      text += `\n# Added by the test: a private instance's run-time directories.\nbase_dir = ${dir}/run\nstate_dir = ${dir}/state\ninstance_name = keygate-shipped-${imap}\n`;
+    }
+    writeFileSync(join(etc, name), text);
+  }
+  const master: DovecotUser = { user: 'keygate', password: `master-${randomBytes(12).toString('hex')}` };
+  const { pid, logTail, stop } = await launch(dir, join(etc, 'dovecot.conf'), log, [imap, pop3, lmtp], { ...process.env, KEYGATE_UPSTREAM_MASTER_PASSWORD: master.password });
+  return { host: '127.0.0.1', imapPort: imap, pop3Port: pop3, lmtpPort: lmtp, imapsPort: 0, pop3sPort: 0, certPath: join(etc, 'cert.pem'), dir, users: [], master, pid, logTail, stop };
 }

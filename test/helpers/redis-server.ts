@@ -101,8 +101,8 @@ const pong = (port: number) => async (): Promise<boolean> => (await redisCli(por
 export interface RedisServer {
   url: string;
   port: number;
-  /** Stops the server and starts it again on the same port with the same data. */
-  restart(): Promise<void>;
+  /** Stops the server and starts it again on the same port with the same data; `whileDown` runs in between. */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -147,8 +147,9 @@ export async function startRedis(opts: { password?: string } = {}): Promise<Redi
   return {
     url: opts.password ? `redis://:${encodeURIComponent(opts.password)}@127.0.0.1:${port}` : `redis://127.0.0.1:${port}`,
     port,
-    async restart() {
+    async restart(whileDown) {
       if (child) await stopServer(child);
+      await whileDown?.();
       await start();
     },
     async stop() {

@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +10,8 @@ import { V2_SIGNATURE } from '../../src/protocols/proxy-protocol.js';
 import { normalizeRemoteAddress, TcpListener, type Connection, type TcpListenerOptions } from '../../src/protocols/tcp-listener.js';
 import { Metrics } from '../../src/metrics.js';
 import { createTlsProvider, upgradeToTls, type TlsProvider } from '../../src/tls/index.js';
-import { captureLogger, closeServer, listenOn, silentLogger, sleep, tlsConnect, waitFor } from '../tls/helpers.js';
+import { captureLogger, closeServer, listenOn, silentLogger, sleep, tlsConnect } from '../tls/helpers.js';
+import { waitFor } from '../helpers/wait.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'keygate-listener-'));
 let provider: TlsProvider;
@@ -106,7 +107,7 @@ describe('TcpListener', () => {
     expect(await firstLine(a)).toBe(`* OK hello 127.0.0.1 ${a.localPort} false\r\n`);
     expect(listener.connections()).toBe(1);
     a.destroy();
-    expect(await waitFor(() => listener.connections() === 0)).toBe(true);
+    await waitFor(() => listener.connections() === 0);
   });
 
   it('refuses a connection over the per-IP limit with the protocol line, then closes it', async () => {
@@ -120,10 +121,10 @@ describe('TcpListener', () => {
     const c = await connect(port);
     expect(await readAll(c)).toBe('* BYE Too many connections\r\n');
     expect(conns).toHaveLength(2);
-    expect((await metrics.rateLimited.get()).values).toEqual([{ labels: { surface: 'imap_connections' }, value: 1 }]);
+    expect((await metrics.connectionsRefused.get()).values).toEqual([{ labels: { listener: 'test', reason: 'per_ip' }, value: 1 }]);
     // A slot frees up when a connection ends.
     a.destroy();
-    expect(await waitFor(() => listener.connectionsFrom('127.0.0.1') === 1)).toBe(true);
+    await waitFor(() => listener.connectionsFrom('127.0.0.1') === 1);
     const d = await connect(port);
     expect(await firstLine(d)).toMatch(/^\* OK hello/);
     expect(conns).toHaveLength(3);
@@ -136,19 +137,125 @@ describe('TcpListener', () => {
     c.pause(); // reads nothing, so never sees the refusal nor the FIN
     await waitFor(() => listener.connections() === 2, 1000);
     const started = Date.now();
-    expect(await waitFor(() => listener.connections() === 1, 3000)).toBe(true);
+    await waitFor(() => listener.connections() === 1, 3000);
     expect(Date.now() - started).toBeLessThan(2000);
   });
 
-  it('refuses over TLS on an implicit-TLS port', async () => {
-    const { port } = await start({ implicitTls: true, maxConnectionsPerIp: 1 });
+  it('refuses over the per-IP limit on an implicit-TLS port at once, before any TLS work', async () => {
+    const metrics = new Metrics(undefined, { processMetrics: false });
+    const { listener, port } = await start({ implicitTls: true, maxConnectionsPerIp: 1, metrics });
     const a = await tlsConnect({ port, ca: provider.certPem(), servername: 'localhost' });
     clients.push(a);
     expect(await firstLine(a)).toMatch(/^\* OK hello 127\.0\.0\.1 \d+ true/);
-    const b = await tlsConnect({ port, ca: provider.certPem(), servername: 'localhost' });
-    clients.push(b);
-    b.on('error', () => {});
-    expect(await readAll(b)).toBe('* BYE Too many connections\r\n');
+    // A raw connection that never sends a ClientHello: closed at once, nothing written to it.
+    const b = await connect(port);
+    const started = Date.now();
+    expect(await readAll(b)).toBe('');
+    expect(Date.now() - started).toBeLessThan(500);
+    // A real TLS client over the limit sees the connection closed during the handshake.
+    await expect(tlsConnect({ port, ca: provider.certPem(), servername: 'localhost' })).rejects.toThrow();
+    expect(listener.connections()).toBe(1);
+    expect((await metrics.connectionsRefused.get()).values).toEqual([{ labels: { listener: 'test', reason: 'per_ip' }, value: 2 }]);
+  });
+
+  it('a flood of connections without a ClientHello: over the cap closed at once, descriptors bounded', async () => {
+    const openFds = (): number => readdirSync('/proc/self/fd').length;
+    const cap = 20;
+    const { listener, port } = await start({ implicitTls: true, maxConnectionsPerIp: cap });
+    const before = openFds();
+    const flood = await Promise.all(Array.from({ length: 300 }, () => connect(port)));
+    const closed = flood.map((s) => new Promise<void>((resolve) => (s.destroyed ? resolve() : s.once('close', () => resolve()))));
+    let closedCount = 0;
+    for (const c of closed) void c.then(() => closedCount++);
+    await waitFor(() => closedCount === 300 - cap, 2000);
+    expect(listener.connections()).toBe(cap);
+    expect(listener.connectionsFrom('127.0.0.1')).toBe(cap);
+    // Our 20 client sockets and the listener's 20, with room for timers and the like.
+    expect(openFds() - before).toBeLessThanOrEqual(2 * cap + 10);
+  });
+
+  it('ends a handshake that does not finish within tls.handshakeTimeout', async () => {
+    const slow = await createTlsProvider({ tls: { cert: '', key: '', dir, handshakeTimeout: 300 }, hostname: 'localhost' }, silentLogger());
+    try {
+      const metrics = new Metrics(undefined, { processMetrics: false });
+      const { listener, port } = await start({ implicitTls: true, tls: slow, metrics });
+      const idle = await connect(port);
+      const started = Date.now();
+      expect(await readAll(idle)).toBe('');
+      expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+      expect(Date.now() - started).toBeLessThan(1500);
+      await waitFor(() => listener.connections() === 0);
+      expect((await metrics.connectionsRefused.get()).values).toEqual([{ labels: { listener: 'test', reason: 'handshake_timeout' }, value: 1 }]);
+    } finally {
+      slow.close();
+    }
+    expect(provider.handshakeTimeoutMs).toBe(5000);
+  });
+
+  it('when full, closes the oldest connection not logged in yet for a new one; refuses when all are logged in', async () => {
+    const metrics = new Metrics(undefined, { processMetrics: false });
+    const { listener, port } = await start({
+      maxConnections: 3,
+      maxConnectionsPerIp: 0,
+      metrics,
+      onConnection(conn) {
+        conn.socket.write('* OK\r\n');
+        conn.socket.on('data', (b: Buffer) => {
+          if (b.toString() !== 'LOGIN\r\n') return;
+          conn.loggedIn();
+          conn.socket.write('a OK\r\n');
+        });
+      },
+    });
+    const loggedIn = await connect(port);
+    expect(await firstLine(loggedIn)).toBe('* OK\r\n');
+    loggedIn.write('LOGIN\r\n');
+    expect(await firstLine(loggedIn)).toBe('a OK\r\n');
+    const older = await connect(port);
+    await firstLine(older);
+    const newer = await connect(port);
+    await firstLine(newer);
+    const olderText = readAll(older);
+    // Full: the oldest not logged in goes, the new one is served.
+    const fourth = await connect(port);
+    expect(await firstLine(fourth)).toBe('* OK\r\n');
+    expect(await olderText).toBe('');
+    expect(listener.connections()).toBe(3);
+    // All logged in: a newcomer is refused with the protocol's line, no one is cut.
+    for (const s of [newer, fourth]) {
+      s.write('LOGIN\r\n');
+      expect(await firstLine(s)).toBe('a OK\r\n');
+    }
+    const fifth = await connect(port);
+    expect(await readAll(fifth)).toBe('* BYE Too many connections\r\n');
+    loggedIn.write('LOGIN\r\n');
+    expect(await firstLine(loggedIn)).toBe('a OK\r\n');
+    expect((await metrics.connectionsRefused.get()).values.map((v) => [v.labels.reason, v.value]).sort()).toEqual([['evicted', 1], ['listener_full', 1]]);
+  });
+
+  it('closes connections still in the handshake first when full (a flood cannot keep out real clients)', async () => {
+    const { listener, port } = await start({ implicitTls: true, maxConnections: 10, maxConnectionsPerIp: 0 });
+    const flood = await Promise.all(Array.from({ length: 10 }, () => connect(port)));
+    await waitFor(() => listener.connections() === 10);
+    const s = await tlsConnect({ port, ca: provider.certPem(), servername: 'localhost' });
+    clients.push(s);
+    expect(await firstLine(s)).toMatch(/^\* OK hello 127\.0\.0\.1 \d+ true/);
+    await waitFor(() => flood[0]!.destroyed);
+    expect(listener.connections()).toBe(10);
+  });
+
+  it('counts IPv6 clients by their /64 for the per-IP limit', async () => {
+    const { listener, port } = await start({ proxyProtocol: true, maxConnectionsPerIp: 2 });
+    const from = async (ip: string): Promise<net.Socket> => {
+      const s = await connect(port);
+      s.write(`PROXY TCP6 ${ip} 2001:db8::1 4000 143\r\n`);
+      return s;
+    };
+    expect(await firstLine(await from('2001:db8:1:2::10'))).toMatch(/^\* OK hello 2001:db8:1:2::10 /);
+    expect(await firstLine(await from('2001:db8:1:2:ffff::99'))).toMatch(/^\* OK hello 2001:db8:1:2:ffff::99 /);
+    expect(await readAll(await from('2001:db8:1:2:abcd::1'))).toBe('* BYE Too many connections\r\n');
+    expect(await firstLine(await from('2001:db8:1:3::10'))).toMatch(/^\* OK hello 2001:db8:1:3::10 /);
+    expect(listener.connectionsFrom('2001:db8:1:2::5')).toBe(2);
   });
 
   it('does implicit TLS: the protocol gets a socket through the handshake', async () => {
@@ -188,7 +295,7 @@ describe('TcpListener', () => {
     expect(listener.connections()).toBe(1);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(1);
     s.end();
-    expect(await waitFor(() => listener.connections() === 0, 3000)).toBe(true);
+    await waitFor(() => listener.connections() === 0, 3000);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(0);
   });
 
@@ -233,7 +340,7 @@ describe('TcpListener', () => {
     const b = await connect(port);
     b.write('a001 CAPABILITY\r\n');
     expect(await readAll(b)).toBe('');
-    expect(await waitFor(() => listener.connections() === 1)).toBe(true);
+    await waitFor(() => listener.connections() === 1);
   });
 
   it('reads a PROXY header and a TLS ClientHello that arrive in one packet (load balancer in front of implicit TLS)', async () => {
@@ -279,7 +386,7 @@ describe('TcpListener', () => {
     const raw = await connect(port);
     await tlsConnect({ socket: raw, ca: provider.certPem(), servername: 'localhost' });
     raw.resetAndDestroy();
-    expect(await waitFor(() => listener.connections() === 0, 3000)).toBe(true);
+    await waitFor(() => listener.connections() === 0, 3000);
     expect(listener.connectionsFrom('127.0.0.1')).toBe(0);
     const failures = lines.filter((l) => l.msg === 'TLS handshake failed');
     expect(failures.length).toBeGreaterThanOrEqual(2);
@@ -290,7 +397,7 @@ describe('TcpListener', () => {
     const slow = await connect(p.port);
     slow.write('PROXY TCP4');
     await once(slow, 'close'); // closed by the PROXY timeout
-    expect(await waitFor(() => p.listener.connections() === 0, 3000)).toBe(true);
+    await waitFor(() => p.listener.connections() === 0, 3000);
   });
 
   it('closes a socket whose protocol handler throws, and keeps serving', async () => {
@@ -303,7 +410,7 @@ describe('TcpListener', () => {
     });
     expect(await readAll(await connect(port))).toBe('');
     expect(await readAll(await connect(port))).toBe('* OK\r\n');
-    expect(await waitFor(() => listener.connections() === 0)).toBe(true);
+    await waitFor(() => listener.connections() === 0);
   });
 
   it('close(grace) stops accepting, waits for the grace period, then calls onShutdown, then destroys the rest', async () => {

@@ -1,12 +1,13 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeExport } from '../../src/keys/export-codec.js';
 import { builtCliAvailable, CLI, cleanEnv, freePort, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
-import { DOVECOT_SKIP_REASON, dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
+import { DOVECOT as DOVECOT_TOOL, DOVECOT_SKIP_REASON, dovecotAvailable, startShippedDovecot, type RunningDovecot } from '../helpers/dovecot.js';
+import { NGINX, SWAKS, type Tool } from '../helpers/tools.js';
 
 /*
  * Issue 7, item 6: every README block fenced as ```sh runnable id=NAME``` is
@@ -77,20 +78,38 @@ const TOOLS: Record<string, boolean> = {
   curl: has('curl'),
   jq: has('jq'),
   openssl: has('openssl', ['version']),
-  swaks: has('swaks'),
+  swaks: SWAKS.found,
 };
-const MAIL_MODULE = '/usr/lib/nginx/modules/ngx_mail_module.so';
-const NGINX = has('nginx', ['-v']) && existsSync(MAIL_MODULE);
 /** Blocks that start their own Keygate (they take over the test server's ports). */
 const restartsKeygate = (b: Block): boolean => /^\s*keygate serve\b/m.test(b.code);
 const needsDovecot = (b: Block): boolean => /\bDOVECOT_/.test(b.code);
+const usesNginx = (b: Block): boolean => /(^|[\s|(])nginx\s/m.test(b.code);
 const DOVECOT = RUNNABLE.some(needsDovecot) && dovecotAvailable();
 /** The first tool a block needs that this machine lacks, or null. */
 function missingTool(block: Block): string | null {
   for (const [tool, ok] of Object.entries(TOOLS)) if (!ok && new RegExp(`(^|[\\s|($])${tool}\\b`, 'm').test(block.code)) return `${tool} not found on PATH`;
   if (needsDovecot(block) && !DOVECOT) return DOVECOT_SKIP_REASON;
-  if (/(^|[\s|(])nginx\s/m.test(block.code) && !NGINX) return `nginx with its mail module (${MAIL_MODULE}, apt libnginx-mod-mail) not found`;
+  if (usesNginx(block) && !NGINX.found) return NGINX.skipReason;
   return null;
+}
+/** The installed programs a block needs more of than their presence: lacking it, the block fails naming the package. */
+function capabilitiesNeeded(block: Block): Tool[] {
+  const uses = [/(^|[\s|($])swaks\b/m.test(block.code) && SWAKS, usesNginx(block) && NGINX, needsDovecot(block) && DOVECOT_TOOL];
+  return uses.filter((t): t is Tool => t !== false);
+}
+
+/** Every file under `dir`, as paths relative to it. */
+function filesUnder(dir: string, prefix = ''): string[] {
+  return readdirSync(join(dir, prefix), { withFileTypes: true }).flatMap((e) => {
+    const rel = prefix ? `${prefix}/${e.name}` : e.name;
+    return e.isDirectory() ? filesUnder(dir, rel) : [rel];
+  });
+}
+
+/** Untracked files git sees in the checkout (ignored ones are not listed). */
+function untrackedInCheckout(): string[] {
+  const r = spawnSync('git', ['-C', ROOT, 'ls-files', '--others', '--exclude-standard'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.split('\n').filter(Boolean) : [];
 }
 
 interface Ports {
@@ -196,6 +215,11 @@ const EXPECT: Record<string, Check> = {
     expect(stdout).toMatch(/^keygate_auth_attempts_total\{(?=.*protocol="imap")(?=.*result="success").*\} [1-9]/m);
   },
   dovecot: ({ stdout, cwd }) => {
+    // keygate check tried the upstream first, as Alice.
+    expect(stdout).toMatch(/^ok    store: /m);
+    expect(stdout).toMatch(/^ok    imap upstream: localhost:\d+ \(starttls\): master login as alice@example\.com accepted$/m);
+    expect(stdout).toMatch(/^ok    pop3 upstream: localhost:\d+ \(starttls\): master login as alice@example\.com accepted$/m);
+    expect(stdout).not.toMatch(/^FAIL/m);
     expect(stdout).toMatch(/^a OK .*Logged in\r?$/m);
     // Dovecot's answers, relayed: Keygate's own IMAP serves no mailbox.
     expect(stdout).toMatch(/^\* \d+ EXISTS\r?$/m);
@@ -215,9 +239,14 @@ const EXPECT: Record<string, Check> = {
     expect(log).toMatch(/"protocol":"imap".*"account":"alice@example\.com".*"result":"success"/);
   },
   'prepared-token': ({ stdout, cwd }) => {
-    const blob = /^KEYGATE_PREPARED_TOKEN=(\S+)$/m.exec(stdout)?.[1];
-    expect(blob, stdout).toBeDefined();
-    expect(readFileSync(join(cwd, '.env'), 'utf8')).toContain(`KEYGATE_PREPARED_TOKEN=${blob}`);
+    // The names only are printed; .env holds the values, once each, readable by its owner only.
+    expect(stdout).toBe('KEYGATE_UPSTREAM_MASTER_PASSWORD\nKEYGATE_PREPARED_TOKEN\n');
+    const env = readFileSync(join(cwd, '.env'), 'utf8');
+    expect(env).toMatch(/^KEYGATE_UPSTREAM_MASTER_PASSWORD=[0-9a-f]{48}$/m);
+    const blob = /^KEYGATE_PREPARED_TOKEN=(\S+)$/m.exec(env)?.[1];
+    expect(blob, env).toBeDefined();
+    expect(statSync(join(cwd, '.env')).mode & 0o077).toBe(0);
+    expect(existsSync(join(cwd, 'prepare.db'))).toBe(false);
     // A real export: the record of the key just issued, without the key.
     const record = decodeExport(blob!);
     expect(record).toMatchObject({ name: 'Ops admin', scopes: ['*'] });
@@ -255,6 +284,14 @@ describe('README', () => {
     expect(scrape.scrape_configs[0]).toMatchObject({ job_name: 'keygate', authorization: { type: 'Bearer' } });
   });
 
+  it('lists the apt packages .ci/run installs, no more and no fewer', () => {
+    const ci = /^APT_PACKAGES=\(([^)]*)\)/m.exec(readFileSync(join(ROOT, '.ci', 'run'), 'utf8'))?.[1] ?? '';
+    const listed = /^apt-get install --no-install-recommends ((?:.*\\\n)*.*)$/m.exec(README)?.[1] ?? '';
+    const words = (text: string): string[] => text.replace(/#.*$/gm, '').split(/[\s\\]+/).filter(Boolean).sort();
+    expect(words(ci)).toContain('libnet-ssleay-perl');
+    expect(words(listed)).toEqual(words(ci));
+  });
+
   it('names only KEYGATE_* variables the config module has', async () => {
     const { knownEnvVars } = await import('../../src/config.js');
     const known = new Set(knownEnvVars());
@@ -270,6 +307,8 @@ describe('README', () => {
 describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Keygate', () => {
   let dir: string;
   let work: string;
+  let home: string;
+  let untrackedBefore: string[];
   let state: string;
   let ports: Ports;
   let serve: ServeProcess;
@@ -279,8 +318,12 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'keygate-readme-'));
+    // The scratch directory the guide has the reader run the recipes in, and KEYGATE_HOME (the checkout, for a reader).
     work = join(dir, 'work');
     mkdirSync(work);
+    home = join(dir, 'home');
+    mkdirSync(home);
+    untrackedBefore = untrackedInCheckout();
     state = join(dir, 'state.sh');
     const bin = join(dir, 'bin');
     mkdirSync(bin);
@@ -291,28 +334,30 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
     while (taken.size < 7) taken.add(await freePort());
     const [http, smtp, smtps, imap, imaps, pop3, pop3s] = [...taken] as [number, number, number, number, number, number, number];
     ports = { http, smtp, smtps, imap, imaps, pop3, pop3s };
-    const db = join(dir, 'keygate.db');
     // The server's settings, as a deployment sets them: the test's Keygate and the
-    // ones the fronting recipes start read the same store, certificate and ports.
+    // ones the fronting recipes start read the same store and certificate (under
+    // KEYGATE_HOME, as the guide tells the reader to set it) and use the same ports.
+    // What clients are told follows the listener ports: no public.* here.
     const settings: Record<string, string> = {
-      KEYGATE_DB_PATH: db,
-      KEYGATE_TLS_DIR: join(dir, 'certs'),
+      KEYGATE_HOME: home,
       KEYGATE_HOSTNAME: '127.0.0.1',
       KEYGATE_HTTP_PORT: String(http),
       KEYGATE_AUTH_FAILURE_DELAY: '10ms',
       KEYGATE_RATE_LIMIT_CREDENTIALS_MAX: '1000',
     };
     for (const [name, port, securePort] of [['SMTP', smtp, smtps], ['IMAP', imap, imaps], ['POP3', pop3, pop3s]] as const) {
-      settings[`KEYGATE_${name}_PORT`] = settings[`KEYGATE_PUBLIC_${name}_PORT`] = String(port);
-      settings[`KEYGATE_${name}_SECURE_PORT`] = settings[`KEYGATE_PUBLIC_${name}_SECURE_PORT`] = String(securePort);
+      settings[`KEYGATE_${name}_PORT`] = String(port);
+      settings[`KEYGATE_${name}_SECURE_PORT`] = String(securePort);
     }
     serve = startServe([], settings);
     await serve.waitForLine(/Keygate started/, 20_000);
 
     // The fronting recipes' own variables: where Dovecot and nginx listen.
     const fronting: Record<string, string> = {};
-    if (DOVECOT) {
-      dovecot = await startDovecot({ ssl: true });
+    // A Dovecot lacking a package fails the blocks that need it, not this hook.
+    // Dovecot from the shipped deploy/dovecot/ files, as the recipe tells the reader to run it.
+    if (DOVECOT && DOVECOT_TOOL.missing === null) {
+      dovecot = await startShippedDovecot();
       Object.assign(fronting, {
         DOVECOT_HOST: 'localhost', // the name in its certificate
         DOVECOT_IMAP_PORT: String(dovecot.imapPort),
@@ -392,6 +437,7 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
     it(`${block.id} (README line ${block.line})`, async () => {
       expect(failedBefore, `an earlier block failed (${failedBefore}); this one depends on it`).toBeNull();
       try {
+        for (const tool of capabilitiesNeeded(block)) tool.assertCapable();
         // The recipe restarts Keygate with new settings: ours makes way (its log stays readable).
         if (restartsKeygate(block)) await serve.stop();
         const r = await run(block);
@@ -403,6 +449,27 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
       }
     });
   }
+
+  it('running a recipe again adds no duplicate line to .env', async () => {
+    const block = RUNNABLE.find((b) => b.id === 'prepared-token')!;
+    const before = readFileSync(join(work, '.env'), 'utf8');
+    const again = await run(block);
+    expect(again.code, again.stderr).toBe(0);
+    const after = readFileSync(join(work, '.env'), 'utf8');
+    for (const name of ['KEYGATE_UPSTREAM_MASTER_PASSWORD', 'KEYGATE_PREPARED_TOKEN']) expect(after.match(new RegExp(`^${name}=`, 'gm')), name).toHaveLength(1);
+    // The password is made once and kept; the prepared token is replaced.
+    expect(after.split('\n')[0]).toBe(before.split('\n')[0]);
+    expect(after).not.toBe(before);
+  });
+
+  it('every file the recipes wrote would be git-ignored in the checkout, and none was written there', () => {
+    const written = filesUnder(work);
+    expect(written).toEqual(expect.arrayContaining(['.env', 'setup-qr.svg', 'setup-qr.png']));
+    const check = spawnSync('git', ['-C', ROOT, 'check-ignore', '--no-index', '--stdin'], { input: written.join('\n'), encoding: 'utf8' });
+    const ignored = check.stdout.split('\n').filter(Boolean);
+    expect(written.filter((f) => !ignored.includes(f))).toEqual([]);
+    expect(untrackedInCheckout().filter((f) => !untrackedBefore.includes(f))).toEqual([]);
+  });
 
   it('left no key in the server log', () => {
     expect(existsSync(state)).toBe(true);

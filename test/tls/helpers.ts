@@ -23,16 +23,6 @@ export const silentLogger = (): Logger => createLogger('silent');
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `cond` every 50 ms until it is true or `ms` pass; returns the last result. */
-export async function waitFor(cond: () => boolean | Promise<boolean>, ms = 5000): Promise<boolean> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() > end) return false;
-    await sleep(50);
-  }
-}
-
 export async function listenOn(server: net.Server): Promise<number> {
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

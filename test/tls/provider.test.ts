@@ -16,7 +16,8 @@ import {
   upgradeToTls,
   type TlsProvider,
 } from '../../src/tls/index.js';
-import { captureLogger, closeServer, listenOn, peerFingerprint, silentLogger, sleep, tlsConnect, waitFor } from './helpers.js';
+import { captureLogger, closeServer, listenOn, peerFingerprint, silentLogger, sleep, tlsConnect } from './helpers.js';
+import { waitFor } from '../helpers/wait.js';
 
 const root = mkdtempSync(join(tmpdir(), 'keygate-tls-'));
 let n = 0;
@@ -174,7 +175,7 @@ describe('configured certificate files', () => {
     provider.onChange(() => changes.push(provider.fingerprint256()));
     const b = writePair(dir, 'b.example.test');
     const fpB = fingerprint(b.pem);
-    expect(await waitFor(async () => (await peerFingerprint(port, 'localhost')) === fpB, 5000)).toBe(true);
+    await waitFor(async () => (await peerFingerprint(port, 'localhost')) === fpB, 5000);
     // A wrapped socket without SNI gets the new context too.
     expect(await peerFingerprint(wrapPort)).toBe(fpB);
     expect(provider.certPem()).toBe(b.pem);
@@ -193,7 +194,7 @@ describe('configured certificate files', () => {
     renameSync(join(dir, '.server.key.swp'), a.keyPath);
     renameSync(join(dir, '.server.crt.swp'), a.certPath);
     const fpB = fingerprint(b.certPem);
-    expect(await waitFor(async () => (await peerFingerprint(port, 'localhost')) === fpB, 5000)).toBe(true);
+    await waitFor(async () => (await peerFingerprint(port, 'localhost')) === fpB, 5000);
   });
 
   it('keep the old context and log an error when the new pair is invalid', async () => {
@@ -205,20 +206,20 @@ describe('configured certificate files', () => {
     const fpA = fingerprint(a.pem);
 
     writeFileSync(a.certPath, 'not a certificate\n');
-    expect(await waitFor(() => lines.some((l) => l.level === 50 && String(l.msg).includes('invalid')), 5000)).toBe(true);
+    await waitFor(() => lines.some((l) => l.level === 50 && String(l.msg).includes('invalid')), 5000);
     expect(await peerFingerprint(port, 'localhost')).toBe(fpA);
 
     // A valid certificate with a key that does not belong to it.
     const other = createSelfSignedCertificate('b.example.test');
     const before = lines.length;
     writeFileSync(a.certPath, other.certPem);
-    expect(await waitFor(() => lines.slice(before).some((l) => l.level === 50), 5000)).toBe(true);
+    await waitFor(() => lines.slice(before).some((l) => l.level === 50), 5000);
     expect(await peerFingerprint(port, 'localhost')).toBe(fpA);
     expect(provider.fingerprint256()).toBe(fpA);
 
     // Completing the pair is picked up.
     writeFileSync(a.keyPath, other.keyPem);
-    expect(await waitFor(async () => (await peerFingerprint(port, 'localhost')) === fingerprint(other.certPem), 5000)).toBe(true);
+    await waitFor(async () => (await peerFingerprint(port, 'localhost')) === fingerprint(other.certPem), 5000);
   });
 
   it('stop start-up with an error naming the setting when missing or mismatched', async () => {
@@ -312,7 +313,7 @@ describe('upgradeToTls (server-side STARTTLS)', () => {
     const sock = await plainUntilStarttls(port);
     sock.on('error', () => {});
     sock.write('a002 LOGIN user pass\r\n'.repeat(4));
-    expect(await waitFor(() => results.length === 1)).toBe(true);
+    await waitFor(() => results.length === 1);
     expect(results[0]!.ok).toBe(false);
     await waitFor(() => sock.destroyed || sock.readableEnded);
     sock.destroy();
@@ -324,13 +325,13 @@ describe('upgradeToTls (server-side STARTTLS)', () => {
     const silent = await plainUntilStarttls(port);
     silent.on('error', () => {});
     const silentClosed = once(silent, 'close');
-    expect(await waitFor(() => results.length === 1, 3000)).toBe(true);
+    await waitFor(() => results.length === 1, 3000);
     expect(results[0]).toEqual({ ok: false, code: 'ETIMEDOUT' });
     await silentClosed; // the server closed it
 
     const vanishing = await plainUntilStarttls(port);
     vanishing.destroy();
-    expect(await waitFor(() => results.length === 2, 3000)).toBe(true);
+    await waitFor(() => results.length === 2, 3000);
     expect(results[1]!.ok).toBe(false);
     await sleep(10);
   });

@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { Authenticator } from '../../auth/authenticate.js';
+import type { Authenticator, IdentifyResult } from '../../auth/authenticate.js';
 import { isAdminKey, type Action, type DenyReason } from '../../keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../../keys/record.js';
 import { HttpError } from '../errors.js';
@@ -30,6 +30,11 @@ declare module 'fastify' {
   }
 }
 
+/** A way in besides a key: the console's session cookie (src/console/session-auth.ts). Null = the request carries none. */
+export interface SessionIdentifier {
+  identify(req: FastifyRequest): Promise<Extract<IdentifyResult, { ok: true }> | null>;
+}
+
 /** Takes the key from `Authorization: Bearer` or `?access_token=`. */
 export function presentedKey(req: FastifyRequest): string | null {
   const header = req.headers.authorization;
@@ -49,16 +54,17 @@ const TO_401 = new Set<DenyReason>(['revoked', 'expired', 'account_disabled']);
  * `WWW-Authenticate: Bearer`; usable but not allowed → 403 naming the missing scope.
  * Routes without `config.auth` are refused, so a new route cannot be public by accident.
  */
-export const authPlugin = fp<{ authenticator: Authenticator }>(
-  async (app, { authenticator }) => {
+export const authPlugin = fp<{ authenticator: Authenticator; sessions?: SessionIdentifier }>(
+  async (app, { authenticator, sessions }) => {
     app.decorateRequest('principal', null);
     app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
       const rule = req.routeOptions.config.auth;
       if (rule === false) return;
       if (rule === undefined && req.routeOptions.url === undefined) return; // 404 handler
       const secret = presentedKey(req);
-      if (secret === null) throw unauthorized(reply);
-      const id = await authenticator.identify(secret);
+      // A key, when one is presented, wins; otherwise a console session may stand in for one.
+      const id = secret !== null ? await authenticator.identify(secret) : await sessions?.identify(req);
+      if (!id) throw unauthorized(reply);
       if (!id.ok) {
         if (id.reason === 'store_unavailable') throw new HttpError('store_unavailable');
         authenticator.audit('http', req.ip, null, { ok: false, reason: id.reason });
@@ -82,7 +88,7 @@ export const authPlugin = fp<{ authenticator: Authenticator }>(
         if (decision.reason === 'ip_not_allowed') throw new HttpError('forbidden', 'This key may not be used from this address');
         throw new HttpError('forbidden', 'This key may not act on this account');
       }
-      authenticator.store.touchKey(id.key.id, { at: new Date().toISOString(), ip: req.ip, protocol: 'http' });
+      if (secret !== null) authenticator.store.touchKey(id.key.id, { at: new Date().toISOString(), ip: req.ip, protocol: 'http' });
       req.principal = { key: id.key, keyAccount: id.keyAccount, isAdmin: isAdminKey(id.key) };
     });
   },

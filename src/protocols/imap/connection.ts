@@ -101,6 +101,8 @@ export class ImapConnection implements Dispatchable, LiveSession {
   private pipe: PipeSession | null = null;
   private splice: Splice | null = null;
   private boundary: ImapLineBoundary | null = null;
+  /** Tells the listener this connection is past login (a full listener closes the others first). */
+  private readonly markLoggedIn: () => void;
 
   constructor(
     readonly context: ImapListenerContext,
@@ -112,6 +114,7 @@ export class ImapConnection implements Dispatchable, LiveSession {
     this.secure = conn.secure;
     this.framer = new ImapFramer(context.limits);
     conn.onShutdown(() => this.end('shutdown'));
+    this.markLoggedIn = () => conn.loggedIn();
   }
 
   /** Greets the client and starts reading. */
@@ -189,6 +192,7 @@ export class ImapConnection implements Dispatchable, LiveSession {
     this.account = result.account.address;
     this.expiresAt = result.key.expiresAt;
     this.unregister = this.context.sessions.add(this);
+    this.markLoggedIn();
     if (pipe) {
       this.send(`${tag} OK [CAPABILITY ${pipe.capabilities?.join(' ') ?? CAPABILITIES.authenticated}] Logged in\r\n`);
       this.startPipe(pipe);

@@ -31,7 +31,7 @@ export function checkArgs(specs: readonly ArgSpec[], args: Token[]): string | nu
     const spec = specs[i]!;
     const arg = args[i]!;
     if (!matches(spec, arg)) return 'Invalid arguments';
-    if (spec.sensitive && arg.type === 'string') arg.sensitive = true;
+    if (spec.sensitive && arg.type !== 'list') arg.sensitive = true;
   }
   return null;
 }
@@ -61,7 +61,7 @@ export function dispatch(session: Dispatchable, raw: Buffer, commands: ReadonlyM
     if (problem !== null) return session.protocolError(request.tag, `BAD ${problem}`);
   }
   const { logger } = session.context;
-  // Arguments marked sensitive above (passwords) print as [REDACTED].
+  // Arguments marked sensitive above (passwords, SASL-IR) print as [REDACTED].
   if (logger.isLevelEnabled('trace')) logger.trace({ ip: session.remoteAddress, command: [request.tag, request.name, ...request.args.map(describeToken)].join(' ') }, 'IMAP command');
   return command.handler(session, request);
 }

@@ -4,9 +4,10 @@
  * framer has already bounded every size; this module only reads syntax.
  */
 
+/** `sensitive` is set by the dispatcher for secrets (passwords, SASL initial responses), so no log prints them. */
 export type Token =
-  | { type: 'atom'; value: string }
-  /** A quoted string or a literal. `sensitive` is set by the dispatcher for passwords, so no log prints them. */
+  | { type: 'atom'; value: string; sensitive?: boolean }
+  /** A quoted string or a literal. */
   | { type: 'string'; value: string; literal: boolean; sensitive?: boolean }
   | { type: 'list'; items: Token[] };
 
@@ -183,7 +184,7 @@ export function quote(value: string): string {
 
 /** A token as text for debug logs; sensitive strings never appear. */
 export function describeToken(t: Token): string {
-  if (t.type === 'atom') return t.value;
+  if (t.type === 'atom') return t.sensitive ? '[REDACTED]' : t.value;
   if (t.type === 'string') return t.sensitive ? '"[REDACTED]"' : quote(t.value);
   return `(${t.items.map(describeToken).join(' ')})`;
 }

@@ -1,6 +1,6 @@
 import type { ListenerDeps, RunningListener } from '../deps.js';
 import { protocolLimits } from '../limits.js';
-import { TcpListener } from '../tcp-listener.js';
+import { listenerLimits, TcpListener } from '../tcp-listener.js';
 import { ImapConnection, type ImapListenerContext } from './connection.js';
 import { REPLY } from './responses.js';
 
@@ -21,7 +21,8 @@ async function startOne(deps: ListenerDeps, shared: Omit<ImapListenerContext, 'o
     implicitTls,
     tls: deps.tls,
     proxyProtocol: deps.config.proxyProtocol,
-    maxConnectionsPerIp: deps.config.limits.connectionsPerIp,
+    ...listenerLimits(deps.config),
+    metrics: deps.metrics,
     logger: deps.logger,
     refuse: () => REPLY.byeTooManyConnections,
     onConnection(conn) {

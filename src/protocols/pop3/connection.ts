@@ -152,6 +152,7 @@ export class Pop3Connection implements DispatchTarget {
       expiresAt: key.expiresAt,
       end: (reason) => this.end(reason),
     });
+    this.conn.loggedIn();
     this.reply(REPLY.loggedIn);
     if (pipe) this.startPipe(pipe);
     // RFC 1939 autologout: silently, without entering UPDATE.

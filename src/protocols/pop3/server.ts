@@ -1,6 +1,6 @@
 import { protocolLimits } from '../limits.js';
 import type { ListenerDeps, RunningListener } from '../deps.js';
-import { TcpListener } from '../tcp-listener.js';
+import { listenerLimits, TcpListener } from '../tcp-listener.js';
 import { Pop3Connection, type Pop3Context } from './connection.js';
 import { REPLY } from './replies.js';
 
@@ -26,7 +26,8 @@ export async function startPop3Listeners(deps: ListenerDeps): Promise<RunningLis
         host: cfg.host,
         tls: deps.tls,
         proxyProtocol: deps.config.proxyProtocol,
-        maxConnectionsPerIp: deps.config.limits.connectionsPerIp,
+        ...listenerLimits(deps.config),
+        metrics: deps.metrics,
         logger: deps.logger,
         onConnection: (conn) => new Pop3Connection(ctx, conn).start(),
         refuse: () => `${REPLY.tooManyConnections}\r\n`,

@@ -1,6 +1,6 @@
 import type { ListenerDeps, RunningListener } from '../deps.js';
 import { protocolLimits } from '../limits.js';
-import { TcpListener } from '../tcp-listener.js';
+import { listenerLimits, TcpListener } from '../tcp-listener.js';
 import { REPLY } from './replies.js';
 import { SmtpSubmission, type SmtpContext } from './submission.js';
 
@@ -38,7 +38,8 @@ export async function startSmtpListeners(deps: ListenerDeps): Promise<RunningLis
         host: cfg.host,
         tls: deps.tls,
         proxyProtocol: deps.config.proxyProtocol,
-        maxConnectionsPerIp: deps.config.limits.connectionsPerIp,
+        ...listenerLimits(deps.config),
+        metrics: deps.metrics,
         logger: deps.logger,
         onConnection: (conn) => submission.accept(conn),
         refuse: () => `${REPLY.tooManyConnections.join(' ')}\r\n`,

@@ -38,6 +38,8 @@ interface SessionState {
   socket: net.Socket;
   /** Ends the TcpListener's accounting: its own 'close' listener may be gone (see onClose). */
   release: () => void;
+  /** Tells the TcpListener the session is past login (a full listener closes the others first). */
+  loggedIn: () => void;
   loginTimer: NodeJS.Timeout | null;
   login: { key: KeyRecord; account: AccountRecord } | null;
   unregister: (() => void) | null;
@@ -120,7 +122,7 @@ export class SmtpSubmission {
   accept(conn: Connection): void {
     const id = randomUUID();
     const socket = conn.socket as net.Socket;
-    const state: SessionState = { socket, release: () => conn.release(), loginTimer: null, login: null, unregister: null };
+    const state: SessionState = { socket, release: () => conn.release(), loggedIn: () => conn.loggedIn(), loginTimer: null, login: null, unregister: null };
     state.loginTimer = setTimeout(() => this.say(id, REPLY.loginTimeout), this.ctx.limits.loginTimeoutMs);
     state.loginTimer.unref();
     this.states.set(id, state);
@@ -187,6 +189,7 @@ export class SmtpSubmission {
           expiresAt: key.expiresAt,
           end: (reason) => this.end(session.id, reason),
         });
+        state.loggedIn();
         cb(null, { user: account.address });
       },
       // checkLogin does not throw (a failing check is a `temporary` outcome): this is a bug of ours.

@@ -7,10 +7,24 @@ let h: Harness;
 let key: string;
 
 beforeAll(async () => {
-  h = await startHarness({ flags: { 'auth.failureDelay': '10ms' } });
+  // Trace level: the server logs each command it gets, so a test can prove which login the client used.
+  h = await startHarness({ flags: { 'auth.failureDelay': '10ms', 'log.level': 'trace' } });
   ({ key } = await h.issue());
 });
 afterAll(() => h.close());
+
+/** The commands the server received while `fn` ran (tags stripped), as its trace log shows them. */
+async function commandsDuring(fn: () => Promise<unknown>): Promise<string[]> {
+  const from = h.logs.length;
+  await fn();
+  return h.logs
+    .slice(from)
+    .filter((l) => l.msg === 'IMAP command')
+    .map((l) => (l as { command: string }).command.replace(/^\S+ /, ''));
+}
+
+/** The login commands among them: LOGIN, or AUTHENTICATE with its mechanism. */
+const logins = (commands: string[]): string[] => commands.filter((c) => /^(LOGIN|AUTHENTICATE) /.test(c)).map((c) => c.split(' ').slice(0, c.startsWith('LOGIN') ? 1 : 2).join(' '));
 
 function client(options: Partial<ConstructorParameters<typeof ImapFlow>[0]> & { auth: { user: string; pass: string; loginMethod?: string } }): ImapFlow {
   return new ImapFlow({
@@ -30,22 +44,32 @@ function client(options: Partial<ConstructorParameters<typeof ImapFlow>[0]> & { 
 describe('imapflow', () => {
   it('logs in with LOGIN over implicit TLS', async () => {
     const c = client({ auth: { user: ACCOUNT, pass: key, loginMethod: 'LOGIN' } });
-    await c.connect();
+    expect(logins(await commandsDuring(() => c.connect()))).toEqual(['LOGIN']);
     expect(c.authenticated).toBeTruthy();
     expect(h.audits().at(-1)).toMatchObject({ protocol: 'imap', result: 'success', account: ACCOUNT });
   });
 
-  it('logs in with AUTHENTICATE PLAIN (SASL-IR) after STARTTLS', async () => {
+  it('logs in with AUTHENTICATE PLAIN after STARTTLS', async () => {
     const c = client({ port: h.port, secure: false, doSTARTTLS: true, auth: { user: ACCOUNT, pass: key, loginMethod: 'AUTH=PLAIN' } });
-    await c.connect();
+    const commands = await commandsDuring(() => c.connect());
     expect(c.secureConnection).toBe(true);
     expect(c.authenticated).toBeTruthy();
+    // imapflow falls back to LOGIN without a word when it sees no AUTH=PLAIN: the server saw PLAIN, after STARTTLS.
+    expect(logins(commands)).toEqual(['AUTHENTICATE PLAIN']);
+    expect(commands.indexOf('STARTTLS')).toBeLessThan(commands.indexOf('AUTHENTICATE PLAIN'));
+    expect(h.audits().at(-1)).toMatchObject({ protocol: 'imap', result: 'success', account: ACCOUNT });
   });
 
   it('logs in with AUTHENTICATE LOGIN', async () => {
     const c = client({ auth: { user: ACCOUNT, pass: key, loginMethod: 'AUTH=LOGIN' } });
-    await c.connect();
+    expect(logins(await commandsDuring(() => c.connect()))).toEqual(['AUTHENTICATE LOGIN']);
     expect(c.authenticated).toBeTruthy();
+  });
+
+  it('never logs the key, in any encoding, even at trace level', () => {
+    const logged = JSON.stringify(h.logs);
+    expect(h.logs.some((l) => l.msg === 'IMAP command')).toBe(true);
+    for (const secret of [key, Buffer.from(key).toString('base64'), Buffer.from(`\0${ACCOUNT}\0${key}`).toString('base64')]) expect(logged).not.toContain(secret);
   });
 
   it('reports an authentication failure for a wrong key', async () => {

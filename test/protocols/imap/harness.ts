@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { inject } from 'vitest';
 import { Authenticator } from '../../../src/auth/authenticate.js';
 import { createLoginLimiter, type LoginLimiterWithClose } from '../../../src/auth/limits.js';
 import { SessionRegistry } from '../../../src/auth/sessions.js';
@@ -15,8 +16,8 @@ import { openSqliteStore } from '../../../src/store/sqlite.js';
 import type { KeyStore } from '../../../src/store/types.js';
 import { createTlsProvider, type TlsProvider } from '../../../src/tls/index.js';
 
-/** One self-signed certificate for every test run (node-forge RSA generation is slow). */
-export const TEST_CERT_DIR = join(tmpdir(), 'keygate-test-certs');
+/** The run's self-signed certificate (test/global-setup.ts). */
+export const TEST_CERT_DIR = inject('testCertDir');
 
 export interface AuditLine {
   audit?: boolean;
@@ -93,7 +94,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     limiter = await createLoginLimiter(config, logger, { keyPrefix: options.limiterPrefix ?? `test:${Math.random().toString(36).slice(2)}` });
     authenticator.limiter = limiter;
   }
-  const sessions = new SessionRegistry(store, logger, metrics);
+  const sessions = new SessionRegistry(store, logger, metrics, { recheckIntervalMs: config.sessions.recheckInterval });
   sessions.start();
   const tls = await createTlsProvider(config, logger);
   const listeners = await startImapListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? NO_BACKENDS, metrics });

@@ -274,6 +274,8 @@ describe('debug logging', () => {
       for (const [tag, command] of [
         ['a', `LOGIN ${ACCOUNT} "${k}"`],
         ['b', `LOGIN {${ACCOUNT.length}+}\r\n${ACCOUNT} {${k.length}+}\r\n${k}`],
+        ['c', `AUTHENTICATE PLAIN ${Buffer.from(`\0${ACCOUNT}\0${k}`).toString('base64')}`], // SASL-IR: the key rides in an atom
+        ['d', `LOGIN ${ACCOUNT} ${k}`], // a key is a valid atom: unquoted
       ] as const) {
         const c = await RawClient.connect(t.port);
         await c.line();
@@ -281,8 +283,9 @@ describe('debug logging', () => {
         c.destroy();
       }
       const traced = t.logs.filter((l) => l.msg === 'IMAP command').map((l) => (l as { command?: string }).command);
-      expect(traced).toEqual([`a LOGIN ${ACCOUNT} "[REDACTED]"`, `b LOGIN "${ACCOUNT}" "[REDACTED]"`]);
+      expect(traced).toEqual([`a LOGIN ${ACCOUNT} "[REDACTED]"`, `b LOGIN "${ACCOUNT}" "[REDACTED]"`, 'c AUTHENTICATE PLAIN [REDACTED]', `d LOGIN ${ACCOUNT} [REDACTED]`]);
       expect(JSON.stringify(t.logs)).not.toContain(k);
+      expect(JSON.stringify(t.logs)).not.toContain(Buffer.from(`\0${ACCOUNT}\0${k}`).toString('base64'));
     } finally {
       await t.close();
     }

@@ -84,6 +84,7 @@ describe('helpers', () => {
   it('quote escapes, and describeToken hides sensitive strings', () => {
     expect(quote('a"b\\c')).toBe('"a\\"b\\\\c"');
     expect(describeToken({ type: 'string', value: 'kg_secret', literal: false, sensitive: true })).toBe('"[REDACTED]"');
+    expect(describeToken({ type: 'atom', value: 'kg_secret', sensitive: true })).toBe('[REDACTED]');
     expect(describeToken({ type: 'list', items: [{ type: 'atom', value: 'NIL' }] })).toBe('(NIL)');
   });
 });

@@ -1,11 +1,9 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendUnavailableError, NO_BACKENDS, type Backends, type SessionContext } from '../../../src/backends/types.js';
+import { waitFor } from '../../helpers/wait.js';
 import { ACCOUNT, sleep, startHarness, type Harness } from './harness.js';
 
-async function until(ok: () => boolean, ms = 3000): Promise<void> {
-  for (const deadline = Date.now() + ms; !ok(); await sleep(10)) if (Date.now() > deadline) throw new Error('condition not met in time');
-}
 import { RawClient } from './raw-client.js';
 
 /** A stand-in upstream IMAP server that is already logged in: answers SELECT, FETCH (big) and LOGOUT. */
@@ -108,7 +106,7 @@ describe('hand-off to an IMAP backend', () => {
     raw.write(`a LOGIN ${ACCOUNT} ${key}\r\nb LOGOUT\r\n`);
     await ended;
     expect(text).toMatch(/\r\n\* BYE upstream\r\nb OK LOGOUT completed\r\n$/);
-    await until(() => up.sockets.size === 0 && h.sessions.count() === 0);
+    await waitFor(() => up.sockets.size === 0 && h.sessions.count() === 0);
     // Keygate lets go after its 2 s linger: from then on the peer answers a
     // write with a reset (reads stopped at the FIN, so it takes a second write).
     let isClosed = false;
@@ -128,13 +126,13 @@ describe('hand-off to an IMAP backend', () => {
         raw.end(`a LOGIN ${ACCOUNT} ${key}\r\nb SELECT INBOX\r\nc LOGOUT\r\n`);
       } else {
         raw.write(`a LOGIN ${ACCOUNT} ${key}\r\n`);
-        await until(() => text.includes('a OK'));
+        await waitFor(() => text.includes('a OK'));
         raw.end('b SELECT INBOX\r\nc LOGOUT\r\n');
       }
       await closed;
       expect(text, pipelined ? 'pipelined' : 'after login').toMatch(/\r\nb OK \[READ-WRITE\] SELECT completed\r\n\* BYE upstream\r\nc OK LOGOUT completed\r\n$/);
     }
-    await until(() => up.sockets.size === 0 && h.sessions.count() === 0);
+    await waitFor(() => up.sockets.size === 0 && h.sessions.count() === 0);
   });
 
   it('closes the upstream when the client vanishes', async () => {
@@ -169,11 +167,11 @@ describe('hand-off to an IMAP backend', () => {
     const closed = new Promise((r) => raw.once('close', r));
     raw.write(`a LOGIN ${ACCOUNT} ${k}\r\nb HUGE\r\n`);
     // Stop reading once the literal has begun: Keygate is left mid-literal.
-    await until(() => text.includes('BODY[] {'));
+    await waitFor(() => text.includes('BODY[] {'));
     raw.pause();
     await sleep(50);
     await h.store.revokeKey(id, new Date().toISOString());
-    await until(() => up.sockets.size === 0);
+    await waitFor(() => up.sockets.size === 0);
     raw.resume();
     await closed;
     expect(text).toContain('* 1 FETCH (BODY[] {268435456}\r\nyyyy');

@@ -252,12 +252,3 @@ export class LineClient {
 export function plain(user: string, secret: string, authzid = ''): string {
   return Buffer.from(`${authzid}\0${user}\0${secret}`).toString('base64');
 }
-
-/** Polls until `fn` is true or the timeout passes. */
-export async function until(fn: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!fn()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}

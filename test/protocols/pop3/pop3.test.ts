@@ -8,7 +8,8 @@ import { generateKey } from '../../../src/keys/format.js';
 import type { RunningListener } from '../../../src/protocols/deps.js';
 import { MAX_PROTOCOL_ERRORS } from '../../../src/protocols/limits.js';
 import { startPop3Listeners } from '../../../src/protocols/pop3/index.js';
-import { closeAll, createHarness, LineClient, plain, portOf, until, type Harness } from './harness.js';
+import { waitFor } from '../../helpers/wait.js';
+import { closeAll, createHarness, LineClient, plain, portOf, type Harness } from './harness.js';
 
 const ALICE = 'alice@example.com';
 const AUTH_FAILED = '-ERR [AUTH] Authentication failed';
@@ -88,7 +89,7 @@ describe('POP3 listeners: capabilities and login', () => {
     const { port } = await start();
     const c = await connect(port);
     await login(c);
-    await until(() => h.sessions.count('pop3') === 1);
+    await waitFor(() => h.sessions.count('pop3') === 1);
     for (const cmd of ['STAT', 'LIST', 'LIST 1', 'RETR 1', 'DELE 1', 'RSET', 'TOP 1 0', 'UIDL']) expect(await c.send(cmd)).toBe(NO_BACKEND);
     expect(await c.send('NOOP')).toBe('+OK');
     const after = await capa(c);
@@ -97,7 +98,7 @@ describe('POP3 listeners: capabilities and login', () => {
     expect(await c.send('USER bob@example.com')).toBe('-ERR Command not valid in this state');
     expect(await c.send('QUIT')).toBe('+OK Bye');
     await c.waitClosed();
-    await until(() => h.sessions.count('pop3') === 0);
+    await waitFor(() => h.sessions.count('pop3') === 0);
   });
 
   it('accepts an alias in any case and ignores whitespace around the key', async () => {
@@ -138,7 +139,7 @@ describe('POP3 listeners: capabilities and login', () => {
 
   it('answers -ERR [SYS/TEMP] when the login is refused for now (rate limit, store down)', async () => {
     const { port } = await start();
-    h.authenticator.limiter = { allow: async () => false, recordFailure: async () => {} };
+    h.authenticator.limiter = { reserve: async () => null };
     const c = await connect(port);
     expect(await c.send(`USER ${ALICE}`)).toMatch(/^\+OK/);
     expect(await c.send(`PASS ${aliceKey}`)).toMatch(/^-ERR \[SYS\/TEMP\] /);
@@ -482,7 +483,7 @@ describe('POP3 with a backend', () => {
     await h.store.revokeKey(k.id, new Date().toISOString());
     expect(await c.line(1000)).toBe('-ERR [SYS/TEMP] Session ended: key revoked');
     await c.waitClosed(1000);
-    await until(() => upstreamSockets.size === 0);
+    await waitFor(() => upstreamSockets.size === 0);
   });
 
   it('after the upstream says goodbye, closes a client that keeps its side open, freeing its per-IP slot', async () => {
@@ -492,11 +493,11 @@ describe('POP3 with a backend', () => {
     let text = '';
     raw.on('data', (d: Buffer) => (text += d.toString()));
     const ended = once(raw, 'end');
-    await until(() => text.includes('+OK Keygate ready\r\n'));
+    await waitFor(() => text.includes('+OK Keygate ready\r\n'));
     raw.write(`USER ${ALICE}\r\nPASS ${aliceKey}\r\nQUIT\r\n`);
     await ended;
     expect(text).toMatch(/\+OK Logged in\r\n\+OK upstream bye\r\n$/);
-    await until(() => upstreamSockets.size === 0);
+    await waitFor(() => upstreamSockets.size === 0);
     // The slot comes back once Keygate has let go of the lingering client (1 s).
     let greeting = '';
     for (const deadline = Date.now() + 3000; greeting !== '+OK Keygate ready' && Date.now() < deadline; ) {
@@ -516,19 +517,19 @@ describe('POP3 with a backend', () => {
       let text = '';
       raw.on('data', (d: Buffer) => (text += d.toString()));
       const closed = once(raw, 'close');
-      await until(() => text.includes('+OK Keygate ready\r\n'));
+      await waitFor(() => text.includes('+OK Keygate ready\r\n'));
       if (pipelined) {
         // printf '…' | nc -N: everything at once, then FIN.
         raw.end(`USER ${ALICE}\r\nPASS ${aliceKey}\r\nSTAT\r\nQUIT\r\n`);
       } else {
         raw.write(`USER ${ALICE}\r\nPASS ${aliceKey}\r\n`);
-        await until(() => text.includes('+OK Logged in'));
+        await waitFor(() => text.includes('+OK Logged in'));
         raw.end('STAT\r\nQUIT\r\n');
       }
       await closed;
       expect(text, pipelined ? 'pipelined' : 'after login').toMatch(/\+OK Logged in\r\n\+OK 2 320\r\n\+OK upstream bye\r\n$/);
     }
-    await until(() => upstreamSockets.size === 0);
+    await waitFor(() => upstreamSockets.size === 0);
   });
 
   it('answers what a client sent before its FIN without a backend too, then closes', async () => {

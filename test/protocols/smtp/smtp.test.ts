@@ -1,4 +1,4 @@
-import { execFile, spawn, spawnSync } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,11 +19,12 @@ import { generateKey } from '../../../src/keys/format.js';
 import type { RunningListener } from '../../../src/protocols/deps.js';
 import { startSmtpListeners } from '../../../src/protocols/smtp/index.js';
 import { createSelfSignedCertificate, createTlsProvider } from '../../../src/tls/index.js';
-import { closeAll, createHarness, LineClient, plain, portOf, until, type Harness } from '../pop3/harness.js';
+import { SWAKS } from '../../helpers/tools.js';
+import { waitFor } from '../../helpers/wait.js';
+import { closeAll, createHarness, LineClient, plain, portOf, type Harness } from '../pop3/harness.js';
 
 const ALICE = 'alice@example.com';
 const AUTH_FAILED = '535 5.7.8 Authentication credentials invalid';
-const HAS_SWAKS = spawnSync('swaks', ['--version']).status === 0;
 
 let h: Harness;
 let aliceKey: string;
@@ -140,7 +141,7 @@ describe('SMTP listeners with nodemailer', () => {
 
   it('answers 454 4.7.0 when the login is refused for now', async () => {
     const { securePort } = await start();
-    h.authenticator.limiter = { allow: async () => false, recordFailure: async () => {} };
+    h.authenticator.limiter = { reserve: async () => null };
     const err = (await transport(securePort, true, ALICE, aliceKey).verify().catch((e: unknown) => e)) as { responseCode?: number; response?: string };
     expect(err.responseCode).toBe(454);
     expect(err.response).toMatch(/^454 4\.7\.0 /);
@@ -272,13 +273,13 @@ describe('SMTP sender and session rules (raw client)', () => {
         await ehlo(c);
       }
       expect(await authPlain(c, ALICE, k.key)).toBe('235 Authentication successful');
-      await until(() => h.sessions.count('smtp') === 1);
+      await waitFor(() => h.sessions.count('smtp') === 1);
       const t0 = Date.now();
       await h.store.revokeKey(k.id, new Date().toISOString());
       expect(await c.line(1000)).toBe('421 4.7.0 Session ended: key revoked');
       await c.waitClosed(1000);
       expect(Date.now() - t0).toBeLessThan(1000);
-      await until(() => h.sessions.count('smtp') === 0);
+      await waitFor(() => h.sessions.count('smtp') === 0);
     }
   });
 
@@ -418,7 +419,8 @@ describe('SMTP with command-line clients', () => {
     });
   }
 
-  it.skipIf(!HAS_SWAKS)('swaks: AUTH PLAIN over STARTTLS and over implicit TLS; DATA without backend is 451', async () => {
+  it.skipIf(!SWAKS.found)('swaks: AUTH PLAIN over STARTTLS and over implicit TLS; DATA without backend is 451', async () => {
+    SWAKS.assertCapable();
     const { port, securePort } = await start();
     const base = ['--server', '127.0.0.1', '--auth', 'PLAIN', '--auth-user', ALICE, '--auth-password', aliceKey, '--from', ALICE, '--to', 'x@example.net'];
     const starttls = await run('swaks', [...base, '--port', String(port), '-tls', '--quit-after', 'AUTH']);

@@ -86,7 +86,7 @@ const CreateBody = Type.Object(
 const MobileBody = Type.Object(
   {
     name: KeyName,
-    platform: Type.Union(PLATFORMS.map((p) => Type.Literal(p))),
+    platform: Type.Enum([...PLATFORMS]),
     deviceId: Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
     ...MobileSetupFields,
   },

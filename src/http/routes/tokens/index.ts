@@ -1,15 +1,13 @@
 import { encodeExport } from '../../../keys/export-codec.js';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { SCOPES, SCOPE_ALIASES } from '../../../keys/scopes.js';
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
 import { importToken, issueToken } from '../../../services/tokens.js';
 import { HttpError } from '../../errors.js';
 import { AddressPrefixQuery, keyQuery, NamePrefixQuery, NextCursor, PageQuery, StateQuery } from '../../paging.js';
-import { AUTH_ERRORS, ErrorBody, TokenView, tokenView } from '../../schemas.js';
+import { AUTH_ERRORS, ErrorBody, ScopeName, TokenView, tokenView } from '../../schemas.js';
 
-const ScopeName = Type.Union([...SCOPES, ...Object.keys(SCOPE_ALIASES)].map((s) => Type.Literal(s)));
 const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
 const adminWrite = () => ({ kind: 'admin', access: 'write' }) as const;
 
