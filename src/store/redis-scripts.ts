@@ -269,7 +269,9 @@ return {tonumber(c[1] or 0), tonumber(c[2] or 0), redis.call('ZCOUNT', P .. 'exp
   // ARGV[6]: account ('' = every key), [7]: sort key to start below ('' = the newest), [8]: limit, [9]: budget,
   // [10]: state ('' | active | expired | revoked), [11]: name prefix, [12]: address prefix.
   // Walks the right index newest first, at most 'budget' members, and returns
-  // {cursor member or false, idc, HGETALL, idc, HGETALL, ...}.
+  // {cursor member or false, idc, HGETALL, idc, HGETALL, ...} as one MessagePack string: a
+  // thousand records as one reply rather than ~16,000 reply strings, which cost the server
+  // most of a page's CPU to decode.
   kgListKeys: `
 local acct, after, limit, budget, state, namePrefix, addrPrefix = ARGV[6], ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9]), ARGV[10], ARGV[11], ARGV[12]
 
@@ -349,7 +351,7 @@ while true do
 end
 local cursor = false
 if more then cursor = items[#items] elseif examined >= budget then cursor = last end
-return append_records({cursor}, items, limit)`,
+return cmsgpack.pack(append_records({cursor}, items, limit))`,
 
   // ARGV[6]: account, [7]: at most this many. The account's active keys, newest first: {idc, HGETALL, ...}.
   kgActiveKeys: `

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { decode } from '@msgpack/msgpack';
 import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
 import { ConflictError, InvalidCursorError, KeyLimitError, NotFoundError, StoreUnavailableError } from './errors.js';
 import { accountScan, encodeAccountCursor, encodeKeyCursor, keyScan, PAGE_MAX, SCAN_BUDGET } from './paging.js';
@@ -156,7 +157,16 @@ class RedisStore implements KeyStore {
 
   /** Runs a script: `keys` route it (KEYS[1] is in the store's one slot), `args` follow the common header. */
   script(name: ScriptName, keys: string[], args: string[], now = Date.now()): Promise<unknown> {
-    const fn = (this.client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!;
+    return this.call(name, keys, args, now);
+  }
+
+  /** A script whose reply is one MessagePack string, decoded. */
+  private async packedScript(name: ScriptName, keys: string[], args: string[], now: number): Promise<unknown> {
+    return decode((await this.call(`${name}Buffer`, keys, args, now)) as Buffer);
+  }
+
+  private call(command: string, keys: string[], args: string[], now: number): Promise<unknown> {
+    const fn = (this.client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[command]!;
     return fn.call(this.client, keys.length, ...keys, this.p, String(now), this.channel, this.originJson, this.limit, ...args);
   }
 
@@ -251,7 +261,7 @@ class RedisStore implements KeyStore {
         scan.namePrefix,
         scan.addressPrefix,
       ];
-      const res = (await this.script('kgListKeys', [this.k.counts()], args, scan.nowMs)) as unknown[];
+      const res = (await this.packedScript('kgListKeys', [this.k.counts()], args, scan.nowMs)) as unknown[];
       const at = res[0];
       return { items: recordsOf(res, 1), nextCursor: typeof at === 'string' ? encodeKeyCursor(positionOf(at.slice(0, SORT_KEY_LENGTH))) : null };
     });
