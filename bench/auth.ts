@@ -19,6 +19,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { createLogger } from '../src/log.js';
+import { ensureSelfSigned } from '../src/tls/selfsigned.js';
 import { dovecotAvailable, startDovecot } from '../test/helpers/dovecot.js';
 import { LoadPool, type LoadResult } from './lib/load.js';
 import type { Target } from './lib/load-worker.js';
@@ -43,9 +45,19 @@ interface Cell extends LoadResult {
   store: string;
   protocol: BenchProtocol;
   tls: boolean;
+  /** TLS cells: each loop offers the ticket of its previous cycle (resumption) instead of a full handshake. */
+  resume: boolean;
   concurrency: number;
   cpu: number;
 }
+
+/** Plaintext, TLS with a full handshake every cycle, TLS resuming the previous cycle's session. */
+const TRANSPORTS = [
+  { tls: false, resume: false },
+  { tls: true, resume: false },
+  { tls: true, resume: true },
+] as const;
+const transportName = (c: Pick<Cell, 'tls' | 'resume'>): string => (!c.tls ? 'plain' : c.resume ? 'TLS resumed' : 'TLS');
 
 interface MemoryRow {
   server: string;
@@ -63,10 +75,11 @@ async function measure(pool: LoadPool, cpuOf: () => number, target: Target, conc
   const cpu0 = cpuOf();
   const r = await pool.run(target, concurrency, SECONDS * 1000);
   const cpu = cpuOf() - cpu0;
-  const cell: Cell = { ...r, ...labels, protocol: target.protocol, tls: target.tls, concurrency, cpu };
+  const cell: Cell = { ...r, ...labels, protocol: target.protocol, tls: target.tls, resume: target.resume ?? false, concurrency, cpu };
   progress(
-    `  ${labels.server}/${labels.store} ${target.protocol}${target.tls ? '+tls' : ''} c=${concurrency}: ${fmt(r.cyclesPerSecond)} cycles/s, ` +
-      `${fmt((cpu / r.cycles) * 1000, 3)} CPU s/1k, p50 ${fmt(r.loginP50, 2)} ms, p99 ${fmt(r.loginP99, 2)} ms${r.errors ? `, ${r.errors} errors (${r.firstError})` : ''}`,
+    `  ${labels.server}/${labels.store} ${target.protocol} ${transportName(cell)} c=${concurrency}: ${fmt(r.cyclesPerSecond)} cycles/s, ` +
+      `${fmt((cpu / r.cycles) * 1000, 3)} CPU s/1k, ${fmt(r.cycles / cpu)} cycles/CPU-s, p50 ${fmt(r.loginP50, 2)} ms, p99 ${fmt(r.loginP99, 2)} ms` +
+      `${target.resume ? `, ${fmt((r.resumed / Math.max(1, r.cycles)) * 100, 0)} % resumed` : ''}${r.errors ? `, ${r.errors} errors (${r.firstError})` : ''}`,
   );
   return cell;
 }
@@ -79,9 +92,10 @@ function keygatePort(server: KeygateServer, protocol: BenchProtocol, tls: boolea
 async function keygateCells(pool: LoadPool, server: KeygateServer, store: string, pass: string): Promise<Cell[]> {
   const cells: Cell[] = [];
   for (const protocol of PROTOCOLS) {
-    for (const tls of [false, true]) {
+    // Resumption matters where clients reconnect often (IMAP, POP3); SMTP cells stay capped by its greeting delay.
+    for (const { tls, resume } of TRANSPORTS.filter((t) => !t.resume || protocol !== 'smtp')) {
       for (const c of CONCURRENCY) {
-        const target: Target = { protocol, port: keygatePort(server, protocol, tls), tls, creds: { user: ACCOUNT, pass } };
+        const target: Target = { protocol, port: keygatePort(server, protocol, tls), tls, resume, creds: { user: ACCOUNT, pass } };
         cells.push(await measure(pool, () => processCpu(server.pid), target, c, { server: 'keygate', store }));
       }
     }
@@ -137,6 +151,9 @@ async function main(): Promise<void> {
   try {
     const sqlite = ['--db.path', join(dir, 'keys.db')];
     const key = await issueKey(sqlite, ACCOUNT);
+    // Every Keygate here makes or reuses this ECDSA P-256 self-signed pair (--tls.dir); Dovecot serves the same one.
+    const pair = await ensureSelfSigned(join(dir, 'certs'), 'localhost', createLogger('silent'));
+    const certificate = { certPath: pair.certPath, keyPath: pair.keyPath };
 
     if (ONLY.has('keygate')) {
       progress('Keygate, SQLite store');
@@ -200,6 +217,18 @@ async function main(): Promise<void> {
       } finally {
         await canned.stop();
       }
+      // The same canned replies over Node's own tls.Server with its defaults and the same certificate: the TLS floor in Node.
+      const cannedTls = await startCanned(certificate);
+      try {
+        for (const { resume } of TRANSPORTS.filter((t) => t.tls)) {
+          for (const c of CONCURRENCY) {
+            const target: Target = { protocol: 'imap', port: cannedTls.port, tls: true, resume, creds: { user: ACCOUNT, pass: 'x' } };
+            cells.push(await measure(pool, () => processCpu(cannedTls.pid), target, c, { server: 'canned node', store: '–' }));
+          }
+        }
+      } finally {
+        await cannedTls.stop();
+      }
     }
 
     if (ONLY.has('dovecot') && dovecotAvailable()) {
@@ -216,11 +245,18 @@ async function main(): Promise<void> {
         } finally {
           await fresh.stop();
         }
-        const dovecot = await startDovecot({ users, tuned });
+        // Tuned Dovecot also over TLS, with Keygate's own certificate (implicit-TLS IMAP, full and resumed).
+        const dovecot = await startDovecot({ users, tuned, ...(tuned && { ssl: true, sslFiles: certificate }) });
         try {
           for (const protocol of ['imap', 'pop3'] as const) {
             for (const c of CONCURRENCY) {
               const target: Target = { protocol, port: protocol === 'imap' ? dovecot.imapPort : dovecot.pop3Port, tls: false, creds };
+              cells.push(await measure(pool, () => treeCpu(dovecot.pid), target, c, { server: mode, store: 'passwd-file' }));
+            }
+          }
+          for (const { resume } of tuned ? TRANSPORTS.filter((t) => t.tls) : []) {
+            for (const c of CONCURRENCY) {
+              const target: Target = { protocol: 'imap', port: dovecot.imapsPort, tls: true, resume, creds };
               cells.push(await measure(pool, () => treeCpu(dovecot.pid), target, c, { server: mode, store: 'passwd-file' }));
             }
           }
@@ -241,30 +277,40 @@ async function main(): Promise<void> {
 
 function report(cells: Cell[], memory: MemoryRow[], seconds: number): void {
   const perCpu = (c: Cell): number => c.cycles / c.cpu;
+  const resumed = (c: Cell): string => (c.resume ? `${fmt((c.resumed / Math.max(1, c.cycles)) * 100, 0)} %` : '–');
   const row = (c: Cell): Array<string | number> => [
     fmt(c.cyclesPerSecond),
     fmt((c.cpu / c.cycles) * 1000, 3),
     fmt(perCpu(c)),
     fmt(c.loginP50, 2),
     fmt(c.loginP99, 2),
+    resumed(c),
     c.errors,
   ];
   const out: string[] = [];
   out.push(`## Login cycles (connect → greeting → login → logout)\n`);
-  out.push(`Machine: ${machine()}. Each cell: ${WARMUP} s warm-up, ${SECONDS} s measured; load from ${WORKERS} forked worker processes; TLS cells do a full handshake per cycle (no session resumption); server logs at info to a file.\n`);
+  out.push(
+    `Machine: ${machine()}. Each cell: ${WARMUP} s warm-up, ${SECONDS} s measured; load from ${WORKERS} forked worker processes; ` +
+      `TLS: implicit TLS with the same self-signed ECDSA P-256 certificate everywhere, a full handshake every cycle, or (TLS resumed) each client loop offering the ticket of its previous cycle; server logs at info to a file.\n`,
+  );
   const keygate = cells.filter((c) => c.server === 'keygate');
   if (keygate.length) {
     out.push(
       table(
-        ['store', 'protocol', 'transport', 'c', 'cycles/s', 'server CPU s / 1k cycles', 'cycles / CPU-s', 'login p50 ms', 'login p99 ms', 'errors'],
-        keygate.map((c) => [c.store, c.protocol, c.tls ? 'TLS' : 'plain', c.concurrency, ...row(c)]),
+        ['store', 'protocol', 'transport', 'c', 'cycles/s', 'server CPU s / 1k cycles', 'cycles / CPU-s', 'login p50 ms', 'login p99 ms', 'resumed', 'errors'],
+        keygate.map((c) => [c.store, c.protocol, transportName(c), c.concurrency, ...row(c)]),
       ),
     );
   }
   const others = cells.filter((c) => c.server !== 'keygate');
   if (others.length) {
-    out.push(`\n### Reference servers (plaintext)\n`);
-    out.push(table(['server', 'protocol', 'c', 'cycles/s', 'server CPU s / 1k cycles', 'cycles / CPU-s', 'login p50 ms', 'login p99 ms', 'errors'], others.map((c) => [c.server, c.protocol, c.concurrency, ...row(c)])));
+    out.push(`\n### Reference servers\n`);
+    out.push(
+      table(
+        ['server', 'protocol', 'transport', 'c', 'cycles/s', 'server CPU s / 1k cycles', 'cycles / CPU-s', 'login p50 ms', 'login p99 ms', 'resumed', 'errors'],
+        others.map((c) => [c.server, c.protocol, transportName(c), c.concurrency, ...row(c)]),
+      ),
+    );
   }
 
   const find = (server: string, protocol: string, c: number, store?: string): Cell | undefined =>
@@ -293,6 +339,35 @@ function report(cells: Cell[], memory: MemoryRow[], seconds: number): void {
   if (ratioRows.length) {
     out.push(`\n### Keygate (SQLite, plaintext) / Dovecot\n`);
     out.push(table(['protocol', 'c', 'Keygate cycles/CPU-s', 'tuned Dovecot', 'ratio', 'default Dovecot', 'ratio', 'cycles/s ratio (tuned)'], ratioRows));
+  }
+
+  const tlsRows: Array<Array<string | number>> = [];
+  for (const resume of [false, true]) {
+    for (const c of CONCURRENCY) {
+      const pick = (server: string): Cell | undefined =>
+        cells.find((x) => x.server === server && x.protocol === 'imap' && x.tls && x.resume === resume && x.concurrency === c && (server !== 'keygate' || x.store === 'sqlite'));
+      const k = pick('keygate');
+      const d = pick('dovecot tuned');
+      const n = pick('canned node');
+      if (!k) continue;
+      tlsRows.push([
+        resume ? 'TLS resumed' : 'TLS',
+        c,
+        fmt(perCpu(k)),
+        d ? fmt(perCpu(d)) : '–',
+        d ? `${fmt(perCpu(k) / perCpu(d), 2)}×` : '–',
+        n ? fmt(perCpu(n)) : '–',
+        n ? `${fmt((perCpu(k) / perCpu(n)) * 100, 0)} %` : '–',
+        fmt(k.cyclesPerSecond),
+        d ? fmt(d.cyclesPerSecond) : '–',
+      ]);
+      const goal = resume ? 5000 : 3000;
+      if (c === 32) verdicts.push(`IMAP login over ${resume ? 'resumed TLS' : 'TLS with a full ECDSA handshake'}, c=32: ${fmt(perCpu(k))} cycles per server CPU-second (target ≥ ${fmt(goal)}): ${perCpu(k) >= goal ? 'met' : 'MISSED'}`);
+    }
+  }
+  if (tlsRows.length) {
+    out.push(`\n### IMAP over implicit TLS: Keygate (SQLite), tuned Dovecot and the canned Node server, same certificate\n`);
+    out.push(table(['transport', 'c', 'Keygate cycles/CPU-s', 'tuned Dovecot', 'Keygate / Dovecot', 'canned Node TLS', 'Keygate / canned', 'Keygate cycles/s', 'Dovecot cycles/s'], tlsRows));
   }
 
   if (memory.length) {

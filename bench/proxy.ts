@@ -62,7 +62,7 @@ async function serve(args: ServeArgs): Promise<void> {
   const { createLogger } = await import('../src/log.js');
   const { createBackends } = await import('../src/backends/index.js');
   const { startServer } = await import('../src/server.js');
-  const { issueToken } = await import('../src/services/tokens.js');
+  const { issueKey } = await import('../src/services/keys.js');
   const config = loadConfig({
     env: {},
     flags: {
@@ -85,7 +85,7 @@ async function serve(args: ServeArgs): Promise<void> {
   const logger = createLogger(config.log.level);
   const backends = createBackends(config, null, logger);
   const server = await startServer(config, logger, { backends });
-  const { key } = await issueToken(server.store, { description: 'bench', account: ACCOUNT, scopes: ['imap'] });
+  const { key } = await issueKey(server.store, 'operator', { name: 'bench', account: ACCOUNT, scopes: ['imap'] });
   const ready: ServeReady = { imap: server.listeners.get('imap').address().port, key };
   process.stdout.write(`${JSON.stringify(ready)}\n`);
   const stop = async (): Promise<void> => {

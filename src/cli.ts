@@ -3,17 +3,19 @@ import { Command, CommanderError } from 'commander';
 import { accountsCommand } from './cli/accounts.js';
 import { addTokensList } from './cli/lists.js';
 import { checkCommand } from './cli/check.js';
-import { addSettingFlags, collect, configFrom, DB_FLAGS, looksLikeAddress, UsageError, withStore } from './cli/common.js';
+import { addSettingFlags, collect, configFrom, DB_FLAGS, UsageError, withStore } from './cli/common.js';
 import { configCommand } from './cli/config-command.js';
 import { exitCodeOf } from './cli/exit-codes.js';
 import { SPECS } from './config.js';
 import { parseExpiry } from './duration.js';
 import { isValidCidr } from './keys/cidr.js';
 import { decodeExport } from './keys/export-codec.js';
+import { KEY_SCAN_RE } from './keys/format.js';
+import { looksLikeAddress } from './keys/record.js';
 import { normalizeScopes } from './keys/scopes.js';
 import { createLogger, flushLogsSync } from './log.js';
 import { startServer } from './server.js';
-import { exportToken, importToken, issueToken, findToken } from './services/tokens.js';
+import { exportKey, findKey, importExportedKey, issueKey } from './services/keys.js';
 
 export function buildCli(): Command {
   const program = new Command('keygate').description('Mail credential server: SMTP, IMAP and POP3 logins with scoped API keys').version('0.1.0');
@@ -44,7 +46,8 @@ export function buildCli(): Command {
 
   const tokens = new Command('tokens').description('issue, export, import, list and revoke access tokens');
   addSettingFlags(tokens.command('issue').description('issue a token; prints only the token'), DB_FLAGS)
-    .requiredOption('-d, --description <text>', 'what the token is for')
+    .option('-n, --name <text>', 'what the token is for')
+    .option('-d, --description <text>', 'the same as --name (the reference workflow\'s spelling)')
     .option('-s, --scope <scope>', 'scope (repeatable or comma-separated; default *)', collect, [])
     .option('-a, --account <address>', 'bind the token to this account')
     .option('--expires <when>', 'expiry: ISO date or duration such as 30d')
@@ -53,20 +56,24 @@ export function buildCli(): Command {
       let expiresAt: string | null = null;
       if (opts.expires !== undefined) {
         expiresAt = parseExpiry(String(opts.expires));
-        if (expiresAt === null) throw new UsageError(`--expires: "${String(opts.expires)}" is neither an ISO date nor a duration like 30d`);
+        if (expiresAt === null) throw new UsageError('--expires: expected an ISO date or a duration like 30d');
         if (Date.parse(expiresAt) <= Date.now()) throw new UsageError(`--expires: ${expiresAt} is in the past`);
       }
       // Validate everything before the store is opened, so bad input writes nothing.
+      if (opts.name === undefined && opts.description === undefined) throw new UsageError('a name is required: -n, --name <text> (or -d, --description <text>)');
       const scopes = normalizeScopes((opts.scope as string[]).length ? (opts.scope as string[]) : ['*']);
       const account = (opts.account as string | undefined) ?? null;
-      if (account !== null && !looksLikeAddress(account)) throw new UsageError(`--account: "${account}" is not an address`);
+      if (account !== null && !looksLikeAddress(account)) throw new UsageError('--account: not an address (expected one such as user@example.com)');
       const allowedIps = opts.allowedIp as string[];
-      for (const c of allowedIps) if (!isValidCidr(c)) throw new UsageError(`--allowed-ip: "${c}" is not an IP address or CIDR range`);
+      allowedIps.forEach((c, i) => {
+        if (!isValidCidr(c)) throw new UsageError(`--allowed-ip #${i + 1}: expected an IP address or CIDR range`);
+      });
       const { key } = await withStore(
         opts,
         (store) =>
-          issueToken(store, {
-            description: String(opts.description),
+          issueKey(store, 'operator', {
+            ...(opts.name !== undefined && { name: String(opts.name) }),
+            ...(opts.description !== undefined && { description: String(opts.description) }),
             scopes,
             account,
             expiresAt,
@@ -80,7 +87,7 @@ export function buildCli(): Command {
   addSettingFlags(tokens.command('export').description('print a token record as a blob (hash and metadata, never the token)'), DB_FLAGS)
     .requiredOption('-t, --token <key-or-id>', 'the token, or its id')
     .action(async (opts: Record<string, unknown>) => {
-      const blob = await withStore(opts, (store) => exportToken(store, String(opts.token)));
+      const blob = await withStore(opts, (store) => exportKey(store, String(opts.token)));
       process.stdout.write(`${blob}\n`);
     });
 
@@ -88,7 +95,7 @@ export function buildCli(): Command {
     .requiredOption('-t, --token <blob>', 'the exported blob')
     .action(async (opts: Record<string, unknown>) => {
       decodeExport(String(opts.token)); // refuse a malformed blob before touching the store
-      const { result } = await withStore(opts, (store) => importToken(store, String(opts.token)), { create: true });
+      const { result } = await withStore(opts, (store) => importExportedKey(store, 'operator', String(opts.token)), { create: true });
       process.stdout.write(result === 'imported' ? 'Token was imported\n' : 'Token already exists\n');
     });
 
@@ -98,7 +105,7 @@ export function buildCli(): Command {
     .argument('<id>', 'token id (or the token itself)')
     .action(async (id: string, opts: Record<string, unknown>) => {
       await withStore(opts, async (store) => {
-        const rec = await findToken(store, id);
+        const rec = await findKey(store, id);
         await store.revokeKey(rec.id, new Date().toISOString());
       });
       process.stdout.write('Token was revoked\n');
@@ -127,7 +134,8 @@ export function withDefaultCommand(args: string[]): string[] {
 
 function fail(code: 1 | 2, message: string): never {
   flushLogsSync();
-  process.stderr.write(`keygate: ${message}\n`);
+  // Messages name what is wrong, never the value; a key that still reaches one (a library's message) is masked.
+  process.stderr.write(`keygate: ${message.replace(KEY_SCAN_RE, 'kg_[REDACTED]')}\n`);
   process.exit(code);
 }
 

@@ -3,6 +3,8 @@ import { isAbsolute, join, resolve } from 'node:path';
 import type { UpstreamServer } from './backends/routing.js';
 import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
+import { ACME_DIRECTORY_NAMES, acmeProblem } from './tls/acme-settings.js';
+import { parseJson } from './json-text.js';
 
 /**
  * The one configuration module. Precedence: defaults < config file (JSON,
@@ -38,7 +40,22 @@ export interface Config {
   hostname: string;
   secret: string;
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
-  http: { host: string; port: number; bodyLimit: number; trustProxy: boolean };
+  http: {
+    host: string;
+    port: number;
+    bodyLimit: number;
+    trustProxy: boolean;
+    /** Serve the control plane over HTTPS with the mail certificates (and HSTS). */
+    tls: boolean;
+    /** Open connections at most; at the cap the longest-idle one is closed for a new one. */
+    maxConnections: number;
+    /** From connection (or the previous response) to a request's complete headers. */
+    headersTimeout: number;
+    /** A kept-alive connection waiting for its next request. */
+    idleTimeout: number;
+    /** One whole request, body included. */
+    requestTimeout: number;
+  };
   rateLimit: {
     credentials: { max: number; window: number };
     api: { max: number; window: number };
@@ -47,7 +64,16 @@ export interface Config {
   smtp: ListenerConfig;
   imap: ListenerConfig;
   pop3: ListenerConfig;
-  tls: { cert: string; key: string; dir: string; handshakeTimeout: number };
+  tls: {
+    /** Comma-separated PEM chain files; `key` lists their keys in the same order. */
+    cert: string;
+    key: string;
+    dir: string;
+    handshakeTimeout: number;
+    /** ms: how long one shared session-ticket key is used. */
+    ticketKeyRotation: number;
+    acme: AcmeConfig;
+  };
   auth: {
     allowPlaintext: boolean;
     failureDelay: number;
@@ -104,6 +130,19 @@ export interface Config {
   };
 }
 
+export interface AcmeConfig {
+  /** Directory URL or a known CA's name (src/tls/acme-settings.ts); empty = no ACME. */
+  directory: string;
+  email: string;
+  /** Comma-separated names besides `hostname`. */
+  names: string;
+  challenge: string;
+  /** PEM file of a private CA for the directory's HTTPS. */
+  directoryCa: string;
+  eabKid: string;
+  eabHmacKey: string;
+}
+
 type Kind = 'string' | 'int' | 'port' | 'bool' | 'duration' | 'level';
 
 export interface Spec {
@@ -116,6 +155,8 @@ export interface Spec {
   follows?: string;
   /** A file or directory: relative to `home` when that is set. */
   path?: true;
+  /** With `path`: a comma-separated list of them. */
+  list?: true;
   /** Holds credentials inside a larger value: `url` (user:password@), `json` (any "password" field). Masked when shown. */
   embeds?: 'url' | 'json';
 }
@@ -126,6 +167,11 @@ export interface Spec {
  */
 const MIN_KEYS_PER_ACCOUNT = 1;
 const MAX_KEYS_PER_ACCOUNT = 1000;
+
+/** May an error message quote this setting's value? Never for one that is or may hold a secret. */
+function echoable(spec: Spec): boolean {
+  return !spec.secret && spec.embeds === undefined;
+}
 
 /** The config file read from `home` when no --config file is given. */
 export const CONFIG_FILE_NAME = 'keygate.json';
@@ -140,7 +186,7 @@ export const DEFAULTS: Config = {
   hostname: 'localhost',
   secret: '',
   log: { level: 'info' },
-  http: { host: '127.0.0.1', port: 8080, bodyLimit: 64 * 1024, trustProxy: false },
+  http: { host: '127.0.0.1', port: 8080, bodyLimit: 64 * 1024, trustProxy: false, tls: false, maxConnections: 1000, headersTimeout: 10_000, idleTimeout: 5_000, requestTimeout: 30_000 },
   rateLimit: {
     credentials: { max: 30, window: 60_000 },
     api: { max: 600, window: 60_000 },
@@ -153,7 +199,14 @@ export const DEFAULTS: Config = {
   smtp: { enabled: true, host: '127.0.0.1', port: 2587, securePort: 2465 },
   imap: { enabled: true, host: '127.0.0.1', port: 2143, securePort: 2993 },
   pop3: { enabled: true, host: '127.0.0.1', port: 2110, securePort: 2995 },
-  tls: { cert: '', key: '', dir: 'certs', handshakeTimeout: 5000 },
+  tls: {
+    cert: '',
+    key: '',
+    dir: 'certs',
+    handshakeTimeout: 5000,
+    ticketKeyRotation: 12 * 60 * 60_000,
+    acme: { directory: '', email: '', names: '', challenge: 'http-01', directoryCa: '', eabKid: '', eabHmacKey: '' },
+  },
   auth: { allowPlaintext: false, failureDelay: 1000, ipFailures: 30, accountFailures: 10, failureWindow: 15 * 60_000 },
   limits: {
     lineLength: 8192,
@@ -247,6 +300,11 @@ export const SPECS: Record<string, Spec> = {
   'http.port': { kind: 'port', env: 'KEYGATE_HTTP_PORT', doc: 'control-plane port' },
   'http.bodyLimit': { kind: 'int', env: 'KEYGATE_HTTP_BODY_LIMIT', doc: 'largest accepted request body, bytes' },
   'http.trustProxy': { kind: 'bool', env: 'KEYGATE_HTTP_TRUST_PROXY', doc: 'take the client IP from X-Forwarded-For' },
+  'http.tls': { kind: 'bool', env: 'KEYGATE_HTTP_TLS', doc: 'serve the control plane over HTTPS with the mail certificates (and HSTS)' },
+  'http.maxConnections': { kind: 'int', env: 'KEYGATE_HTTP_MAX_CONNECTIONS', doc: 'open control-plane connections at most; at the cap the longest-idle one is closed first' },
+  'http.headersTimeout': { kind: 'duration', env: 'KEYGATE_HTTP_HEADERS_TIMEOUT', doc: 'time allowed for a request\'s headers, from connect or the previous response' },
+  'http.idleTimeout': { kind: 'duration', env: 'KEYGATE_HTTP_IDLE_TIMEOUT', doc: 'how long a kept-alive control-plane connection may wait for its next request' },
+  'http.requestTimeout': { kind: 'duration', env: 'KEYGATE_HTTP_REQUEST_TIMEOUT', doc: 'time allowed for one whole request, body included' },
   'rateLimit.credentials.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_MAX', doc: 'requests per window to /api/smtp-credentials routes, per key and per IP' },
   'rateLimit.credentials.window': { kind: 'duration', env: 'KEYGATE_RATE_LIMIT_CREDENTIALS_WINDOW', doc: 'window for the credentials limit' },
   'rateLimit.api.max': { kind: 'int', env: 'KEYGATE_RATE_LIMIT_API_MAX', doc: 'requests per window to other API routes, per IP' },
@@ -257,10 +315,32 @@ export const SPECS: Record<string, Spec> = {
   ...listener('smtp', 2587, 2465),
   ...listener('imap', 2143, 2993),
   ...listener('pop3', 2110, 2995),
-  'tls.cert': { kind: 'string', env: 'KEYGATE_TLS_CERT', doc: 'PEM certificate chain file (re-read when it changes); empty = self-signed in tls.dir', path: true },
-  'tls.key': { kind: 'string', env: 'KEYGATE_TLS_KEY', doc: 'PEM private key file', path: true },
+  'tls.cert': {
+    kind: 'string',
+    env: 'KEYGATE_TLS_CERT',
+    doc: 'PEM certificate chain file(s), comma separated: RSA and ECDSA side by side, other host names by SNI (re-read when changed); empty = self-signed in tls.dir',
+    path: true,
+    list: true,
+  },
+  'tls.key': { kind: 'string', env: 'KEYGATE_TLS_KEY', doc: 'PEM private key file(s), in the order of tls.cert', path: true, list: true },
   'tls.dir': { kind: 'string', env: 'KEYGATE_TLS_DIR', doc: 'where the self-signed certificate is made', path: true },
   'tls.handshakeTimeout': { kind: 'duration', env: 'KEYGATE_TLS_HANDSHAKE_TIMEOUT', doc: 'time a client has to finish a TLS handshake (implicit TLS, STARTTLS, STLS)' },
+  'tls.ticketKeyRotation': { kind: 'duration', env: 'KEYGATE_TLS_TICKET_KEY_ROTATION', doc: 'lifetime of the TLS session-ticket key shared by all instances (1m to 7d)' },
+  'tls.acme.directory': {
+    kind: 'string',
+    env: 'KEYGATE_ACME_DIRECTORY',
+    doc: `ACME directory URL or ${ACME_DIRECTORY_NAMES.join(', ')}: certificates for hostname and tls.acme.names (setting it agrees to that CA's terms); empty = off`,
+  },
+  'tls.acme.email': { kind: 'string', env: 'KEYGATE_ACME_EMAIL', doc: 'contact address for the ACME account' },
+  'tls.acme.names': { kind: 'string', env: 'KEYGATE_ACME_NAMES', doc: 'more host names for the ACME certificate, comma separated' },
+  'tls.acme.challenge': {
+    kind: 'string',
+    env: 'KEYGATE_ACME_CHALLENGE',
+    doc: 'http-01 (the CA asks the control plane, on port 80) or tls-alpn-01 (the CA connects to port 443: implicit-TLS listeners and the HTTPS control plane)',
+  },
+  'tls.acme.directoryCa': { kind: 'string', env: 'KEYGATE_ACME_DIRECTORY_CA', doc: "PEM file of a private CA that signs the ACME directory's HTTPS certificate", path: true },
+  'tls.acme.eabKid': { kind: 'string', env: 'KEYGATE_ACME_EAB_KID', doc: 'ACME external account binding key id (ZeroSSL, company CAs)' },
+  'tls.acme.eabHmacKey': { kind: 'string', env: 'KEYGATE_ACME_EAB_HMAC_KEY', doc: 'ACME external account binding HMAC key (base64url)', secret: true },
   'auth.allowPlaintext': { kind: 'bool', env: 'KEYGATE_AUTH_ALLOW_PLAINTEXT', doc: 'allow password login before TLS from non-loopback clients' },
   'auth.failureDelay': { kind: 'duration', env: 'KEYGATE_AUTH_FAILURE_DELAY', doc: 'delay before every failed-login reply' },
   'auth.ipFailures': { kind: 'int', env: 'KEYGATE_AUTH_IP_FAILURES', doc: 'failed logins per client IP per window before temporary refusal' },
@@ -320,7 +400,7 @@ export class ConfigError extends Error {
 
 function coerce(key: string, spec: Spec, raw: unknown, source: string): unknown {
   const bad = (why: string): never => {
-    throw new ConfigError(key, `${why} (from ${source}: ${JSON.stringify(raw)})`);
+    throw new ConfigError(key, `${why} (from ${source}${echoable(spec) ? `: ${JSON.stringify(raw)}` : ''})`);
   };
   switch (spec.kind) {
     case 'string':
@@ -410,11 +490,17 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   const homeFile = typeof earlyHome === 'string' && earlyHome !== '' ? join(resolve(earlyHome), CONFIG_FILE_NAME) : null;
   const file = options.file ?? (homeFile && existsSync(homeFile) ? homeFile : undefined);
   if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('config', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'unreadable'}`);
+    }
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(file, 'utf8'));
+      parsed = parseJson(text); // its errors never quote the file, which may hold secrets
     } catch (err) {
-      throw new ConfigError('config', `cannot read ${file}: ${(err as Error).message}`);
+      throw new ConfigError('config', `${file} is ${(err as Error).message}`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ConfigError('config', `${file} must hold a JSON object`);
     apply(flatten(parsed as Record<string, unknown>), file, () => `file ${file}`);
@@ -436,11 +522,12 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   if (c.home !== '') c.home = resolve(c.home);
   // A relative path typed as a flag means the current directory, as in any command; one in the
   // settings (defaults, file, environment) starts at home, so every command finds the same files.
+  // tls.cert and tls.key are comma-separated lists: each entry is a path of its own.
+  const place = (key: string, path: string): string => (isAbsolute(path) ? path : sources[key] === 'flag' ? resolve(path) : c.home !== '' ? join(c.home, path) : path);
   for (const [key, spec] of Object.entries(SPECS)) {
     const value = getPath(config, key);
-    if (!spec.path || typeof value !== 'string' || value === '' || isAbsolute(value)) continue;
-    if (sources[key] === 'flag') setPath(config, key, resolve(value));
-    else if (c.home !== '') setPath(config, key, join(c.home, value));
+    if (!spec.path || typeof value !== 'string' || value === '') continue;
+    setPath(config, key, spec.list ? value.split(',').map((p) => place(key, p.trim())).join(',') : place(key, value));
   }
   // An explicitly empty public host name still means "the hostname".
   for (const p of ['smtp', 'imap', 'pop3'] as const) if (c.public[p].serverName === '') c.public[p].serverName = c.hostname;
@@ -449,10 +536,12 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   }
   if (c.tls.handshakeTimeout <= 0) throw new ConfigError('tls.handshakeTimeout', 'expected a duration above 0, such as 5s');
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
+  validateTls(c);
   validateSetup(c.setup);
   if (c.limits.keysPerAccount < MIN_KEYS_PER_ACCOUNT || c.limits.keysPerAccount > MAX_KEYS_PER_ACCOUNT) {
     throw new ConfigError('limits.keysPerAccount', `expected ${MIN_KEYS_PER_ACCOUNT}-${MAX_KEYS_PER_ACCOUNT} (got ${c.limits.keysPerAccount})`);
   }
+  validateHttp(c.http);
   validateConsole(c.console);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
@@ -464,6 +553,23 @@ export function getPath(target: object, key: string): unknown {
   let node: unknown = target;
   for (const p of key.split('.')) node = (node as Record<string, unknown>)[p];
   return node;
+}
+
+const MIN_TICKET_ROTATION = 60_000;
+/** RFC 8446 §4.6.1: a ticket lives at most 7 days. */
+const MAX_TICKET_ROTATION = 7 * 24 * 60 * 60_000;
+
+function validateTls(c: Config): void {
+  const r = c.tls.ticketKeyRotation;
+  if (r < MIN_TICKET_ROTATION || r > MAX_TICKET_ROTATION) throw new ConfigError('tls.ticketKeyRotation', `expected a duration from 1m to 7d (got ${r} ms)`);
+  const problem = acmeProblem(c.hostname, c.tls.acme);
+  if (problem) throw new ConfigError(problem.setting, problem.message);
+}
+
+function validateHttp(h: Config['http']): void {
+  if (h.maxConnections < 1) throw new ConfigError('http.maxConnections', 'expected at least 1');
+  for (const k of ['headersTimeout', 'idleTimeout', 'requestTimeout'] as const) if (h[k] <= 0) throw new ConfigError(`http.${k}`, 'expected a duration above 0');
+  if (h.headersTimeout > h.requestTimeout) throw new ConfigError('http.headersTimeout', 'must not exceed http.requestTimeout');
 }
 
 /** Longest allowed setup-link lifetime: the link carries a key until it is used. */
@@ -482,7 +588,8 @@ function validateSetup(s: Config['setup']): void {
       url = null;
     }
     if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '' || url.search !== '' || url.hash !== '') {
-      throw new ConfigError('setup.publicUrl', `expected an http(s) origin such as https://keygate.example.com (got ${JSON.stringify(s.publicUrl)})`);
+      // The value is not echoed: a URL with user:password@ is one of the refused forms.
+      throw new ConfigError('setup.publicUrl', 'expected an http(s) origin such as https://keygate.example.com, without user, password, query or fragment');
     }
   }
 }

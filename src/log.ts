@@ -1,13 +1,15 @@
 import { Writable } from 'node:stream';
 import pino, { type DestinationStream, type Logger } from 'pino';
+import { scrubUrl } from './http/log-url.js';
 import { KEY_SCAN_RE } from './keys/format.js';
 
 export type { Logger } from 'pino';
 
 /**
  * Redaction is configured here, once, for every logger in the process: HTTP
- * credentials, the `access_token` query parameter (scrubbed from URLs by the
- * request serializer) and protocol passwords wherever they are attached.
+ * credentials, the `access_token` query parameter (scrubbed from the decoded
+ * URL by the request serializer, src/http/log-url.ts) and protocol passwords
+ * wherever they are attached.
  */
 export const REDACT_PATHS = [
   'req.headers.authorization',
@@ -27,11 +29,6 @@ export const REDACT_PATHS = [
   '*.apiKey',
   '*.token',
 ];
-
-/** Replaces the value of `access_token` in a URL's query string. */
-export function scrubUrl(url: string): string {
-  return url.replace(/([?&]access_token=)[^&#]*/gi, '$1[REDACTED]');
-}
 
 interface RequestLike {
   method?: string;

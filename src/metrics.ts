@@ -29,6 +29,11 @@ export class Metrics {
     labelNames: ['route', 'status'] as const,
     registers: [this.registry],
   });
+  readonly httpConnections = new client.Gauge({
+    name: 'keygate_http_connections',
+    help: 'Open control-plane connections',
+    registers: [this.registry],
+  });
   readonly httpDuration = new client.Histogram({
     name: 'keygate_http_request_duration_seconds',
     help: 'Time to answer an HTTP request, by route and status class (2xx, 4xx, …)',
@@ -45,7 +50,7 @@ export class Metrics {
 
   readonly connectionsRefused = new client.Counter({
     name: 'keygate_connections_refused_total',
-    help: 'Mail connections refused or closed before login by a connection limit, by listener and reason (per_ip, listener_full, evicted, handshake_timeout)',
+    help: 'Connections refused or closed by a connection limit, by listener and reason: mail listeners before login (per_ip, listener_full, evicted, handshake_timeout), the control plane "http" (listener_full, evicted, request_timeout)',
     labelNames: ['listener', 'reason'] as const,
     registers: [this.registry],
   });

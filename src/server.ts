@@ -9,9 +9,10 @@ import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { decodePreparedTokens, importPreparedTokens } from './services/tokens.js';
+import { decodePreparedTokens, importPreparedTokens } from './services/keys.js';
 import { describeStore, openStore } from './store/index.js';
 import type { KeyStore } from './store/types.js';
+import type { AcmeTiming } from './tls/acme.js';
 import { createTlsProvider, type TlsProvider } from './tls/index.js';
 
 export interface RunningServer {
@@ -35,6 +36,8 @@ const LOGIN_RETRY_DEDUPE_MS = 30_000;
 export interface StartOptions {
   /** What logged-in sessions are handed to; default: built from the `upstream.*` settings. */
   backends?: Backends;
+  /** ACME's retry and rescan timing (tests shorten it). */
+  acmeTiming?: Partial<AcmeTiming>;
 }
 
 /** Opens the store, imports prepared tokens, then opens the control plane and the mail listeners. */
@@ -56,7 +59,8 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     if (!options.backends) backends = createBackends(config, store, logger);
     const metrics = new Metrics(store);
     const authenticator = new Authenticator(store, logger, metrics);
-    tls = await createTlsProvider(config, logger);
+    // Ticket keys and ACME certificates are shared with the other instances through the store.
+    tls = await createTlsProvider(config, logger, { store, ...(options.acmeTiming && { acmeTiming: options.acmeTiming }) });
     // A client retrying one refused key with each mechanism it knows is one guess, not three.
     limiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
     authenticator.limiter = limiter;
@@ -66,6 +70,8 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     await app.listen({ host: config.http.host, port: config.http.port });
     const listeners = await startListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? backends ?? { imap: null, pop3: null, smtp: null }, metrics });
     advertiseBoundPorts(config, listeners);
+    // Everything that answers ACME challenges is listening: ordering and renewal may begin.
+    tls.start();
     logger.info(
       { store: describeStore(config), http: `${config.http.host}:${config.http.port}`, listeners: listeners.all.map((l) => `${l.name}=${l.address().host}:${l.address().port}`) },
       'Keygate started',
@@ -88,7 +94,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
           running.sessions.stop();
           await backends?.close();
           await running.limiter.close();
-          running.tls.close();
+          await running.tls.close();
           await store.close();
           logger.info('Keygate stopped');
         })();
@@ -100,7 +106,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     sessions?.stop();
     await backends?.close().catch(() => {});
     await limiter?.close().catch(() => {});
-    tls?.close();
+    await tls?.close();
     await store.close().catch(() => {});
     throw err;
   }

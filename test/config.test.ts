@@ -70,6 +70,37 @@ describe('config', () => {
     }
   });
 
+  it('ACME, HTTPS and ticket settings: defaults, shortcuts, and each bad value named', () => {
+    const c = loadConfig({ env: {} });
+    expect(c.http.tls).toBe(false);
+    expect(c.tls.ticketKeyRotation).toBe(12 * 60 * 60_000);
+    expect(c.tls.acme).toMatchObject({ directory: '', challenge: 'http-01' });
+    const acme = { hostname: 'mail.example.com', 'tls.acme.directory': 'letsencrypt' };
+    expect(loadConfig({ env: { KEYGATE_ACME_NAMES: 'imap.example.com, smtp.example.com', KEYGATE_HTTP_TLS: 'true' }, flags: acme }).tls.acme.names).toBe('imap.example.com, smtp.example.com');
+    const bad = (flags: Record<string, unknown>, env: NodeJS.ProcessEnv = {}): string | undefined => {
+      try {
+        loadConfig({ env, flags });
+        return undefined;
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        return (err as ConfigError).setting;
+      }
+    };
+    expect(bad({ 'tls.acme.directory': 'letsencrypt' })).toBe('hostname'); // localhost cannot be validated
+    expect(bad({ ...acme, hostname: '192.0.2.1' })).toBe('hostname');
+    expect(bad({ ...acme, 'tls.acme.names': 'ok.example.com,*.example.com' })).toBe('tls.acme.names');
+    expect(bad({ ...acme, 'tls.acme.directory': 'http://ca.example.com/dir' })).toBe('tls.acme.directory');
+    expect(bad({ ...acme, 'tls.acme.directory': 'no such ca' })).toBe('tls.acme.directory');
+    expect(bad({ ...acme, 'tls.acme.challenge': 'dns-01' })).toBe('tls.acme.challenge');
+    expect(bad({ ...acme, 'tls.acme.eabKid': 'kid' })).toBe('tls.acme.eabHmacKey');
+    expect(bad({ ...acme, 'tls.acme.email': 'not an address' })).toBe('tls.acme.email');
+    expect(bad({ 'tls.ticketKeyRotation': '10s' })).toBe('tls.ticketKeyRotation');
+    expect(bad({ 'tls.ticketKeyRotation': '8d' })).toBe('tls.ticketKeyRotation');
+    expect(bad({ ...acme, 'tls.acme.directory': 'https://ca.example.com/directory', 'tls.acme.challenge': 'tls-alpn-01' })).toBeUndefined();
+    // The EAB HMAC key is a secret: never a command-line flag.
+    expect(SPECS['tls.acme.eabHmacKey']!.secret).toBe(true);
+  });
+
   it('a missing or malformed file is named', () => {
     expect(() => loadConfig({ file: '/nonexistent/keygate.json', env: {} })).toThrow(/keygate\.json/);
     const dir = mkdtempSync(join(tmpdir(), 'keygate-config-'));

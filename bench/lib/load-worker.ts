@@ -11,6 +11,10 @@ export interface Target {
   protocol: BenchProtocol;
   port: number;
   tls: boolean;
+  /** TLS only: offer the session ticket the loop's previous cycle received (resumption); default a full handshake every cycle. */
+  resume?: boolean;
+  /** TLS only: the name sent as SNI (default localhost). */
+  servername?: string;
   creds: Credentials;
 }
 
@@ -20,7 +24,7 @@ export type WorkerRequest =
   | { type: 'release' };
 
 export type WorkerReply =
-  | { type: 'result'; cycles: number; errors: number; latencies: number[]; elapsedMs: number; firstError: string | null }
+  | { type: 'result'; cycles: number; resumed: number; errors: number; latencies: number[]; elapsedMs: number; firstError: string | null }
   | { type: 'held'; held: number; errors: number; firstError: string | null }
   | { type: 'released' };
 
@@ -31,15 +35,23 @@ interface Outcome {
   loginMs: number;
   socket: net.Socket | null;
   error: string | null;
+  /** The TLS session was resumed from `session`. */
+  resumed: boolean;
+}
+
+/** A loop's TLS session: the ticket the server sent last (TLS 1.3 sends it after the handshake). */
+interface Ticket {
+  session: Buffer | undefined;
 }
 
 /** One cycle; with `hold`, stops after the login and keeps the socket open. */
-function cycle(target: Target, hold: boolean): Promise<Outcome> {
+function cycle(target: Target, hold: boolean, ticket: Ticket = { session: undefined }): Promise<Outcome> {
   const script = SCRIPTS[target.protocol];
   return new Promise((resolve) => {
     const socket: net.Socket = target.tls
-      ? tls.connect({ host: '127.0.0.1', port: target.port, rejectUnauthorized: false, servername: 'localhost' })
+      ? tls.connect({ host: '127.0.0.1', port: target.port, rejectUnauthorized: false, servername: target.servername ?? 'localhost', session: target.resume ? ticket.session : undefined })
       : net.connect({ host: '127.0.0.1', port: target.port });
+    if (target.tls && target.resume) socket.on('session', (session: Buffer) => void (ticket.session = session));
     socket.setNoDelay(true);
     socket.setEncoding('latin1');
     let step = 0;
@@ -51,13 +63,14 @@ function cycle(target: Target, hold: boolean): Promise<Outcome> {
       if (done) return;
       done = true;
       clearTimeout(timer);
+      const resumed = socket instanceof tls.TLSSocket && socket.isSessionReused();
       if (ok && hold) {
         socket.removeAllListeners('data');
-        resolve({ ok, loginMs, socket, error });
+        resolve({ ok, loginMs, socket, error, resumed });
         return;
       }
       socket.destroy();
-      resolve({ ok, loginMs, socket: null, error });
+      resolve({ ok, loginMs, socket: null, error, resumed });
     };
     const timer = setTimeout(() => finish(false, `timeout at step ${step}`), CYCLE_TIMEOUT_MS);
     socket.on('data', (chunk: string) => {
@@ -90,14 +103,17 @@ async function run(target: Target, concurrency: number, durationMs: number): Pro
   const end = started + durationMs;
   const latencies: number[] = [];
   let cycles = 0;
+  let resumed = 0;
   let errors = 0;
   let firstError: string | null = null;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
+      const ticket: Ticket = { session: undefined };
       while (Date.now() < end) {
-        const r = await cycle(target, false);
+        const r = await cycle(target, false, ticket);
         if (r.ok) {
           cycles++;
+          if (r.resumed) resumed++;
           latencies.push(r.loginMs);
         } else {
           errors++;
@@ -107,7 +123,7 @@ async function run(target: Target, concurrency: number, durationMs: number): Pro
       }
     }),
   );
-  return { type: 'result', cycles, errors, latencies, elapsedMs: Date.now() - started, firstError };
+  return { type: 'result', cycles, resumed, errors, latencies, elapsedMs: Date.now() - started, firstError };
 }
 
 async function hold(target: Target, count: number, parallel: number): Promise<WorkerReply> {

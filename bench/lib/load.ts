@@ -8,6 +8,8 @@ const WORKER = join(dirname(fileURLToPath(import.meta.url)), 'load-worker.ts');
 
 export interface LoadResult {
   cycles: number;
+  /** Cycles whose TLS session was resumed. */
+  resumed: number;
   errors: number;
   firstError: string | null;
   /** Seconds the load ran (the longest worker). */
@@ -54,6 +56,7 @@ export class LoadPool {
     const seconds = Math.max(...replies.map((r) => r.elapsedMs)) / 1000;
     return {
       cycles,
+      resumed: replies.reduce((s, r) => s + r.resumed, 0),
       errors: replies.reduce((s, r) => s + r.errors, 0),
       firstError: replies.find((r) => r.firstError)?.firstError ?? null,
       seconds,

@@ -122,10 +122,11 @@ export async function startRedis(dir: string): Promise<{ url: string; pid: numbe
   return { url: `redis://127.0.0.1:${port}`, pid: child.pid!, stop: () => stopChild(child) };
 }
 
-/** The canned-reply baseline server (bench/lib/canned-server.ts) as a child process. */
-export async function startCanned(): Promise<{ pid: number; port: number; stop(): Promise<void> }> {
+/** The canned-reply baseline server (bench/lib/canned-server.ts) as a child process; implicit TLS with `tls`. */
+export async function startCanned(tls?: { certPath: string; keyPath: string }): Promise<{ pid: number; port: number; stop(): Promise<void> }> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'canned-server.ts'), String(port)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  const args = [join(import.meta.dirname, 'canned-server.ts'), String(port), ...(tls ? [tls.certPath, tls.keyPath] : [])];
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
   children.add(child);
   await new Promise<void>((resolve, reject) => {
     child.stdout!.once('data', () => resolve());

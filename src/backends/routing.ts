@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import type { AccountRecord } from '../keys/record.js';
 import { isSealed, openSecret, secretBox } from './secret.js';
+import { parseJson } from '../json-text.js';
 
 /**
  * Where a session goes after the front login, and how Keygate logs in there.
@@ -173,12 +174,7 @@ export function checkOverlay(protocol: MailProtocol, value: unknown): string | n
 export function parseDomainRoutes(text: string): Map<string, DomainRoute> {
   const routes = new Map<string, DomainRoute>();
   if (text.trim() === '') return routes;
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new Error(`not valid JSON: ${(err as Error).message}`);
-  }
+  const parsed = parseJson(text); // JsonSyntaxError: never quotes the text, which may hold the master password
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new Error('expected a JSON object of domain → route');
   for (const [domain, route] of Object.entries(parsed as Record<string, unknown>)) {
     if (!/^[a-z0-9.-]+$/i.test(domain)) throw new Error(`"${domain}": not a domain name`);

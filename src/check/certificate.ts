@@ -4,6 +4,8 @@ import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import type { Config } from '../config.js';
 import { SELF_SIGNED_CERT, SELF_SIGNED_KEY } from '../tls/index.js';
+import { acmeNames, directoryUrl } from '../tls/acme-settings.js';
+import { configuredPairs, type PairPaths } from '../tls/files.js';
 import { selfSignedProblem } from '../tls/selfsigned.js';
 import { fail, ok, type CheckResult } from './types.js';
 
@@ -27,6 +29,9 @@ const covers = (cert: X509Certificate, name: string): boolean => (isIP(name) ? c
  */
 export function checkCertificate(config: Config, now: Date = new Date()): CheckResult {
   const names = serverNames(config);
+  if (config.tls.acme.directory !== '') {
+    return ok('certificate', `ACME from ${directoryUrl(config.tls.acme.directory)} for ${acmeNames(config.hostname, config.tls.acme.names).join(', ')}: ordered and renewed by serve, kept in the store`);
+  }
   if (config.tls.cert === '') {
     const dir = resolve(config.tls.dir);
     const certPath = join(dir, SELF_SIGNED_CERT);
@@ -36,25 +41,41 @@ export function checkCertificate(config: Config, now: Date = new Date()): CheckR
     if (problem) return ok('certificate', `self-signed ${certPath} is replaced at the next start: ${problem}`);
     return ok('certificate', `self-signed ${certPath} until ${new Date(new X509Certificate(readFileSync(certPath)).validTo).toISOString()} (clients ask to trust it)`);
   }
-  const certPath = resolve(config.tls.cert);
-  let cert: X509Certificate;
+  // tls.cert / tls.key are lists paired in order (RSA and ECDSA side by side, other names by SNI): each pair must hold, and together they cover every name.
+  let pairs: PairPaths[];
   try {
-    cert = new X509Certificate(readFileSync(certPath));
+    pairs = configuredPairs(config.tls.cert, config.tls.key);
   } catch (err) {
-    return fail('certificate', `tls.cert ${certPath}: ${(err as Error).message}`);
+    return fail('certificate', (err as Error).message);
   }
-  try {
-    if (!cert.checkPrivateKey(createPrivateKey(readFileSync(resolve(config.tls.key))))) return fail('certificate', `tls.key ${resolve(config.tls.key)} is not the key of ${certPath}`);
-  } catch (err) {
-    return fail('certificate', `tls.key ${resolve(config.tls.key)}: ${(err as Error).message}`);
+  const certs: X509Certificate[] = [];
+  for (const { certPath, keyPath } of pairs) {
+    let cert: X509Certificate;
+    try {
+      cert = new X509Certificate(readFileSync(certPath));
+    } catch (err) {
+      return fail('certificate', `tls.cert ${certPath}: ${(err as Error).message}`);
+    }
+    try {
+      if (!cert.checkPrivateKey(createPrivateKey(readFileSync(keyPath)))) return fail('certificate', `tls.key ${keyPath} is not the key of ${certPath}`);
+    } catch (err) {
+      return fail('certificate', `tls.key ${keyPath}: ${(err as Error).message}`);
+    }
+    const from = Date.parse(cert.validFrom);
+    const to = Date.parse(cert.validTo);
+    if (now.getTime() < from) return fail('certificate', `${certPath} is not valid before ${new Date(from).toISOString()}`);
+    if (now.getTime() >= to) return fail('certificate', `${certPath} expired on ${new Date(to).toISOString()}`);
+    const daysLeft = Math.floor((to - now.getTime()) / DAY);
+    if (daysLeft < EXPIRY_MARGIN_DAYS) return fail('certificate', `${certPath} expires in ${daysLeft} day(s), on ${new Date(to).toISOString()}: renew it`);
+    certs.push(cert);
   }
-  const uncovered = names.filter((n) => !covers(cert, n));
-  if (uncovered.length > 0) return fail('certificate', `${certPath} is not valid for ${uncovered.join(', ')} (it names ${cert.subjectAltName ?? cert.subject.replace(/\n/g, ', ')})`);
-  const from = Date.parse(cert.validFrom);
-  const to = Date.parse(cert.validTo);
-  if (now.getTime() < from) return fail('certificate', `${certPath} is not valid before ${new Date(from).toISOString()}`);
-  if (now.getTime() >= to) return fail('certificate', `${certPath} expired on ${new Date(to).toISOString()}`);
+  const certPath = pairs.map((p) => p.certPath).join(', ');
+  const uncovered = names.filter((n) => !certs.some((cert) => covers(cert, n)));
+  if (uncovered.length > 0) {
+    const named = certs.map((cert) => cert.subjectAltName ?? cert.subject.replace(/\n/g, ', ')).join('; ');
+    return fail('certificate', `${certPath} is not valid for ${uncovered.join(', ')} (it names ${named})`);
+  }
+  const to = Math.min(...certs.map((cert) => Date.parse(cert.validTo)));
   const daysLeft = Math.floor((to - now.getTime()) / DAY);
-  if (daysLeft < EXPIRY_MARGIN_DAYS) return fail('certificate', `${certPath} expires in ${daysLeft} day(s), on ${new Date(to).toISOString()}: renew it`);
   return ok('certificate', `${certPath} for ${names.join(', ')}, valid until ${new Date(to).toISOString()} (${daysLeft} days)`);
 }

@@ -3,11 +3,12 @@ import { Command } from 'commander';
 import { setAccountUpstream, UpstreamInputError, upstreamView, type AccountUpstreamInput } from '../backends/accounts.js';
 import { checkAccountUpstream, MAIL_PROTOCOLS } from '../backends/routing.js';
 import { checkSecret, MIN_SECRET_LENGTH } from '../backends/secret.js';
-import { normalizeAddress } from '../keys/record.js';
+import { parseJson } from '../json-text.js';
+import { looksLikeAddress, normalizeAddress } from '../keys/record.js';
 import { createAccount } from '../services/accounts.js';
 import { NotFoundError } from '../store/errors.js';
 import { addAccountsList } from './lists.js';
-import { addSettingFlags, collect, configFrom, DB_FLAGS, looksLikeAddress, UsageError, withConfigStore, withStore } from './common.js';
+import { addSettingFlags, collect, configFrom, DB_FLAGS, UsageError, withConfigStore, withStore } from './common.js';
 
 /**
  * `keygate accounts …`: create accounts and manage an account's own upstream
@@ -95,7 +96,7 @@ export function accountsCommand(): Command {
 }
 
 function checkAddress(value: string, what: string): string {
-  if (!looksLikeAddress(value)) throw new UsageError(`${what}: "${value}" is not an address`);
+  if (!looksLikeAddress(value)) throw new UsageError(`${what}: not an address (expected one such as user@example.com)`);
   return normalizeAddress(value);
 }
 
@@ -126,11 +127,9 @@ const ROUTE_FIELDS = [...MAIL_PROTOCOLS, 'username', 'password'];
 export function parseRoute(text: string, source: string): AccountUpstreamInput {
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = parseJson(text);
   } catch (err) {
-    // Not JSON.parse's message: it quotes the text, which may hold the password.
-    const at = /position (\d+)/.exec((err as Error).message)?.[1];
-    throw new UsageError(`--route: ${source} is not valid JSON${at !== undefined ? ` (at character ${at})` : ''}`);
+    throw new UsageError(`--route: ${source} is ${(err as Error).message}`);
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new UsageError(`--route: ${source} must hold a JSON object (${ROUTE_FIELDS.join(', ')})`);
   const route = value as Record<string, unknown>;

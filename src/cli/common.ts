@@ -68,8 +68,3 @@ export async function withStore<T>(opts: Record<string, unknown>, fn: (store: Ke
 export function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
-
-/** The loose address check the CLI applies before opening the store. */
-export function looksLikeAddress(value: string): boolean {
-  return /^[^\s@]+@[^\s@]+$/.test(value.trim());
-}

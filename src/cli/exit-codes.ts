@@ -3,7 +3,7 @@ import { SecretError } from '../backends/secret.js';
 import { ConfigError } from '../config.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
-import { InputError } from '../services/tokens.js';
+import { InputError } from '../services/keys.js';
 import { NotFoundError } from '../store/errors.js';
 import { UsageError } from './common.js';
 

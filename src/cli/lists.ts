@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
-import type { AccountRecord, KeyRecord } from '../keys/record.js';
+import { looksLikeAddress, type AccountRecord, type KeyRecord } from '../keys/record.js';
 import { allPages, keyState, PAGE_MAX } from '../store/paging.js';
 import type { KeyQuery, KeyState, KeyStore } from '../store/types.js';
-import { addSettingFlags, DB_FLAGS, looksLikeAddress, UsageError, withStore } from './common.js';
+import { addSettingFlags, DB_FLAGS, UsageError, withStore } from './common.js';
 
 /*
  * `tokens list` and `accounts list`: the store is read a page at a time and
@@ -23,7 +23,7 @@ export function addTokensList(tokens: Command): void {
     .action(async (opts: Record<string, unknown>) => {
       const query: KeyQuery = {};
       if (opts.account !== undefined) {
-        if (!looksLikeAddress(String(opts.account))) throw new UsageError(`--account: "${String(opts.account)}" is not an address`);
+        if (!looksLikeAddress(String(opts.account))) throw new UsageError('--account: not an address (expected one such as user@example.com)');
         query.account = String(opts.account);
       }
       if (opts.state !== undefined) {
@@ -35,7 +35,7 @@ export function addTokensList(tokens: Command): void {
       await withStore(opts, async (store) => {
         const pages = allPages((cursor) => store.listKeys({ ...query, cursor, limit: PAGE_MAX }));
         if (opts.json) await writeJsonArray(pages, ({ hash: _hash, ...rest }: KeyRecord) => rest);
-        else await writeTable(['ID', 'DESCRIPTION', 'ACCOUNT', 'SCOPES', 'STATE', 'LAST USED'], pages, tokenRow);
+        else await writeTable(['ID', 'NAME', 'ACCOUNT', 'SCOPES', 'STATE', 'LAST USED'], pages, tokenRow);
       });
     });
 }

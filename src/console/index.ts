@@ -80,6 +80,8 @@ export function createConsole(deps: ConsoleDeps): Console {
         },
       },
       referrerPolicy: { policy: 'no-referrer' },
+      // HSTS is the control plane's (src/http/app.ts): sent on every route, and only when it serves HTTPS (http.tls).
+      strictTransportSecurity: false,
     });
     await app.register(consoleRoutes, { config, store, authenticator, metrics, sessions, guard, passwords, links, oidc, stats });
     if (!config.console.enabled) return;

@@ -1,9 +1,10 @@
 import { readFileSync, statSync } from 'node:fs';
+import type tls from 'node:tls';
 import { resolve } from 'node:path';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import cookie from '@fastify/cookie';
 import addFormats from 'ajv-formats';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
 import { createConsole } from '../console/index.js';
@@ -11,19 +12,21 @@ import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import { ScopeGrantError } from '../services/credentials.js';
-import { InputError } from '../services/tokens.js';
+import { GrantError } from '../services/key-writes.js';
+import { InputError } from '../services/keys.js';
 import { checkSigner, MobileconfigError, type ProfileSigner } from '../setup/mobileconfig.js';
 import { MemorySetupLinkBackend, RedisSetupLinkBackend, SetupLinkCapacityError, SetupLinks } from '../setup/setup-links.js';
 import { ConflictError, InvalidCursorError, KeyLimitError, NotFoundError, StoreUnavailableError } from '../store/errors.js';
 import { createRedisClient, waitReady, type RedisClient } from '../store/redis-connect.js';
 import type { KeyStore } from '../store/types.js';
 import type { TlsProvider } from '../tls/index.js';
-import { errorBody, HttpError } from './errors.js';
+import { capConnections } from './connection-cap.js';
+import { errorBody, HttpError, rawErrorResponse, type HttpErrorCode } from './errors.js';
 import { validationDetails } from './validation.js';
 import { authPlugin } from './plugins/auth.js';
 import { docsPlugin } from './plugins/docs.js';
 import { rateLimitPlugin } from './plugins/rate-limit.js';
+import { acmeChallengeRoutes } from './routes/acme-challenge.js';
 import { accountRoutes } from './routes/accounts/index.js';
 import { accountUpstreamRoutes } from './routes/accounts/upstream.js';
 import { clientSetupRoutes } from './routes/client-setup/index.js';
@@ -43,9 +46,10 @@ export interface AppDeps {
   rateLimitNamespace?: string;
   /**
    * The TLS certificate, whose pair signs Apple profiles unless `setup.signingCert`
-   * is set. Without either, profile and setup-link requests get 503.
+   * is set (without either, profile and setup-link requests get 503); with
+   * `http.tls` also what HTTPS serves, and ACME's HTTP-01 answers.
    */
-  tls?: Pick<TlsProvider, 'certPem' | 'keyPem'>;
+  tls?: Pick<TlsProvider, 'certPem' | 'keyPem'> & Partial<Pick<TlsProvider, 'httpsOptions' | 'attach' | 'acmeChallenges'>>;
   /** Overrides the profile signer (tests). */
   signer?: ProfileSigner | (() => ProfileSigner | null);
   /**
@@ -61,10 +65,21 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const { config, store, logger, metrics, authenticator } = deps;
   // Profiles are signed with setup.signingCert, else the (possibly renewed) TLS pair. A bad signing pair stops start-up here.
   const signer = deps.signer !== undefined ? (typeof deps.signer === 'function' ? deps.signer : constant(deps.signer)) : profileSigner(config, deps.tls);
+  const https = config.http.tls ? deps.tls : undefined;
+  if (config.http.tls && !https?.httpsOptions) throw new ConfigError('http.tls', 'HTTPS needs the TLS certificates (no TLS provider given)');
   const app = Fastify({
+    // Every connection is bounded in time: headers (from connect, so a silent one too), a whole request, an idle keep-alive.
+    // Fastify passes `http` only to a plain server, so HTTPS gets the same bounds in its own options.
+    ...(https?.httpsOptions
+      ? { https: { ...https.httpsOptions(), headersTimeout: config.http.headersTimeout, connectionsCheckingInterval: CONNECTION_CHECK_MS } }
+      : { http: { headersTimeout: config.http.headersTimeout, connectionsCheckingInterval: CONNECTION_CHECK_MS } }),
     loggerInstance: logger,
     bodyLimit: config.http.bodyLimit,
     trustProxy: config.http.trustProxy,
+    requestTimeout: config.http.requestTimeout,
+    keepAliveTimeout: config.http.idleTimeout,
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => answerClientError(err, socket, logger, metrics),
+    frameworkErrors: answerRouterError,
     ajv: {
       customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: true, useDefaults: true },
       plugins: [addFormats as never],
@@ -90,7 +105,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     if (error instanceof InputError) return send(400, 'validation', error.message, error.field ? [{ field: `body.${error.field}`, message: error.message }] : undefined);
     if (error instanceof UnknownScopeError) return send(400, 'validation', err.message, [{ field: 'body.scopes', message: err.message }]);
     if (error instanceof MalformedBlobError) return send(400, 'validation', err.message, [{ field: 'body.blob', message: err.message }]);
-    if (error instanceof ScopeGrantError) return send(403, 'forbidden', error.message, { missingScope: error.missing[0], missingScopes: error.missing });
+    if (error instanceof GrantError) {
+      return send(403, 'forbidden', error.message, error.reason === 'missing_scope' ? { missingScope: error.missing[0], missingScopes: error.missing } : undefined);
+    }
     if (error instanceof NotFoundError) return send(404, 'not_found', 'Not found');
     if (error instanceof InvalidCursorError) return send(400, 'validation', error.message, [{ field: 'querystring.cursor', message: error.message }]);
     if (error instanceof KeyLimitError) return send(409, 'key_limit', error.message, { limit: error.limit, account: error.account });
@@ -114,7 +131,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     req.log.error({ err }, 'unhandled error');
     return send(500, 'internal', 'Internal error');
   });
+  capConnections(app.server, config.http.maxConnections, {
+    refused: (reason) => metrics.connectionsRefused.inc({ listener: 'http', reason }),
+    counted: (delta) => metrics.httpConnections.inc(delta),
+  });
   app.setNotFoundHandler((req, reply) => reply.code(404).send(errorBody('not_found', `No route ${req.method} ${req.url.split('?')[0]}`)));
+
+  if (https?.attach && https.httpsOptions) {
+    // New certificates (renewed, reloaded) and ticket keys reach clients without SNI too.
+    const detach = https.attach(app.server as unknown as tls.Server, https.httpsOptions);
+    app.addHook('onClose', async () => void detach());
+    // One year; no includeSubDomains: other names under the domain may not serve HTTPS.
+    app.addHook('onRequest', async (_req, reply) => void reply.header('strict-transport-security', 'max-age=31536000'));
+  }
 
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
@@ -163,11 +192,38 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // nginx's mail proxy asks here; guarded by nginx.authSecret, limits and audit as the listeners.
     await app.register(nginxAuthRoutes, { config, authenticator });
     await app.register(webConsole.plugin);
+    if (deps.tls?.acmeChallenges) await app.register(acmeChallengeRoutes, { challenges: deps.tls.acmeChallenges });
   } catch (err) {
     redis?.disconnect();
     throw err;
   }
   return app as unknown as FastifyInstance;
+}
+
+/** The router's own refusals (a URL part over the length limit, a malformed escape) in the one error shape; never quoting the URL. */
+function answerRouterError(err: FastifyError, _req: FastifyRequest, reply: FastifyReply): void {
+  const e =
+    err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? new HttpError('uri_too_long') : err.code === 'FST_ERR_BAD_URL' ? new HttpError('bad_request', 'The URL is not valid') : new HttpError('internal');
+  void reply.code(e.status).send(errorBody(e.code, e.message));
+}
+
+/** How often the server checks headers and request timeouts (Node's default, 30 s, would let them run 30 s late). */
+const CONNECTION_CHECK_MS = 1000;
+
+/**
+ * Answers what Node's parser refuses before Fastify sees a request (a timeout,
+ * headers too large, a malformed request) in the one JSON error shape. Logs
+ * the error's code only: the error carries the raw bytes received, which may
+ * hold a key.
+ */
+function answerClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex, logger: Logger, metrics: Metrics): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
+  if (timeout) metrics.connectionsRefused.inc({ listener: 'http', reason: 'request_timeout' });
+  logger.debug({ code: err.code }, 'client error');
+  const code: HttpErrorCode = timeout ? 'request_timeout' : err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request';
+  if (socket.writable) socket.end(rawErrorResponse(code));
+  socket.destroy();
 }
 
 function constant<T>(value: T): () => T {

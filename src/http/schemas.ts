@@ -1,5 +1,6 @@
 import { Type } from 'typebox';
 import { LOGIN_MODES, MASTER_STYLES, MAX_UPSTREAM_PASSWORD, MAX_UPSTREAM_USERNAME, TLS_MODES } from '../backends/routing.js';
+import { MAX_KEY_NAME, SAFE_TEXT_PATTERN } from '../keys/names.js';
 import { isActive, type AccountRecord, type KeyRecord } from '../keys/record.js';
 import { SCOPE_ALIASES, SCOPES } from '../keys/scopes.js';
 
@@ -12,7 +13,8 @@ export const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: 
 
 export const TokenView = Type.Object({
   id: Type.String(),
-  description: Type.String(),
+  name: Type.String(),
+  description: Type.String({ description: 'The same as `name`: the reference workflow\'s word for it' }),
   account: Nullable(Type.String()),
   scopes: Type.Array(Type.String()),
   createdAt: Type.String({ format: 'date-time' }),
@@ -28,6 +30,7 @@ export const TokenView = Type.Object({
 export function tokenView(k: KeyRecord) {
   return {
     id: k.id,
+    name: k.name,
     description: k.name,
     account: k.account,
     scopes: k.scopes,
@@ -105,8 +108,9 @@ export function accountView(a: AccountRecord) {
  */
 export const ScopeName = Type.Enum([...SCOPES, ...Object.keys(SCOPE_ALIASES)]);
 
-/** A human-readable name: 1-100 characters, no control characters. */
-export const KeyName = Type.String({ minLength: 1, maxLength: 100, pattern: '^[^\\u0000-\\u001f\\u007f]*$' });
+/** A human-readable name: 1-100 characters, no control characters or bidirectional overrides (src/keys/names.ts). */
+export const keyName = (description?: string) => Type.String({ minLength: 1, maxLength: MAX_KEY_NAME, pattern: SAFE_TEXT_PATTERN, ...(description !== undefined && { description }) });
+export const KeyName = keyName();
 
 /**
  * What an account's route says about one protocol: any subset of the fields,

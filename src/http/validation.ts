@@ -1,4 +1,6 @@
 import type { FastifyError, FastifyRequest } from 'fastify';
+import { KEY_SCAN_RE } from '../keys/format.js';
+import { SAFE_TEXT_PATTERN, UNSAFE_TEXT_MESSAGE } from '../keys/names.js';
 
 /**
  * Request-validation errors as the API answers them: one detail per field.
@@ -55,6 +57,7 @@ export function validationDetails(err: FastifyError, req: FastifyRequest): Valid
     }
     if (e.keyword === 'additionalProperties') add({ field: `${field}.${String(e.params.additionalProperty)}`, message: 'unknown field' });
     else if (e.keyword === 'required') add({ field: `${field}.${String(e.params.missingProperty)}`, message: e.message ?? 'required' });
+    else if (e.keyword === 'pattern' && e.params.pattern === SAFE_TEXT_PATTERN) add({ field, message: UNSAFE_TEXT_MESSAGE });
     else add({ field, message: e.message ?? 'invalid' });
   }
   return details;
@@ -92,8 +95,8 @@ function valueAt(data: unknown, instancePath: string): unknown {
   return node;
 }
 
-/** The client's own value, quoted and cut short (it is echoed back to the client only). */
+/** The client's own value, quoted and cut short (it is echoed back to the client only), a key in it masked. */
 function shown(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
+  const text = (JSON.stringify(value) ?? String(value)).replace(KEY_SCAN_RE, 'kg_[REDACTED]');
   return text.length > MAX_SHOWN ? `${text.slice(0, MAX_SHOWN)}…` : text;
 }

@@ -1,7 +1,8 @@
 import { decode, encode } from '@msgpack/msgpack';
 import { isValidCidr } from './cidr.js';
 import { HASH_RE } from './format.js';
-import type { KeyRecord } from './record.js';
+import { keyNameProblem, textProblem } from './names.js';
+import { looksLikeAddress, normalizeAddress, type KeyRecord } from './record.js';
 import { isScope, type Scope } from './scopes.js';
 
 /**
@@ -26,6 +27,12 @@ export function encodeExport(record: KeyRecord): string {
 
 const BLOB_RE = /^[A-Za-z0-9_-]+$/;
 const MAX_BLOB = 16 * 1024;
+
+/** An imported name obeys the rules of a typed one: it is shown in lists, tables and profiles. */
+function keyName(name: string): string {
+  if (keyNameProblem(name.trim()) !== null) throw new MalformedBlobError('field "name"');
+  return name.trim();
+}
 
 /** Decodes and validates a blob. Throws MalformedBlobError naming the first problem. */
 export function decodeExport(blob: string): KeyRecord {
@@ -53,6 +60,19 @@ export function decodeExport(blob: string): KeyRecord {
     return v;
   };
 
+  const optText = (k: string): string | null => {
+    const v = optStr(k);
+    if (v !== null && textProblem(v) !== null) throw new MalformedBlobError(`field "${k}"`);
+    return v;
+  };
+
+  // Stored canonical, as every other entrance stores it, or the key would never match a login.
+  const optAddress = (k: string): string | null => {
+    const v = optStr(k);
+    if (v !== null && !looksLikeAddress(v)) throw new MalformedBlobError(`field "${k}"`);
+    return v === null ? null : normalizeAddress(v);
+  };
+
   const hash = str('hash');
   if (!HASH_RE.test(hash)) throw new MalformedBlobError('field "hash"');
   const scopes = o.scopes;
@@ -69,8 +89,8 @@ export function decodeExport(blob: string): KeyRecord {
   return {
     id: str('id'),
     hash,
-    name: str('name'),
-    account: optStr('account'),
+    name: keyName(str('name')),
+    account: optAddress('account'),
     scopes: scopes as Scope[],
     createdAt,
     expiresAt: optDate('expiresAt'),
@@ -80,7 +100,7 @@ export function decodeExport(blob: string): KeyRecord {
     lastUsedIp: null,
     lastUsedProtocol: null,
     platform: optStr('platform'),
-    deviceId: optStr('deviceId'),
+    deviceId: optText('deviceId'),
     rotatedFrom: optStr('rotatedFrom'),
   };
 }

@@ -49,6 +49,11 @@ export function normalizeAddress(address: string): string {
   return address.trim().toLowerCase();
 }
 
+/** The loose check every entrance applies to an account address (canonical or not): one "@", no spaces. */
+export function looksLikeAddress(value: string): boolean {
+  return /^[^\s@]+@[^\s@]+$/.test(value.trim());
+}
+
 /** Normalised, de-duplicated, without empties. */
 export function uniqueAddresses(list: readonly string[]): string[] {
   return [...new Set(list.map(normalizeAddress))].filter((s) => s !== '');

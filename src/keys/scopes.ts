@@ -1,3 +1,5 @@
+import { KEY_SCAN_RE } from './format.js';
+
 /** Scopes a key record can carry after aliases are expanded. */
 export const SCOPES = ['*', 'smtp', 'imap', 'pop3', 'api:read', 'api:write', 'app', 'internal', 'metrics'] as const;
 export type Scope = (typeof SCOPES)[number];
@@ -19,8 +21,9 @@ const IMPLIED: Readonly<Partial<Record<Scope, readonly Scope[]>>> = {
 };
 
 export class UnknownScopeError extends Error {
+  // A mistyped command line may put a key where a scope goes: the message never shows one.
   constructor(readonly scope: string) {
-    super(`unknown scope "${scope}" (known: ${[...SCOPES, ...Object.keys(SCOPE_ALIASES)].join(', ')})`);
+    super(`unknown scope "${scope.replace(KEY_SCAN_RE, 'kg_[REDACTED]')}" (known: ${[...SCOPES, ...Object.keys(SCOPE_ALIASES)].join(', ')})`);
     this.name = 'UnknownScopeError';
   }
 }

@@ -1,6 +1,7 @@
+import { MAX_DISPLAY_NAME, textProblem } from '../keys/names.js';
 import { normalizeAddress, type AccountRecord } from '../keys/record.js';
 import type { AccountPatch, KeyStore } from '../store/types.js';
-import { InputError } from './tokens.js';
+import { InputError } from './keys.js';
 
 /**
  * Accounts as administrators manage them. Errors come from the store:
@@ -24,6 +25,8 @@ function cleanAliases(address: string, aliases: readonly string[]): string[] {
 function cleanDisplayName(name: string | null | undefined): string | null | undefined {
   if (name === undefined || name === null) return name;
   const t = name.trim();
+  const problem = t.length > MAX_DISPLAY_NAME ? `must be at most ${MAX_DISPLAY_NAME} characters` : textProblem(t);
+  if (problem) throw new InputError(`displayName ${problem}`, 'displayName');
   return t === '' ? null : t;
 }
 

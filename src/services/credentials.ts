@@ -1,10 +1,11 @@
-import { heldScopes, isAdminKey } from '../keys/policy.js';
 import { newKey } from '../keys/new-key.js';
+import type { Grantor } from '../keys/policy.js';
 import { isActive, type KeyRecord } from '../keys/record.js';
-import { effectiveScopes, normalizeScopes, SCOPES, type Scope } from '../keys/scopes.js';
+import { normalizeScopes, type Scope } from '../keys/scopes.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
-import { InputError, issueToken } from './tokens.js';
+import { replaceGrantedDeviceKey, rotateGrantedKey } from './key-writes.js';
+import { checkKeyName, InputError, issueKey } from './keys.js';
 
 /**
  * The SMTP Credentials API (reference 004) as plain functions over a store.
@@ -17,40 +18,6 @@ import { InputError, issueToken } from './tokens.js';
 export const MOBILE_SCOPES: Scope[] = ['smtp', 'imap', 'pop3'];
 export const PLATFORMS = ['ios', 'android', 'macos', 'windows', 'web'] as const;
 export type Platform = (typeof PLATFORMS)[number];
-
-/** The creator asked for a key with scopes it does not hold itself. */
-export class ScopeGrantError extends Error {
-  constructor(readonly missing: Scope[]) {
-    super(`This key cannot grant the "${missing[0]}" scope: a key may only grant scopes it holds`);
-    this.name = 'ScopeGrantError';
-  }
-}
-
-/**
- * Scopes that `creator` may not put on a new key (requested ones first); empty when
- * all are allowed. A key grants only what it holds itself (`*` only by a `*`
- * key; `app` counts with what it implies); an administrator key grants anything.
- * As in the policy, `app` means nothing on an unbound key.
- */
-export function ungrantableScopes(creator: Pick<KeyRecord, 'account' | 'scopes'>, requested: readonly Scope[]): Scope[] {
-  if (isAdminKey(creator)) return [];
-  const held = effectiveScopes(heldScopes(creator));
-  const wanted = effectiveScopes(requested);
-  const missing = SCOPES.filter((s) => wanted.has(s) && !held.has(s));
-  // Name what was asked for before what it implies: "app", not the "imap" that app includes.
-  return [...missing.filter((s) => requested.includes(s)), ...missing.filter((s) => !requested.includes(s))];
-}
-
-function assertGrantable(creator: Pick<KeyRecord, 'account' | 'scopes'>, requested: readonly Scope[]): void {
-  const missing = ungrantableScopes(creator, requested);
-  if (missing.length > 0) throw new ScopeGrantError(missing);
-}
-
-function checkName(raw: string): string {
-  const name = raw.trim();
-  if (name.length < 1 || name.length > 100) throw new InputError('name must be 1-100 characters', 'name');
-  return name;
-}
 
 /** The account's active keys (not revoked, not expired), newest first; as many as the key limit allows. */
 export async function listCredentials(store: KeyStore, account: string, now = new Date()): Promise<KeyRecord[]> {
@@ -73,20 +40,19 @@ export interface CreateCredentialInput {
 
 /**
  * Issues a key bound to `account`. Errors: InputError / UnknownScopeError (bad
- * input), ScopeGrantError (the creator lacks a requested scope).
+ * input), GrantError (the creator could not grant such a key).
  */
 export async function createCredential(
   store: KeyStore,
-  creator: KeyRecord,
+  creator: Grantor,
   account: string,
   input: CreateCredentialInput,
   now = new Date(),
 ): Promise<{ key: string; record: KeyRecord }> {
-  const name = checkName(input.name);
+  const name = checkKeyName(input.name);
   const scopes = normalizeScopes(input.scopes);
   if (scopes.length === 0) throw new InputError('scopes must not be empty', 'scopes');
-  assertGrantable(creator, scopes);
-  return issueToken(store, { description: name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null }, now);
+  return issueKey(store, creator, { name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null }, now);
 }
 
 /** Revokes one of the account's keys. NotFoundError when unknown, another account's, or already revoked. */
@@ -101,19 +67,18 @@ export async function revokeCredential(store: KeyStore, account: string, keyId: 
  * address list and device, in one atomic store step (the old key stops
  * working at the instant the new one starts). NotFoundError when the key is
  * not an active key of the account; ConflictError when a concurrent request
- * revoked or rotated it first; ScopeGrantError when the caller could not
+ * revoked or rotated it first; GrantError when the caller could not
  * have issued such a key (rotating must not hand out a stronger key).
  */
 export async function rotateCredential(
   store: KeyStore,
-  creator: KeyRecord,
+  creator: Grantor,
   account: string,
   keyId: string,
   now = new Date(),
 ): Promise<{ key: string; record: KeyRecord }> {
   const old = await getCredential(store, account, keyId);
   if (!isActive(old, now)) throw new NotFoundError('key');
-  assertGrantable(creator, old.scopes);
   const made = newKey(
     {
       name: old.name,
@@ -127,7 +92,7 @@ export async function rotateCredential(
     },
     now,
   );
-  await store.rotateKey(old.id, made.record, now.toISOString());
+  await rotateGrantedKey(store, creator, old.id, made.record, now.toISOString());
   return made;
 }
 
@@ -144,21 +109,18 @@ export interface MobileInput {
  * live keys for the device, nor none, and concurrent requests for one device
  * (from this instance or another on the same store) leave exactly one live.
  * The new record's `rotatedFrom` names the key it replaced, if any.
+ * GrantError, writing nothing, unless the creator holds smtp, imap and pop3
+ * for the account itself (e.g. `app`).
  */
 export async function createMobileCredential(
   store: KeyStore,
-  creator: KeyRecord,
+  creator: Grantor,
   account: string,
   input: MobileInput,
   now = new Date(),
 ): Promise<{ key: string; record: KeyRecord }> {
-  const name = checkName(input.name);
-  // No grant check here: the issue makes api:write (or app) enough to provision a
-  // device, and a mobile key is a fixed mail-only set for the caller's own account.
-  void creator;
-  const at = now.toISOString();
+  const name = checkKeyName(input.name);
   const made = newKey({ name, account, scopes: [...MOBILE_SCOPES], platform: input.platform, deviceId: input.deviceId }, now);
-  await store.ensureAccount(account, at);
-  const { key: record } = await store.replaceDeviceKey(made.record, at);
+  const { key: record } = await replaceGrantedDeviceKey(store, creator, made.record, now.toISOString());
   return { key: made.key, record };
 }

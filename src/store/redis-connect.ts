@@ -27,10 +27,10 @@ export function redactRedisUrl(url: string): string {
   const m = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)(.*)$/s.exec(url);
   if (!m) return url.includes('@') ? '***' : url;
   const rest = m[2]!;
-  const beforeQuery = rest.split('?')[0]!;
-  const at = beforeQuery.lastIndexOf('@');
+  // The last "@" anywhere: a password with an unencoded "?", "/" or "#" must not end the credentials early.
+  const at = rest.lastIndexOf('@');
   if (at < 0) return url;
-  const userinfo = beforeQuery.slice(0, at);
+  const userinfo = rest.slice(0, at);
   const colon = userinfo.indexOf(':');
   // Without a colon the lone part may be a password: hide it all.
   const shown = colon < 0 ? '***' : `${userinfo.slice(0, colon)}:***`;

@@ -1,162 +1,144 @@
-import { X509Certificate, createHash } from 'node:crypto';
-import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
+import { resolve } from 'node:path';
 import type net from 'node:net';
-import { dirname, resolve } from 'node:path';
 import tls from 'node:tls';
-import { ConfigError, type Config } from '../config.js';
+import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
+import { AcmeChallenges, type ChallengeStore } from './acme-challenges.js';
+import type { AcmeManager, AcmeTiming } from './acme.js';
+import { CertificateSet, contextOptions, loadPair, type LoadedPair } from './certificates.js';
+import { CertificateFiles, configuredPairs } from './files.js';
 import { ensureSelfSigned } from './selfsigned.js';
+import { TicketKeys } from './ticket-keys.js';
 
 export { createSelfSignedCertificate, SELF_SIGNED_CERT, SELF_SIGNED_KEY } from './selfsigned.js';
+export { MIN_TLS_VERSION } from './certificates.js';
+export type { AcmeChallenges } from './acme-challenges.js';
 
-export const MIN_TLS_VERSION = 'TLSv1.2' as const;
 /**
  * How long a server-side handshake (STARTTLS or implicit TLS) may take unless
  * `tls.handshakeTimeout` says otherwise. A socket waiting for a ClientHello
  * holds a descriptor and memory: a real client sends it at once.
  */
 export const HANDSHAKE_TIMEOUT_MS = 5000;
-/** Quiet time after a file-system event before the files are re-read (editors write in several steps). */
-const DEBOUNCE_MS = 200;
-/** Polling fallback for file systems whose change events do not arrive (network mounts, some bind mounts). */
-const POLL_MS = 1500;
+
+type SniCallback = (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => void;
+type AlpnCallback = (this: tls.TLSSocket, params: { servername: string; protocols: string[] }) => string | undefined;
 
 export interface TlsProvider {
   /** `tls.handshakeTimeout`: what `upgradeToTls` allows a handshake by default, ms. */
   readonly handshakeTimeoutMs: number;
-  /** Current context; changes when configured files change on disk. */
+  /** The default context (clients without SNI); changes with the certificates and the ticket key. */
   secureContext(): tls.SecureContext;
   /**
-   * For tls.createServer / new tls.TLSSocket(..., {isServer:true}): the current
-   * context (`secureContext` for TLSSocket; `cert`/`key` for tls.createServer,
-   * which ignores `secureContext`), an SNICallback returning the current
-   * context, and minVersion TLSv1.2. A `tls.Server` serves clients that send
-   * no SNI from its own default context: call `server.setSecureContext(...)`
-   * from `onChange` to keep those current too.
+   * For tls.createServer / new tls.TLSSocket(..., {isServer:true}): the
+   * default context (`secureContext` for TLSSocket; `cert`/`key` and the
+   * rest for tls.createServer, which ignores `secureContext`), an
+   * SNICallback returning the current context for the name, minVersion
+   * TLSv1.2. A `tls.Server` serves clients that send no SNI from its own
+   * default context: `attach(server)` keeps that current too.
    */
   serverOptions(): tls.TlsOptions;
-  /** Current certificate chain PEM (later used to sign Apple profiles). */
+  /**
+   * The leanest options for `new tls.TLSSocket(raw, { isServer: true, ... })`
+   * on the mail listeners: an SNI callback only when there is more than one
+   * certificate to choose from, an ALPN callback only for TLS-ALPN-01.
+   * Cached: the same object until something changes.
+   */
+  socketOptions(): tls.TLSSocketOptions;
+  /** For the HTTPS control plane: as serverOptions(), speaking http/1.1 over ALPN (and acme-tls/1 for TLS-ALPN-01). */
+  httpsOptions(): tls.TlsOptions;
+  /** Keeps a tls.Server's own default context (clients without SNI) and ticket key current; returns the unsubscribe function. */
+  attach(server: tls.Server, options?: () => tls.TlsOptions): () => void;
+  /** SNI callback for servers built once (smtp-server): always the current context for the name. */
+  readonly sniCallback: SniCallback;
+  /** Current default certificate chain PEM (signs Apple profiles unless setup.signingCert is set). */
   certPem(): string;
   keyPem(): string;
-  /** SHA-256 fingerprint of the current leaf certificate, colon-separated hex (as X509Certificate.fingerprint256). */
+  /** SHA-256 fingerprint of the current default leaf certificate, colon-separated hex (as X509Certificate.fingerprint256). */
   fingerprint256(): string;
-  /** Called after every successful swap; returns the unsubscribe function. */
+  /** The context serving `servername` (SNI), else the default. */
+  contextFor(servername: string): tls.SecureContext;
+  /** ACME challenge answers (HTTP-01 for the control plane), or null when ACME is off. */
+  readonly acmeChallenges: AcmeChallenges | null;
+  /** The ACME certificate manager, or null when ACME is off. */
+  readonly acme: AcmeManager | null;
+  /** The shared TLS session-ticket keys. */
+  readonly ticketKeys: TicketKeys;
+  /** Called after every change of certificate or ticket key; returns the unsubscribe function. */
   onChange(listener: () => void): () => void;
-  /** Stop watching files. */
-  close(): void;
+  /** Starts ACME ordering and renewal (once the listeners that answer challenges are up). */
+  start(): void;
+  /** Stops watching files, rotating keys and renewing. */
+  close(): Promise<void>;
 }
 
-interface Loaded {
-  certPem: string;
-  keyPem: string;
-  context: tls.SecureContext;
-  fingerprint256: string;
+export interface TlsProviderOptions {
+  /**
+   * Shares the session-ticket keys between instances, and holds ACME's account,
+   * certificate, lock and challenge answers. Without it (tests, tools) the
+   * ticket key is this process's own and ACME cannot be used.
+   */
+  store?: ChallengeStore;
+  /** ACME's retry and rescan timing (tests shorten it). */
+  acmeTiming?: Partial<AcmeTiming>;
 }
 
-function makeContext(certPem: string, keyPem: string): Loaded {
-  // createSecureContext rejects an unparsable certificate or key and a key that does not match.
-  const context = tls.createSecureContext({ cert: certPem, key: keyPem, minVersion: MIN_TLS_VERSION });
-  const leaf = new X509Certificate(certPem);
-  return { certPem, keyPem, context, fingerprint256: leaf.fingerprint256 };
-}
+/** What the provider reads from the configuration; the handshake timeout, ticket rotation and ACME have defaults (HANDSHAKE_TIMEOUT_MS, 12 h, off). */
+export type TlsSettings = Pick<Config, 'hostname'> & {
+  tls: Pick<Config['tls'], 'cert' | 'key' | 'dir'> & Partial<Pick<Config['tls'], 'handshakeTimeout' | 'ticketKeyRotation' | 'acme'>>;
+};
 
-function describe(certPem: string): Record<string, string> {
-  const leaf = new X509Certificate(certPem);
-  return { subject: leaf.subject.replace(/\n/g, ', '), subjectAltName: leaf.subjectAltName ?? '', validTo: leaf.validTo, fingerprint256: leaf.fingerprint256 };
-}
-
-function fileSignature(path: string): string {
-  try {
-    const s = statSync(path);
-    return `${s.ino}:${s.size}:${s.mtimeMs}`;
-  } catch {
-    return 'missing';
-  }
-}
-
-/** What the provider reads from the configuration; `tls.handshakeTimeout` defaults to HANDSHAKE_TIMEOUT_MS. */
-export interface TlsSettings {
-  tls: Pick<Config['tls'], 'cert' | 'key' | 'dir'> & { handshakeTimeout?: number };
-  hostname: string;
-}
+/** 12 h: tickets resume for up to this long, and each period's key is forgotten two periods later. */
+export const DEFAULT_TICKET_ROTATION_MS = 12 * 60 * 60_000;
 
 /**
- * Loads the configured certificate and key (or makes / reuses a self-signed
- * pair in tls.dir) and keeps the context current: the files are watched (a
- * directory watch, so editors and tools that replace files by rename are seen,
- * plus a slow stat poll as a fallback) and a new valid pair is swapped in
- * without a restart. An invalid new pair is logged and the old context kept.
+ * Everything Keygate serves over TLS: the configured certificate files (any
+ * number of pairs, RSA and ECDSA side by side, several host names by SNI),
+ * the ACME certificate when `tls.acme.directory` is set, else (or until the
+ * first one is issued) a self-signed ECDSA certificate in `tls.dir`; and the
+ * session-ticket key shared through the store. Any change — a file replaced,
+ * a certificate renewed, the ticket key rotated — builds new contexts that
+ * new handshakes use at once; open sessions keep theirs.
  *
  * Throws ConfigError naming tls.cert / tls.key when the configured files cannot
  * be used at start-up.
  */
-export async function createTlsProvider(config: TlsSettings, logger: Logger): Promise<TlsProvider> {
+export async function createTlsProvider(config: TlsSettings, logger: Logger, options: TlsProviderOptions = {}): Promise<TlsProvider> {
   const log = logger.child({ component: 'tls' });
-  let certPath: string;
-  let keyPath: string;
-  let current: Loaded;
-
-  if (config.tls.cert !== '' || config.tls.key !== '') {
-    if (config.tls.cert === '' || config.tls.key === '') throw new ConfigError(config.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
-    certPath = resolve(config.tls.cert);
-    keyPath = resolve(config.tls.key);
-    let certPem: string;
-    let keyPem: string;
-    try {
-      certPem = readFileSync(certPath, 'utf8');
-    } catch (err) {
-      throw new ConfigError('tls.cert', `cannot read ${certPath}: ${(err as Error).message}`);
-    }
-    try {
-      keyPem = readFileSync(keyPath, 'utf8');
-    } catch (err) {
-      throw new ConfigError('tls.key', `cannot read ${keyPath}: ${(err as Error).message}`);
-    }
-    try {
-      current = makeContext(certPem, keyPem);
-    } catch (err) {
-      throw new ConfigError('tls.cert', `${certPath} with ${keyPath} is not a usable certificate and key: ${(err as Error).message}`);
-    }
-    log.info({ certPath, ...describe(certPem) }, 'loaded TLS certificate');
-  } else {
-    const pair = ensureSelfSigned(resolve(config.tls.dir), config.hostname, log);
-    certPath = pair.certPath;
-    keyPath = pair.keyPath;
-    current = makeContext(pair.certPem, pair.keyPem);
-  }
-
   const listeners = new Set<() => void>();
-  let lastSeen = `${fileSignature(certPath)}|${fileSignature(keyPath)}`;
-  let lastFailure = '';
-  let closed = false;
+  const rotationMs = config.tls.ticketKeyRotation ?? DEFAULT_TICKET_ROTATION_MS;
+  const ticketKeys = new TicketKeys(options.store ?? null, rotationMs, log);
+  await ticketKeys.start();
 
-  const reload = (): void => {
-    if (closed) return;
-    lastSeen = `${fileSignature(certPath)}|${fileSignature(keyPath)}`;
-    let certPem: string;
-    let keyPem: string;
+  // The ACME client (and its HTTP and X.509 libraries) is loaded only when ACME is configured.
+  const acmeModule = config.tls.acme && config.tls.acme.directory !== '' ? await import('./acme.js') : null;
+  const acmeConfig = acmeModule && config.tls.acme ? acmeModule.acmeSettings(config.hostname, config.tls.acme) : null;
+  if (acmeConfig && !options.store) throw new Error('ACME needs the key store (createTlsProvider options.store)');
+  const acmeChallenges = acmeConfig && options.store ? new AcmeChallenges(options.store) : null;
+  // The TLS-ALPN-01 validation can reach any instance: with that challenge, every implicit-TLS handshake is asked about acme-tls/1.
+  const alpnValidation = acmeConfig?.challenge === 'tls-alpn-01' ? acmeChallenges : null;
+
+  let set: CertificateSet;
+  let selfSigned: LoadedPair | null = null;
+  let acmePair: LoadedPair | null = null;
+  let files: CertificateFiles | null = null;
+  let cache: { server?: tls.TlsOptions; socket?: tls.TLSSocketOptions; https?: tls.TlsOptions } = {};
+
+  const settings = () => ({ ticketKeys: ticketKeys.current(), sessionTimeout: Math.floor(rotationMs / 1000) });
+  const pairs = (): LoadedPair[] => {
+    const list = [...(acmePair ? [acmePair] : []), ...(files?.pairs() ?? [])];
+    return list.length > 0 ? list : [selfSigned!];
+  };
+
+  /** Rebuilds the contexts; keeps the old ones (and says so) if OpenSSL refuses the new set. */
+  const rebuild = (why: string): void => {
     try {
-      certPem = readFileSync(certPath, 'utf8');
-      keyPem = readFileSync(keyPath, 'utf8');
+      set = new CertificateSet(pairs(), config.hostname, settings());
     } catch (err) {
-      // Mid-replacement (a rename not done yet) or deleted: keep serving what we have.
-      const why = `cannot read: ${(err as Error).message}`;
-      if (why !== lastFailure) log.error({ certPath, keyPath, err: (err as Error).message }, 'TLS certificate files unreadable; keeping the current certificate');
-      lastFailure = why;
+      log.error({ err: (err as Error).message, why }, 'cannot build TLS contexts from the new certificates; keeping the current ones');
       return;
     }
-    if (certPem === current.certPem && keyPem === current.keyPem) return;
-    const digest = createHash('sha256').update(certPem).update('\0').update(keyPem).digest('hex');
-    try {
-      current = makeContext(certPem, keyPem);
-    } catch (err) {
-      // Logged once per distinct bad content: the poll would otherwise repeat it.
-      if (digest !== lastFailure) log.error({ certPath, keyPath, err: (err as Error).message }, 'new TLS certificate or key is invalid; keeping the current certificate');
-      lastFailure = digest;
-      return;
-    }
-    lastFailure = '';
-    log.info({ certPath, ...describe(certPem) }, 'TLS certificate reloaded');
+    cache = {};
     for (const fn of listeners) {
       try {
         fn();
@@ -166,56 +148,94 @@ export async function createTlsProvider(config: TlsSettings, logger: Logger): Pr
     }
   };
 
-  let debounce: NodeJS.Timeout | undefined;
-  const schedule = (): void => {
-    if (closed) return;
-    clearTimeout(debounce);
-    debounce = setTimeout(reload, DEBOUNCE_MS);
-    debounce.unref();
-  };
-
-  const watchers: FSWatcher[] = [];
-  for (const dir of new Set([dirname(certPath), dirname(keyPath)])) {
-    try {
-      const w = watch(dir, { persistent: false }, schedule);
-      w.on('error', (err) => log.debug({ dir, err: err.message }, 'certificate directory watch failed; polling continues'));
-      watchers.push(w);
-    } catch (err) {
-      log.debug({ dir, err: (err as Error).message }, 'cannot watch certificate directory; polling only');
-    }
+  if (config.tls.cert !== '' || config.tls.key !== '') {
+    files = new CertificateFiles(configuredPairs(config.tls.cert, config.tls.key), log, () => rebuild('certificate files changed'));
+  } else {
+    selfSigned = loadPair(await ensureSelfSigned(resolve(config.tls.dir), config.hostname, log));
   }
-  const poll = setInterval(() => {
-    if (`${fileSignature(certPath)}|${fileSignature(keyPath)}` !== lastSeen) schedule();
-  }, POLL_MS);
-  poll.unref();
 
-  const sniCallback = (_servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void => cb(null, current.context);
+  let acme: AcmeManager | null = null;
+  if (acmeModule && acmeConfig && acmeChallenges && options.store) {
+    const { AcmeManager, DEFAULT_ACME_TIMING } = acmeModule;
+    // Until the first ACME certificate exists, the files or a self-signed certificate serve.
+    selfSigned ??= loadPair(await ensureSelfSigned(resolve(config.tls.dir), config.hostname, log));
+    acme = new AcmeManager(acmeConfig, options.store, acmeChallenges, log, (pair) => {
+      acmePair = pair;
+      rebuild('ACME certificate');
+    }, { ...DEFAULT_ACME_TIMING, ...options.acmeTiming });
+    await acme.load();
+    acmePair = acme.current();
+  }
+  set = new CertificateSet(pairs(), config.hostname, settings());
+  ticketKeys.onRotate(() => rebuild('ticket key rotated'));
 
-  return {
+  /**
+   * Node applies an SNI context by copying in only its current (last loaded)
+   * certificate, so switching would drop the default context's ECDSA-and-RSA
+   * pairing: a name the default context serves gets no switch at all; another
+   * name gets its own context (RSA when it has both, loaded last: the one
+   * every client can use).
+   */
+  const sniContext = (servername: string): tls.SecureContext | undefined => {
+    const entry = set.lookup(servername);
+    return entry && entry !== set.default ? entry.context : undefined;
+  };
+  const sniCallback: SniCallback = (servername, cb) => cb(null, sniContext(servername));
+  // Method-style: Node calls it with the TLSSocket as `this`, which tells a TLS-ALPN-01 validation apart.
+  const validatingSni = function (this: tls.TLSSocket, servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void): void {
+    if (!alpnValidation?.isValidation(this)) return cb(null, sniContext(servername));
+    alpnValidation.alpnContext(servername).then(
+      (ctx) => (ctx ? cb(null, ctx) : cb(new Error(`no TLS-ALPN-01 challenge pending for ${servername}`))),
+      (err: Error) => cb(err),
+    );
+  };
+  // A mail client offering ALPN gets its first protocol, as close to "no ALPN" as a callback can say.
+  const mailAlpn: AlpnCallback | undefined = alpnValidation?.alpnCallback((protocols) => protocols[0]);
+  const httpPick = (protocols: string[]): string | undefined => (protocols.includes('http/1.1') ? 'http/1.1' : undefined);
+  const httpAlpn: AlpnCallback = alpnValidation ? alpnValidation.alpnCallback(httpPick) : ({ protocols }) => httpPick(protocols);
+  const defaultOptions = (): tls.TlsOptions => ({ ...contextOptions(set.default.pairs, settings()), secureContext: set.default.context });
+
+  const provider: TlsProvider = {
     handshakeTimeoutMs: config.tls.handshakeTimeout ?? HANDSHAKE_TIMEOUT_MS,
-    secureContext: () => current.context,
-    serverOptions: () => ({
-      secureContext: current.context,
-      cert: current.certPem,
-      key: current.keyPem,
-      SNICallback: sniCallback,
-      minVersion: MIN_TLS_VERSION,
-    }),
-    certPem: () => current.certPem,
-    keyPem: () => current.keyPem,
-    fingerprint256: () => current.fingerprint256,
+    secureContext: () => set.default.context,
+    serverOptions: () => (cache.server ??= { ...defaultOptions(), SNICallback: alpnValidation ? validatingSni : sniCallback, ...(mailAlpn ? { ALPNCallback: mailAlpn } : {}) }),
+    socketOptions: () =>
+      (cache.socket ??= {
+        secureContext: set.default.context,
+        // One certificate to choose from: no SNI callback, so no trip into JavaScript per handshake.
+        ...(set.entries.length > 1 || alpnValidation ? { SNICallback: alpnValidation ? validatingSni : sniCallback } : {}),
+        ...(mailAlpn ? { ALPNCallback: mailAlpn } : {}),
+      } as tls.TLSSocketOptions),
+    httpsOptions: () => (cache.https ??= { ...defaultOptions(), SNICallback: alpnValidation ? validatingSni : sniCallback, ALPNCallback: httpAlpn }),
+    attach(server, opts) {
+      const current = opts ?? (() => provider.serverOptions());
+      const update = (): void => server.setSecureContext(current());
+      listeners.add(update);
+      return () => listeners.delete(update);
+    },
+    sniCallback,
+    certPem: () => set.default.pairs[0]!.certPem,
+    keyPem: () => set.default.pairs[0]!.keyPem,
+    fingerprint256: () => set.default.pairs[0]!.fingerprint256,
+    contextFor: (servername) => set.contextFor(servername),
+    acmeChallenges,
+    acme,
+    ticketKeys,
     onChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
     },
-    close() {
-      closed = true;
-      clearTimeout(debounce);
-      clearInterval(poll);
-      for (const w of watchers) w.close();
+    start() {
+      acme?.start();
+    },
+    async close() {
+      files?.close();
+      ticketKeys.stop();
+      await acme?.stop();
       listeners.clear();
     },
   };
+  return provider;
 }
 
 /**
@@ -229,7 +249,7 @@ export async function createTlsProvider(config: TlsSettings, logger: Logger): Pr
  */
 export function upgradeToTls(socket: net.Socket, provider: TlsProvider, timeoutMs: number = provider.handshakeTimeoutMs): Promise<tls.TLSSocket> {
   return new Promise((resolvePromise, reject) => {
-    const secure = new tls.TLSSocket(socket, { isServer: true, ...provider.serverOptions() });
+    const secure = new tls.TLSSocket(socket, { isServer: true, ...provider.socketOptions() });
     let settled = false;
     const finish = (err: Error | null): void => {
       if (settled) return;

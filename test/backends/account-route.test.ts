@@ -5,7 +5,7 @@ import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { DEFAULT_USERS, dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
 import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
 import { dovecotConfig, memoryLogger } from './helpers.js';
@@ -47,8 +47,8 @@ describe.skipIf(!dovecotAvailable())('account route set over HTTP → Keygate IM
       'auth.failureDelay': '10ms',
     });
     server = await startServer(config, log.logger);
-    adminKey = (await issueToken(server.store, { description: 'admin', scopes: ['*'] })).key;
-    carolKey = (await issueToken(server.store, { description: 'carol laptop', account: 'carol@example.com', scopes: ['imap'] })).key;
+    adminKey = (await issueKey(server.store, 'operator', { name: 'admin', scopes: ['*'] })).key;
+    carolKey = (await issueKey(server.store, 'operator', { name: 'carol laptop', account: 'carol@example.com', scopes: ['imap'] })).key;
   });
   afterAll(async () => {
     await server?.close();

@@ -9,7 +9,7 @@ import { createBackends } from '../../src/backends/index.js';
 import type { ClosableBackends } from '../../src/backends/types.js';
 import type { Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
 import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
 import { dovecotConfig, makeMessage, memoryLogger } from './helpers.js';
@@ -48,7 +48,7 @@ describe.skipIf(!dovecotAvailable())('full loop: Keygate listeners → proxy bac
     backends = createBackends(config, null, log.logger);
     server = await startServer(config, log.logger, { backends });
     for (const who of ['alice@example.com', 'bob@example.com']) {
-      const { key, record } = await issueToken(server.store, { description: `${who} phone`, account: who, scopes: ['smtp', 'imap', 'pop3'] });
+      const { key, record } = await issueKey(server.store, 'operator', { name: `${who} phone`, account: who, scopes: ['smtp', 'imap', 'pop3'] });
       keys[who] = { key, id: record.id };
     }
   });
@@ -271,7 +271,7 @@ describe.skipIf(!dovecotAvailable())('full loop: Keygate listeners → proxy bac
   });
 
   it('revoking the key ends the open IMAP session within a second', async () => {
-    const { key, record } = await issueToken(server.store, { description: 'to revoke', account: 'bob@example.com', scopes: ['imap'] });
+    const { key, record } = await issueKey(server.store, 'operator', { name: 'to revoke', account: 'bob@example.com', scopes: ['imap'] });
     const c = imap('bob@example.com', key);
     await c.connect();
     await c.mailboxOpen('INBOX');

@@ -8,7 +8,7 @@ import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Authenticator } from '../../src/auth/authenticate.js';
 import { nginxAuthRoutes } from '../../src/http/routes/nginx-auth.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
 import { dovecotAvailable, freePort, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
@@ -38,7 +38,7 @@ describe.skipIf(!NGINX.found || !dovecotAvailable())('IMAP through a real nginx 
     const config = dovecotConfig(dc, { 'nginx.authSecret': 'nginx-shared-secret-1' });
     store = openSqliteStore(join(dir, 'k.db'));
     await store.ensureAccount('alice@example.com');
-    key = (await issueToken(store, { description: 'nginx', account: 'alice@example.com', scopes: ['imap'] })).key;
+    key = (await issueKey(store, 'operator', { name: 'nginx', account: 'alice@example.com', scopes: ['imap'] })).key;
 
     app = Fastify();
     await app.register(nginxAuthRoutes, { config, authenticator: new Authenticator(store, log.logger) });

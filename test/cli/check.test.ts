@@ -20,8 +20,8 @@ const dir = mkdtempSync(join(tmpdir(), 'keygate-check-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A certificate pair for `host` made as if on `madeAt` (valid 730 days from then), written to files. */
-function certFiles(name: string, host: string, madeAt = new Date()): { cert: string; key: string } {
-  const pair = createSelfSignedCertificate(host, madeAt);
+async function certFiles(name: string, host: string, madeAt = new Date()): Promise<{ cert: string; key: string }> {
+  const pair = await createSelfSignedCertificate(host, madeAt);
   const cert = join(dir, `${name}.crt`);
   const key = join(dir, `${name}.key`);
   writeFileSync(cert, pair.certPem);
@@ -44,7 +44,7 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('keygate check', ()
     dovecot = await startShippedDovecot();
     home = join(dir, 'home');
     mkdirSync(home);
-    const { cert, key } = certFiles('good', HOST);
+    const { cert, key } = await certFiles('good', HOST);
     good = {
       KEYGATE_HOME: home,
       KEYGATE_HOSTNAME: HOST,
@@ -112,9 +112,9 @@ describe.skipIf(!builtCliAvailable() || !dovecotAvailable())('keygate check', ()
     ['expired', () => certFiles('expired', HOST, new Date(Date.now() - 800 * DAY)), /^FAIL  certificate: .*expired\.crt expired on /],
     ['nearly expired', () => certFiles('soon', HOST, new Date(Date.now() - 725 * DAY)), /^FAIL  certificate: .*soon\.crt expires in [45] day\(s\), on .*: renew it$/],
     ['for another name', () => certFiles('other', 'other.example.test'), /^FAIL  certificate: .*other\.crt is not valid for mail\.example\.test \(it names DNS:other\.example\.test/],
-    ['with a key of another certificate', () => ({ cert: certFiles('pair-a', HOST).cert, key: certFiles('pair-b', HOST).key }), /^FAIL  certificate: tls\.key .*pair-b\.key is not the key of .*pair-a\.crt$/],
+    ['with a key of another certificate', async () => ({ cert: (await certFiles('pair-a', HOST)).cert, key: (await certFiles('pair-b', HOST)).key }), /^FAIL  certificate: tls\.key .*pair-b\.key is not the key of .*pair-a\.crt$/],
   ])('a certificate %s fails; exit 1', async (_name, make, pattern) => {
-    const { cert, key } = make();
+    const { cert, key } = await make();
     const r = await runCli(['check'], { ...good, KEYGATE_TLS_CERT: cert, KEYGATE_TLS_KEY: key });
     expect(r.code).toBe(1);
     expect(line(r, 'certificate')).toMatch(pattern);

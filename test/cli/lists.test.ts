@@ -46,7 +46,7 @@ describe('keygate tokens list / accounts list (built CLI, SQLite)', () => {
 
   it('tokens list prints one table across pages; filters narrow it', async () => {
     const table = (await runCli(['tokens', 'list', ...dbFlags])).stdout.trimEnd().split('\n');
-    expect(table[0]).toMatch(/^ID\s+DESCRIPTION\s+ACCOUNT\s+SCOPES\s+STATE\s+LAST USED$/);
+    expect(table[0]).toMatch(/^ID\s+NAME\s+ACCOUNT\s+SCOPES\s+STATE\s+LAST USED$/);
     expect(table).toHaveLength(1206);
     expect(table[1]).toContain(made.at(-1)!.id);
     expect(table.at(-1)).toMatch(new RegExp(`^${made[0]!.id}\\s+Phone 0\\s+user0@example.com\\s+smtp\\s+revoked\\s+-$`));

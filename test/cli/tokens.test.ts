@@ -37,6 +37,14 @@ describe('keygate tokens (built CLI, SQLite)', () => {
     expect(list.stdout).not.toContain(r.stdout.trim());
   });
 
+  it('-n, --name names the key; -d, --description is the same option in the reference spelling', async () => {
+    expect((await runCli(['tokens', 'issue', '-n', 'Named', '-s', 'smtp', ...dbFlags])).code).toBe(0);
+    expect((await runCli(['tokens', 'issue', '--description', 'Described', '-s', 'smtp', ...dbFlags])).code).toBe(0);
+    const names = (JSON.parse((await runCli(['tokens', 'list', '--json', ...dbFlags])).stdout) as { name: string }[]).map((t) => t.name);
+    expect(names).toEqual(expect.arrayContaining(['Named', 'Described']));
+    expectOneLineError(await runCli(['tokens', 'issue', '-n', 'one', '-d', 'other', ...dbFlags]), 2, /name or description/);
+  });
+
   it('default scope is *; list prints a table; revoke by id', async () => {
     const key = (await runCli(['tokens', 'issue', '-d', 'Admin', ...dbFlags])).stdout.trim();
     expect(key).toMatch(KEY_RE);
@@ -44,7 +52,7 @@ describe('keygate tokens (built CLI, SQLite)', () => {
     const admin = json.find((t) => t.name === 'Admin')!;
     expect(admin.scopes).toEqual(['*']);
     const table = await runCli(['tokens', 'list', ...dbFlags]);
-    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+DESCRIPTION\s+ACCOUNT\s+SCOPES\s+STATE\s+LAST USED$/);
+    expect(table.stdout.split('\n')[0]).toMatch(/^ID\s+NAME\s+ACCOUNT\s+SCOPES\s+STATE\s+LAST USED$/);
     expect(table.stdout).toContain(admin.id);
     const rev = await runCli(['tokens', 'revoke', admin.id, ...dbFlags]);
     expect(rev).toMatchObject({ code: 0, stdout: 'Token was revoked\n' });

@@ -12,7 +12,7 @@ import { createBackends } from '../../src/backends/index.js';
 import type { ClosableBackends } from '../../src/backends/types.js';
 import type { Config } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { dovecotConfig, memoryLogger } from '../backends/helpers.js';
 import { dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
 import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
@@ -71,7 +71,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     });
     backends = createBackends(config, null, log.logger);
     server = await startServer(config, log.logger, { backends });
-    adminKey = (await issueToken(server.store, { description: 'console admin', scopes: ['*'] })).key;
+    adminKey = (await issueKey(server.store, 'operator', { name: 'console admin', scopes: ['*'] })).key;
     await server.store.ensureAccount('bob@example.com'); // OpenID Connect signs in existing accounts only
     browser = await launchChromium();
   });
@@ -220,18 +220,23 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await signInWithPassword(page, 'alice@example.com', 'alice-upstream-pw');
     await page.getByRole('button', { name: 'Create a key' }).click();
     const dialog = page.getByRole('dialog', { name: 'Create a key' });
-    const hostile = '<img src=x onerror="window.pwned=1">\u202Egnp.exe';
-    await dialog.getByLabel('Name').fill(hostile);
+    // A right-to-left override would make "exe.png" read as "gnp.exe": the API refuses it (issue 11 §8).
+    const hostile = '<img src=x onerror="window.pwned=1">gnp.exe';
+    await dialog.getByLabel('Name').fill(`${hostile}\u202E`);
     await dialog.getByLabel('Only from these addresses (optional)').fill('not-an-ip');
     await dialog.getByRole('button', { name: 'Create key' }).click();
+    const nameField = dialog.locator('.field', { has: page.getByLabel('Name', { exact: true }) });
+    await expect(nameField.locator('.error').textContent()).resolves.toMatch(/control characters/);
+    await dialog.getByLabel('Name', { exact: true }).fill(hostile);
+    await dialog.getByRole('button', { name: 'Create key' }).click();
     const ipField = dialog.locator('.field', { has: page.getByLabel('Only from these addresses (optional)') });
-    await expect(ipField.locator('.error').textContent()).resolves.toBe('"not-an-ip" is not an IP address or CIDR range.');
+    await expect(ipField.locator('.error').textContent()).resolves.toBe('Entry 1 is not an IP address or CIDR range.');
     expect(await dialog.textContent()).not.toContain('{');
     await dialog.getByLabel('Only from these addresses (optional)').fill('127.0.0.0/8');
     await dialog.getByRole('button', { name: 'Create key' }).click();
     await page.getByRole('dialog', { name: 'Your new key' }).getByRole('button', { name: 'Done' }).click();
     const cell = page.locator('tbody th .name').filter({ hasText: 'gnp.exe' });
-    expect(await cell.textContent()).toBe('<img src=x onerror="window.pwned=1">[U+202E]gnp.exe');
+    expect(await cell.textContent()).toBe(hostile);
     expect(await page.locator('tbody img').count()).toBe(0);
     expect(await page.evaluate('window.pwned')).toBeUndefined();
     await context.close();

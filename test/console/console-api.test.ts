@@ -7,7 +7,7 @@ import { loadConfig } from '../../src/config.js';
 import { buildApp } from '../../src/http/app.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import { cleanupFixtures, createFixture, storeKinds, type Fixture } from '../http/fixture.js';
 
@@ -110,7 +110,7 @@ describe.each(storeKinds())('console sessions and sign-in (%s)', (kind) => {
 
   it('revoking the administrator key ends the sessions it signed in', async () => {
     f = await createFixture(kind, { flags: DELAY });
-    const second = await f.issue({ description: 'second admin', scopes: ['*'] });
+    const second = await f.issue({ name: 'second admin', scopes: ['*'] });
     const s = await signInAsAdmin(f.app, second.key);
     expect((await f.app.inject({ method: 'GET', url: '/api/tokens', headers: { cookie: s.cookie } })).statusCode).toBe(200);
     await f.store.revokeKey(second.record.id, new Date().toISOString());
@@ -190,7 +190,7 @@ describe('console sessions over TLS and under the login limits', () => {
     authenticator.limiter = limiter;
     const app = await buildApp({ config, store, logger, metrics, authenticator });
     try {
-      const admin = (await issueToken(store, { description: 'admin', scopes: ['*'] })).key;
+      const admin = (await issueKey(store, 'operator', { name: 'admin', scopes: ['*'] })).key;
       for (let i = 0; i < 3; i++) expect((await app.inject({ method: 'POST', url: '/api/console/sign-in/key', payload: { key: `kg_wrong${i}` } })).statusCode).toBe(401);
       const blocked = await app.inject({ method: 'POST', url: '/api/console/sign-in/key', payload: { key: admin } });
       expect(blocked.statusCode).toBe(503);

@@ -6,7 +6,7 @@ import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { memoryLogger } from '../backends/helpers.js';
 import { dovecotAvailable, startShippedDovecot, type RunningDovecot } from '../helpers/dovecot.js';
 import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
@@ -49,7 +49,7 @@ describe.skipIf(!dovecotAvailable())('docker-compose.yml wiring, against the shi
     adapted.KEYGATE_UPSTREAM_POP3_PORT = String(dovecot.pop3Port);
     adapted.KEYGATE_UPSTREAM_SMTP_PORT = String(dovecot.lmtpPort);
     server = await startServer(loadConfig({ env: adapted }), log.logger);
-    for (const who of ['alice@example.com', 'bob@example.com']) keys[who] = (await issueToken(server.store, { description: `${who} laptop`, account: who, scopes: ['app'] })).key;
+    for (const who of ['alice@example.com', 'bob@example.com']) keys[who] = (await issueKey(server.store, 'operator', { name: `${who} laptop`, account: who, scopes: ['app'] })).key;
   });
   afterAll(async () => {
     await server?.close();

@@ -45,6 +45,8 @@ export interface DovecotOptions {
   verbose?: boolean;
   /** TLS with a fresh self-signed certificate (CN and SAN localhost): STARTTLS/STLS on the plain ports, and implicit-TLS ports. */
   ssl?: boolean;
+  /** With `ssl`: serve this certificate and key instead of a fresh one (benchmarks compare servers on the same certificate). */
+  sslFiles?: { certPath: string; keyPath: string };
 }
 
 export interface RunningDovecot {
@@ -146,12 +148,16 @@ export async function startDovecot(options: DovecotOptions = {}): Promise<Runnin
   const [imapPort, pop3Port, lmtpPort] = await Promise.all([freePort(), freePort(), freePort()]);
   const [imapsPort, pop3sPort] = options.ssl ? await Promise.all([freePort(), freePort()]) : [0, 0];
   let certPath: string | null = null;
-  if (options.ssl) {
+  let keyPath: string | null = null;
+  if (options.ssl && options.sslFiles) {
+    ({ certPath, keyPath } = options.sslFiles);
+  } else if (options.ssl) {
     certPath = join(dir, 'cert.pem');
-    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', join(dir, 'key.pem'), '-out', certPath], { stdio: 'ignore' });
+    keyPath = join(dir, 'key.pem');
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost', '-keyout', keyPath, '-out', certPath], { stdio: 'ignore' });
     if (made.status !== 0) throw new Error('openssl could not make a test certificate');
   }
-  const sslConf = options.ssl ? `ssl = yes\nssl_cert = <${certPath}\nssl_key = <${join(dir, 'key.pem')}\nssl_min_protocol = TLSv1.2` : 'ssl = no';
+  const sslConf = options.ssl ? `ssl = yes\nssl_cert = <${certPath}\nssl_key = <${keyPath}\nssl_min_protocol = TLSv1.2` : 'ssl = no';
   const listenerAddr = (port: number): string => (port ? `address = 127.0.0.1\n    port = ${port}` : 'port = 0');
   const log = join(dir, 'dovecot.log');
   const tuned = options.tuned

@@ -10,7 +10,7 @@ import { buildApp } from '../../src/http/app.js';
 import type { KeyRecord } from '../../src/keys/record.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
-import { issueToken, type IssueInput } from '../../src/services/tokens.js';
+import { issueKey, type IssueInput } from '../../src/services/keys.js';
 import { openRedisStore } from '../../src/store/redis.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
@@ -105,8 +105,8 @@ export async function createFixture(kind: StoreKind, options: FixtureOptions = {
   const app = await build();
   await app.ready();
   const siblings: FastifyInstance[] = [];
-  const issue: Fixture['issue'] = (input) => issueToken(store, { description: 'test key', ...input });
-  const adminKey = (await issue({ description: 'admin', scopes: ['*'] })).key;
+  const issue: Fixture['issue'] = (input) => issueKey(store, 'operator', { name: 'test key', ...input });
+  const adminKey = (await issue({ name: 'admin', scopes: ['*'] })).key;
 
   return {
     kind,

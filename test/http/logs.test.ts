@@ -85,4 +85,27 @@ describe.each(storeKinds())('no key in the logs on %s', (kind) => {
     expect(text).not.toContain('kg_[REDACTED]');
     expect(text.toLowerCase()).not.toMatch(/"authorization":"(bearer|basic|token) /);
   });
+
+  it('every spelling of ?access_token= and of its value: the key works, and is in no log line in any encoding', async () => {
+    const key = (await f.issue({ scopes: ['app'], account: 'spell@example.com' })).key;
+    const hex = (t: string, upper: boolean) => [...Buffer.from(t)].map((b) => `%${b.toString(16).padStart(2, '0')[upper ? 'toUpperCase' : 'toLowerCase']()}`).join('');
+    const names = ['access_token', 'access%5Ftoken', 'access%5ftoken', '%61ccess_token', hex('access_token', true)];
+    const values = [key, hex(key, true), hex(key, false), key.replace('_', '%5F')];
+    const from = f.logs.length;
+    for (const name of names) {
+      for (const value of values) {
+        const res = await f.call(null, { url: `/api/smtp-credentials?${name}=${value}` });
+        expect(res.statusCode, `${name}=${value.slice(0, 9)}`).toBe(200);
+      }
+    }
+    // Refused spellings (the parser ignores them) carry the key too; and a key in a path.
+    expect((await f.call(null, { url: `/api/smtp-credentials?ACCESS_TOKEN=${hex(key, true)}` })).statusCode).toBe(401);
+    expect((await f.call(f.adminKey, { url: `/api/tokens/${hex(key, true)}/export` })).statusCode).toBe(404);
+    await new Promise((r) => setTimeout(r, 50));
+    const text = f.logs.slice(from).join('');
+    expect(text).toContain('access_token=[REDACTED]');
+    for (const form of [key, key.slice(3), Buffer.from(key).toString('base64'), Buffer.from(key).toString('base64url'), encodeURIComponent(key), hex(key, true), hex(key, false), key.replace('_', '%5F')]) {
+      expect(text.includes(form), `${form.slice(0, 12)}… in the logs`).toBe(false);
+    }
+  });
 });

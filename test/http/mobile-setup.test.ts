@@ -11,7 +11,7 @@ import { buildApp } from '../../src/http/app.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { MOBILECONFIG_CONTENT_TYPE } from '../../src/setup/mobileconfig.js';
 import { MemorySetupLinkBackend, SetupLinks, type SetupLinkBackend } from '../../src/setup/setup-links.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
@@ -107,7 +107,7 @@ describe.skipIf(!haveOpenssl)('POST /api/smtp-credentials/mobile on a running Ke
     config = loadConfig({ env: {}, flags });
     server = await startServer(config, createLogger('silent'));
     base = `http://127.0.0.1:${http}`;
-    userKey = (await issueToken(server.store, { description: 'dashboard', scopes: ['app'], account: ACCOUNT })).key;
+    userKey = (await issueKey(server.store, 'operator', { name: 'dashboard', scopes: ['app'], account: ACCOUNT })).key;
     await server.store.updateAccount(ACCOUNT, { displayName: 'Alice Liddell' });
   });
   afterAll(async () => {
@@ -279,7 +279,7 @@ describe.skipIf(!haveOpenssl)('mobile profiles and setup links: configuration an
     const config = loadConfig({ env: {}, flags: { hostname: 'mail.example.test', 'rateLimit.credentials.max': 10_000, ...flags } });
     const metrics = new Metrics(store);
     const app = await buildApp({ config, store, logger, metrics, authenticator: new Authenticator(store, logger, metrics), ...(tls && { tls }), ...(setupLinks && { setupLinks }) });
-    const user = (await issueToken(store, { description: 'u', scopes: ['app'], account: ACCOUNT })).key;
+    const user = (await issueKey(store, 'operator', { name: 'u', scopes: ['app'], account: ACCOUNT })).key;
     const post = (body: Record<string, unknown>, headers: Record<string, string> = {}) =>
       app.inject({
         method: 'POST',
@@ -399,7 +399,7 @@ describe.skipIf(!haveOpenssl)('mobile profiles and setup links: configuration an
   it('the admin route makes profiles for the account in the URL', async () => {
     const a = await appWith({ 'setup.signingCert': keyFiles.cert, 'setup.signingKey': keyFiles.key });
     try {
-      const admin = (await issueToken(a.store, { description: 'admin', scopes: ['*'] })).key;
+      const admin = (await issueKey(a.store, 'operator', { name: 'admin', scopes: ['*'] })).key;
       const res = await a.app.inject({
         method: 'POST',
         url: '/api/accounts/bob@example.com/smtp-credentials/mobile',

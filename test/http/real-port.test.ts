@@ -34,8 +34,8 @@ describe.each(storeKinds())('over a real port on %s', (kind) => {
     f = await createFixture(kind);
     await f.app.listen({ host: '127.0.0.1', port: 0 });
     port = (f.app.server.address() as { port: number }).port;
-    user = (await f.issue({ description: 'user', scopes: ['app'], account: 'alice@example.com' })).key;
-    prometheus = (await f.issue({ description: 'prometheus', scopes: ['metrics'] })).key;
+    user = (await f.issue({ name: 'user', scopes: ['app'], account: 'alice@example.com' })).key;
+    prometheus = (await f.issue({ name: 'prometheus', scopes: ['metrics'] })).key;
   });
   afterAll(() => f.close());
 

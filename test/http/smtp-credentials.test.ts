@@ -39,7 +39,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
         'public.pop3.enabled': false,
       },
     });
-    owner = (await f.issue({ description: 'owner', scopes: ['app'], account: alice })).key;
+    owner = (await f.issue({ name: 'owner', scopes: ['app'], account: alice })).key;
   });
   afterAll(() => f.close());
 
@@ -62,10 +62,10 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
     });
 
     it('lists only active keys of the account: not revoked, not expired, not another account’s', async () => {
-      const a = await f.issue({ description: 'to revoke', scopes: ['smtp'], account: alice });
+      const a = await f.issue({ name: 'to revoke', scopes: ['smtp'], account: alice });
       await f.store.revokeKey(a.record.id, new Date().toISOString());
-      const e = await f.issue({ description: 'expiring', scopes: ['smtp'], account: alice, expiresAt: new Date(Date.now() + 1500).toISOString() });
-      const other = await f.issue({ description: 'bob’s', scopes: ['smtp'], account: 'bob@example.com' });
+      const e = await f.issue({ name: 'expiring', scopes: ['smtp'], account: alice, expiresAt: new Date(Date.now() + 1500).toISOString() });
+      const other = await f.issue({ name: 'bob’s', scopes: ['smtp'], account: 'bob@example.com' });
       let ids = (await f.call(owner, { url: '/api/smtp-credentials' })).json().keys.map((k: { id: string }) => k.id);
       expect(ids).toContain(e.record.id);
       expect(ids).not.toContain(a.record.id);
@@ -76,7 +76,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
     });
 
     it('shows the optional fields only where set, and lastUsed* after a use', async () => {
-      const k = await f.issue({ description: 'phone', scopes: ['api:read'], account: alice, platform: 'ios', deviceId: 'dev-x', expiresAt: '2099-01-01T00:00:00Z' });
+      const k = await f.issue({ name: 'phone', scopes: ['api:read'], account: alice, platform: 'ios', deviceId: 'dev-x', expiresAt: '2099-01-01T00:00:00Z' });
       await f.call(k.key, { url: '/api/smtp-credentials', remoteAddress: '192.0.2.7' });
       await f.store.flushTouches();
       const list = (await f.call(owner, { url: '/api/smtp-credentials' })).json().keys;
@@ -94,7 +94,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
         platform: 'ios',
         deviceId: 'dev-x',
       });
-      const plain = await f.issue({ description: 'plain', scopes: ['smtp'], account: alice });
+      const plain = await f.issue({ name: 'plain', scopes: ['smtp'], account: alice });
       const again = (await f.call(owner, { url: '/api/smtp-credentials' })).json().keys.find((x: { id: string }) => x.id === plain.record.id);
       expect(Object.keys(again).sort()).toEqual([...KEY_FIELDS].sort());
       expect(again.lastUsedAt).toBeNull();
@@ -254,7 +254,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
 
   describe('POST /api/smtp-credentials/{keyId}/rotate', () => {
     it('200 with a new key, same name and scopes; the old key is refused at once, the new one works', async () => {
-      const old = await f.issue({ description: 'Thunderbird', scopes: ['smtp', 'pop3', 'imap', 'api:read'], account: alice, allowedIps: ['127.0.0.0/8'] });
+      const old = await f.issue({ name: 'Thunderbird', scopes: ['smtp', 'pop3', 'imap', 'api:read'], account: alice, allowedIps: ['127.0.0.0/8'] });
       expect((await f.call(old.key, { url: '/api/smtp-credentials' })).statusCode).toBe(200);
       const res = await f.call(owner, { method: 'POST', url: `/api/smtp-credentials/${old.record.id}/rotate` });
       expect(res.statusCode).toBe(200);
@@ -279,7 +279,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
     });
 
     it('concurrent rotations of one key: exactly one wins, exactly one live successor', async () => {
-      const k = await f.issue({ description: 'race', scopes: ['smtp'], account: alice });
+      const k = await f.issue({ name: 'race', scopes: ['smtp'], account: alice });
       const results = await Promise.all([1, 2, 3].map(() => f.call(owner, { method: 'POST', url: `/api/smtp-credentials/${k.record.id}/rotate` })));
       const codes = results.map((r) => r.statusCode).sort();
       expect(codes.filter((c) => c === 200)).toHaveLength(1);
@@ -357,11 +357,16 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
       expect(res.json().error.details.map((d: { field: string }) => d.field)).toContain(field);
     });
 
-    it('api:write is enough to provision a device (mail scopes only); api:read is not', async () => {
-      const writer = (await f.issue({ scopes: ['api:write'], account: alice })).key;
-      const res = await f.call(writer, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'd' } });
+    it('provisioning a device needs smtp, imap and pop3 held (app does); api:write alone and api:read are refused', async () => {
+      const mail = (await f.issue({ scopes: ['api:write', 'smtp', 'imap', 'pop3'], account: alice })).key;
+      const res = await f.call(mail, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'd' } });
       expect(res.statusCode).toBe(201);
       expect(res.json().scopes).toEqual(['smtp', 'imap', 'pop3']);
+      const writer = (await f.issue({ scopes: ['api:write'], account: alice })).key;
+      const refused = await f.call(writer, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'w' } });
+      expect(refused.statusCode).toBe(403);
+      expect(refused.json().error.details).toEqual({ missingScope: 'smtp', missingScopes: ['smtp', 'imap', 'pop3'] });
+      expect((await f.store.listKeys({ account: alice })).items.some((k) => k.deviceId === 'w')).toBe(false);
       const reader = (await f.issue({ scopes: ['api:read'], account: alice })).key;
       const denied = await f.call(reader, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'e' } });
       expect(denied.statusCode).toBe(403);

@@ -28,6 +28,19 @@ describe.each(storeKinds())('/api/tokens on %s', (kind) => {
     expect((await f.call(body.token, { url: '/metrics' })).statusCode).toBe(200);
   });
 
+  it('the name is `name`; `description`, the reference workflow\'s word, is the same field in and out', async () => {
+    const byName = await f.call(f.adminKey, { method: 'POST', url: '/api/tokens', payload: { name: 'by name', scopes: ['metrics'] } });
+    const byDescription = await f.call(f.adminKey, { method: 'POST', url: '/api/tokens', payload: { description: 'by description', scopes: ['metrics'] } });
+    const both = await f.call(f.adminKey, { method: 'POST', url: '/api/tokens', payload: { name: 'both', description: 'both', scopes: ['metrics'] } });
+    for (const [res, name] of [[byName, 'by name'], [byDescription, 'by description'], [both, 'both']] as const) {
+      expect(res.statusCode).toBe(201);
+      expect(res.json()).toMatchObject({ name, description: name });
+      expect((await f.store.getKey(res.json().id))?.name).toBe(name);
+    }
+    const listed = (await f.call(f.adminKey, { url: '/api/tokens' })).json().tokens.find((t: { id: string }) => t.id === byName.json().id);
+    expect(listed).toMatchObject({ name: 'by name', description: 'by name' });
+  });
+
   it('POST with an account binds the token and creates the account record', async () => {
     const res = await f.call(f.adminKey, { method: 'POST', url: '/api/tokens', payload: { description: 'user', scopes: ['app'], account: 'New@Example.com' } });
     expect(res.statusCode).toBe(201);
@@ -36,13 +49,15 @@ describe.each(storeKinds())('/api/tokens on %s', (kind) => {
   });
 
   it.each([
-    [{ scopes: ['*'] }, 'body.description'],
+    [{ scopes: ['*'] }, 'body.name'],
+    [{ name: ' ', scopes: ['*'] }, 'body.name'],
     [{ description: 'x', scopes: [] }, 'body.scopes'],
     [{ description: 'x', scopes: ['root'] }, 'body.scopes.0'],
     [{ description: 'x', scopes: ['*'], account: 'nope' }, 'body.account'],
     [{ description: 'x', scopes: ['*'], expiresAt: '2001-01-01T00:00:00Z' }, 'body.expiresAt'],
     [{ description: 'x', scopes: ['*'], allowedIps: ['300.1.1.1'] }, 'body.allowedIps'],
-    [{ description: 'x', scopes: ['*'], name: 'x' }, 'body.name'],
+    [{ description: 'x', scopes: ['*'], name: 'y' }, 'body.description'],
+    [{ description: 'x', scopes: ['*'], label: 'x' }, 'body.label'],
   ])('400 with field details for %j', async (payload, field) => {
     const res = await f.call(f.adminKey, { method: 'POST', url: '/api/tokens', payload });
     expect(res.statusCode).toBe(400);

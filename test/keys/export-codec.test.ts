@@ -24,7 +24,14 @@ describe('export codec', () => {
     ['unknown scope', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'n', scopes: ['root'], createdAt: '2026-01-01T00:00:00Z' })).toString('base64url')],
     ['bad date', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'n', scopes: ['*'], createdAt: 'yesterday' })).toString('base64url')],
     ['bad cidr', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'n', scopes: ['*'], createdAt: '2026-01-01T00:00:00Z', allowedIps: ['nope'] })).toString('base64url')],
+    ['an account that is no address', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'n', scopes: ['*'], createdAt: '2026-01-01T00:00:00Z', account: 'nobody' })).toString('base64url')],
+    ['a name with a bidi override', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'a\u202eb', scopes: ['*'], createdAt: '2026-01-01T00:00:00Z' })).toString('base64url')],
   ])('refuses %s', (_label, blob) => {
     expect(() => decodeExport(blob)).toThrow(MalformedBlobError);
+  });
+
+  it('stores the account canonical, as every other entrance does, so the key matches logins', () => {
+    const record = newKey({ name: 'n', scopes: ['imap'] }).record;
+    expect(decodeExport(encodeExport({ ...record, account: ' Alice@Example.COM ' })).account).toBe('alice@example.com');
   });
 });

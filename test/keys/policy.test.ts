@@ -40,7 +40,8 @@ const UNBOUND: Record<Scope, string> = {
   imap: 'SMSSSSSSSSS',
   pop3: 'SSMSSSSSSSS',
   'api:read': 'SSSS✓S✓SS✓S',
-  'api:write': 'SSSSS✓S✓SS✓',
+  // Writing unbound is administering: api:write alone is no administrator.
+  'api:write': 'SSSSSSSSSSS',
   app: 'SSSSSSSSSSS',
   internal: '✓✓✓✓SSSSSSS',
   metrics: 'SSSSSSSS✓SS',

@@ -208,7 +208,7 @@ const EXPECT: Record<string, Check> = {
     expect(stdout).toMatch(/^204$/m);
     expect(stdout).toMatch(/"name":"Alice’s Pixel","scopes":\["smtp","imap","pop3"\],"apiKey":"kg_/);
     expect(stdout).toMatch(/^[1-9]\d*$/m);
-    expect(stdout).toMatch(/"description":"Admin","account":null/);
+    expect(stdout).toMatch(/"name":"Admin","account":null/);
   },
   metrics: ({ stdout }) => {
     expect(stdout).toMatch(/^keygate_auth_attempts_total\{(?=.*protocol="smtp")(?=.*result="success").*\} [1-9]/m);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { freePort } from '../helpers/cli.js';
 import { cmsVerify, tempDir } from './helpers.js';
 
@@ -50,7 +50,7 @@ async function start(dir: string, extraEnv: Record<string, string> = {}): Promis
     ...extraEnv,
   };
   const server = await startServer(loadConfig({ env }), createLogger('silent'));
-  const key = (await issueToken(server.store, { description: 'laptop', scopes: ['app'], account: ACCOUNT })).key;
+  const key = (await issueKey(server.store, 'operator', { name: 'laptop', scopes: ['app'], account: ACCOUNT })).key;
   return { server, base: `http://127.0.0.1:${http}`, key, ports };
 }
 
@@ -144,7 +144,7 @@ describe('listeners on port 0', () => {
     const zero = Object.fromEntries(['SMTP', 'IMAP', 'POP3'].flatMap((p) => [[`KEYGATE_${p}_PORT`, '0'], [`KEYGATE_${p}_SECURE_PORT`, '0']]));
     const server = await startServer(loadConfig({ env: { ...zero, KEYGATE_DB_PATH: join(tmp.dir, 'k.db'), KEYGATE_TLS_DIR: join(tmp.dir, 'certs'), KEYGATE_HTTP_PORT: String(http) } }), createLogger('silent'));
     try {
-      const key = (await issueToken(server.store, { description: 'laptop', scopes: ['app'], account: ACCOUNT })).key;
+      const key = (await issueKey(server.store, 'operator', { name: 'laptop', scopes: ['app'], account: ACCOUNT })).key;
       const { connectionInfo } = (await (await fetch(`http://127.0.0.1:${http}/api/smtp-credentials`, { headers: { authorization: `Bearer ${key}` } })).json()) as { connectionInfo: Record<string, { port: number; securePort: number }> };
       for (const p of ['smtp', 'imap', 'pop3']) {
         expect(connectionInfo[p]).toMatchObject({ port: server.listeners.get(p).address().port, securePort: server.listeners.get(`${p}s`).address().port });

@@ -9,7 +9,7 @@ import { errorBody } from '../../src/http/errors.js';
 import { clientSetupRoutes } from '../../src/http/routes/client-setup/index.js';
 import { createLogger } from '../../src/log.js';
 import { createMobileCredential } from '../../src/services/credentials.js';
-import { issueToken } from '../../src/services/tokens.js';
+import { issueKey } from '../../src/services/keys.js';
 import { MOBILECONFIG_CONTENT_TYPE, MobileconfigError, type ProfileSigner } from '../../src/setup/mobileconfig.js';
 import {
   buildMobileResponse,
@@ -86,7 +86,7 @@ describe('mobile route wiring, end to end', () => {
     store = openSqliteStore(join(tmp.dir, 'k.db'));
     const logger = createLogger('silent');
     authenticator = new Authenticator(store, logger);
-    const caller = await issueToken(store, { description: 'dashboard', scopes: ['app'], account: 'alice@example.com' });
+    const caller = await issueKey(store, 'operator', { name: 'dashboard', scopes: ['app'], account: 'alice@example.com' });
     callerKey = caller.key;
 
     const fastify = Fastify({ logger: false }).withTypeProvider<TypeBoxTypeProvider>();

@@ -79,7 +79,7 @@ describe('mobileconfig', () => {
   });
 
   it('signs with Keygate’s own self-signed TLS certificate (the default signer)', async () => {
-    const tlsPair = createSelfSignedCertificate('keygate.example.com');
+    const tlsPair = await createSelfSignedCertificate('keygate.example.com');
     const der = buildMobileconfig({ address: 'a@example.com', apiKey: KEY, connectionInfo: INFO, signer: tlsPair });
     // Its extended key usage is serverAuth only: openssl's S/MIME purpose check needs relaxing, the signature does not.
     expect((await cmsVerify(der, tlsPair.certPem)).stderr).toMatch(/unsuitable certificate purpose|unsupported certificate purpose/);

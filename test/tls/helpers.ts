@@ -1,4 +1,7 @@
+import { execFileSync } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import net from 'node:net';
 import tls from 'node:tls';
 import { createLogger, type Logger } from '../../src/log.js';
@@ -47,4 +50,13 @@ export async function peerFingerprint(port: number, servername?: string): Promis
   const fp = s.getPeerCertificate().fingerprint256;
   s.destroy();
   return fp;
+}
+
+/** A self-signed pair made by openssl: RSA-2048 or ECDSA P-256, for the given DNS names (the first is the CN). */
+export function opensslPair(dir: string, file: string, type: 'rsa' | 'ec', names: string[]): { certPath: string; keyPath: string; certPem: string } {
+  const certPath = join(dir, `${file}.crt`);
+  const keyPath = join(dir, `${file}.key`);
+  const keyArgs = type === 'rsa' ? ['-newkey', 'rsa:2048'] : ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
+  execFileSync('openssl', ['req', '-x509', ...keyArgs, '-nodes', '-days', '2', '-subj', `/CN=${names[0]}`, '-addext', `subjectAltName=${names.map((n) => `DNS:${n}`).join(',')}`, '-keyout', keyPath, '-out', certPath], { stdio: 'ignore' });
+  return { certPath, keyPath, certPem: readFileSync(certPath, 'utf8') };
 }

@@ -16,7 +16,7 @@ import {
   upgradeToTls,
   type TlsProvider,
 } from '../../src/tls/index.js';
-import { captureLogger, closeServer, listenOn, peerFingerprint, silentLogger, sleep, tlsConnect } from './helpers.js';
+import { captureLogger, closeServer, listenOn, opensslPair, peerFingerprint, silentLogger, sleep, tlsConnect } from './helpers.js';
 import { waitFor } from '../helpers/wait.js';
 
 const root = mkdtempSync(join(tmpdir(), 'keygate-tls-'));
@@ -41,7 +41,9 @@ async function tlsServer(provider: TlsProvider): Promise<number> {
     s.end('hello\r\n');
   });
   server.on('tlsClientError', () => {});
-  cleanups.push(() => closeServer(server));
+  // A tls.Server's own context serves every name its default certificate covers: attach() keeps it current.
+  const detach = provider.attach(server);
+  cleanups.push(() => closeServer(server), detach);
   return listenOn(server);
 }
 
@@ -80,8 +82,9 @@ describe('self-signed certificate', () => {
     expect(text).toMatch(/DNS:localhost/);
     expect(text).toMatch(/IP Address:127\.0\.0\.1/);
     expect(text).toMatch(/IP Address:0:0:0:0:0:0:0:1/);
-    expect(text).toMatch(/Public-Key: \(2048 bit\)/);
-    expect(text).toMatch(/Signature Algorithm: sha256WithRSAEncryption/);
+    expect(text).toMatch(/Public-Key: \(256 bit\)/);
+    expect(text).toMatch(/NIST CURVE: P-256/);
+    expect(text).toMatch(/Signature Algorithm: ecdsa-with-SHA256/);
     expect(text).toMatch(/TLS Web Server Authentication/);
 
     const x = new X509Certificate(provider.certPem());
@@ -134,7 +137,7 @@ describe('self-signed certificate', () => {
   it('is made again (and says why) when it has expired', async () => {
     const dir = freshDir();
     await createTlsProvider({ tls: { cert: '', key: '', dir }, hostname: 'mail.example.test' }, silentLogger()).then((p) => p.close());
-    const old = createSelfSignedCertificate('mail.example.test', new Date(Date.now() - 3 * 365 * 86_400_000));
+    const old = await createSelfSignedCertificate('mail.example.test', new Date(Date.now() - 3 * 365 * 86_400_000));
     writeFileSync(join(dir, SELF_SIGNED_CERT), old.certPem);
     writeFileSync(join(dir, SELF_SIGNED_KEY), old.keyPem);
     const { logger, lines } = captureLogger();
@@ -152,8 +155,8 @@ describe('self-signed certificate', () => {
 });
 
 describe('configured certificate files', () => {
-  function writePair(dir: string, name: string): { certPath: string; keyPath: string; pem: string } {
-    const pair = createSelfSignedCertificate(name);
+  async function writePair(dir: string, name: string): Promise<{ certPath: string; keyPath: string; pem: string }> {
+    const pair = await createSelfSignedCertificate(name);
     const certPath = join(dir, 'server.crt');
     const keyPath = join(dir, 'server.key');
     writeFileSync(certPath, pair.certPem);
@@ -163,7 +166,7 @@ describe('configured certificate files', () => {
 
   it('are loaded, and re-read without a restart when overwritten in place', async () => {
     const dir = mkdtempSync(join(root, 'conf-'));
-    const a = writePair(dir, 'a.example.test');
+    const a = await writePair(dir, 'a.example.test');
     const { logger, lines } = captureLogger();
     const provider = track(await createTlsProvider({ tls: { cert: a.certPath, key: a.keyPath, dir: freshDir() }, hostname: 'x' }, logger));
     const port = await tlsServer(provider);
@@ -173,7 +176,7 @@ describe('configured certificate files', () => {
 
     const changes: string[] = [];
     provider.onChange(() => changes.push(provider.fingerprint256()));
-    const b = writePair(dir, 'b.example.test');
+    const b = await writePair(dir, 'b.example.test');
     const fpB = fingerprint(b.pem);
     await waitFor(async () => (await peerFingerprint(port, 'localhost')) === fpB, 5000);
     // A wrapped socket without SNI gets the new context too.
@@ -185,10 +188,10 @@ describe('configured certificate files', () => {
 
   it('are re-read when an editor replaces them by rename', async () => {
     const dir = mkdtempSync(join(root, 'conf-'));
-    const a = writePair(dir, 'a.example.test');
+    const a = await writePair(dir, 'a.example.test');
     const provider = track(await createTlsProvider({ tls: { cert: a.certPath, key: a.keyPath, dir: freshDir() }, hostname: 'x' }, silentLogger()));
     const port = await tlsServer(provider);
-    const b = createSelfSignedCertificate('b.example.test');
+    const b = await createSelfSignedCertificate('b.example.test');
     writeFileSync(join(dir, '.server.crt.swp'), b.certPem);
     writeFileSync(join(dir, '.server.key.swp'), b.keyPem);
     renameSync(join(dir, '.server.key.swp'), a.keyPath);
@@ -199,7 +202,7 @@ describe('configured certificate files', () => {
 
   it('keep the old context and log an error when the new pair is invalid', async () => {
     const dir = mkdtempSync(join(root, 'conf-'));
-    const a = writePair(dir, 'a.example.test');
+    const a = await writePair(dir, 'a.example.test');
     const { logger, lines } = captureLogger();
     const provider = track(await createTlsProvider({ tls: { cert: a.certPath, key: a.keyPath, dir: freshDir() }, hostname: 'x' }, logger));
     const port = await tlsServer(provider);
@@ -210,7 +213,7 @@ describe('configured certificate files', () => {
     expect(await peerFingerprint(port, 'localhost')).toBe(fpA);
 
     // A valid certificate with a key that does not belong to it.
-    const other = createSelfSignedCertificate('b.example.test');
+    const other = await createSelfSignedCertificate('b.example.test');
     const before = lines.length;
     writeFileSync(a.certPath, other.certPem);
     await waitFor(() => lines.slice(before).some((l) => l.level === 50), 5000);
@@ -224,7 +227,7 @@ describe('configured certificate files', () => {
 
   it('stop start-up with an error naming the setting when missing or mismatched', async () => {
     const dir = mkdtempSync(join(root, 'conf-'));
-    const a = writePair(dir, 'a.example.test');
+    const a = await writePair(dir, 'a.example.test');
     await expect(createTlsProvider({ tls: { cert: join(dir, 'nope.crt'), key: a.keyPath, dir: freshDir() }, hostname: 'x' }, silentLogger())).rejects.toMatchObject({
       name: 'ConfigError',
       setting: 'tls.cert',
@@ -232,11 +235,66 @@ describe('configured certificate files', () => {
     await expect(createTlsProvider({ tls: { cert: a.certPath, key: join(dir, 'nope.key'), dir: freshDir() }, hostname: 'x' }, silentLogger())).rejects.toBeInstanceOf(
       ConfigError,
     );
-    const other = createSelfSignedCertificate('b.example.test');
+    const other = await createSelfSignedCertificate('b.example.test');
     writeFileSync(join(dir, 'other.key'), other.keyPem);
     await expect(createTlsProvider({ tls: { cert: a.certPath, key: join(dir, 'other.key'), dir: freshDir() }, hostname: 'x' }, silentLogger())).rejects.toThrow(
       /tls\.cert.*not a usable certificate and key/,
     );
+  });
+});
+
+describe('several certificates', () => {
+  it('RSA and ECDSA side by side: each client gets the best it supports, on both TLS paths', async () => {
+    const dir = mkdtempSync(join(root, 'pairs-'));
+    const rsa = opensslPair(dir, 'rsa', 'rsa', ['mail.example.test']);
+    const ec = opensslPair(dir, 'ec', 'ec', ['mail.example.test']);
+    // RSA listed first: the order of the files does not decide, the client does.
+    const provider = track(await createTlsProvider({ tls: { cert: `${rsa.certPath},${ec.certPath}`, key: `${rsa.keyPath}, ${ec.keyPath}`, dir: freshDir() }, hostname: 'mail.example.test' }, silentLogger()));
+    expect(provider.fingerprint256()).toBe(fingerprint(ec.certPem));
+    for (const port of [await tlsServer(provider), await wrappingServer(provider)]) {
+      const served = async (options: tls.ConnectionOptions): Promise<string> => {
+        const s = await tlsConnect({ port, servername: 'mail.example.test', rejectUnauthorized: false, ...options });
+        const fp = s.getPeerCertificate().fingerprint256;
+        s.destroy();
+        return fp;
+      };
+      expect(await served({})).toBe(fingerprint(ec.certPem));
+      expect(await served({ maxVersion: 'TLSv1.2' })).toBe(fingerprint(ec.certPem));
+      // A client that can only verify RSA signatures (TLS 1.3) or only use RSA suites (TLS 1.2).
+      expect(await served({ sigalgs: 'rsa_pss_rsae_sha256:rsa_pkcs1_sha256' })).toBe(fingerprint(rsa.certPem));
+      expect(await served({ maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-GCM-SHA256' })).toBe(fingerprint(rsa.certPem));
+      // And one that only takes ECDSA.
+      expect(await served({ sigalgs: 'ecdsa_secp256r1_sha256' })).toBe(fingerprint(ec.certPem));
+    }
+  });
+
+  it('SNI: each host name gets its own certificate; no SNI or an unknown name gets the one for hostname', async () => {
+    const dir = mkdtempSync(join(root, 'sni-'));
+    const other = opensslPair(dir, 'other', 'ec', ['mail.other.test', '*.other.test']);
+    const main = opensslPair(dir, 'main', 'ec', ['mail.example.test']);
+    const provider = track(await createTlsProvider({ tls: { cert: `${other.certPath},${main.certPath}`, key: `${other.keyPath},${main.keyPath}`, dir: freshDir() }, hostname: 'mail.example.test' }, silentLogger()));
+    expect(provider.fingerprint256()).toBe(fingerprint(main.certPem));
+    for (const port of [await tlsServer(provider), await wrappingServer(provider)]) {
+      expect(await peerFingerprint(port, 'mail.example.test')).toBe(fingerprint(main.certPem));
+      expect(await peerFingerprint(port, 'MAIL.OTHER.TEST')).toBe(fingerprint(other.certPem));
+      expect(await peerFingerprint(port, 'imap.other.test')).toBe(fingerprint(other.certPem));
+      expect(await peerFingerprint(port, 'a.b.other.test')).toBe(fingerprint(main.certPem));
+      expect(await peerFingerprint(port, 'unknown.test')).toBe(fingerprint(main.certPem));
+      expect(await peerFingerprint(port)).toBe(fingerprint(main.certPem));
+      // The name the client asked for verifies against the certificate it got.
+      const s = await tlsConnect({ port, servername: 'imap.other.test', ca: other.certPem });
+      expect(s.authorized).toBe(true);
+      s.destroy();
+    }
+  });
+
+  it('stops start-up naming the setting when tls.cert and tls.key list different numbers of files', async () => {
+    const dir = mkdtempSync(join(root, 'count-'));
+    const a = opensslPair(dir, 'a', 'ec', ['a.example.test']);
+    await expect(createTlsProvider({ tls: { cert: `${a.certPath},${a.certPath}`, key: a.keyPath, dir: freshDir() }, hostname: 'x' }, silentLogger())).rejects.toMatchObject({
+      name: 'ConfigError',
+      setting: 'tls.key',
+    });
   });
 });
 

@@ -11,7 +11,7 @@ import { createLogger } from '../../../src/log.js';
 import { Metrics } from '../../../src/metrics.js';
 import type { RunningListener } from '../../../src/protocols/deps.js';
 import { startImapListeners } from '../../../src/protocols/imap/index.js';
-import { issueToken, type IssueInput } from '../../../src/services/tokens.js';
+import { issueKey, type IssueInput } from '../../../src/services/keys.js';
 import { openSqliteStore } from '../../../src/store/sqlite.js';
 import type { KeyStore } from '../../../src/store/types.js';
 import { createTlsProvider, type TlsProvider } from '../../../src/tls/index.js';
@@ -113,7 +113,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     logs,
     audits: () => logs.filter((l) => l.audit),
     async issue(input = {}) {
-      const made = await issueToken(store, { description: 'test', scopes: ['imap'], account: ACCOUNT, ...input });
+      const made = await issueKey(store, 'operator', { name: 'test', scopes: ['imap'], account: ACCOUNT, ...input });
       return { key: made.key, id: made.record.id };
     },
     async close(grace = 0) {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openRedisStore } from '../../../src/store/redis.js';
 import type { KeyStore } from '../../../src/store/types.js';
-import { issueToken } from '../../../src/services/tokens.js';
+import { issueKey } from '../../../src/services/keys.js';
 import { REDIS_SKIP_REASON, redisAvailable, startRedis, type RedisServer } from '../../helpers/redis-server.js';
 import { startTcpProxy, type TcpProxy } from '../../helpers/tcp-proxy.js';
 import { ACCOUNT, sleep, startHarness, type Harness } from './harness.js';
@@ -110,7 +110,7 @@ describe.skipIf(!haveRedis)('revocations that happen while an instance is cut of
   async function sessionOnB(): Promise<{ id: string; client: RawClient }> {
     await answering(storeA);
     await answering(storeB);
-    const made = await issueToken(storeA, { description: 'phone', scopes: ['imap'], account: ACCOUNT });
+    const made = await issueKey(storeA, 'operator', { name: 'phone', scopes: ['imap'], account: ACCOUNT });
     const client = await RawClient.connect(b.port);
     await client.line();
     expect(await client.command('a', `LOGIN ${ACCOUNT} ${made.key}`)).toMatch(/^a OK /);
@@ -183,8 +183,8 @@ describe.skipIf(!haveRedis)('a split that never heals', () => {
     const storeB = await openRedisStore(`redis://127.0.0.1:${proxy.port}`, { namespace, touchIntervalMs: 50 });
     const b = await startHarness({ store: storeB, limiter: false, flags: { 'sessions.recheckInterval': '500ms' } });
     try {
-      const made = await issueToken(storeA, { description: 'phone', scopes: ['imap'], account: ACCOUNT });
-      const keep = await issueToken(storeA, { description: 'laptop', scopes: ['imap'], account: ACCOUNT });
+      const made = await issueKey(storeA, 'operator', { name: 'phone', scopes: ['imap'], account: ACCOUNT });
+      const keep = await issueKey(storeA, 'operator', { name: 'laptop', scopes: ['imap'], account: ACCOUNT });
       const client = await RawClient.connect(b.port);
       await client.line();
       expect(await client.command('a', `LOGIN ${ACCOUNT} ${made.key}`)).toMatch(/^a OK /);

@@ -16,7 +16,7 @@ import { NO_BACKENDS, type Backends } from '../../../src/backends/types.js';
 import { loadConfig, type Config } from '../../../src/config.js';
 import { createLogger, type Logger } from '../../../src/log.js';
 import type { ListenerDeps, RunningListener } from '../../../src/protocols/deps.js';
-import { issueToken } from '../../../src/services/tokens.js';
+import { issueKey } from '../../../src/services/keys.js';
 import { openSqliteStore } from '../../../src/store/sqlite.js';
 import type { KeyStore } from '../../../src/store/types.js';
 import { createTlsProvider, type TlsProvider } from '../../../src/tls/index.js';
@@ -93,7 +93,7 @@ export async function createHarness(): Promise<Harness> {
       return { config, logger, authenticator, sessions, tls: tlsProvider, backends };
     },
     async issue(account, scopes = ['*'], extra = {}) {
-      const { key, record } = await issueToken(store, { description: 'test', account, scopes, ...extra });
+      const { key, record } = await issueKey(store, 'operator', { name: 'test', account, scopes, ...extra });
       return { key, id: record.id };
     },
     async close() {

@@ -374,7 +374,7 @@ describe('SMTP certificate reload', () => {
     const dir = mkdtempSync(join(tmpdir(), 'keygate-smtp-cert-'));
     const certPath = join(dir, 'cert.pem');
     const keyPath = join(dir, 'key.pem');
-    const first = createSelfSignedCertificate('first.test');
+    const first = await createSelfSignedCertificate('first.test');
     writeFileSync(certPath, first.certPem);
     writeFileSync(keyPath, first.keyPem);
     const provider = await createTlsProvider({ tls: { cert: certPath, key: keyPath, dir }, hostname: 'first.test' }, h.logger);
@@ -395,7 +395,7 @@ describe('SMTP certificate reload', () => {
       expect(await peer('')).toBe(firstFp);
       expect(await peer('localhost')).toBe(firstFp);
 
-      const second = createSelfSignedCertificate('second.test');
+      const second = await createSelfSignedCertificate('second.test');
       const changed = new Promise<void>((resolve) => provider.onChange(() => resolve()));
       writeFileSync(keyPath, second.keyPem);
       writeFileSync(certPath, second.certPem);

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import { MAX_DISPLAY_NAME, SAFE_TEXT_PATTERN } from '../../../keys/names.js';
 import { createAccount, deleteAccount, updateAccount } from '../../../services/accounts.js';
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
@@ -11,7 +12,7 @@ export const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
 export const adminWrite = () => ({ kind: 'admin', access: 'write' }) as const;
 
 const Address = Type.String({ format: 'email', maxLength: 254 });
-const DisplayName = Nullable(Type.String({ maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }));
+const DisplayName = Nullable(Type.String({ maxLength: MAX_DISPLAY_NAME, pattern: SAFE_TEXT_PATTERN }));
 const Aliases = Type.Array(Address, { maxItems: 100, uniqueItems: true });
 export const AccountParams = Type.Object({ account: Address });
 

@@ -7,7 +7,10 @@ import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
 import { HttpError } from '../../errors.js';
 import { AccountUpstreamBody, AccountUpstreamView, AUTH_ERRORS, ErrorBody, KEY_SECURITY } from '../../schemas.js';
-import { AccountParams, adminRead, adminWrite } from './index.js';
+import { AccountParams } from './index.js';
+
+const upstreamRead = () => ({ kind: 'upstream', access: 'read' }) as const;
+const upstreamWrite = () => ({ kind: 'upstream', access: 'write' }) as const;
 
 /** The errors of setAccountUpstream as HTTP replies; anything else goes to the one error handler. */
 function replyFor(err: unknown): never {
@@ -21,7 +24,9 @@ function replyFor(err: unknown): never {
 }
 
 /**
- * An account's own upstream route (proxy backends), for administrator keys.
+ * An account's own upstream route (proxy backends), for administrator keys;
+ * setting one also takes the mail scopes (smtp, imap, pop3: `*` has them), as
+ * the route decides where the account's mail credentials are sent.
  * The upstream password goes in and is stored sealed; no response carries it,
  * sealed or not: responses say `passwordSet` instead.
  */
@@ -29,7 +34,7 @@ export const accountUpstreamRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore;
   app.get(
     '/api/accounts/:account/upstream',
     {
-      config: { auth: adminRead },
+      config: { auth: upstreamRead },
       schema: {
         tags: ['accounts'],
         summary: "Get an account's own upstream route (route null: none, the domain's or default route applies); never the password",
@@ -48,7 +53,7 @@ export const accountUpstreamRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore;
   app.put(
     '/api/accounts/:account/upstream',
     {
-      config: { auth: adminWrite },
+      config: { auth: upstreamWrite },
       schema: {
         tags: ['accounts'],
         summary: "Set (replace) an account's upstream route; an absent password keeps the stored one, null removes it",
@@ -66,7 +71,7 @@ export const accountUpstreamRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore;
   app.delete(
     '/api/accounts/:account/upstream',
     {
-      config: { auth: adminWrite },
+      config: { auth: upstreamWrite },
       schema: {
         tags: ['accounts'],
         summary: "Remove an account's own upstream route and stored credentials (its domain's or the default route applies again)",

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../../../config.js';
-import { scrubUrl } from '../../../log.js';
+import { scrubUrl } from '../../log-url.js';
 import { AUTOCONFIG_CONTENT_TYPE, buildAutoconfig } from '../../../setup/autoconfig.js';
 import { answerAutodiscover, AUTODISCOVER_CONTENT_TYPE, AUTODISCOVER_MAX_BYTES, AutodiscoverRequestError, parseAutodiscoverRequest } from '../../../setup/autodiscover.js';
 import { domainOf } from '../../../setup/connection.js';

@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../../../config.js';
+import { SAFE_TEXT_PATTERN } from '../../../keys/names.js';
 import type { Action } from '../../../keys/policy.js';
 import { normalizeAddress, type KeyRecord } from '../../../keys/record.js';
 import {
@@ -87,7 +88,7 @@ const MobileBody = Type.Object(
   {
     name: KeyName,
     platform: Type.Enum([...PLATFORMS]),
-    deviceId: Type.String({ minLength: 1, maxLength: 200, pattern: '^[^\\u0000-\\u001f\\u007f]*$' }),
+    deviceId: Type.String({ minLength: 1, maxLength: 200, pattern: SAFE_TEXT_PATTERN }),
     ...MobileSetupFields,
   },
   { additionalProperties: false },
@@ -162,7 +163,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesOptions
       schema: {
         ...common,
         summary: `Create a key${who}; the key is in this response only`,
-        description: 'A key may only grant scopes its creator holds (403 names the first missing one); `*` only by a `*` key.',
+        description: 'A key grants only what it holds: every scope of the new key, with what it implies, must be one the caller holds (403 names the first missing one); `*` only by a `*` key.',
         params: BaseParams,
         body: CreateBody,
         response: { 201: CreatedCredentialKey, 400: ErrorBody, ...AUTH_ERRORS },

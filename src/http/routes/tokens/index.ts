@@ -3,10 +3,10 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
-import { importToken, issueToken } from '../../../services/tokens.js';
+import { importExportedKey, issueKey } from '../../../services/keys.js';
 import { HttpError } from '../../errors.js';
 import { AddressPrefixQuery, keyQuery, NamePrefixQuery, NextCursor, PageQuery, StateQuery } from '../../paging.js';
-import { AUTH_ERRORS, ErrorBody, ScopeName, TokenView, tokenView } from '../../schemas.js';
+import { AUTH_ERRORS, ErrorBody, KeyName, keyName, ScopeName, TokenView, tokenView } from '../../schemas.js';
 
 const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
 const adminWrite = () => ({ kind: 'admin', access: 'write' }) as const;
@@ -47,10 +47,12 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       schema: {
         tags: ['tokens'],
         summary: 'Issue an access token; the token is in this response only',
+        description: 'A key grants only what it holds: an administrator key without `*` issues tokens within its own scopes (403 names the first missing one).',
         security: [{ bearer: [] }],
         body: Type.Object(
           {
-            description: Type.String({ minLength: 1, maxLength: 100 }),
+            name: Type.Optional(KeyName),
+            description: Type.Optional(keyName('The same as `name` (the reference workflow\'s word); give one of the two')),
             scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20 }),
             account: Type.Optional(Type.Union([Type.String({ format: 'email', maxLength: 254 }), Type.Null()])),
             expiresAt: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
@@ -62,7 +64,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       },
     },
     async (req, reply) => {
-      const { key, record } = await issueToken(store, req.body);
+      const { key, record } = await issueKey(store, req.principal!.key, req.body);
       return reply.code(201).header('cache-control', 'no-store').send({ ...tokenView(record), token: key });
     },
   );
@@ -116,6 +118,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       schema: {
         tags: ['tokens'],
         summary: 'Import an exported token record',
+        description: 'An imported record is a key like any other: its scopes must be within the caller\'s (403 otherwise).',
         security: [{ bearer: [] }],
         body: Type.Object({ blob: Type.String({ minLength: 1, maxLength: 16384 }) }, { additionalProperties: false }),
         response: {
@@ -127,7 +130,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       },
     },
     async (req, reply) => {
-      const { result, record } = await importToken(store, req.body.blob);
+      const { result, record } = await importExportedKey(store, req.principal!.key, req.body.blob);
       const stored = (await store.getKey(record.id)) ?? record;
       return result === 'imported'
         ? reply.code(201).send({ imported: true as const, token: tokenView(stored) })

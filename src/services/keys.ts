@@ -1,12 +1,15 @@
 import { isValidCidr } from '../keys/cidr.js';
 import { decodeExport, encodeExport } from '../keys/export-codec.js';
 import { hashKey, isWellFormedKey } from '../keys/format.js';
+import { keyNameProblem } from '../keys/names.js';
 import { newKey } from '../keys/new-key.js';
-import { normalizeAddress, type KeyRecord } from '../keys/record.js';
+import type { Grantor } from '../keys/policy.js';
+import { looksLikeAddress, normalizeAddress, type KeyRecord } from '../keys/record.js';
 import { normalizeScopes } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
+import { createGrantedKey, importGrantedKey } from './key-writes.js';
 
 /** Bad operator or API input; the message names the problem. */
 export class InputError extends Error {
@@ -20,7 +23,10 @@ export class InputError extends Error {
 }
 
 export interface IssueInput {
-  description: string;
+  /** The key's name. */
+  name?: string;
+  /** The reference workflow's word for the name (`tokens issue -d`, /api/tokens bodies): give one of the two. */
+  description?: string;
   scopes: readonly string[];
   account?: string | null;
   expiresAt?: string | null;
@@ -29,17 +35,19 @@ export interface IssueInput {
   deviceId?: string | null;
 }
 
-const ADDRESS_RE = /^[^\s@]+@[^\s@]+$/;
-
-/** Validates input, then stores a new key. The returned `key` is the only copy of the secret. */
-export async function issueToken(store: KeyStore, input: IssueInput, now = new Date()): Promise<{ key: string; record: KeyRecord }> {
-  const name = input.description.trim();
-  if (name.length < 1 || name.length > 100) throw new InputError('description must be 1-100 characters', 'description');
+/**
+ * Validates input, asks the policy whether `grantor` may grant such a key
+ * (GrantError if not), then stores it. The returned `key` is the only copy of the secret.
+ */
+export async function issueKey(store: KeyStore, grantor: Grantor, input: IssueInput, now = new Date()): Promise<{ key: string; record: KeyRecord }> {
+  const name = nameOrDescription(input);
   const scopes = normalizeScopes(input.scopes.length ? input.scopes : ['*']);
   const account = input.account ? normalizeAddress(input.account) : null;
-  if (account !== null && !ADDRESS_RE.test(account)) throw new InputError(`account "${input.account}" is not an address`, 'account');
+  if (account !== null && !looksLikeAddress(account)) throw new InputError('not an address such as user@example.com', 'account');
   if (input.expiresAt && Date.parse(input.expiresAt) <= now.getTime()) throw new InputError('expiry is in the past', 'expiresAt');
-  for (const c of input.allowedIps ?? []) if (!isValidCidr(c)) throw new InputError(`"${c}" is not an IP address or CIDR range`, 'allowedIps');
+  (input.allowedIps ?? []).forEach((c, i) => {
+    if (!isValidCidr(c)) throw new InputError(`entry ${i + 1} is not an IP address or CIDR range`, 'allowedIps');
+  });
   const made = newKey(
     {
       name,
@@ -52,26 +60,44 @@ export async function issueToken(store: KeyStore, input: IssueInput, now = new D
     },
     now,
   );
-  if (account !== null) await store.ensureAccount(account, now.toISOString());
-  await store.createKey(made.record);
+  await createGrantedKey(store, grantor, made.record);
   return made;
 }
 
+/** The name, given as `name` or as its alias `description`; InputError naming the field used. */
+function nameOrDescription(input: Pick<IssueInput, 'name' | 'description'>): string {
+  if (input.name !== undefined && input.description !== undefined && input.name !== input.description) {
+    throw new InputError('give name or description (the same thing), not both', 'description');
+  }
+  if (input.name !== undefined) return checkKeyName(input.name, 'name');
+  if (input.description !== undefined) return checkKeyName(input.description, 'description');
+  throw new InputError('name is required', 'name');
+}
+
+/** The trimmed name, or InputError naming `field` (the name, or its alias). */
+export function checkKeyName(raw: string, field = 'name'): string {
+  const name = raw.trim();
+  const problem = keyNameProblem(name);
+  if (problem) throw new InputError(`${field} ${problem}`, field);
+  return name;
+}
+
 /** Finds a key by its value (hashed, never stored) or by its id. */
-export async function findToken(store: KeyStore, keyOrId: string): Promise<KeyRecord> {
+export async function findKey(store: KeyStore, keyOrId: string): Promise<KeyRecord> {
   const t = keyOrId.trim();
   const rec = isWellFormedKey(t) ? await store.findByHash(hashKey(t)) : await store.getKey(t);
-  if (!rec) throw new NotFoundError('token');
+  if (!rec) throw new NotFoundError('key');
   return rec;
 }
 
-export async function exportToken(store: KeyStore, keyOrId: string): Promise<string> {
-  return encodeExport(await findToken(store, keyOrId));
+export async function exportKey(store: KeyStore, keyOrId: string): Promise<string> {
+  return encodeExport(await findKey(store, keyOrId));
 }
 
-export async function importToken(store: KeyStore, blob: string): Promise<{ result: 'imported' | 'exists'; record: KeyRecord }> {
+/** Imports an exported record, if `grantor` could have issued it (GrantError otherwise). */
+export async function importExportedKey(store: KeyStore, grantor: Grantor, blob: string): Promise<{ result: 'imported' | 'exists'; record: KeyRecord }> {
   const record = decodeExport(blob);
-  return { result: await store.importKey(record), record };
+  return { result: await importGrantedKey(store, grantor, record), record };
 }
 
 /** Splits a prepared-token setting: one or more blobs, comma or whitespace separated. */
@@ -96,11 +122,13 @@ export function decodePreparedTokens(text: string): KeyRecord[] {
 /**
  * Imports every prepared token before any listener opens. All blobs are
  * decoded first, so one malformed blob stops start-up with nothing imported.
+ * The operator's own act (the setting comes from their environment or config
+ * file), so no key's grant limits it.
  */
 export async function importPreparedTokens(store: KeyStore, text: string | KeyRecord[], logger: Logger): Promise<void> {
   const records = typeof text === 'string' ? decodePreparedTokens(text) : text;
   for (const record of records) {
-    const result = await store.importKey(record);
+    const result = await importGrantedKey(store, 'operator', record);
     if (result === 'imported') logger.info({ keyId: record.id }, 'Imported prepared token');
     else logger.info({ keyId: record.id }, 'Prepared token already present, skipped');
   }
