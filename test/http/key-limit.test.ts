@@ -27,7 +27,7 @@ describe.each(storeKinds())('the per-account key limit on every key-creating rou
   /** Fills the account to the limit; returns its keys (the first has `app`, for the account's own routes). */
   async function fullAccount(account: string) {
     const keys = [];
-    for (const [i, scopes] of [['app'], ['smtp'], ['imap']].entries()) keys.push(await f.issue({ description: `k${i}`, scopes, account }));
+    for (const [i, scopes] of [['app'], ['smtp'], ['imap']].entries()) keys.push(await f.issue({ name: `k${i}`, scopes, account }));
     return keys;
   }
   const activeCount = async (account: string) => (await f.store.activeKeys(account)).length;
