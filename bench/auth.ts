@@ -13,12 +13,17 @@
  * BENCH_WARMUP (seconds, default 0.6), BENCH_IDLE (idle connections, default
  * 1000), BENCH_WORKERS (load processes, default 2), BENCH_ONLY (comma list of
  * sections: keygate,redis,memory,dovecot,baseline), BENCH_PROTOCOLS (default
- * imap,pop3,smtp).
+ * imap,pop3,smtp), BENCH_BEFORE (a checkout of an earlier commit, built: its
+ * `keygate serve` runs beside this one in the Keygate and memory sections,
+ * cell by cell in alternating order, and a before/after table is printed),
+ * BENCH_REPEAT (measure each Keygate cell this many times and keep the
+ * median by cycles per CPU-second, default 1), BENCH_TRANSPORTS (the
+ * Keygate cells' transports, default plain,tls,resumed).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, release, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createLogger } from '../src/log.js';
 import { ensureSelfSigned } from '../src/tls/selfsigned.js';
 import { dovecotAvailable, startDovecot } from '../test/helpers/dovecot.js';
@@ -37,6 +42,12 @@ const ONLY = new Set((process.env.BENCH_ONLY ?? 'keygate,redis,memory,dovecot,ba
 const CONCURRENCY = [1, 8, 32];
 const PROTOCOLS = (process.env.BENCH_PROTOCOLS ?? 'imap,pop3,smtp').split(',') as BenchProtocol[];
 const ACCOUNT = 'bench@example.com';
+/** The build to compare against (BENCH_BEFORE), run in the same bench as this one. */
+const BEFORE_CLI = process.env.BENCH_BEFORE ? join(resolve(process.env.BENCH_BEFORE), 'dist', 'cli.js') : null;
+const BEFORE = 'keygate (before)';
+const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 1));
+/** The transports the Keygate cells run (BENCH_TRANSPORTS: plain, tls, resumed). */
+const KEYGATE_TRANSPORTS = (process.env.BENCH_TRANSPORTS ?? 'plain,tls,resumed').split(',');
 /** Dovecot's defaults cap a service at 100 processes; its default-mode memory run stays below that. */
 const DOVECOT_DEFAULT_IDLE = 90;
 
@@ -89,18 +100,39 @@ function keygatePort(server: KeygateServer, protocol: BenchProtocol, tls: boolea
   return { imap: tls ? p.imaps : p.imap, pop3: tls ? p.pop3s : p.pop3, smtp: tls ? p.smtps : p.smtp }[protocol];
 }
 
-async function keygateCells(pool: LoadPool, server: KeygateServer, store: string, pass: string): Promise<Cell[]> {
+/** Every Keygate cell, on each server given (this build, and the one before when compared), alternating which goes first. */
+async function keygateCells(pool: LoadPool, servers: Array<{ label: string; server: KeygateServer }>, store: string, pass: string): Promise<Cell[]> {
   const cells: Cell[] = [];
+  let turn = 0;
   for (const protocol of PROTOCOLS) {
     // Resumption matters where clients reconnect often (IMAP, POP3); SMTP cells stay capped by its greeting delay.
-    for (const { tls, resume } of TRANSPORTS.filter((t) => !t.resume || protocol !== 'smtp')) {
+    for (const { tls, resume } of TRANSPORTS.filter((t) => (!t.resume || protocol !== 'smtp') && KEYGATE_TRANSPORTS.includes(!t.tls ? 'plain' : t.resume ? 'resumed' : 'tls'))) {
       for (const c of CONCURRENCY) {
-        const target: Target = { protocol, port: keygatePort(server, protocol, tls), tls, resume, creds: { user: ACCOUNT, pass } };
-        cells.push(await measure(pool, () => processCpu(server.pid), target, c, { server: 'keygate', store }));
+        const runs = new Map<string, Cell[]>(servers.map((s) => [s.label, []]));
+        for (let r = 0; r < REPEAT; r++) {
+          const order = turn++ % 2 === 0 ? servers : [...servers].reverse();
+          for (const { label, server } of order) {
+            const target: Target = { protocol, port: keygatePort(server, protocol, tls), tls, resume, creds: { user: ACCOUNT, pass } };
+            runs.get(label)!.push(await measure(pool, () => processCpu(server.pid), target, c, { server: label, store }));
+          }
+        }
+        for (const measured of runs.values()) cells.push(median(measured));
       }
     }
   }
   return cells;
+}
+
+/** The run with the median cycles per CPU-second. */
+function median(runs: Cell[]): Cell {
+  return [...runs].sort((a, b) => a.cycles / a.cpu - b.cycles / b.cpu)[runs.length >> 1]!;
+}
+
+/** This build's server and, when compared, the one before, side by side. */
+async function startCompared(dir: string, name: string, flags: string[]): Promise<Array<{ label: string; server: KeygateServer }>> {
+  const servers = [{ label: 'keygate', server: await startKeygate(dir, name, flags) }];
+  if (BEFORE_CLI) servers.push({ label: BEFORE, server: await startKeygate(dir, `${name}-before`, flags, [], BEFORE_CLI) });
+  return servers;
 }
 
 /**
@@ -157,11 +189,11 @@ async function main(): Promise<void> {
 
     if (ONLY.has('keygate')) {
       progress('Keygate, SQLite store');
-      const server = await startKeygate(dir, 'keygate-sqlite', sqlite);
+      const servers = await startCompared(dir, 'keygate-sqlite', sqlite);
       try {
-        cells.push(...(await keygateCells(pool, server, 'sqlite', key)));
+        cells.push(...(await keygateCells(pool, servers, 'sqlite', key)));
       } finally {
-        await server.stop();
+        await Promise.all(servers.map((s) => s.server.stop()));
       }
       // What the one audit line per login costs: the same cells with info logging off.
       progress('Keygate, SQLite store, log.level warn (no audit lines)');
@@ -183,11 +215,11 @@ async function main(): Promise<void> {
       try {
         const flags = ['--dbs.redis', redis.url];
         const redisKey = await issueKey(flags, ACCOUNT);
-        const server = await startKeygate(dir, 'keygate-redis', flags);
+        const servers = await startCompared(dir, 'keygate-redis', flags);
         try {
-          cells.push(...(await keygateCells(pool, server, 'redis', redisKey)));
+          cells.push(...(await keygateCells(pool, servers, 'redis', redisKey)));
         } finally {
-          await server.stop();
+          await Promise.all(servers.map((s) => s.server.stop()));
         }
       } finally {
         await redis.stop();
@@ -197,12 +229,14 @@ async function main(): Promise<void> {
     if (ONLY.has('memory')) {
       progress(`Memory per idle logged-in IMAP connection (${IDLE} connections)`);
       for (const tls of [false, true]) {
-        const server = await startKeygate(dir, `keygate-memory-${tls ? 'tls' : 'plain'}`, sqlite);
-        try {
-          const target: Target = { protocol: 'imap', port: tls ? server.ports.imaps : server.ports.imap, tls, creds: { user: ACCOUNT, pass: key } };
-          memory.push(await idleMemory(pool, () => processPss(server.pid), target, IDLE, { server: 'keygate', transport: tls ? 'TLS' : 'plaintext' }));
-        } finally {
-          await server.stop();
+        for (const [label, cli] of [['keygate', undefined], ...(BEFORE_CLI ? [[BEFORE, BEFORE_CLI]] : [])] as const) {
+          const server = await startKeygate(dir, `keygate-memory-${tls ? 'tls' : 'plain'}${cli ? '-before' : ''}`, sqlite, [], cli);
+          try {
+            const target: Target = { protocol: 'imap', port: tls ? server.ports.imaps : server.ports.imap, tls, creds: { user: ACCOUNT, pass: key } };
+            memory.push(await idleMemory(pool, () => processPss(server.pid), target, IDLE, { server: label, transport: tls ? 'TLS' : 'plaintext' }));
+          } finally {
+            await server.stop();
+          }
         }
       }
     }
@@ -288,6 +322,7 @@ function report(cells: Cell[], memory: MemoryRow[], seconds: number): void {
     c.errors,
   ];
   const out: string[] = [];
+  const verdicts: string[] = [];
   out.push(`## Login cycles (connect → greeting → login → logout)\n`);
   out.push(
     `Machine: ${machine()}. Each cell: ${WARMUP} s warm-up, ${SECONDS} s measured; load from ${WORKERS} forked worker processes; ` +
@@ -302,7 +337,35 @@ function report(cells: Cell[], memory: MemoryRow[], seconds: number): void {
       ),
     );
   }
-  const others = cells.filter((c) => c.server !== 'keygate');
+  const pairs = keygate.flatMap((after) => {
+    const before = cells.find((b) => b.server === BEFORE && b.store === after.store && b.protocol === after.protocol && b.tls === after.tls && b.resume === after.resume && b.concurrency === after.concurrency);
+    return before ? [{ before, after }] : [];
+  });
+  if (pairs.length) {
+    out.push(`\n### Before / after (${process.env.BENCH_BEFORE}, same run, cells alternating)\n`);
+    out.push(
+      table(
+        ['store', 'protocol', 'transport', 'c', 'cycles/s before', 'after', 'CPU s / 1k before', 'after', 'cycles / CPU-s after ÷ before', 'p50 ms before', 'after'],
+        pairs.map(({ before, after }) => [
+          after.store,
+          after.protocol,
+          transportName(after),
+          after.concurrency,
+          fmt(before.cyclesPerSecond),
+          fmt(after.cyclesPerSecond),
+          fmt((before.cpu / before.cycles) * 1000, 3),
+          fmt((after.cpu / after.cycles) * 1000, 3),
+          `${fmt(perCpu(after) / perCpu(before), 2)}×`,
+          fmt(before.loginP50, 2),
+          fmt(after.loginP50, 2),
+        ]),
+      ),
+    );
+    const ratios = pairs.map(({ before, after }) => perCpu(after) / perCpu(before));
+    const geo = Math.exp(ratios.reduce((a, r) => a + Math.log(r), 0) / ratios.length);
+    verdicts.push(`Cycles per CPU-second after ÷ before, geometric mean over ${pairs.length} cells: ${fmt(geo, 3)}×`);
+  }
+  const others = cells.filter((c) => c.server !== 'keygate' && c.server !== BEFORE);
   if (others.length) {
     out.push(`\n### Reference servers\n`);
     out.push(
@@ -316,7 +379,6 @@ function report(cells: Cell[], memory: MemoryRow[], seconds: number): void {
   const find = (server: string, protocol: string, c: number, store?: string): Cell | undefined =>
     cells.find((x) => x.server === server && x.protocol === protocol && x.concurrency === c && !x.tls && (store === undefined || x.store === store));
   const ratioRows: Array<Array<string | number>> = [];
-  const verdicts: string[] = [];
   for (const protocol of ['imap', 'pop3'] as const) {
     for (const c of CONCURRENCY) {
       const k = find('keygate', protocol, c, 'sqlite');
@@ -378,10 +440,15 @@ function report(cells: Cell[], memory: MemoryRow[], seconds: number): void {
         memory.map((m) => [m.server, m.transport, m.connections, fmt(m.before / 2 ** 20, 1), fmt(m.after / 2 ** 20, 1), fmt((m.after - m.before) / m.connections / 1024, 1)]),
       ),
     );
+    const perConnection = (m: MemoryRow): number => (m.after - m.before) / m.connections / 1024;
     const plain = memory.find((m) => m.server === 'keygate' && m.transport === 'plaintext');
     if (plain) {
-      const kb = (plain.after - plain.before) / plain.connections / 1024;
+      const kb = perConnection(plain);
       verdicts.push(`Idle logged-in plaintext IMAP connection: ${fmt(kb, 1)} KB (target ≤ 30 KB): ${kb <= 30 ? 'met' : 'MISSED'}`);
+    }
+    for (const m of memory.filter((x) => x.server === BEFORE)) {
+      const now = memory.find((x) => x.server === 'keygate' && x.transport === m.transport);
+      if (now) verdicts.push(`Idle logged-in ${m.transport} IMAP connection, before → after: ${fmt(perConnection(m), 1)} → ${fmt(perConnection(now), 1)} KB`);
     }
   }
   if (verdicts.length) out.push(`\n### Targets\n\n${verdicts.map((v) => `- ${v}`).join('\n')}`);

@@ -10,7 +10,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { createServer } from 'node:net';
+import { freePort } from '../test/helpers/free-port.js';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -52,17 +52,6 @@ const watchdog = setTimeout(() => {
   process.exit(1);
 }, budgetMs);
 watchdog.unref();
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function cli(dir: string, ...args: string[]): Promise<string> {
   const { stdout } = await run(process.execPath, [CLI, ...args, '--db.path', join(dir, 'keygate.db')], { timeout: 30_000 });

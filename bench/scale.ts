@@ -35,7 +35,8 @@ import { openSqliteStore } from '../src/store/sqlite.js';
 import { ensureSelfSigned } from '../src/tls/selfsigned.js';
 import { createLogger } from '../src/log.js';
 import type { KeyStore } from '../src/store/types.js';
-import { freePort, startRedis } from './lib/servers.js';
+import { freePort } from '../test/helpers/free-port.js';
+import { startRedis } from './lib/servers.js';
 import { fmt, quantile, sortNumbers, table } from './lib/stats.js';
 
 const SIZES = (process.env.BENCH_SIZES ?? '10000,100000,1000000').split(',').map(Number);

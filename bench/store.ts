@@ -8,26 +8,17 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer } from 'node:net';
 import { hashKey } from '../src/keys/format.js';
 import { newKey } from '../src/keys/new-key.js';
 import { allPages, PAGE_MAX } from '../src/store/paging.js';
 import { openRedisStore } from '../src/store/redis.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import type { KeyStore } from '../src/store/types.js';
+import { freePort } from '../test/helpers/free-port.js';
 
 const KEYS = 10_000;
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const CONCURRENCY = 32;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Runs `op` with `CONCURRENCY` operations in flight for `seconds`; returns ops/s. */
 async function rate(seconds: number, op: (i: number) => Promise<unknown> | unknown): Promise<number> {

@@ -3,6 +3,7 @@ import { isAbsolute, join, resolve } from 'node:path';
 import type { UpstreamServer } from './backends/routing.js';
 import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
+import type { Protocol } from './keys/scopes.js';
 import { ACME_DIRECTORY_NAMES, acmeProblem } from './tls/acme-settings.js';
 import { parseJson } from './json-text.js';
 
@@ -64,6 +65,8 @@ export interface Config {
   smtp: ListenerConfig;
   imap: ListenerConfig;
   pop3: ListenerConfig;
+  /** Dovecot-protocol SASL server for Postfix and Exim: TCP when port is set, a unix socket when socket is set; neither by default. */
+  saslServer: { host: string; port: number; socket: string };
   tls: {
     /** Comma-separated PEM chain files; `key` lists their keys in the same order. */
     cert: string;
@@ -199,6 +202,7 @@ export const DEFAULTS: Config = {
   smtp: { enabled: true, host: '127.0.0.1', port: 2587, securePort: 2465 },
   imap: { enabled: true, host: '127.0.0.1', port: 2143, securePort: 2993 },
   pop3: { enabled: true, host: '127.0.0.1', port: 2110, securePort: 2995 },
+  saslServer: { host: '127.0.0.1', port: 0, socket: '' },
   tls: {
     cert: '',
     key: '',
@@ -274,7 +278,7 @@ function publicEndpoint(name: string): Record<string, Spec> {
   };
 }
 
-function upstreamSpecs(name: 'imap' | 'pop3' | 'smtp'): Record<string, Spec> {
+function upstreamSpecs(name: Protocol): Record<string, Spec> {
   const up = name.toUpperCase();
   const logins = name === 'smtp' ? 'master, account, lmtp (deliver over LMTP), none (relay without login)' : 'master, account';
   return {
@@ -315,6 +319,9 @@ export const SPECS: Record<string, Spec> = {
   ...listener('smtp', 2587, 2465),
   ...listener('imap', 2143, 2993),
   ...listener('pop3', 2110, 2995),
+  'saslServer.host': { kind: 'string', env: 'KEYGATE_SASL_SERVER_HOST', doc: 'SASL server (Dovecot auth protocol, for Postfix and Exim) bind address; keep it on loopback' },
+  'saslServer.port': { kind: 'port', env: 'KEYGATE_SASL_SERVER_PORT', doc: 'SASL server TCP port (Postfix: smtpd_sasl_path = inet:127.0.0.1:PORT); 0 = off' },
+  'saslServer.socket': { kind: 'string', env: 'KEYGATE_SASL_SERVER_SOCKET', doc: 'SASL server unix socket path (Exim server_socket, Postfix private/…); empty = off', path: true },
   'tls.cert': {
     kind: 'string',
     env: 'KEYGATE_TLS_CERT',

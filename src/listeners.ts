@@ -1,13 +1,14 @@
 import type { ListenerDeps, RunningListener } from './protocols/deps.js';
 import { startImapListeners } from './protocols/imap/index.js';
 import { startPop3Listeners } from './protocols/pop3/index.js';
+import { startSaslServer } from './protocols/sasl-server/server.js';
 import { startSmtpListeners } from './protocols/smtp/index.js';
 
 /** Starts one protocol's listeners (none when the protocol is disabled). */
 export type ListenerStarter = (deps: ListenerDeps) => Promise<RunningListener[]>;
 
-/** Every mail protocol `keygate serve` runs. */
-export const STARTERS: readonly ListenerStarter[] = [startSmtpListeners, startImapListeners, startPop3Listeners];
+/** Every mail protocol `keygate serve` runs, and the SASL server that answers for Postfix and Exim. */
+export const STARTERS: readonly ListenerStarter[] = [startSmtpListeners, startImapListeners, startPop3Listeners, startSaslServer];
 
 export interface Listeners {
   all: RunningListener[];

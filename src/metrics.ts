@@ -1,4 +1,5 @@
 import client from 'prom-client';
+import { PROTOCOLS } from './keys/scopes.js';
 import type { KeyStore } from './store/types.js';
 
 /** One registry per process (or per test app), holding every Keygate metric. */
@@ -76,6 +77,6 @@ export class Metrics {
         },
       });
     }
-    for (const p of ['smtp', 'imap', 'pop3']) this.sessions.set({ protocol: p }, 0);
+    for (const p of PROTOCOLS) this.sessions.set({ protocol: p }, 0);
   }
 }

@@ -1,10 +1,11 @@
 import type { FastifyInstance } from 'fastify';
-import { Authenticator } from './auth/authenticate.js';
+import { Authenticator, type LoginLimiter } from './auth/authenticate.js';
 import { createLoginLimiter, type LoginLimiterWithClose } from './auth/limits.js';
 import { SessionRegistry } from './auth/sessions.js';
-import { checkSecret, createBackends } from './backends/index.js';
+import { checkSecret, createBackends, NO_BACKENDS } from './backends/index.js';
 import type { Backends, ClosableBackends } from './backends/types.js';
 import type { Config } from './config.js';
+import { PROTOCOLS } from './keys/scopes.js';
 import { buildApp } from './http/app.js';
 import { startListeners, type Listeners } from './listeners.js';
 import type { Logger } from './log.js';
@@ -17,7 +18,8 @@ import { createTlsProvider, type TlsProvider } from './tls/index.js';
 
 export interface RunningServer {
   store: KeyStore;
-  app: FastifyInstance;
+  /** The control plane; null when started without it (`StartOptions.http` false). */
+  app: FastifyInstance | null;
   authenticator: Authenticator;
   metrics: Metrics;
   sessions: SessionRegistry;
@@ -25,7 +27,8 @@ export interface RunningServer {
   listeners: Listeners;
   /**
    * Stops accepting everywhere, lets open sessions finish for up to
-   * `config.shutdownGrace`, ends what is left, then closes the store.
+   * `config.shutdownGrace`, ends what is left, then closes the store (unless
+   * it was given in the options).
    */
   close(): Promise<void>;
 }
@@ -33,9 +36,18 @@ export interface RunningServer {
 /** Repeats of the very same failed credential from one IP within this window count once against the login limits. */
 const LOGIN_RETRY_DEDUPE_MS = 30_000;
 
+/** What a caller (a test, an embedding) may hand in instead of having it built from the configuration. */
 export interface StartOptions {
   /** What logged-in sessions are handed to; default: built from the `upstream.*` settings. */
   backends?: Backends;
+  /** An open store, left open on close; default: opened from `db.path` / `dbs.redis`. */
+  store?: KeyStore;
+  /** The failed-login limits; null = none; default: built from `auth.*` (in Redis when `dbs.redis` is set). */
+  limiter?: LoginLimiter | null;
+  /** The metrics registry; default: a new one with the process metrics. */
+  metrics?: Metrics;
+  /** Start the HTTP control plane (default true). */
+  http?: boolean;
   /** ACME's retry and rescan timing (tests shorten it). */
   acmeTiming?: Partial<AcmeTiming>;
 }
@@ -46,9 +58,10 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
   const config = structuredClone(settings);
   // A malformed prepared token is a configuration error: refused before the store is opened (or created).
   const prepared = decodePreparedTokens(config.preparedToken);
-  const store = await openStore(config, logger);
+  const store = options.store ?? (await openStore(config, logger));
+  const ownStore = options.store === undefined;
   let backends: ClosableBackends | null = null;
-  let limiter: LoginLimiterWithClose | null = null;
+  let ownLimiter: LoginLimiterWithClose | null = null;
   let tls: TlsProvider | null = null;
   let sessions: SessionRegistry | null = null;
   let app: FastifyInstance | null = null;
@@ -57,26 +70,39 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     // A missing or wrong KEYGATE_SECRET is a start-up error once sealed upstream credentials exist.
     await checkSecret(store, config);
     if (!options.backends) backends = createBackends(config, store, logger);
-    const metrics = new Metrics(store);
-    const authenticator = new Authenticator(store, logger, metrics);
+    const metrics = options.metrics ?? new Metrics(store);
     // Ticket keys and ACME certificates are shared with the other instances through the store.
     tls = await createTlsProvider(config, logger, { store, ...(options.acmeTiming && { acmeTiming: options.acmeTiming }) });
     // A client retrying one refused key with each mechanism it knows is one guess, not three.
-    limiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
-    authenticator.limiter = limiter;
+    if (options.limiter === undefined) ownLimiter = await createLoginLimiter(config, logger, { dedupeMs: LOGIN_RETRY_DEDUPE_MS });
     sessions = new SessionRegistry(store, logger, metrics, { recheckIntervalMs: config.sessions.recheckInterval });
     sessions.start();
-    app = await buildApp({ config, store, logger, metrics, authenticator, tls });
-    await app.listen({ host: config.http.host, port: config.http.port });
-    const listeners = await startListeners({ config, logger, authenticator, sessions, tls, backends: options.backends ?? backends ?? { imap: null, pop3: null, smtp: null }, metrics });
+    const authenticator = new Authenticator({
+      store,
+      logger,
+      metrics,
+      limiter: options.limiter === undefined ? ownLimiter : options.limiter,
+      sessions,
+      backends: options.backends ?? backends ?? NO_BACKENDS,
+      failureDelayMs: config.auth.failureDelay,
+    });
+    if (options.http !== false) {
+      app = await buildApp({ config, store, logger, metrics, authenticator, tls });
+      await app.listen({ host: config.http.host, port: config.http.port });
+    }
+    const listeners = await startListeners({ config, logger, authenticator, tls, metrics });
     advertiseBoundPorts(config, listeners);
     // Everything that answers ACME challenges is listening: ordering and renewal may begin.
     tls.start();
     logger.info(
-      { store: describeStore(config), http: `${config.http.host}:${config.http.port}`, listeners: listeners.all.map((l) => `${l.name}=${l.address().host}:${l.address().port}`) },
+      {
+        store: describeStore(config),
+        ...(app && { http: `${config.http.host}:${config.http.port}` }),
+        listeners: listeners.all.map((l) => `${l.name}=${l.address().host}:${l.address().port}`),
+      },
       'Keygate started',
     );
-    const running = { app, limiter, tls, sessions };
+    const running = { app, tls, sessions };
     let closing: Promise<void> | null = null;
     return {
       store,
@@ -89,13 +115,13 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
       close() {
         closing ??= (async () => {
           // Both stop accepting at once; mail sessions get the grace period.
-          await Promise.all([listeners.close(config.shutdownGrace), running.app.close()]);
+          await Promise.all([listeners.close(config.shutdownGrace), running.app?.close()]);
           running.sessions.endAll('shutdown');
           running.sessions.stop();
           await backends?.close();
-          await running.limiter.close();
+          await ownLimiter?.close();
           await running.tls.close();
-          await store.close();
+          if (ownStore) await store.close();
           logger.info('Keygate stopped');
         })();
         return closing;
@@ -105,9 +131,9 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
     await app?.close().catch(() => {});
     sessions?.stop();
     await backends?.close().catch(() => {});
-    await limiter?.close().catch(() => {});
+    await ownLimiter?.close().catch(() => {});
     await tls?.close();
-    await store.close().catch(() => {});
+    if (ownStore) await store.close().catch(() => {});
     throw err;
   }
 }
@@ -118,7 +144,7 @@ export async function startServer(settings: Config, logger: Logger, options: Sta
  * so it is the port actually bound; a public port set to something else stays.
  */
 function advertiseBoundPorts(config: Config, listeners: Listeners): void {
-  for (const p of ['smtp', 'imap', 'pop3'] as const) {
+  for (const p of PROTOCOLS) {
     for (const [field, name] of [['port', p], ['securePort', `${p}s`]] as const) {
       const bound = listeners.all.find((l) => l.name === name);
       if (bound && config[p][field] === 0 && config.public[p][field] === 0) config.public[p][field] = bound.address().port;

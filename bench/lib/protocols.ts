@@ -5,7 +5,9 @@
  * The same scripts drive Keygate, Dovecot and the canned baseline.
  */
 
-export type BenchProtocol = 'imap' | 'pop3' | 'smtp';
+import type { Protocol } from '../../src/keys/scopes.js';
+
+export type BenchProtocol = Protocol;
 export type Verdict = 'wait' | 'ok' | 'fail';
 
 export interface Credentials {

@@ -1,8 +1,9 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { freePort } from '../../test/helpers/free-port.js';
 
 const run = promisify(execFile);
 export const ROOT = join(import.meta.dirname, '..', '..');
@@ -10,26 +11,6 @@ export const ROOT = join(import.meta.dirname, '..', '..');
 export const CLI = process.env.KEYGATE_CLI ?? join(ROOT, 'dist', 'cli.js');
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-const handedOut = new Set<number>();
-
-/** A loopback port the kernel says is free, never the same twice in one run. */
-export async function freePort(): Promise<number> {
-  for (;;) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.once('error', reject);
-      srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
-        const p = (srv.address() as { port: number }).port;
-        srv.close(() => resolve(p));
-      });
-    });
-    if (!handedOut.has(port)) {
-      handedOut.add(port);
-      return port;
-    }
-  }
-}
 
 /** Every process we start, so an interrupted bench leaves none behind. */
 const children = new Set<ChildProcess>();
@@ -69,15 +50,19 @@ export async function issueKey(storeFlags: string[], account: string): Promise<s
   return stdout.trim();
 }
 
-/** Starts the built `keygate serve` as a child process, logging (at info, as in production) to a file. */
-export async function startKeygate(dir: string, name: string, storeFlags: string[], extra: string[] = []): Promise<KeygateServer> {
+/**
+ * Starts the built `keygate serve` as a child process, logging (at info, as
+ * in production) to a file. `cli` is another build to compare against (a
+ * checkout of an earlier commit, built); default this tree's.
+ */
+export async function startKeygate(dir: string, name: string, storeFlags: string[], extra: string[] = [], cli = CLI): Promise<KeygateServer> {
   const ports = { imap: await freePort(), imaps: await freePort(), pop3: await freePort(), pop3s: await freePort(), smtp: await freePort(), smtps: await freePort(), http: await freePort() };
   const logPath = join(dir, `${name}.log`);
   const fd = openSync(logPath, 'w');
   const child = spawn(
     process.execPath,
     [
-      CLI, 'serve', ...storeFlags,
+      cli, 'serve', ...storeFlags,
       '--http.port', String(ports.http),
       '--imap.port', String(ports.imap), '--imap.securePort', String(ports.imaps),
       '--pop3.port', String(ports.pop3), '--pop3.securePort', String(ports.pop3s),
@@ -88,7 +73,7 @@ export async function startKeygate(dir: string, name: string, storeFlags: string
       ...(extra.includes('--log.level') ? [] : ['--log.level', 'info']),
       ...extra,
     ],
-    { cwd: ROOT, stdio: ['ignore', fd, fd], env: { ...process.env, NODE_ENV: 'production' } },
+    { cwd: join(cli, '..', '..'), stdio: ['ignore', fd, fd], env: { ...process.env, NODE_ENV: 'production' } },
   );
   closeSync(fd);
   children.add(child);

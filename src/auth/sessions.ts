@@ -1,6 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { normalizeAddress } from '../keys/record.js';
+import type { Protocol } from '../keys/scopes.js';
 import type { KeyStore, StoreEvent } from '../store/types.js';
 
 export type EndReason = 'revoked' | 'expired' | 'account_disabled' | 'shutdown';
@@ -14,7 +15,7 @@ export const END_REASON_TEXT: Record<EndReason, string> = {
 };
 
 export interface LiveSession {
-  protocol: 'smtp' | 'imap' | 'pop3';
+  protocol: Protocol;
   keyId: string;
   account: string;
   expiresAt: string | null;

@@ -2,7 +2,8 @@ import type { Config } from '../config.js';
 import type { AccountRecord } from '../keys/record.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
-import { checkAccountUpstream, MAIL_PROTOCOLS, MAX_UPSTREAM_PASSWORD, OVERLAY_KEYS, type AccountUpstream, type MailProtocol, type UpstreamOverlay } from './routing.js';
+import { PROTOCOLS, type Protocol } from '../keys/scopes.js';
+import { checkAccountUpstream, MAX_UPSTREAM_PASSWORD, OVERLAY_KEYS, type AccountUpstream, type UpstreamOverlay } from './routing.js';
 import { MIN_SECRET_LENGTH, sealSecret, secretBox, SecretError } from './secret.js';
 
 /** What an operator gives to route an account; `password` in plain text (sealed before it is stored). */
@@ -44,7 +45,7 @@ export async function setAccountUpstream(
   if (input === null) return store.updateAccount(current.address, { upstream: null });
 
   const next: AccountUpstream = {};
-  for (const p of MAIL_PROTOCOLS) if (input[p] !== undefined) next[p] = input[p];
+  for (const p of PROTOCOLS) if (input[p] !== undefined) next[p] = input[p];
   if (input.username !== undefined && input.username !== null) next.username = input.username.trim();
   if (input.password === undefined) {
     const kept = (current.upstream as AccountUpstream | null)?.password;
@@ -89,8 +90,8 @@ export interface AccountUpstreamView {
 export function upstreamView(account: AccountRecord): AccountUpstreamView {
   const stored = account.upstream as (AccountUpstream & Record<string, unknown>) | null;
   if (stored === null) return { account: account.address, route: null };
-  const overlays: Pick<UpstreamRouteView, MailProtocol> = {};
-  for (const p of MAIL_PROTOCOLS) {
+  const overlays: Pick<UpstreamRouteView, Protocol> = {};
+  for (const p of PROTOCOLS) {
     const overlay = stored[p];
     if (typeof overlay !== 'object' || overlay === null) continue;
     overlays[p] = Object.fromEntries(OVERLAY_KEYS.filter((k) => overlay[k] !== undefined).map((k) => [k, overlay[k]])) as UpstreamOverlay;

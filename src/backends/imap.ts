@@ -1,8 +1,6 @@
-import type { Logger } from '../log.js';
-import { UpstreamConnection, UpstreamError, type Timeouts } from './connection.js';
+import { UpstreamError, type UpstreamConnection } from './connection.js';
 import { saslIdentity, saslPlain, type Route } from './routing.js';
-import type { ImapBackend, PipeSession, SessionContext } from './types.js';
-import { openRoute, type RouteSource } from './open.js';
+import type { SessionContext } from './types.js';
 
 /**
  * Capabilities not passed on to the client after login: transport and
@@ -19,29 +17,11 @@ interface TaggedReply {
 }
 
 /**
- * IMAP proxy backend: connects to the account's upstream, optionally sends
+ * IMAP's upstream login for the ProxyBackend: optionally sends
  * `ID ("x-originating-ip" … "x-originating-port" …)` (trusted upstreams),
  * logs in as the master user or with the account's stored credentials, and
- * hands the authenticated socket to the listener with the upstream's
- * post-login capabilities.
+ * resolves with the upstream's post-login capabilities (filtered).
  */
-export class ImapProxyBackend implements ImapBackend {
-  constructor(
-    private readonly routes: RouteSource,
-    private readonly timeouts: Timeouts,
-    private readonly logger: Logger,
-  ) {}
-
-  /** Resolves with the logged-in upstream; BackendUnavailableError when it cannot be reached or refuses. */
-  open(ctx: SessionContext): Promise<PipeSession> {
-    return openRoute(this.routes, ctx, 'imap', this.logger, async (route) => {
-      const { pipe, result } = await UpstreamConnection.logIn(route.server, this.timeouts, (conn) => imapLogin(conn, route, ctx));
-      return { ...pipe, capabilities: result };
-    });
-  }
-}
-
-/** Runs the upstream pre-login exchange; resolves with the post-login capabilities (filtered). */
 export async function imapLogin(conn: UpstreamConnection, route: Route, ctx: SessionContext): Promise<string[]> {
   let tagNo = 0;
   const nextTag = (): string => `K${++tagNo}`;

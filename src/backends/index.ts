@@ -1,8 +1,9 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { KeyStore } from '../store/types.js';
-import { ImapProxyBackend } from './imap.js';
-import { Pop3ProxyBackend } from './pop3.js';
+import { imapLogin } from './imap.js';
+import { pop3Login } from './pop3.js';
+import { ProxyBackend } from './proxy.js';
 import { Router } from './routing.js';
 import { SmtpProxyBackend } from './smtp.js';
 import type { ClosableBackends } from './types.js';
@@ -38,8 +39,8 @@ export function createBackends(config: Config, _store: KeyStore | null, logger: 
       )
     : null;
   return {
-    imap: router.hasRoutes('imap') ? new ImapProxyBackend(router, timeouts, log) : null,
-    pop3: router.hasRoutes('pop3') ? new Pop3ProxyBackend(router, timeouts, log) : null,
+    imap: router.hasRoutes('imap') ? new ProxyBackend(imapLogin, router, timeouts, log) : null,
+    pop3: router.hasRoutes('pop3') ? new ProxyBackend(pop3Login, router, timeouts, log) : null,
     smtp,
     async close() {
       smtp?.close();

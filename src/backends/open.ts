@@ -1,12 +1,13 @@
 import type { AccountRecord } from '../keys/record.js';
+import type { Protocol } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import { UpstreamError } from './connection.js';
-import type { MailProtocol, Route } from './routing.js';
+import type { Route } from './routing.js';
 import { BackendUnavailableError, type SessionContext } from './types.js';
 
 /** Where backends get routes from (the Router; tests may pass their own). */
 export interface RouteSource {
-  resolve(account: AccountRecord, protocol: MailProtocol): Route | null;
+  resolve(account: AccountRecord, protocol: Protocol): Route | null;
 }
 
 /** What a log line may say about a route: never a password. */
@@ -20,38 +21,48 @@ export function describeRoute(route: Route): Record<string, unknown> {
   };
 }
 
+/** The fields every backend log line about a session carries. */
+export function sessionFields(ctx: SessionContext): Record<string, unknown> {
+  return { component: 'backend', protocol: ctx.protocol, account: ctx.account.address, keyId: ctx.key.id, ip: ctx.clientIp };
+}
+
 /**
- * Resolves the session's route and runs `fn` against it. Every failure
- * becomes a BackendUnavailableError (the client gets its protocol's
- * temporary failure) and one warning with the upstream's error.
+ * The session's route, the one way every backend finds it: a route that
+ * cannot be built (bad account record, missing master password) or none at
+ * all becomes a BackendUnavailableError (the client gets its protocol's
+ * temporary failure) and one log line.
  */
-export async function openRoute<T>(
-  routes: RouteSource,
-  ctx: SessionContext,
-  protocol: MailProtocol,
-  logger: Logger,
-  fn: (route: Route) => Promise<T>,
-): Promise<T> {
-  const base = { component: 'backend', protocol, account: ctx.account.address, keyId: ctx.key.id, ip: ctx.clientIp };
+export function resolveRoute(routes: RouteSource, ctx: SessionContext, logger: Logger): Route {
+  const { protocol } = ctx;
   let route: Route | null;
   try {
     route = routes.resolve(ctx.account, protocol);
   } catch (err) {
-    logger.error({ ...base, err: (err as Error).message }, 'cannot route session upstream');
+    logger.error({ ...sessionFields(ctx), err: (err as Error).message }, 'cannot route session upstream');
     throw new BackendUnavailableError(`no usable ${protocol} upstream for this account`, { cause: err });
   }
   if (!route) {
-    logger.warn(base, 'no upstream route for this account');
+    logger.warn(sessionFields(ctx), 'no upstream route for this account');
     throw new BackendUnavailableError(`no ${protocol} upstream for this account`);
   }
+  return route;
+}
+
+/**
+ * Resolves the session's route and runs `fn` against it (connect and log in
+ * upstream). Every failure becomes a BackendUnavailableError and one warning
+ * with the upstream's error.
+ */
+export async function openRoute<T>(routes: RouteSource, ctx: SessionContext, logger: Logger, fn: (route: Route) => Promise<T>): Promise<T> {
+  const route = resolveRoute(routes, ctx, logger);
   const started = performance.now();
   try {
     const result = await fn(route);
-    logger.debug({ ...base, ...describeRoute(route), ms: Math.round((performance.now() - started) * 100) / 100 }, 'upstream session open');
+    logger.debug({ ...sessionFields(ctx), ...describeRoute(route), ms: Math.round((performance.now() - started) * 100) / 100 }, 'upstream session open');
     return result;
   } catch (err) {
     const stage = err instanceof UpstreamError ? err.stage : 'internal';
-    logger.warn({ ...base, ...describeRoute(route), stage, err: (err as Error).message }, 'upstream unavailable');
-    throw new BackendUnavailableError(`${protocol} upstream unavailable (${stage})`, { cause: err });
+    logger.warn({ ...sessionFields(ctx), ...describeRoute(route), stage, err: (err as Error).message }, 'upstream unavailable');
+    throw new BackendUnavailableError(`${ctx.protocol} upstream unavailable (${stage})`, { cause: err });
   }
 }

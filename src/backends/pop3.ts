@@ -1,32 +1,6 @@
-import type { Logger } from '../log.js';
-import { UpstreamConnection, UpstreamError, type Timeouts } from './connection.js';
-import { openRoute, type RouteSource } from './open.js';
+import { UpstreamError, type UpstreamConnection } from './connection.js';
 import { saslIdentity, saslPlain, type Route } from './routing.js';
-import type { PipeSession, Pop3Backend, SessionContext } from './types.js';
-
-/**
- * POP3 proxy backend: connects to the account's upstream, upgrades with STLS
- * when asked, reports the client with `XCLIENT ADDR= PORT=` to a trusted
- * upstream that offers it (Dovecot does, to login_trusted_networks), logs in
- * with USER/PASS (`user*master` in the separator style, or the account's own
- * credentials) or AUTH PLAIN with an authzid, and hands the socket over right
- * after the upstream's `+OK`.
- */
-export class Pop3ProxyBackend implements Pop3Backend {
-  constructor(
-    private readonly routes: RouteSource,
-    private readonly timeouts: Timeouts,
-    private readonly logger: Logger,
-  ) {}
-
-  /** Resolves with the logged-in upstream; BackendUnavailableError when it cannot be reached or refuses. */
-  open(ctx: SessionContext): Promise<PipeSession> {
-    return openRoute(this.routes, ctx, 'pop3', this.logger, async (route) => {
-      const { pipe } = await UpstreamConnection.logIn(route.server, this.timeouts, (conn) => pop3Login(conn, route, ctx));
-      return pipe;
-    });
-  }
-}
+import type { SessionContext } from './types.js';
 
 async function status(conn: UpstreamConnection, what: string, stage: UpstreamError['stage'] = 'protocol'): Promise<string> {
   const line = await conn.readLine();
@@ -43,7 +17,13 @@ async function capa(conn: UpstreamConnection): Promise<string[]> {
   return caps;
 }
 
-/** Runs the upstream AUTHORIZATION state; resolves once the upstream answered the login with +OK. */
+/**
+ * POP3's upstream login for the ProxyBackend: upgrades with STLS when asked,
+ * reports the client with `XCLIENT ADDR= PORT=` to a trusted upstream that
+ * offers it (Dovecot does, to login_trusted_networks), logs in with USER/PASS
+ * (`user*master` in the separator style, or the account's own credentials) or
+ * AUTH PLAIN with an authzid, and resolves right after the upstream's `+OK`.
+ */
 export async function pop3Login(conn: UpstreamConnection, route: Route, ctx: SessionContext): Promise<void> {
   const greeting = await status(conn, 'upstream greeting', 'greeting');
   let caps: string[] | null = null;

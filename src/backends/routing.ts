@@ -1,5 +1,6 @@
 import type { Config } from '../config.js';
 import type { AccountRecord } from '../keys/record.js';
+import { PROTOCOLS, type Protocol } from '../keys/scopes.js';
 import { isSealed, openSecret, secretBox } from './secret.js';
 import { parseJson } from '../json-text.js';
 
@@ -12,8 +13,6 @@ import { parseJson } from '../json-text.js';
  * (`AccountRecord.upstream`). So an account can, say, keep its domain's server
  * and only switch to `login: "account"` with its own stored credentials.
  */
-export type MailProtocol = 'imap' | 'pop3' | 'smtp';
-export const MAIL_PROTOCOLS: readonly MailProtocol[] = ['imap', 'pop3', 'smtp'];
 
 export type TlsMode = 'implicit' | 'starttls' | 'none';
 export const TLS_MODES: readonly TlsMode[] = ['implicit', 'starttls', 'none'];
@@ -26,7 +25,7 @@ export const TLS_MODES: readonly TlsMode[] = ['implicit', 'starttls', 'none'];
  * - `none`: SMTP only, relay without a login (the upstream trusts Keygate's address).
  */
 export type LoginMode = 'master' | 'account' | 'lmtp' | 'none';
-export const LOGIN_MODES: Record<MailProtocol, readonly LoginMode[]> = {
+export const LOGIN_MODES: Record<Protocol, readonly LoginMode[]> = {
   imap: ['master', 'account'],
   pop3: ['master', 'account'],
   smtp: ['master', 'account', 'lmtp', 'none'],
@@ -114,7 +113,7 @@ export function saslPlain(id: { authzid: string; authcid: string; password: stri
 
 /** A resolved route: the server, the login, and where the host came from (for logs). */
 export interface Route {
-  protocol: MailProtocol;
+  protocol: Protocol;
   server: UpstreamServer;
   login: RouteLogin;
   source: 'account' | 'domain' | 'default';
@@ -131,7 +130,7 @@ export class RouteError extends Error {
 }
 
 /** The protocol's usual port for a TLS mode (LMTP: 24). */
-export function defaultPort(protocol: MailProtocol, tls: TlsMode, login: LoginMode): number {
+export function defaultPort(protocol: Protocol, tls: TlsMode, login: LoginMode): number {
   if (protocol === 'imap') return tls === 'implicit' ? 993 : 143;
   if (protocol === 'pop3') return tls === 'implicit' ? 995 : 110;
   if (login === 'lmtp') return 24;
@@ -158,7 +157,7 @@ export const MAX_UPSTREAM_PASSWORD = 1024;
 const CONTROL_RE = /[\u0000-\u001f\u007f]/;
 
 /** Checks one overlay; returns the problem ('field: why') or null. */
-export function checkOverlay(protocol: MailProtocol, value: unknown): string | null {
+export function checkOverlay(protocol: Protocol, value: unknown): string | null {
   if (value === undefined) return null;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return `${protocol}: expected an object`;
   for (const [k, v] of Object.entries(value)) {
@@ -188,8 +187,8 @@ export function parseDomainRoutes(text: string): Map<string, DomainRoute> {
         }
         continue;
       }
-      if (!(MAIL_PROTOCOLS as readonly string[]).includes(k)) throw new Error(`"${domain}".${k}: unknown field (imap, pop3, smtp, master)`);
-      const problem = checkOverlay(k as MailProtocol, v);
+      if (!(PROTOCOLS as readonly string[]).includes(k)) throw new Error(`"${domain}".${k}: unknown field (imap, pop3, smtp, master)`);
+      const problem = checkOverlay(k as Protocol, v);
       if (problem) throw new Error(`"${domain}".${problem}`);
     }
     routes.set(domain.toLowerCase(), route as DomainRoute);
@@ -202,8 +201,8 @@ export function checkAccountUpstream(value: unknown): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value !== 'object' || Array.isArray(value)) return 'expected an object';
   for (const [k, v] of Object.entries(value)) {
-    if ((MAIL_PROTOCOLS as readonly string[]).includes(k)) {
-      const problem = checkOverlay(k as MailProtocol, v);
+    if ((PROTOCOLS as readonly string[]).includes(k)) {
+      const problem = checkOverlay(k as Protocol, v);
       if (problem) return problem;
     } else if (k === 'username') {
       if (typeof v !== 'string' || v === '' || v.length > MAX_UPSTREAM_USERNAME || CONTROL_RE.test(v)) {
@@ -221,7 +220,7 @@ export function checkAccountUpstream(value: unknown): string | null {
  * offending setting and why, or null. Kept here beside the types it checks.
  */
 export function validateUpstreamConfig(c: Config): { setting: string; message: string } | null {
-  for (const p of MAIL_PROTOCOLS) {
+  for (const p of PROTOCOLS) {
     const d = c.upstream[p];
     if (!TLS_MODES.includes(d.tls)) return { setting: `upstream.${p}.tls`, message: `expected one of ${TLS_MODES.join(', ')}` };
     if (!LOGIN_MODES[p].includes(d.login)) return { setting: `upstream.${p}.login`, message: `expected one of ${LOGIN_MODES[p].join(', ')}` };
@@ -238,7 +237,7 @@ export function validateUpstreamConfig(c: Config): { setting: string; message: s
   return null;
 }
 
-function defaultServer(config: Config, protocol: MailProtocol): UpstreamServer {
+function defaultServer(config: Config, protocol: Protocol): UpstreamServer {
   const d = config.upstream[protocol];
   return {
     host: d.host,
@@ -265,14 +264,14 @@ export class Router {
    * domain route naming a host. Accounts routed only by their own record need
    * one of those too (otherwise the listener says no backend is configured).
    */
-  hasRoutes(protocol: MailProtocol): boolean {
+  hasRoutes(protocol: Protocol): boolean {
     if (this.config.upstream[protocol].host !== '') return true;
     for (const r of this.domains.values()) if (r[protocol]?.host) return true;
     return false;
   }
 
   /** The route for an account and protocol; null when no layer names a host. Throws RouteError for unusable records. */
-  resolve(account: AccountRecord, protocol: MailProtocol): Route | null {
+  resolve(account: AccountRecord, protocol: Protocol): Route | null {
     const problem = checkAccountUpstream(account.upstream);
     if (problem) throw new RouteError(`account ${account.address}: invalid upstream record (${problem})`);
     const own = (account.upstream ?? {}) as AccountUpstream;

@@ -6,9 +6,9 @@ import type { SMTPConnectionCustomAuthContext } from 'nodemailer/lib/smtp-connec
 import type { SMTPPoolOptions, SMTPPoolSentMessageInfo } from 'nodemailer/lib/smtp-pool';
 import type Mail from 'nodemailer/lib/mailer';
 import type { Logger } from '../log.js';
-import { describeRoute, type RouteSource } from './open.js';
+import { describeRoute, resolveRoute, sessionFields, type RouteSource } from './open.js';
 import { saslIdentity, saslPlain, type Route } from './routing.js';
-import { BackendRejectedError, BackendUnavailableError, type SessionContext, type SmtpBackend, type SmtpEnvelope } from './types.js';
+import { BackendRejectedError, BackendUnavailableError, type Backend, type SessionContext, type SmtpEnvelope, type SmtpRelay } from './types.js';
 
 export interface SmtpBackendOptions {
   /** Name sent in EHLO/LHLO. */
@@ -61,7 +61,7 @@ function xtext(value: string): string {
  * is never retried on another connection (the stream cannot be replayed), so
  * it is either accepted upstream or refused to the client.
  */
-export class SmtpProxyBackend implements SmtpBackend {
+export class SmtpProxyBackend implements Backend<SmtpRelay> {
   private readonly pools = new Map<string, PoolEntry>();
   private readonly sweeper: NodeJS.Timeout;
 
@@ -75,21 +75,23 @@ export class SmtpProxyBackend implements SmtpBackend {
     this.sweeper.unref();
   }
 
+  /**
+   * The session's relay. Nothing is connected at login: messages go through
+   * pooled connections, and each message finds its route as it is sent.
+   */
+  async open(ctx: SessionContext): Promise<SmtpRelay> {
+    return { send: (envelope, message) => this.send(ctx, envelope, message), close: () => {} };
+  }
+
   /** Relays one message; see the class comment for the errors. */
-  async send(ctx: SessionContext, envelope: SmtpEnvelope, message: Readable): Promise<string> {
-    const base = { component: 'backend', protocol: 'smtp', account: ctx.account.address, keyId: ctx.key.id, ip: ctx.clientIp };
-    let route: Route | null;
+  private async send(ctx: SessionContext, envelope: SmtpEnvelope, message: Readable): Promise<string> {
+    const base = sessionFields(ctx);
+    let route: Route;
     try {
-      route = this.routes.resolve(ctx.account, 'smtp');
+      route = resolveRoute(this.routes, ctx, this.logger);
     } catch (err) {
       drain(message);
-      this.logger.error({ ...base, err: (err as Error).message }, 'cannot route message upstream');
-      throw new BackendUnavailableError('no usable smtp upstream for this account', { cause: err });
-    }
-    if (!route) {
-      drain(message);
-      this.logger.warn(base, 'no upstream route for this account');
-      throw new BackendUnavailableError('no smtp upstream for this account');
+      throw err;
     }
     const entry = this.pool(route, ctx);
     entry.inFlight++;
@@ -140,8 +142,7 @@ export class SmtpProxyBackend implements SmtpBackend {
    * (`keygate check`). Rejects with BackendUnavailableError saying why.
    */
   async verify(ctx: SessionContext): Promise<Route> {
-    const route = this.routes.resolve(ctx.account, 'smtp');
-    if (!route) throw new BackendUnavailableError('no smtp upstream for this account');
+    const route = resolveRoute(this.routes, ctx, this.logger);
     const transport: Transporter = nodemailer.createTransport(this.transportOptions(route, ctx, route.server.xclient && route.server.trusted));
     try {
       await transport.verify();

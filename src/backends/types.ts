@@ -1,9 +1,10 @@
 import type { Duplex, Readable } from 'node:stream';
 import type { AccountRecord, KeyRecord } from '../keys/record.js';
+import type { Protocol } from '../keys/scopes.js';
 
 /** Who logged in, from where: what a backend needs to act for the session. */
 export interface SessionContext {
-  protocol: 'smtp' | 'imap' | 'pop3';
+  protocol: Protocol;
   account: AccountRecord;
   key: KeyRecord;
   clientIp: string;
@@ -41,22 +42,28 @@ export interface PipeSession {
   close(): void;
 }
 
-export interface ImapBackend {
-  open(ctx: SessionContext): Promise<PipeSession>;
-}
-
-export interface Pop3Backend {
-  open(ctx: SessionContext): Promise<PipeSession>;
-}
-
 export interface SmtpEnvelope {
   from: string;
   to: string[];
 }
 
-export interface SmtpBackend {
+/** A logged-in SMTP session's way upstream: one message at a time. */
+export interface SmtpRelay {
   /** Resolves with the upstream's acceptance text once it accepted; throws BackendRejectedError / BackendUnavailableError. */
-  send(ctx: SessionContext, envelope: SmtpEnvelope, message: Readable): Promise<string>;
+  send(envelope: SmtpEnvelope, message: Readable): Promise<string>;
+  close(): void;
+}
+
+/** What a backend hands a logged-in session of each protocol: IMAP and POP3 are spliced to their upstream, SMTP relays message by message. */
+export interface BackendSessions {
+  imap: PipeSession;
+  pop3: PipeSession;
+  smtp: SmtpRelay;
+}
+
+/** Opens the upstream side of one logged-in session; throws BackendUnavailableError when it cannot. */
+export interface Backend<S extends { close(): void }> {
+  open(ctx: SessionContext): Promise<S>;
 }
 
 /**
@@ -64,11 +71,7 @@ export interface SmtpBackend {
  * none is configured and the listener answers in protocol terms that the
  * mailbox is unavailable (IMAP NO [UNAVAILABLE], POP3 -ERR [SYS/PERM], SMTP 451 4.3.0).
  */
-export interface Backends {
-  imap: ImapBackend | null;
-  pop3: Pop3Backend | null;
-  smtp: SmtpBackend | null;
-}
+export type Backends = { [P in Protocol]: Backend<BackendSessions[P]> | null };
 
 export const NO_BACKENDS: Backends = { imap: null, pop3: null, smtp: null };
 

@@ -1,21 +1,21 @@
 import { createBackends } from '../backends/index.js';
-import { Router, type MailProtocol, type Route } from '../backends/routing.js';
+import { Router, type Route } from '../backends/routing.js';
 import { SmtpProxyBackend } from '../backends/smtp.js';
 import type { SessionContext } from '../backends/types.js';
 import type { Config } from '../config.js';
 import { newKey } from '../keys/new-key.js';
 import type { AccountRecord } from '../keys/record.js';
+import { PROTOCOLS, type Protocol } from '../keys/scopes.js';
 import { createLogger } from '../log.js';
 import type { KeyStore } from '../store/types.js';
 import { fail, ok, skip, type CheckResult } from './types.js';
 
-const PROTOCOLS: readonly MailProtocol[] = ['imap', 'pop3', 'smtp'];
 /** Accounts read from the store to find who uses which route; enough to cover every domain in practice. */
 const MAX_ACCOUNTS = 1000;
 
 /** One upstream as routes reach it, and an account to log in for (null: none known). */
 interface Target {
-  protocol: MailProtocol;
+  protocol: Protocol;
   route: Route | null;
   account: AccountRecord | null;
   /** Set when the route itself cannot be built (missing master password, bad record). */
@@ -46,7 +46,7 @@ function describeLogin(route: Route): string {
 }
 
 /** Same server, login mode and identity: one check covers every account routed there. */
-function targetKey(protocol: MailProtocol, route: Route): string {
+function targetKey(protocol: Protocol, route: Route): string {
   const who = route.login.mode === 'master' ? route.login.masterUser : route.login.mode === 'account' ? route.user : '';
   return JSON.stringify([protocol, route.server, route.login.mode, who]);
 }
@@ -63,7 +63,7 @@ function targetKey(protocol: MailProtocol, route: Route): string {
 export async function checkUpstreams(config: Config, store: KeyStore | null, options: { account?: string } = {}): Promise<CheckResult[]> {
   const router = new Router(config);
   const targets = new Map<string, Target>();
-  const consider = (account: AccountRecord, protocol: MailProtocol, known: boolean): void => {
+  const consider = (account: AccountRecord, protocol: Protocol, known: boolean): void => {
     let route: Route | null;
     try {
       route = router.resolve(account, protocol);

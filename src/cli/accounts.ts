@@ -1,10 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { setAccountUpstream, UpstreamInputError, upstreamView, type AccountUpstreamInput } from '../backends/accounts.js';
-import { checkAccountUpstream, MAIL_PROTOCOLS } from '../backends/routing.js';
+import { checkAccountUpstream } from '../backends/routing.js';
 import { checkSecret, MIN_SECRET_LENGTH } from '../backends/secret.js';
 import { parseJson } from '../json-text.js';
 import { looksLikeAddress, normalizeAddress } from '../keys/record.js';
+import { PROTOCOLS } from '../keys/scopes.js';
 import { createAccount } from '../services/accounts.js';
 import { NotFoundError } from '../store/errors.js';
 import { addAccountsList } from './lists.js';
@@ -121,7 +122,7 @@ function readPasswordStdin(): string {
   return password;
 }
 
-const ROUTE_FIELDS = [...MAIL_PROTOCOLS, 'username', 'password'];
+const ROUTE_FIELDS = [...PROTOCOLS, 'username', 'password'];
 
 /** Parses a route file and checks its shape; errors name the field, never a value of `password`. */
 export function parseRoute(text: string, source: string): AccountUpstreamInput {

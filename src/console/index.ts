@@ -50,7 +50,7 @@ export function createConsole(deps: ConsoleDeps): Console {
   const sessionAuth = new SessionAuth(sessions, store);
   const router = new Router(config);
   const passwords = new UpstreamPasswordCheck(router, { connectMs: config.upstream.connectTimeout, loginMs: config.upstream.loginTimeout }, log);
-  const guard = new SignInGuard(authenticator, config.auth.failureDelay, metrics);
+  const guard = new SignInGuard(authenticator);
   const links = new SignInLinks(store, config.console.linkTtl);
   const oidc = new OidcSignIn(config.console.oidc, store, log);
   const stats = new LoginStats(metrics);

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
-import type { Authenticator } from '../auth/authenticate.js';
+import { LoginRefusal, type Authenticator } from '../auth/authenticate.js';
 import type { Config } from '../config.js';
 import { HttpError } from '../http/errors.js';
 import { AUTH_ERRORS, ErrorBody, KEY_SECURITY } from '../http/schemas.js';
@@ -99,17 +99,19 @@ export const consoleRoutes: FastifyPluginAsyncTypebox<ConsoleRouteOptions> = asy
     },
     async (req, reply) => {
       assertSameOrigin(req);
-      const verdict = await guard.attempt({ method: 'key', ip: req.ip, account: '', secret: req.body.key }, async () => {
-        const id = await opts.authenticator.identify(req.body.key);
-        if (!id.ok) return id.reason === 'store_unavailable' ? { ok: false, reason: id.reason, temporary: true } : { ok: false, reason: id.reason };
-        const decision = opts.authenticator.authorize(id, { kind: 'admin', access: 'read' }, req.ip);
-        if (!decision.allowed) return { ok: false, reason: decision.reason, keyId: id.key.id };
-        if (!isAdminKey(id.key)) return { ok: false, reason: 'not_admin', keyId: id.key.id };
-        return { ok: true, value: id.key, keyId: id.key.id };
+      // The console signs in administrators only: any other key is refused like a wrong one (a bound key by the policy itself).
+      const outcome = await opts.authenticator.logIn({
+        protocol: 'console',
+        method: 'key',
+        key: req.body.key,
+        ip: req.ip,
+        action: (key) => {
+          if (key.account === null && !isAdminKey(key)) throw new LoginRefusal('not_admin');
+          return { kind: 'admin', access: 'read' };
+        },
       });
-      if (!verdict.ok) return refuse(verdict.temporary);
-      store.touchKey(verdict.value.id, { at: new Date().toISOString(), ip: req.ip, protocol: 'http' });
-      await begin(req, reply, { kind: 'admin', keyId: verdict.value.id });
+      if (outcome.kind !== 'loggedIn') return refuse(outcome.kind === 'temporary');
+      await begin(req, reply, { kind: 'admin', keyId: outcome.key.id });
       return reply.code(204).send(null);
     },
   );

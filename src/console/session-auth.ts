@@ -1,6 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { IdentifyResult } from '../auth/authenticate.js';
 import { HttpError } from '../http/errors.js';
+import type { Principal } from '../http/plugins/auth.js';
 import { isAdminKey } from '../keys/policy.js';
 import type { KeyRecord } from '../keys/record.js';
 import type { KeyStore } from '../store/types.js';
@@ -53,13 +53,16 @@ export function assertSameOrigin(req: FastifyRequest): void {
  * the same policy as for any key. State-changing requests must be same-origin
  * and carry the session's CSRF token.
  */
+/** Who a session acts as: a key (the administrator's own, or one standing in for a person) and its account. */
+export type SessionPrincipal = Pick<Principal, 'key' | 'keyAccount'>;
+
 export class SessionAuth {
   constructor(
     private readonly sessions: ConsoleSessions,
     private readonly store: KeyStore,
   ) {}
 
-  async identify(req: FastifyRequest): Promise<Extract<IdentifyResult, { ok: true }> | null> {
+  async identify(req: FastifyRequest): Promise<SessionPrincipal | null> {
     const id = sessionCookie(req);
     if (id === null) return null;
     const session = await this.sessions.get(id);
@@ -73,11 +76,11 @@ export class SessionAuth {
 }
 
 /** The key a session acts as; null when that key or account is gone. */
-export async function principalOf(session: ConsoleSession, store: KeyStore): Promise<Extract<IdentifyResult, { ok: true }> | null> {
+export async function principalOf(session: ConsoleSession, store: KeyStore): Promise<SessionPrincipal | null> {
   const subject = session.subject;
   if (subject.kind === 'admin') {
     const key = await store.getKey(subject.keyId);
-    return key && isAdminKey(key) ? { ok: true, key, keyAccount: null } : null;
+    return key && isAdminKey(key) ? { key, keyAccount: null } : null;
   }
   const account = await store.getAccount(subject.account);
   if (!account) return null;
@@ -98,5 +101,5 @@ export async function principalOf(session: ConsoleSession, store: KeyStore): Pro
     deviceId: null,
     rotatedFrom: null,
   };
-  return { ok: true, key, keyAccount: account };
+  return { key, keyAccount: account };
 }

@@ -31,6 +31,7 @@ import { accountRoutes } from './routes/accounts/index.js';
 import { accountUpstreamRoutes } from './routes/accounts/upstream.js';
 import { clientSetupRoutes } from './routes/client-setup/index.js';
 import { nginxAuthRoutes } from './routes/nginx-auth.js';
+import { oauthRoutes } from './routes/oauth/index.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { credentialRoutes } from './routes/smtp-credentials/index.js';
@@ -183,6 +184,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(rateLimitPlugin, { config, metrics, redis, namespace: deps.rateLimitNamespace ?? 'keygate:rl:' });
     await app.register(healthRoutes, { store });
     await app.register(metricsRoutes, { metrics });
+    await app.register(oauthRoutes, { store });
     await app.register(credentialRoutes, { store, config, mode: 'own', setup });
     await app.register(credentialRoutes, { store, config, mode: 'admin', setup });
     await app.register(accountRoutes, { store });

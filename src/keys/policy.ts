@@ -7,6 +7,8 @@ export type Action =
   | { kind: 'login'; protocol: Protocol; account: string }
   | { kind: 'api'; access: 'read' | 'write'; account: string }
   | { kind: 'metrics' }
+  /** RFC 7662 token introspection (`POST /oauth/introspect`). */
+  | { kind: 'introspect' }
   | { kind: 'admin'; access: 'read' | 'write' }
   /** An account's upstream route: where its mail sessions, and the credentials that open them, are sent. */
   | { kind: 'upstream'; access: 'read' | 'write' };
@@ -38,6 +40,8 @@ export function requiredScope(action: Action): Scope {
       return action.access === 'read' ? 'api:read' : 'api:write';
     case 'metrics':
       return 'metrics';
+    case 'introspect':
+      return 'introspect';
     case 'admin':
     case 'upstream':
       return action.access === 'read' ? 'api:read' : 'api:write';
@@ -102,6 +106,7 @@ export function decide(key: KeyRecord, action: Action, ctx: PolicyContext): Deci
       return mail ? deny('missing_scope', mail) : { allowed: true };
     }
     case 'metrics':
+    case 'introspect':
       if (bound) return grants(held, scope) ? deny('account_mismatch') : deny('missing_scope', scope);
       break;
   }

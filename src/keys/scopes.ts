@@ -1,10 +1,11 @@
 import { KEY_SCAN_RE } from './format.js';
 
 /** Scopes a key record can carry after aliases are expanded. */
-export const SCOPES = ['*', 'smtp', 'imap', 'pop3', 'api:read', 'api:write', 'app', 'internal', 'metrics'] as const;
+export const SCOPES = ['*', 'smtp', 'imap', 'pop3', 'api:read', 'api:write', 'app', 'internal', 'metrics', 'introspect'] as const;
 export type Scope = (typeof SCOPES)[number];
 
-export const PROTOCOLS = ['smtp', 'imap', 'pop3'] as const;
+/** The mail protocols, the one list every module names them by. */
+export const PROTOCOLS = ['imap', 'pop3', 'smtp'] as const;
 export type Protocol = (typeof PROTOCOLS)[number];
 
 /** Input-only names that expand to stored scopes. */

@@ -1,19 +1,19 @@
 import type { Authenticator } from '../auth/authenticate.js';
-import type { SessionRegistry } from '../auth/sessions.js';
-import type { Backends } from '../backends/types.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { TlsProvider } from '../tls/index.js';
 
-/** What every mail listener (SMTP, IMAP, POP3) is built from; `keygate serve` assembles it once. */
+/**
+ * What every mail listener (SMTP, IMAP, POP3) is built from; `keygate serve`
+ * assembles it once. Logins, backends and live sessions are the
+ * Authenticator's: a listener only speaks its protocol.
+ */
 export interface ListenerDeps {
   config: Config;
   logger: Logger;
   authenticator: Authenticator;
-  sessions: SessionRegistry;
   tls: TlsProvider;
-  backends: Backends;
   metrics?: Metrics;
 }
 

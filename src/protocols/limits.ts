@@ -15,8 +15,6 @@ export interface ProtocolLimits {
   commandsBeforeLogin: number;
   /** Time from connect to a successful login, ms. */
   loginTimeoutMs: number;
-  /** Pause before every failed-login reply, ms. */
-  failureDelayMs: number;
   /** Syntax errors and unknown commands tolerated on one connection: this many are answered, the next one closes it. */
   protocolErrors: number;
   /** Inactivity allowed after login before the server logs the client out, ms (RFC 9051: at least 30 min). */
@@ -33,13 +31,12 @@ export const MAX_PROTOCOL_ERRORS = 10;
 export const IDLE_TIMEOUT_MS = 30 * 60_000;
 
 /** The protocol limits for this configuration. */
-export function protocolLimits(config: Pick<Config, 'limits' | 'auth'>): ProtocolLimits {
+export function protocolLimits(config: Pick<Config, 'limits'>): ProtocolLimits {
   return {
     lineLength: config.limits.lineLength,
     literalSize: config.limits.literalSize,
     commandsBeforeLogin: config.limits.commandsBeforeLogin,
     loginTimeoutMs: config.limits.loginTimeout,
-    failureDelayMs: config.auth.failureDelay,
     protocolErrors: MAX_PROTOCOL_ERRORS,
     idleTimeoutMs: IDLE_TIMEOUT_MS,
   };

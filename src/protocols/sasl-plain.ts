@@ -24,7 +24,7 @@ export function authzidMatches(authzid: string, authcid: string): boolean {
 }
 
 export type PlainResult =
-  | { ok: true; username: string; secret: string }
+  | { ok: true; username: string; key: string }
   /** `base64`: not strict padded base64. `malformed`: not `authzid NUL authcid NUL passwd`, or no user name, or no password. */
   | { ok: false; reason: 'base64' | 'malformed' }
   /** The authzid names someone other than the authcid: a refused login (audited), not a protocol error. */
@@ -46,9 +46,9 @@ export function decodePlain(text: string): PlainResult {
   if (message === null) return { ok: false, reason: 'base64' };
   const fields = message.toString('utf8').split('\0');
   if (fields.length !== 3) return { ok: false, reason: 'malformed' };
-  const [authzid, authcid, secret] = fields as [string, string, string];
+  const [authzid, authcid, key] = fields as [string, string, string];
   const username = authcid || authzid;
-  if (username === '' || secret === '') return { ok: false, reason: 'malformed' };
+  if (username === '' || key === '') return { ok: false, reason: 'malformed' };
   if (!authzidMatches(authzid, authcid)) return { ok: false, reason: 'authzid_mismatch', username: authcid };
-  return { ok: true, username, secret };
+  return { ok: true, username, key };
 }

@@ -3,6 +3,7 @@ import type tls from 'node:tls';
 import ipaddr from 'ipaddr.js';
 import { ipBucket } from '../auth/ip-bucket.js';
 import type { Config } from '../config.js';
+import type { Protocol } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { upgradeToTls, type TlsProvider } from '../tls/index.js';
@@ -34,7 +35,7 @@ export interface Connection {
 export interface TcpListenerOptions {
   /** e.g. 'imap' or 'imaps' (for logs). */
   name: string;
-  protocol: 'smtp' | 'imap' | 'pop3';
+  protocol: Protocol;
   /** port 0 = ephemeral (tests). */
   host: string;
   port: number;

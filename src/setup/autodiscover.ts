@@ -1,5 +1,6 @@
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
-import { escapeXml, isPlausibleAddress, preferredServer, type ConnectionInfo, type MailProtocol } from './connection.js';
+import type { Protocol } from '../keys/scopes.js';
+import { escapeXml, isPlausibleAddress, preferredServer, type ConnectionInfo } from './connection.js';
 
 /**
  * Outlook's POX Autodiscover (request schema 2006, response schema 2006a) for
@@ -143,7 +144,7 @@ export function answerAutodiscover(request: AutodiscoverRequest, info: Connectio
   return { ok: true, xml: buildAutodiscoverResponse(info, request.emailAddress) };
 }
 
-const TYPES: Record<MailProtocol, string> = { imap: 'IMAP', pop3: 'POP3', smtp: 'SMTP' };
+const TYPES: Record<Protocol, string> = { imap: 'IMAP', pop3: 'POP3', smtp: 'SMTP' };
 
 /**
  * The 2006a response: one `Protocol` block each for IMAP, POP3 and SMTP (in

@@ -1,4 +1,5 @@
 import type { PublicEndpoint } from '../config.js';
+import type { Protocol } from '../keys/scopes.js';
 
 /**
  * What clients are told about connecting: the `connectionInfo` of the SMTP
@@ -13,13 +14,12 @@ export interface ConnectionInfo {
   pop3: Endpoint;
 }
 
-export type MailProtocol = keyof ConnectionInfo;
 
 /** `tls`: TLS from the first byte (993, 995, 465). `starttls`: plain connect, then STARTTLS / STLS (143, 110, 587). */
 export type Security = 'tls' | 'starttls';
 
 export interface ServerChoice {
-  protocol: MailProtocol;
+  protocol: Protocol;
   host: string;
   port: number;
   security: Security;
@@ -32,7 +32,7 @@ export interface ServerChoice {
  * offered. Keygate refuses passwords before TLS, so there is never a
  * plain-text variant.
  */
-export function offeredServers(info: ConnectionInfo, protocol: MailProtocol): ServerChoice[] {
+export function offeredServers(info: ConnectionInfo, protocol: Protocol): ServerChoice[] {
   const e = info[protocol];
   if (!e.enabled || e.serverName.trim() === '') return [];
   const host = e.serverName.trim();
@@ -43,7 +43,7 @@ export function offeredServers(info: ConnectionInfo, protocol: MailProtocol): Se
 }
 
 /** The preferred way to reach a protocol, or null when it is not offered. */
-export function preferredServer(info: ConnectionInfo, protocol: MailProtocol): ServerChoice | null {
+export function preferredServer(info: ConnectionInfo, protocol: Protocol): ServerChoice | null {
   return offeredServers(info, protocol)[0] ?? null;
 }
 

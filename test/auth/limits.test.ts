@@ -184,11 +184,14 @@ function throughAuthenticator(backend: () => { redis: string; prefix: () => stri
 
   /** An Authenticator with the server's limiter settings (defaults, and its 30 s retry de-duplication). */
   async function authenticator(auth: Limits = {}): Promise<Authenticator> {
-    const a = new Authenticator(store, silentLogger());
-    a.limiter = await make(auth, backend().redis, { keyPrefix: backend().prefix(), dedupeMs: 30_000 });
-    return a;
+    const limiter = await make(auth, backend().redis, { keyPrefix: backend().prefix(), dedupeMs: 30_000 });
+    return new Authenticator({ store, logger: silentLogger(), limiter, failureDelayMs: 0 });
   }
-  const login = (a: Authenticator, secret: string, ip: string, username = 'alice@example.com') => a.login({ protocol: 'imap', username, secret, ip });
+  /** One IMAP login through the Authenticator, as { ok, reason, temporary }. */
+  const login = async (a: Authenticator, key: string, ip: string, username = 'alice@example.com'): Promise<{ ok: boolean; reason?: string; temporary: boolean }> => {
+    const outcome = await a.logIn({ protocol: 'imap', username, key, ip });
+    return outcome.kind === 'loggedIn' ? { ok: true, temporary: false } : { ok: false, reason: outcome.reason, temporary: outcome.kind === 'temporary' };
+  };
 
   it('150 wrong keys at once from one IP: no more than auth.ipFailures reach the store', async () => {
     const a = await authenticator();
@@ -268,17 +271,16 @@ describe('login limiter (memory)', () => {
       await store.createKey(current.record);
       await store.revokeKey(old.record.id, new Date().toISOString());
 
-      const auth = new Authenticator(store, silentLogger());
       // Defaults: a stale phone retrying (three mechanisms per attempt) on the same home IP as the laptop.
-      auth.limiter = await make({});
-      const login = (secret: string, ip: string) => auth.login({ protocol: 'imap', username: 'alice@example.com', secret, ip });
+      const auth = new Authenticator({ store, logger: silentLogger(), limiter: await make({}), failureDelayMs: 0 });
+      const login = (key: string, ip: string) => auth.logIn({ protocol: 'imap', username: 'alice@example.com', key, ip });
       const phone = [];
       for (let i = 0; i < 40; i++) phone.push(await login(old.key, '198.51.100.20'));
-      expect(phone.filter((r) => !r.ok && r.reason === 'revoked')).toHaveLength(DEFAULTS.auth.accountFailures);
-      expect(phone.at(-1)).toMatchObject({ ok: false, reason: 'rate_limited', temporary: true });
+      expect(phone.filter((r) => r.kind === 'refused' && r.reason === 'revoked')).toHaveLength(DEFAULTS.auth.accountFailures);
+      expect(phone.at(-1)).toMatchObject({ kind: 'temporary', reason: 'rate_limited' });
       // The laptop, same account, same IP, valid key: still logs in.
-      expect(await login(current.key, '198.51.100.20')).toMatchObject({ ok: true });
-      expect(await login(current.key, '203.0.113.40')).toMatchObject({ ok: true });
+      expect(await login(current.key, '198.51.100.20')).toMatchObject({ kind: 'loggedIn' });
+      expect(await login(current.key, '203.0.113.40')).toMatchObject({ kind: 'loggedIn' });
     } finally {
       await store.close();
       rmSync(dir, { recursive: true, force: true });

@@ -1,14 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Config } from '../../src/config.js';
-import { startServer, type RunningServer } from '../../src/server.js';
 import { issueKey } from '../../src/services/keys.js';
-import { DEFAULT_USERS, dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
-import { dovecotConfig, memoryLogger } from './helpers.js';
+import { DEFAULT_USERS, dovecotAvailable, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
+import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
 
 /**
  * An account's own route, set through the HTTP API, is what its sessions use:
@@ -21,43 +15,24 @@ import { dovecotConfig, memoryLogger } from './helpers.js';
  */
 describe.skipIf(!dovecotAvailable())('account route set over HTTP → Keygate IMAP → Dovecot', () => {
   let dc: RunningDovecot;
-  let dir: string;
-  let config: Config;
-  let server: RunningServer;
+  let server: SingleKeygate;
   let adminKey: string;
   let carolKey: string;
-  const log = memoryLogger('info');
   const alice = DEFAULT_USERS.find((u) => u.user === 'alice@example.com')!;
 
   beforeAll(async () => {
     dc = await startDovecot();
-    dir = mkdtempSync(join(tmpdir(), 'keygate-route-'));
-    config = dovecotConfig(dc, {
-      'upstream.master.password': 'not-the-master-password',
-      'db.path': join(dir, 'keygate.db'),
-      'http.host': '127.0.0.1',
-      'http.port': 0,
-      'smtp.port': 0,
-      'smtp.securePort': 0,
-      'imap.port': 0,
-      'imap.securePort': 0,
-      'pop3.port': 0,
-      'pop3.securePort': 0,
-      'tls.dir': TEST_CERT_DIR,
-      'auth.failureDelay': '10ms',
-    });
-    server = await startServer(config, log.logger);
+    server = await startKeygate({ dovecot: dc, http: true, flags: { 'upstream.master.password': 'not-the-master-password' } });
     adminKey = (await issueKey(server.store, 'operator', { name: 'admin', scopes: ['*'] })).key;
     carolKey = (await issueKey(server.store, 'operator', { name: 'carol laptop', account: 'carol@example.com', scopes: ['imap'] })).key;
   });
   afterAll(async () => {
     await server?.close();
     await dc?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const api = (method: string, body?: unknown): Promise<Response> => {
-    const { port } = server.app.server.address() as { port: number };
+    const port = server.port('http');
     return fetch(`http://127.0.0.1:${port}/api/accounts/carol@example.com/upstream`, {
       method,
       headers: { authorization: `Bearer ${adminKey}`, ...(body !== undefined && { 'content-type': 'application/json' }) },
@@ -96,7 +71,7 @@ describe.skipIf(!dovecotAvailable())('account route set over HTTP → Keygate IM
     const logins = dc.logTail(100).split('\n').filter((l) => /imap-login: Info: Login: /.test(l));
     expect(logins.at(-1)).toMatch(/user=<alice@example\.com>/);
     expect(logins.at(-1)).not.toMatch(/master/);
-    expect(log.text()).not.toContain(alice.password);
+    expect(JSON.stringify(server.logs)).not.toContain(alice.password);
   });
 
   it('DELETE …/upstream puts the account back on the default route at once', async () => {

@@ -1,18 +1,11 @@
 import { connect } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBackends } from '../../src/backends/index.js';
-import type { ClosableBackends } from '../../src/backends/types.js';
-import type { Config } from '../../src/config.js';
-import { startServer, type RunningServer } from '../../src/server.js';
 import { issueKey } from '../../src/services/keys.js';
-import { dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
-import { dovecotConfig, makeMessage, memoryLogger } from './helpers.js';
+import { dovecotAvailable, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
+import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
+import { makeMessage } from './helpers.js';
 
 /**
  * The whole loop through Keygate's own listeners and the proxy backends, with
@@ -22,31 +15,13 @@ import { dovecotConfig, makeMessage, memoryLogger } from './helpers.js';
  */
 describe.skipIf(!dovecotAvailable())('full loop: Keygate listeners → proxy backends → Dovecot', () => {
   let dc: RunningDovecot;
-  let dir: string;
-  let config: Config;
-  let backends: ClosableBackends;
-  let server: RunningServer;
-  const log = memoryLogger('info');
+  let server: SingleKeygate;
   const keys: Record<string, { key: string; id: string }> = {};
-  const port = (name: string): number => server.listeners.get(name).address().port;
+  const port = (name: string): number => server.port(name);
 
   beforeAll(async () => {
     dc = await startDovecot();
-    dir = mkdtempSync(join(tmpdir(), 'keygate-loop-'));
-    config = dovecotConfig(dc, {
-      'db.path': join(dir, 'keygate.db'),
-      'http.port': 0,
-      'smtp.port': 0,
-      'smtp.securePort': 0,
-      'imap.port': 0,
-      'imap.securePort': 0,
-      'pop3.port': 0,
-      'pop3.securePort': 0,
-      'tls.dir': TEST_CERT_DIR,
-      'auth.failureDelay': '10ms',
-    });
-    backends = createBackends(config, null, log.logger);
-    server = await startServer(config, log.logger, { backends });
+    server = await startKeygate({ dovecot: dc });
     for (const who of ['alice@example.com', 'bob@example.com']) {
       const { key, record } = await issueKey(server.store, 'operator', { name: `${who} phone`, account: who, scopes: ['smtp', 'imap', 'pop3'] });
       keys[who] = { key, id: record.id };
@@ -54,9 +29,7 @@ describe.skipIf(!dovecotAvailable())('full loop: Keygate listeners → proxy bac
   });
   afterAll(async () => {
     await server?.close();
-    await backends?.close();
     await dc?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const submit = async (from: string, to: string, subject: string, body = 'Hello through Keygate.'): Promise<string> => {

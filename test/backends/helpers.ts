@@ -1,10 +1,8 @@
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import type { PipeSession, SessionContext } from '../../src/backends/types.js';
-import { loadConfig, type Config } from '../../src/config.js';
 import { newKey } from '../../src/keys/new-key.js';
 import type { AccountRecord } from '../../src/keys/record.js';
 import { createLogger, type Logger } from '../../src/log.js';
-import type { RunningDovecot } from '../helpers/dovecot.js';
 
 /** A logger that keeps its lines for assertions (JSON, one per line). */
 export function memoryLogger(level = 'debug'): { logger: Logger; text: () => string } {
@@ -16,31 +14,6 @@ export function memoryLogger(level = 'debug'): { logger: Logger; text: () => str
     },
   });
   return { logger: createLogger(level, stream as never), text: () => chunks.join('') };
-}
-
-/** Settings routing every protocol to the fixture: plaintext, master login, LMTP for SMTP. */
-export function dovecotConfig(dc: RunningDovecot, flags: Record<string, unknown> = {}): Config {
-  return loadConfig({
-    env: {},
-    flags: {
-      secret: 'test-secret-0123456789abcdef',
-      'upstream.imap.host': dc.host,
-      'upstream.imap.port': dc.imapPort,
-      'upstream.imap.tls': 'none',
-      'upstream.pop3.host': dc.host,
-      'upstream.pop3.port': dc.pop3Port,
-      'upstream.pop3.tls': 'none',
-      'upstream.smtp.host': dc.host,
-      'upstream.smtp.port': dc.lmtpPort,
-      'upstream.smtp.tls': 'none',
-      'upstream.smtp.login': 'lmtp',
-      'upstream.master.user': dc.master.user,
-      'upstream.master.password': dc.master.password,
-      'upstream.connectTimeout': '2s',
-      'upstream.loginTimeout': '3s',
-      ...flags,
-    },
-  });
 }
 
 export function account(address: string, upstream: Record<string, unknown> | null = null): AccountRecord {

@@ -21,6 +21,7 @@ describe('nginx auth_http endpoint', () => {
   let aliceKey: string;
   let bobKey: string;
   let revokedKey: string;
+  const FAILURE_DELAY_MS = 40;
   const config = loadConfig({
     env: {},
     flags: {
@@ -54,7 +55,7 @@ describe('nginx auth_http endpoint', () => {
     revokedKey = revoked.key;
     await setAccountUpstream(store, config, 'bob@example.com', { imap: { login: 'account' }, username: 'bob.upstream', password: 'bob-upstream-pw' });
 
-    const authenticator = new Authenticator(store, log.logger);
+    const authenticator = new Authenticator({ store, logger: log.logger, failureDelayMs: FAILURE_DELAY_MS });
     app = Fastify();
     await app.register(nginxAuthRoutes, { config, authenticator, resolveHost: async (h) => (h === 'mail.internal.test' ? '10.1.2.3' : h) });
   });
@@ -103,7 +104,10 @@ describe('nginx auth_http endpoint', () => {
       { 'auth-user': 'alice@example.com', 'auth-pass': `${aliceKey}%20x`, 'auth-protocol': 'imap' },
     ];
     for (const h of cases) {
+      const started = Date.now();
       const res = await ask(h);
+      // The same failure delay as the listeners: nginx's auth_http is no faster way to guess.
+      expect(Date.now() - started).toBeGreaterThanOrEqual(FAILURE_DELAY_MS - 5);
       expect(res.statusCode).toBe(200);
       expect(res.headers['auth-status']).toBe('Invalid login or password');
       expect(res.headers['auth-wait']).toBe('3');
@@ -142,7 +146,7 @@ describe('nginx auth_http endpoint', () => {
 
   it('is disabled (403) when nginx.authSecret is empty', async () => {
     const off = Fastify();
-    await off.register(nginxAuthRoutes, { config: loadConfig({ env: {}, flags: {} }), authenticator: new Authenticator(store, log.logger) });
+    await off.register(nginxAuthRoutes, { config: loadConfig({ env: {}, flags: {} }), authenticator: new Authenticator({ store, logger: log.logger, failureDelayMs: 0 }) });
     const res = await off.inject({ method: 'GET', url: '/auth/nginx', headers: { 'x-keygate-secret': '' } });
     expect(res.statusCode).toBe(403);
     expect(res.json()).toMatchObject({ error: { code: 'forbidden' } });

@@ -11,9 +11,10 @@ import { nginxAuthRoutes } from '../../src/http/routes/nginx-auth.js';
 import { issueKey } from '../../src/services/keys.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
-import { dovecotAvailable, freePort, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
+import { dovecotAvailable, dovecotConfig, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
+import { freePort } from '../helpers/free-port.js';
 import { NGINX, NGINX_MAIL_MODULE } from '../helpers/tools.js';
-import { dovecotConfig, memoryLogger } from './helpers.js';
+import { memoryLogger } from './helpers.js';
 
 
 /**
@@ -41,7 +42,7 @@ describe.skipIf(!NGINX.found || !dovecotAvailable())('IMAP through a real nginx 
     key = (await issueKey(store, 'operator', { name: 'nginx', account: 'alice@example.com', scopes: ['imap'] })).key;
 
     app = Fastify();
-    await app.register(nginxAuthRoutes, { config, authenticator: new Authenticator(store, log.logger) });
+    await app.register(nginxAuthRoutes, { config, authenticator: new Authenticator({ store, logger: log.logger, failureDelayMs: config.auth.failureDelay }) });
     await app.listen({ host: '127.0.0.1', port: 0 });
     const httpPort = (app.server.address() as { port: number }).port;
 

@@ -3,12 +3,14 @@ import { Readable } from 'node:stream';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBackends } from '../../src/backends/index.js';
-import { ImapProxyBackend } from '../../src/backends/imap.js';
+import { imapLogin } from '../../src/backends/imap.js';
+import { ProxyBackend } from '../../src/backends/proxy.js';
 import { Router } from '../../src/backends/routing.js';
 import { sealSecret, secretBox } from '../../src/backends/secret.js';
 import { BackendRejectedError, BackendUnavailableError, type ClosableBackends } from '../../src/backends/types.js';
-import { dovecotAvailable, freePort, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { account, dovecotConfig, makeMessage, memoryLogger, readUntil, session, upstreamBytes } from './helpers.js';
+import { dovecotAvailable, dovecotConfig, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
+import { freePort } from '../helpers/free-port.js';
+import { account, makeMessage, memoryLogger, readUntil, session, upstreamBytes } from './helpers.js';
 
 /**
  * Each backend directly against a real private Dovecot (IMAP, POP3, LMTP):
@@ -126,7 +128,7 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
       const port = (fake.address() as { port: number }).port;
       try {
         const config = dovecotConfig(dc, { 'upstream.imap.port': port });
-        const b = new ImapProxyBackend(new Router(config), { connectMs: 1000, loginMs: 1000 }, log.logger);
+        const b = new ProxyBackend(imapLogin, new Router(config), { connectMs: 1000, loginMs: 1000 }, log.logger);
         const pipe = await b.open(session(alice, 'imap'));
         expect(pipe.capabilities).toEqual(['IMAP4rev1', 'IDLE', 'MOVE']);
         expect(await readUntil(upstreamBytes(pipe), (t) => t.includes('\r\n'))).toBe('* 3 EXISTS\r\n');
@@ -190,7 +192,7 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
   describe('SMTP (LMTP to Dovecot)', () => {
     it('delivers a message over LMTP, envelope preserved, then it can be read back over IMAP', async () => {
       const subject = `lmtp-${Date.now()}`;
-      const text = await backends.smtp!.send(session(alice, 'smtp'), { from: 'alice@example.com', to: ['bob@example.com'] }, Readable.from([makeMessage('alice@example.com', 'bob@example.com', subject)]));
+      const text = await (await backends.smtp!.open(session(alice, 'smtp'))).send({ from: 'alice@example.com', to: ['bob@example.com'] }, Readable.from([makeMessage('alice@example.com', 'bob@example.com', subject)]));
       expect(text).toMatch(/^2\.0\.0/);
       const c = imapClient('bob@example.com', 'bob-upstream-pw');
       await c.connect();
@@ -208,8 +210,8 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
     });
 
     it('passes an upstream recipient rejection back as BackendRejectedError with its code and text', async () => {
-      const err = await backends
-        .smtp!.send(session(alice, 'smtp'), { from: 'alice@example.com', to: ['nobody-here@example.com'] }, Readable.from([makeMessage('alice@example.com', 'nobody-here@example.com', 'x')]))
+      const err = await (await backends.smtp!.open(session(alice, 'smtp')))
+        .send({ from: 'alice@example.com', to: ['nobody-here@example.com'] }, Readable.from([makeMessage('alice@example.com', 'nobody-here@example.com', 'x')]))
         .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(BackendRejectedError);
       expect((err as BackendRejectedError).code).toBe(550);
@@ -217,8 +219,8 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
     });
 
     it('refuses the whole message when some recipients are rejected, naming them', async () => {
-      const err = await backends
-        .smtp!.send(session(alice, 'smtp'), { from: 'alice@example.com', to: ['bob@example.com', 'ghost@example.com'] }, Readable.from([makeMessage('alice@example.com', 'bob@example.com', 'partial')]))
+      const err = await (await backends.smtp!.open(session(alice, 'smtp')))
+        .send({ from: 'alice@example.com', to: ['bob@example.com', 'ghost@example.com'] }, Readable.from([makeMessage('alice@example.com', 'bob@example.com', 'partial')]))
         .catch((e: unknown) => e);
       expect(err).toBeInstanceOf(BackendRejectedError);
       expect((err as BackendRejectedError).response).toContain('not delivered to ghost@example.com');
@@ -231,7 +233,7 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
       const chunks = function* () {
         for (let i = 0; i < body.length; i += 65536) yield body.subarray(i, i + 65536);
       };
-      await backends.smtp!.send(session(alice, 'smtp'), { from: 'alice@example.com', to: ['alice@example.com'] }, Readable.from(chunks()));
+      await (await backends.smtp!.open(session(alice, 'smtp'))).send({ from: 'alice@example.com', to: ['alice@example.com'] }, Readable.from(chunks()));
       const c = imapClient('alice@example.com', 'alice-upstream-pw');
       await c.connect();
       const lock = await c.getMailboxLock('INBOX');
@@ -251,7 +253,7 @@ describe.skipIf(!dovecotAvailable())('proxy backends against Dovecot', () => {
       const b = createBackends(dovecotConfig(dc, { 'upstream.smtp.port': port }), null, log.logger);
       const msg = Readable.from([makeMessage('alice@example.com', 'bob@example.com', 'down')]);
       const t0 = Date.now();
-      await expect(b.smtp!.send(session(alice, 'smtp'), { from: 'alice@example.com', to: ['bob@example.com'] }, msg)).rejects.toBeInstanceOf(BackendUnavailableError);
+      await expect((await b.smtp!.open(session(alice, 'smtp'))).send({ from: 'alice@example.com', to: ['bob@example.com'] }, msg)).rejects.toBeInstanceOf(BackendUnavailableError);
       expect(Date.now() - t0).toBeLessThan(1500);
       await new Promise((r) => setTimeout(r, 20));
       expect(msg.readableEnded).toBe(true);

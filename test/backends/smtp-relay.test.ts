@@ -4,9 +4,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Router } from '../../src/backends/routing.js';
 import { sealSecret, secretBox } from '../../src/backends/secret.js';
 import { SmtpProxyBackend } from '../../src/backends/smtp.js';
-import { BackendRejectedError, BackendUnavailableError } from '../../src/backends/types.js';
+import { BackendRejectedError, BackendUnavailableError, type SessionContext, type SmtpEnvelope } from '../../src/backends/types.js';
 import { loadConfig, type Config } from '../../src/config.js';
-import { freePort } from '../helpers/dovecot.js';
+import { freePort } from '../helpers/free-port.js';
 import { account, makeMessage, memoryLogger, session } from './helpers.js';
 
 interface Received {
@@ -98,6 +98,8 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
     });
   const backend = (c: Config): SmtpProxyBackend =>
     new SmtpProxyBackend(new Router(c), { hostname: 'keygate.test', connectTimeoutMs: 1000, loginTimeoutMs: 2000, socketTimeoutMs: 5000, maxConnections: 2 }, log.logger);
+  /** One message through a session's relay, as the SMTP listener sends it. */
+  const send = async (b: SmtpProxyBackend, ctx: SessionContext, env: SmtpEnvelope, message: Readable): Promise<string> => (await b.open(ctx)).send(env, message);
   const alice = account('alice@example.com');
   const msg = (text = 'hello'): Readable => Readable.from([makeMessage('alice@example.com', 'bob@example.net', text)]);
   const envelope = { from: 'alice@example.com', to: ['bob@example.net', 'carol@example.org'] };
@@ -105,7 +107,7 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
   it('logs in as the master user in the separator style and keeps the envelope', async () => {
     const b = backend(config());
     try {
-      expect(await b.send(session(alice, 'smtp'), envelope, msg('sep'))).toBe('2.0.0 Ok: queued as TEST1');
+      expect(await send(b, session(alice, 'smtp'), envelope, msg('sep'))).toBe('2.0.0 Ok: queued as TEST1');
       expect(got.auth).toMatchObject([{ method: 'PLAIN', username: 'alice@example.com*keygate', authzid: '' }]);
       expect(got.messages).toMatchObject([{ from: 'alice@example.com', to: ['bob@example.net', 'carol@example.org'] }]);
       expect(got.messages[0]!.body).toContain('Subject: sep');
@@ -117,7 +119,7 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
   it('logs in with SASL PLAIN authzid = user, authcid = master in the authzid style', async () => {
     const b = backend(config({ 'upstream.smtp.masterStyle': 'authzid' }));
     try {
-      await b.send(session(alice, 'smtp'), envelope, msg());
+      await send(b, session(alice, 'smtp'), envelope, msg());
       expect(got.auth).toMatchObject([{ method: 'PLAIN', authzid: 'alice@example.com', authcid: 'keygate' }]);
     } finally {
       b.close();
@@ -129,7 +131,7 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
     const acct = account('alice@example.com', { username: 'alice.real', password: sealSecret(secretBox(c.secret)!, 'alice-real-pw', 'alice@example.com') });
     const b = backend(c);
     try {
-      await b.send(session(acct, 'smtp'), envelope, msg());
+      await send(b, session(acct, 'smtp'), envelope, msg());
       expect(got.auth).toMatchObject([{ username: 'alice.real', password: 'alice-real-pw' }]);
     } finally {
       b.close();
@@ -139,7 +141,7 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
   it('reports the client with XCLIENT to a trusted upstream (login none)', async () => {
     const b = backend(config({ 'upstream.smtp.login': 'none', 'upstream.smtp.trusted': true, 'upstream.smtp.xclient': true }));
     try {
-      await b.send(session(alice, 'smtp', '203.0.113.9'), envelope, msg());
+      await send(b, session(alice, 'smtp', '203.0.113.9'), envelope, msg());
       expect(got.auth).toEqual([]);
       expect(got.xclient[0]).toMatchObject({ ADDR: '203.0.113.9', PORT: 50123, LOGIN: 'alice@example.com' });
       expect(got.messages[0]!.remote).toBe('203.0.113.9');
@@ -151,7 +153,7 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
   it('pools connections: several messages of one account share one upstream login', async () => {
     const b = backend(config());
     try {
-      for (let i = 0; i < 4; i++) await b.send(session(alice, 'smtp'), envelope, msg(`pooled ${i}`));
+      for (let i = 0; i < 4; i++) await send(b, session(alice, 'smtp'), envelope, msg(`pooled ${i}`));
       expect(got.messages.length).toBe(4);
       expect(got.connections).toBe(1);
       expect(got.auth.length).toBe(1);
@@ -163,14 +165,14 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
   it('passes a recipient rejection back with its code and text, and refuses the message when any recipient is refused', async () => {
     const b = backend(config());
     try {
-      const all = await b.send(session(alice, 'smtp'), { from: 'alice@example.com', to: ['reject@example.net'] }, msg()).catch((e: unknown) => e);
+      const all = await send(b, session(alice, 'smtp'), { from: 'alice@example.com', to: ['reject@example.net'] }, msg()).catch((e: unknown) => e);
       expect(all).toBeInstanceOf(BackendRejectedError);
       expect(all).toMatchObject({ code: 550, response: '5.1.1 <reject@example.net>: Recipient address rejected' });
-      const some = await b.send(session(alice, 'smtp'), { from: 'alice@example.com', to: ['bob@example.net', 'reject@example.net'] }, msg()).catch((e: unknown) => e);
+      const some = await send(b, session(alice, 'smtp'), { from: 'alice@example.com', to: ['bob@example.net', 'reject@example.net'] }, msg()).catch((e: unknown) => e);
       expect(some).toBeInstanceOf(BackendRejectedError);
       expect((some as BackendRejectedError).code).toBe(550);
       expect((some as BackendRejectedError).response).toContain('not delivered to reject@example.net');
-      const temp = await b.send(session(alice, 'smtp'), { from: 'alice@example.com', to: ['later@example.net'] }, msg()).catch((e: unknown) => e);
+      const temp = await send(b, session(alice, 'smtp'), { from: 'alice@example.com', to: ['later@example.net'] }, msg()).catch((e: unknown) => e);
       expect(temp).toMatchObject({ code: 451, response: '4.2.0 <later@example.net>: Try again later' });
     } finally {
       b.close();
@@ -180,7 +182,7 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
   it('passes a rejection after DATA back with its code', async () => {
     const b = backend(config());
     try {
-      const err = await b.send(session(alice, 'smtp'), envelope, msg('REFUSE-CONTENT')).catch((e: unknown) => e);
+      const err = await send(b, session(alice, 'smtp'), envelope, msg('REFUSE-CONTENT')).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(BackendRejectedError);
       expect(err).toMatchObject({ code: 554, response: '5.7.1 Message content rejected' });
     } finally {
@@ -191,7 +193,7 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
   it('treats a refused upstream login as unavailable (a temporary failure for the client)', async () => {
     const b = backend(config({ 'upstream.master.password': 'wrong' }));
     try {
-      await expect(b.send(session(alice, 'smtp'), envelope, msg())).rejects.toBeInstanceOf(BackendUnavailableError);
+      await expect(send(b, session(alice, 'smtp'), envelope, msg())).rejects.toBeInstanceOf(BackendUnavailableError);
       expect(log.text()).not.toContain('"wrong"');
     } finally {
       b.close();
@@ -211,10 +213,10 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
           setTimeout(() => this.destroy(new Error('message exceeds the size limit')), 50);
         },
       });
-      await expect(b.send(session(alice, 'smtp'), envelope, failing)).rejects.toBeInstanceOf(BackendUnavailableError);
+      await expect(send(b, session(alice, 'smtp'), envelope, failing)).rejects.toBeInstanceOf(BackendUnavailableError);
       await new Promise((r) => setTimeout(r, 100));
       expect(got.messages).toEqual([]);
-      await b.send(session(alice, 'smtp'), envelope, msg('after a failed stream'));
+      await send(b, session(alice, 'smtp'), envelope, msg('after a failed stream'));
       expect(got.messages.length).toBe(1);
     } finally {
       b.close();
@@ -224,10 +226,10 @@ describe('SMTP backend relaying to an SMTP upstream', () => {
   it('never retries a message whose connection dropped mid-DATA: the client is refused', async () => {
     const b = backend(config());
     try {
-      await expect(b.send(session(alice, 'smtp'), envelope, msg('DROP-CONNECTION'))).rejects.toBeInstanceOf(BackendUnavailableError);
+      await expect(send(b, session(alice, 'smtp'), envelope, msg('DROP-CONNECTION'))).rejects.toBeInstanceOf(BackendUnavailableError);
       expect(got.messages).toEqual([]);
       // The pool recovers for the next message.
-      await b.send(session(alice, 'smtp'), envelope, msg('after drop'));
+      await send(b, session(alice, 'smtp'), envelope, msg('after drop'));
       expect(got.messages.length).toBe(1);
     } finally {
       b.close();

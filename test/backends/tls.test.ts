@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createBackends } from '../../src/backends/index.js';
 import { BackendUnavailableError } from '../../src/backends/types.js';
-import { dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { account, dovecotConfig, memoryLogger, readUntil, session, upstreamBytes } from './helpers.js';
+import { dovecotAvailable, dovecotConfig, type RunningDovecot, startDovecot } from '../helpers/dovecot.js';
+import { account, memoryLogger, readUntil, session, upstreamBytes } from './helpers.js';
 
 /** TLS to the upstream: STARTTLS/STLS and implicit TLS against Dovecot with a self-signed certificate. */
 describe.skipIf(!dovecotAvailable())('proxy backends over TLS to Dovecot', () => {

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSelfSignedCertificate } from '../../src/tls/selfsigned.js';
-import { builtCliAvailable, freePort, runCli, type CliResult } from '../helpers/cli.js';
+import { builtCliAvailable, runCli, type CliResult } from '../helpers/cli.js';
+import { freePort } from '../helpers/free-port.js';
 import { DOVECOT_SKIP_REASON, dovecotAvailable, startShippedDovecot, type RunningDovecot } from '../helpers/dovecot.js';
 
 /*

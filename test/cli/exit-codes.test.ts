@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sealSecret, secretBox } from '../../src/backends/secret.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
-import { builtCliAvailable, freePort, startServe } from '../helpers/cli.js';
+import { builtCliAvailable, startServe } from '../helpers/cli.js';
+import { freePort } from '../helpers/free-port.js';
 
 /*
  * Issue 13, item 8: `keygate serve` exits 2 for what a restart cannot fix (a

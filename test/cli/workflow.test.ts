@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { execFile } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KEY_RE } from '../../src/keys/format.js';
-import { builtCliAvailable, freePort, runCli, startServe } from '../helpers/cli.js';
+import { builtCliAvailable, runCli, startServe } from '../helpers/cli.js';
+import { freePort } from '../helpers/free-port.js';
 import { redisAvailable, redisCli, startRedis, startRedisCluster } from '../helpers/redis-server.js';
 
 const NO_LISTENERS = ['--smtp.enabled', 'false', '--imap.enabled', 'false', '--pop3.enabled', 'false'];

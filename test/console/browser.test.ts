@@ -1,22 +1,17 @@
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import AxeBuilder from '@axe-core/playwright';
 import { ImapFlow } from 'imapflow';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createBackends } from '../../src/backends/index.js';
-import type { ClosableBackends } from '../../src/backends/types.js';
-import type { Config } from '../../src/config.js';
-import { startServer, type RunningServer } from '../../src/server.js';
 import { issueKey } from '../../src/services/keys.js';
-import { dovecotConfig, memoryLogger } from '../backends/helpers.js';
 import { dovecotAvailable, startDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
-import { chromiumAvailable, decodeQrDataUrl, freePort, launchChromium, startIdp, type RunningIdp } from './helpers.js';
+import { freePort } from '../helpers/free-port.js';
+import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
+import { chromiumAvailable, decodeQrDataUrl, launchChromium, startIdp, type RunningIdp } from './helpers.js';
 
 /** Screenshots of every page, desktop and phone size (git-ignored; one of each is copied to docs/ for the README). */
 export const SCREENSHOT_DIR = join(process.cwd(), 'test-results', 'console');
@@ -35,14 +30,11 @@ const REFUSED = 'Sign-in failed: check what you typed and try again.';
 describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chromium', { timeout: 90_000 }, () => {
   let dc: RunningDovecot;
   let idp: RunningIdp;
-  let dir: string;
-  let config: Config;
-  let backends: ClosableBackends;
-  let server: RunningServer;
+  let server: SingleKeygate;
   let browser: Browser;
   let base: string;
   let adminKey: string;
-  const log = memoryLogger('info');
+  const logText = (): string => JSON.stringify(server.logs);
 
   beforeAll(async () => {
     mkdirSync(SCREENSHOT_DIR, { recursive: true });
@@ -50,17 +42,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     const httpPort = await freePort();
     base = `http://127.0.0.1:${httpPort}`;
     idp = await startIdp(`${base}/api/console/oidc/callback`);
-    dir = mkdtempSync(join(tmpdir(), 'keygate-console-'));
-    config = dovecotConfig(dc, {
-      'db.path': join(dir, 'keygate.db'),
+    const flags = {
       'http.port': httpPort,
-      'smtp.port': 0,
-      'smtp.securePort': 0,
-      'imap.port': 0,
-      'imap.securePort': 0,
-      'pop3.port': 0,
-      'pop3.securePort': 0,
-      'tls.dir': TEST_CERT_DIR,
       'auth.failureDelay': `${FAILURE_DELAY_MS}ms`,
       'rateLimit.credentials.max': 10_000, // every page here comes from 127.0.0.1
       'upstream.loginTimeout': '15s', // Dovecot's auth penalty after the wrong passwords below
@@ -68,9 +51,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
       'console.oidc.issuer': idp.issuer,
       'console.oidc.clientId': idp.clientId,
       'console.oidc.clientSecret': idp.clientSecret,
-    });
-    backends = createBackends(config, null, log.logger);
-    server = await startServer(config, log.logger, { backends });
+    };
+    server = await startKeygate({ dovecot: dc, http: true, flags });
     adminKey = (await issueKey(server.store, 'operator', { name: 'console admin', scopes: ['*'] })).key;
     await server.store.ensureAccount('bob@example.com'); // OpenID Connect signs in existing accounts only
     browser = await launchChromium();
@@ -78,10 +60,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
   afterAll(async () => {
     await browser?.close();
     await server?.close();
-    await backends?.close();
     await idp?.stop();
     await dc?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const newPage = async (viewport = DESKTOP): Promise<{ context: BrowserContext; page: Page }> => {
@@ -147,7 +127,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     const cookie = await sessionCookie(context);
     expect(cookie).toMatchObject({ httpOnly: true, sameSite: 'Strict', secure: false, path: '/' });
     expect(await page.evaluate('document.cookie')).toBe(''); // out of reach of scripts
-    expect(log.text()).not.toContain('alice-upstream-pw');
+    expect(logText()).not.toContain('alice-upstream-pw');
     await checkPage(page, 'my-keys');
     await context.close();
   });
@@ -167,7 +147,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await checkPage(page, 'key-created');
     await shown.getByRole('button', { name: 'Done' }).click();
 
-    const imap = new ImapFlow({ host: '127.0.0.1', port: server.listeners.get('imap').address().port, secure: false, tls: { rejectUnauthorized: false }, auth: { user: 'alice@example.com', pass: key }, logger: false });
+    const imap = new ImapFlow({ host: '127.0.0.1', port: server.port('imap'), secure: false, tls: { rejectUnauthorized: false }, auth: { user: 'alice@example.com', pass: key }, logger: false });
     await imap.connect();
     const lock = await imap.getMailboxLock('INBOX');
     lock.release();
@@ -309,7 +289,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     expect(replacement).toMatch(/^kg_/);
     expect(replacement).not.toBe(first);
     // Carol has no mailbox upstream: ask Keygate's own login check rather than a whole IMAP session.
-    const imapLogin = async (secret: string): Promise<boolean> => (await server.authenticator.login({ protocol: 'imap', username: 'carol@example.com', secret, ip: '127.0.0.1' })).ok;
+    const imapLogin = async (key: string): Promise<boolean> => (await server.authenticator.logIn({ protocol: 'imap', username: 'carol@example.com', key, ip: '127.0.0.1' })).kind === 'loggedIn';
     expect(await imapLogin(first)).toBe(false);
     expect(await imapLogin(replacement)).toBe(true);
     await page.getByRole('dialog', { name: 'Your replacement key' }).getByRole('button', { name: 'Done' }).click();
@@ -407,7 +387,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await page.getByRole('dialog', { name: 'Create a key' }).getByRole('button', { name: 'Create key' }).click();
     const key = await page.getByTestId('new-key').inputValue();
     await page.getByRole('dialog', { name: 'Your new key' }).getByRole('button', { name: 'Done' }).click();
-    const imap = new ImapFlow({ host: '127.0.0.1', port: server.listeners.get('imap').address().port, secure: false, tls: { rejectUnauthorized: false }, auth: { user: 'bob@example.com', pass: key }, logger: false });
+    const imap = new ImapFlow({ host: '127.0.0.1', port: server.port('imap'), secure: false, tls: { rejectUnauthorized: false }, auth: { user: 'bob@example.com', pass: key }, logger: false });
     await imap.connect();
     await imap.logout();
     await page.getByRole('button', { name: 'Add a phone or tablet' }).click();
@@ -442,8 +422,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     answers.push((await keyAlert.textContent()) ?? '');
     expect(answers).toEqual([REFUSED, REFUSED, REFUSED]);
     // Audited like mail logins, reason for operators only.
-    expect(log.text()).toMatch(/"protocol":"console-password".*"reason":"wrong_password"/);
-    expect(log.text()).not.toContain('not-her-password');
+    expect(logText()).toMatch(/"protocol":"console-password".*"reason":"wrong_password"/);
+    expect(logText()).not.toContain('not-her-password');
     await context.close();
   });
 

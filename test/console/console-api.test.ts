@@ -185,9 +185,8 @@ describe('console sessions over TLS and under the login limits', () => {
     const store = openSqliteStore(':memory:');
     const logger = createLogger('silent');
     const metrics = new Metrics(store, { processMetrics: false });
-    const authenticator = new Authenticator(store, logger, metrics);
     const limiter = await createLoginLimiter(config, logger, { keyPrefix: 'console-test' });
-    authenticator.limiter = limiter;
+    const authenticator = new Authenticator({ store, logger, metrics, limiter, failureDelayMs: config.auth.failureDelay });
     const app = await buildApp({ config, store, logger, metrics, authenticator });
     try {
       const admin = (await issueKey(store, 'operator', { name: 'admin', scopes: ['*'] })).key;

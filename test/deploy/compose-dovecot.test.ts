@@ -1,17 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { ImapFlow } from 'imapflow';
 import nodemailer from 'nodemailer';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/config.js';
-import { startServer, type RunningServer } from '../../src/server.js';
 import { issueKey } from '../../src/services/keys.js';
-import { memoryLogger } from '../backends/helpers.js';
 import { dovecotAvailable, startShippedDovecot, type RunningDovecot } from '../helpers/dovecot.js';
-import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
-import { RawClient } from '../protocols/imap/raw-client.js';
-import { LineClient } from '../protocols/pop3/harness.js';
+import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
+import { LineClient } from '../helpers/line-client.js';
 import { composeEnvironments } from './compose.js';
 
 /**
@@ -23,19 +16,17 @@ import { composeEnvironments } from './compose.js';
  */
 describe.skipIf(!dovecotAvailable())('docker-compose.yml wiring, against the shipped Dovecot configuration', () => {
   let dovecot: RunningDovecot;
-  let dir: string;
-  let server: RunningServer;
-  const log = memoryLogger('info');
+  let server: SingleKeygate;
   const keys: Record<string, string> = {};
-  const port = (name: string): number => server.listeners.get(name).address().port;
+  const port = (name: string): number => server.port(name);
 
   beforeAll(async () => {
     dovecot = await startShippedDovecot();
-    dir = mkdtempSync(join(tmpdir(), 'keygate-compose-'));
     // The master password comes from .env, as in the compose stack: the one Dovecot was started with.
     const env = composeEnvironments({ KEYGATE_UPSTREAM_MASTER_PASSWORD: dovecot.master.password }).envs.keygate!;
-    const adapted: Record<string, string> = { ...env, KEYGATE_HOME: dir, KEYGATE_TLS_DIR: TEST_CERT_DIR, KEYGATE_AUTH_FAILURE_DELAY: '10ms' };
-    delete adapted.KEYGATE_REDIS_URL; // the store is not what this test is about: SQLite in KEYGATE_HOME
+    // The harness's own loopback listeners, certificate and SQLite store stand in for the compose network and volumes.
+    const adapted: Record<string, string> = { ...env };
+    delete adapted.KEYGATE_REDIS_URL; // the store is not what this test is about
     for (const [name, value] of Object.entries(env)) {
       if (/^KEYGATE_(HTTP|SMTP|IMAP|POP3)_HOST$/.test(name)) adapted[name] = '127.0.0.1';
       if (/^KEYGATE_(HTTP|SMTP|IMAP|POP3)_(SECURE_)?PORT$/.test(name)) adapted[name] = '0';
@@ -48,13 +39,12 @@ describe.skipIf(!dovecotAvailable())('docker-compose.yml wiring, against the shi
     adapted.KEYGATE_UPSTREAM_IMAP_PORT = String(dovecot.imapPort);
     adapted.KEYGATE_UPSTREAM_POP3_PORT = String(dovecot.pop3Port);
     adapted.KEYGATE_UPSTREAM_SMTP_PORT = String(dovecot.lmtpPort);
-    server = await startServer(loadConfig({ env: adapted }), log.logger);
+    server = await startKeygate({ env: adapted });
     for (const who of ['alice@example.com', 'bob@example.com']) keys[who] = (await issueKey(server.store, 'operator', { name: `${who} laptop`, account: who, scopes: ['app'] })).key;
   });
   afterAll(async () => {
     await server?.close();
     await dovecot?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const imap = (user: string): ImapFlow =>
@@ -107,7 +97,7 @@ describe.skipIf(!dovecotAvailable())('docker-compose.yml wiring, against the shi
   it('no one logs in to this Dovecot directly: not a user with any password, not the master user without the password', async () => {
     // One connection per attempt, all at once: Dovecot delays every failed login (auth_failure_delay).
     const attempt = async (login: string): Promise<string> => {
-      const c = await RawClient.connect(dovecot.imapPort);
+      const c = await LineClient.connect(dovecot.imapPort);
       try {
         expect(await c.line()).toMatch(/^\* OK /);
         return await c.command('a', `LOGIN ${login}`, 15_000);

@@ -1,9 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { loadConfig, type Config } from '../../src/config.js';
+import { canConnect, freePort } from './free-port.js';
 import { runs, Tool } from './tools.js';
 
 /**
@@ -45,6 +46,16 @@ export interface DovecotOptions {
   verbose?: boolean;
   /** TLS with a fresh self-signed certificate (CN and SAN localhost): STARTTLS/STLS on the plain ports, and implicit-TLS ports. */
   ssl?: boolean;
+  /** The auth service also answers the Dovecot auth protocol on a loopback TCP port (`authPort`), as Postfix would use it. */
+  authListener?: boolean;
+  /** How the passwd-file stores the users' passwords (default PLAIN). */
+  passwordScheme?: 'PLAIN' | 'SHA512-CRYPT';
+  /**
+   * An oauth2 passdb for XOAUTH2 and OAUTHBEARER logins that asks this RFC
+   * 7662 endpoint (`introspection_mode = post`; put the caller's credentials
+   * in the URL: `http://user:password@host:port/path`).
+   */
+  oauth2?: { introspectionUrl: string };
   /** With `ssl`: serve this certificate and key instead of a fresh one (benchmarks compare servers on the same certificate). */
   sslFiles?: { certPath: string; keyPath: string };
 }
@@ -57,6 +68,8 @@ export interface RunningDovecot {
   /** Implicit-TLS ports; 0 unless started with `ssl`. */
   imapsPort: number;
   pop3sPort: number;
+  /** The auth service's TCP port; 0 unless started with `authListener`. */
+  authPort: number;
   /** PEM certificate Dovecot presents (with `ssl`). */
   certPath: string | null;
   dir: string;
@@ -81,29 +94,6 @@ process.once('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
 
-/** A port the kernel says is free now (bind 0, read, close). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function safeRead(path: string): string {
@@ -114,9 +104,12 @@ function safeRead(path: string): string {
   }
 }
 
-function passwdLine(u: DovecotUser): string {
+function passwdLine(u: DovecotUser, scheme: DovecotOptions['passwordScheme'] = 'PLAIN'): string {
   if (/[:\n]/.test(u.user) || /[:\n]/.test(u.password)) throw new Error(`unusable test credentials for ${u.user}`);
-  return `${u.user}:{PLAIN}${u.password}::::::\n`;
+  if (scheme === 'PLAIN') return `${u.user}:{PLAIN}${u.password}::::::\n`;
+  const hashed = spawnSync('doveadm', ['pw', '-s', scheme, '-p', u.password], { encoding: 'utf8' });
+  if (hashed.status !== 0) throw new Error(`doveadm pw -s ${scheme} failed: ${hashed.stderr.trim()}`);
+  return `${u.user}:${hashed.stdout.trim()}::::::\n`;
 }
 
 /**
@@ -141,12 +134,25 @@ export async function startDovecot(options: DovecotOptions = {}): Promise<Runnin
   mkdirSync(join(dir, 'state'), { mode: 0o755 });
   // Read by the auth process, which runs as the dovecot user.
   const dovecotGid = Number(spawnSync('id', ['-g', 'dovecot'], { encoding: 'utf8' }).stdout.trim());
-  for (const [name, text] of [['users', users.map(passwdLine).join('')], ['masters', passwdLine(master)]] as const) {
+  for (const [name, text] of [['users', users.map((u) => passwdLine(u, options.passwordScheme)).join('')], ['masters', passwdLine(master)]] as const) {
     writeFileSync(join(dir, name), text, { mode: 0o640 });
     chownSync(join(dir, name), 0, dovecotGid);
   }
   const [imapPort, pop3Port, lmtpPort] = await Promise.all([freePort(), freePort(), freePort()]);
   const [imapsPort, pop3sPort] = options.ssl ? await Promise.all([freePort(), freePort()]) : [0, 0];
+  const authPort = options.authListener ? await freePort() : 0;
+  let oauth2Passdb = '';
+  if (options.oauth2) {
+    // Read by the auth process (the dovecot user); it holds the introspection caller's credentials.
+    const ext = join(dir, 'dovecot-oauth2.conf.ext');
+    writeFileSync(
+      ext,
+      `introspection_mode = post\nintrospection_url = ${options.oauth2.introspectionUrl}\nforce_introspection = yes\nusername_attribute = username\nactive_attribute = active\nactive_value = true\n`,
+      { mode: 0o640 },
+    );
+    chownSync(ext, 0, dovecotGid);
+    oauth2Passdb = `passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = ${ext}\n}\n`;
+  }
   let certPath: string | null = null;
   let keyPath: string | null = null;
   if (options.ssl && options.sslFiles) {
@@ -200,7 +206,7 @@ protocols = imap pop3 lmtp
 listen = 127.0.0.1
 ${sslConf}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login${options.oauth2 ? ' oauthbearer xoauth2' : ''}
 auth_failure_delay = 0
 auth_master_user_separator = *
 auth_verbose = ${options.verbose ? 'yes' : 'no'}
@@ -232,7 +238,7 @@ namespace inbox {
     auto = subscribe
   }
 }
-passdb {
+${oauth2Passdb}passdb {
   driver = passwd-file
   args = scheme=PLAIN ${dir}/masters
   master = yes
@@ -281,7 +287,7 @@ service log {
   client_limit = 10000
 }
 service auth {
-  client_limit = 10000
+  client_limit = 10000${authPort ? `\n  inet_listener {\n    address = 127.0.0.1\n    port = ${authPort}\n  }` : ''}
 }
 service config {
   client_limit = 10000
@@ -298,8 +304,8 @@ protocol pop3 {
 ${tuned}`;
   const confPath = join(dir, 'dovecot.conf');
   writeFileSync(confPath, conf);
-  const { pid, logTail, stop } = await launch(dir, confPath, log, [imapPort, pop3Port, lmtpPort, ...(options.ssl ? [imapsPort, pop3sPort] : [])]);
-  return { host: '127.0.0.1', imapPort, pop3Port, lmtpPort, imapsPort, pop3sPort, certPath, dir, users, master, pid, logTail, stop };
+  const { pid, logTail, stop } = await launch(dir, confPath, log, [imapPort, pop3Port, lmtpPort, ...(options.ssl ? [imapsPort, pop3sPort] : []), ...(authPort ? [authPort] : [])]);
+  return { host: '127.0.0.1', imapPort, pop3Port, lmtpPort, imapsPort, pop3sPort, authPort, certPath, dir, users, master, pid, logTail, stop };
 }
 
 /** Runs `dovecot -F -c confPath` until every port answers; stop() ends it and removes `dir`. */
@@ -395,5 +401,30 @@ export async function startShippedDovecot(): Promise<RunningDovecot> {
   }
   const master: DovecotUser = { user: 'keygate', password: `master-${randomBytes(12).toString('hex')}` };
   const { pid, logTail, stop } = await launch(dir, join(etc, 'dovecot.conf'), log, [imap, pop3, lmtp], { ...process.env, KEYGATE_UPSTREAM_MASTER_PASSWORD: master.password });
-  return { host: '127.0.0.1', imapPort: imap, pop3Port: pop3, lmtpPort: lmtp, imapsPort: 0, pop3sPort: 0, certPath: join(etc, 'cert.pem'), dir, users: [], master, pid, logTail, stop };
+  return { host: '127.0.0.1', imapPort: imap, pop3Port: pop3, lmtpPort: lmtp, imapsPort: 0, pop3sPort: 0, authPort: 0, certPath: join(etc, 'cert.pem'), dir, users: [], master, pid, logTail, stop };
+}
+
+/** Settings routing every protocol to the fixture: plaintext, master login, LMTP for SMTP. */
+export function dovecotConfig(dc: RunningDovecot, flags: Record<string, unknown> = {}): Config {
+  return loadConfig({
+    env: {},
+    flags: {
+      secret: 'test-secret-0123456789abcdef',
+      'upstream.imap.host': dc.host,
+      'upstream.imap.port': dc.imapPort,
+      'upstream.imap.tls': 'none',
+      'upstream.pop3.host': dc.host,
+      'upstream.pop3.port': dc.pop3Port,
+      'upstream.pop3.tls': 'none',
+      'upstream.smtp.host': dc.host,
+      'upstream.smtp.port': dc.lmtpPort,
+      'upstream.smtp.tls': 'none',
+      'upstream.smtp.login': 'lmtp',
+      'upstream.master.user': dc.master.user,
+      'upstream.master.password': dc.master.password,
+      'upstream.connectTimeout': '2s',
+      'upstream.loginTimeout': '3s',
+      ...flags,
+    },
+  });
 }

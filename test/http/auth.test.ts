@@ -149,6 +149,7 @@ describe.each(storeKinds())('HTTP authentication on %s', (kind) => {
     { scope: 'app', bound: true, own: FULL, url: FULL, admin: [403, 403, 403] },
     { scope: 'internal', bound: true, own: F5, url: F5, admin: [403, 403, 403] },
     { scope: 'metrics', bound: true, own: F5, url: F5, admin: [403, 403, 403] },
+    { scope: 'introspect', bound: true, own: F5, url: F5, admin: [403, 403, 403] },
     { scope: '*', bound: false, own: F5, url: FULL, admin: [200, 200, 200] },
     { scope: 'smtp', bound: false, own: F5, url: F5, admin: [403, 403, 403] },
     { scope: 'imap', bound: false, own: F5, url: F5, admin: [403, 403, 403] },
@@ -159,6 +160,7 @@ describe.each(storeKinds())('HTTP authentication on %s', (kind) => {
     { scope: 'app', bound: false, own: F5, url: F5, admin: [403, 403, 403] },
     { scope: 'internal', bound: false, own: F5, url: F5, admin: [403, 403, 403] },
     { scope: 'metrics', bound: false, own: F5, url: F5, admin: [403, 403, 200] },
+    { scope: 'introspect', bound: false, own: F5, url: F5, admin: [403, 403, 403] },
   ];
 
   it('the matrix covers every scope, bound and unbound', () => {

@@ -75,7 +75,8 @@ export async function createFixture(kind: StoreKind, options: FixtureOptions = {
   const config = loadConfig({
     env: {},
     flags: {
-      // Generous limits unless a test asks for tight ones.
+      // Generous limits and a short failure delay unless a test asks otherwise.
+      'auth.failureDelay': '5ms',
       'rateLimit.credentials.max': 1_000_000,
       'rateLimit.api.max': 1_000_000,
       hostname: 'mail.example.test',
@@ -101,7 +102,8 @@ export async function createFixture(kind: StoreKind, options: FixtureOptions = {
   });
   const logger = createLogger(options.logLevel ?? 'info', sink);
   const metrics = new Metrics(store);
-  const build = () => buildApp({ config, store, logger, metrics, authenticator: new Authenticator(store, logger, metrics), rateLimitNamespace: `${ns}:rl:` });
+  const authenticator = new Authenticator({ store, logger, metrics, failureDelayMs: config.auth.failureDelay });
+  const build = () => buildApp({ config, store, logger, metrics, authenticator, rateLimitNamespace: `${ns}:rl:` });
   const app = await build();
   await app.ready();
   const siblings: FastifyInstance[] = [];

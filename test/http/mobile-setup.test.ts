@@ -6,22 +6,22 @@ import nodemailer from 'nodemailer';
 import { parse as parsePlist, type PlistValue } from 'plist';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Authenticator } from '../../src/auth/authenticate.js';
-import { ConfigError, loadConfig, type Config } from '../../src/config.js';
+import { ConfigError, loadConfig } from '../../src/config.js';
 import { buildApp } from '../../src/http/app.js';
 import { createLogger } from '../../src/log.js';
 import { Metrics } from '../../src/metrics.js';
-import { startServer, type RunningServer } from '../../src/server.js';
 import { issueKey } from '../../src/services/keys.js';
 import { MOBILECONFIG_CONTENT_TYPE } from '../../src/setup/mobileconfig.js';
 import { MemorySetupLinkBackend, SetupLinks, type SetupLinkBackend } from '../../src/setup/setup-links.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
-import { freePort } from '../helpers/cli.js';
+import { freePort } from '../helpers/free-port.js';
+import { startKeygate, type SingleKeygate } from '../helpers/keygate.js';
 import { redisAvailable } from '../helpers/redis-server.js';
 import { cmsVerify, opensslSigner, tempDir } from '../setup/helpers.js';
 import { cleanupFixtures, createFixture, type Fixture } from './fixture.js';
 
 /*
- * Issue 7, items 3 and 4, through the whole server: `startServer` with a real
+ * Issue 7, items 3 and 4, through the whole server (the test harness's `startServer`) with a real
  * SQLite store, the control plane and the IMAP/SMTP listeners on free ports.
  * A profile from POST …/mobile is verified with `openssl cms -verify`, read
  * back, and its key logs in to Keygate's own IMAP (imapflow) and SMTP
@@ -33,12 +33,6 @@ const haveOpenssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).statu
 
 type Dict = { [key: string]: PlistValue };
 const mailPayload = (xml: string) => ((parsePlist(xml) as Dict).PayloadContent as Dict[])[0]!;
-
-async function distinctFreePorts(n: number): Promise<number[]> {
-  const out = new Set<number>();
-  while (out.size < n) out.add(await freePort());
-  return [...out];
-}
 
 async function imapLogin(host: string, port: number, secure: boolean, user: string, pass: string): Promise<boolean> {
   const client = new ImapFlow({
@@ -78,21 +72,18 @@ async function smtpLogin(host: string, port: number, secure: boolean, user: stri
 
 describe.skipIf(!haveOpenssl)('POST /api/smtp-credentials/mobile on a running Keygate (SQLite, real ports)', () => {
   const tmp = tempDir();
-  let server: RunningServer;
-  let config: Config;
+  let server: SingleKeygate;
   let base: string;
   let userKey: string;
   let ports: { http: number; imap: number; imaps: number; pop3: number; pop3s: number; smtp: number; smtps: number };
 
   beforeAll(async () => {
-    const [http, imap, imaps, pop3, pop3s, smtp, smtps] = (await distinctFreePorts(7)) as [number, number, number, number, number, number, number];
+    // Fixed ahead, because the profiles advertise them.
+    const [http, imap, imaps, pop3, pop3s, smtp, smtps] = (await Promise.all(Array.from({ length: 7 }, freePort))) as [number, number, number, number, number, number, number];
     ports = { http, imap, imaps, pop3, pop3s, smtp, smtps };
     const flags: Record<string, unknown> = {
-      'db.path': join(tmp.dir, 'keygate.db'),
       hostname: '127.0.0.1',
       'tls.dir': join(tmp.dir, 'certs'),
-      'log.level': 'silent',
-      'auth.failureDelay': '10ms',
       'http.port': http,
       'rateLimit.credentials.max': 10_000,
       'setup.linkTtl': '2m',
@@ -104,8 +95,7 @@ describe.skipIf(!haveOpenssl)('POST /api/smtp-credentials/mobile on a running Ke
       flags[`public.${name}.port`] = port;
       flags[`public.${name}.securePort`] = securePort;
     }
-    config = loadConfig({ env: {}, flags });
-    server = await startServer(config, createLogger('silent'));
+    server = await startKeygate({ http: true, flags });
     base = `http://127.0.0.1:${http}`;
     userKey = (await issueKey(server.store, 'operator', { name: 'dashboard', scopes: ['app'], account: ACCOUNT })).key;
     await server.store.updateAccount(ACCOUNT, { displayName: 'Alice Liddell' });
@@ -276,9 +266,9 @@ describe.skipIf(!haveOpenssl)('mobile profiles and setup links: configuration an
   /** An app on a fresh SQLite store, built the way server.ts builds it, with a bound `app` key. */
   async function appWith(flags: Record<string, unknown>, tls?: { certPem(): string; keyPem(): string }, setupLinks?: SetupLinks) {
     const store = openSqliteStore(join(tmp.dir, `${Math.random().toString(36).slice(2)}.db`));
-    const config = loadConfig({ env: {}, flags: { hostname: 'mail.example.test', 'rateLimit.credentials.max': 10_000, ...flags } });
+    const config = loadConfig({ env: {}, flags: { hostname: 'mail.example.test', 'rateLimit.credentials.max': 10_000, 'auth.failureDelay': '10ms', ...flags } });
     const metrics = new Metrics(store);
-    const app = await buildApp({ config, store, logger, metrics, authenticator: new Authenticator(store, logger, metrics), ...(tls && { tls }), ...(setupLinks && { setupLinks }) });
+    const app = await buildApp({ config, store, logger, metrics, authenticator: new Authenticator({ store, logger, metrics, failureDelayMs: config.auth.failureDelay }), ...(tls && { tls }), ...(setupLinks && { setupLinks }) });
     const user = (await issueKey(store, 'operator', { name: 'u', scopes: ['app'], account: ACCOUNT })).key;
     const post = (body: Record<string, unknown>, headers: Record<string, string> = {}) =>
       app.inject({

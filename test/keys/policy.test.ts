@@ -20,31 +20,34 @@ const ACTIONS: [string, Action][] = [
   ['metrics', { kind: 'metrics' }],
   ['admin read', { kind: 'admin', access: 'read' }],
   ['admin write', { kind: 'admin', access: 'write' }],
+  ['introspect', { kind: 'introspect' }],
 ];
 
 // ✓ allowed · M account_mismatch · S missing_scope; columns in ACTIONS order.
 const BOUND: Record<Scope, string> = {
-  '*': '✓✓✓M✓✓MMMMM',
-  smtp: '✓SSMSSMMSSS',
-  imap: 'S✓SMSSMMSSS',
-  pop3: 'SS✓MSSMMSSS',
-  'api:read': 'SSSM✓SMMSMS',
-  'api:write': 'SSSMS✓MMSSM',
-  app: '✓✓✓M✓✓MMSMM',
-  internal: '✓✓✓MSSMMSSS',
-  metrics: 'SSSMSSMMMSS',
+  '*': '✓✓✓M✓✓MMMMMM',
+  smtp: '✓SSMSSMMSSSS',
+  imap: 'S✓SMSSMMSSSS',
+  pop3: 'SS✓MSSMMSSSS',
+  'api:read': 'SSSM✓SMMSMSS',
+  'api:write': 'SSSMS✓MMSSMS',
+  app: '✓✓✓M✓✓MMSMMS',
+  internal: '✓✓✓MSSMMSSSS',
+  metrics: 'SSSMSSMMMSSS',
+  introspect: 'SSSMSSMMSSSM',
 };
 const UNBOUND: Record<Scope, string> = {
-  '*': '✓✓✓✓✓✓✓✓✓✓✓',
-  smtp: 'MSSMSSSSSSS',
-  imap: 'SMSSSSSSSSS',
-  pop3: 'SSMSSSSSSSS',
-  'api:read': 'SSSS✓S✓SS✓S',
+  '*': '✓✓✓✓✓✓✓✓✓✓✓✓',
+  smtp: 'MSSMSSSSSSSS',
+  imap: 'SMSSSSSSSSSS',
+  pop3: 'SSMSSSSSSSSS',
+  'api:read': 'SSSS✓S✓SS✓SS',
   // Writing unbound is administering: api:write alone is no administrator.
-  'api:write': 'SSSSSSSSSSS',
-  app: 'SSSSSSSSSSS',
-  internal: '✓✓✓✓SSSSSSS',
-  metrics: 'SSSSSSSS✓SS',
+  'api:write': 'SSSSSSSSSSSS',
+  app: 'SSSSSSSSSSSS',
+  internal: '✓✓✓✓SSSSSSSS',
+  metrics: 'SSSSSSSS✓SSS',
+  introspect: 'SSSSSSSSSSS✓',
 };
 
 function record(scopes: Scope[], account: string | null, extra: Partial<KeyRecord> = {}): KeyRecord {

@@ -1,9 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { ListenerDeps, RunningListener } from '../../src/protocols/deps.js';
-import { startImapListeners } from '../../src/protocols/imap/index.js';
-import { startPop3Listeners } from '../../src/protocols/pop3/index.js';
-import { startSmtpListeners } from '../../src/protocols/smtp/index.js';
-import { closeAll, createHarness, LineClient, plain, portOf, type Harness } from './pop3/harness.js';
+import { createHarness, type Harness } from '../helpers/keygate.js';
+import { LineClient, plain } from '../helpers/line-client.js';
 
 /*
  * limits.connectionsPerListener through each real mail listener: when a
@@ -15,7 +12,6 @@ import { closeAll, createHarness, LineClient, plain, portOf, type Harness } from
 const ALICE = 'alice@example.com';
 let h: Harness;
 let key: string;
-const running: RunningListener[][] = [];
 
 beforeAll(async () => {
   h = await createHarness();
@@ -25,20 +21,14 @@ afterAll(async () => {
   await h.close();
 });
 afterEach(async () => {
-  await Promise.all(running.splice(0).map(closeAll));
+  await h.stopAll();
 });
 
 /** Reads one SMTP reply (its last line). */
-async function smtpReply(c: LineClient): Promise<string> {
-  for (;;) {
-    const l = await c.line();
-    if (l.length < 4 || l[3] === ' ') return l;
-  }
-}
+const smtpReply = async (c: LineClient): Promise<string> => (await c.reply()).at(-1)!;
 
 interface Protocol {
-  name: string;
-  start(deps: ListenerDeps): Promise<RunningListener[]>;
+  name: 'imap' | 'pop3' | 'smtp';
   greeting(c: LineClient): Promise<string>;
   login(c: LineClient): Promise<string>;
   noop(c: LineClient): Promise<string>;
@@ -47,14 +37,12 @@ interface Protocol {
 const PROTOCOLS: Protocol[] = [
   {
     name: 'imap',
-    start: startImapListeners,
     greeting: (c) => c.line(),
     login: (c) => c.send(`a LOGIN ${ALICE} ${key}`),
     noop: (c) => c.send('n NOOP'),
   },
   {
     name: 'pop3',
-    start: startPop3Listeners,
     greeting: (c) => c.line(),
     login: async (c) => {
       await c.send(`USER ${ALICE}`);
@@ -64,7 +52,6 @@ const PROTOCOLS: Protocol[] = [
   },
   {
     name: 'smtp',
-    start: startSmtpListeners,
     greeting: smtpReply,
     login: async (c) => {
       c.write('EHLO client.test\r\n');
@@ -82,9 +69,8 @@ const PROTOCOLS: Protocol[] = [
 describe('a full mail listener (limits.connectionsPerListener)', () => {
   for (const p of PROTOCOLS) {
     it(`${p.name}: closes the oldest connection not logged in for a newcomer, never a logged-in session`, async () => {
-      const listeners = await p.start(h.deps({ 'limits.connectionsPerListener': 2 }));
-      running.push(listeners);
-      const port = portOf(listeners, p.name);
+      const kg = await h.start({ protocols: [p.name], limiter: null, flags: { 'limits.connectionsPerListener': 2 } });
+      const port = kg.port(p.name);
       const session = await LineClient.connect(port);
       await p.greeting(session);
       expect(await p.login(session)).toMatch(/^(a OK|\+OK Logged in|235 )/);

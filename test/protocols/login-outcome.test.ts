@@ -1,6 +1,6 @@
 /**
- * The login rules IMAP, POP3 and SMTP share (src/protocols/login-outcome.ts,
- * sasl-plain.ts, limits.ts), driven over real sockets against all three
+ * The login rules IMAP, POP3 and SMTP share (Authenticator.logIn,
+ * src/protocols/sasl-plain.ts, limits.ts), driven over real sockets against all three
  * listeners with the same scenarios: every refusal is audited, delayed and
  * answered with the protocol's one refusal text; a login that cannot be
  * checked is answered with the protocol's temporary failure after the same
@@ -9,12 +9,9 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { generateKey } from '../../src/keys/format.js';
-import type { ListenerDeps, RunningListener } from '../../src/protocols/deps.js';
-import { startImapListeners } from '../../src/protocols/imap/index.js';
 import { MAX_PROTOCOL_ERRORS } from '../../src/protocols/limits.js';
-import { startPop3Listeners } from '../../src/protocols/pop3/index.js';
-import { startSmtpListeners } from '../../src/protocols/smtp/index.js';
-import { closeAll, createHarness, LineClient, plain, portOf, type Harness } from './pop3/harness.js';
+import { createHarness, type Harness, type Keygate } from '../helpers/keygate.js';
+import { LineClient, plain } from '../helpers/line-client.js';
 
 const ALICE = 'alice@example.com';
 const BOB = 'bob@example.com';
@@ -22,7 +19,6 @@ const DELAY_MS = 80;
 
 interface Proto {
   name: 'imap' | 'pop3' | 'smtp';
-  start(deps: ListenerDeps): Promise<RunningListener[]>;
   /** Reads the greeting (SMTP: and says EHLO). */
   greet(c: LineClient): Promise<void>;
   /** Sends a SASL PLAIN initial response; the final reply line, without an IMAP tag. */
@@ -34,23 +30,12 @@ interface Proto {
   loggedIn: RegExp;
 }
 
-/** One (possibly multi-line) SMTP reply. */
-async function smtpReply(c: LineClient): Promise<string[]> {
-  const lines: string[] = [];
-  for (;;) {
-    const l = await c.line();
-    lines.push(l);
-    if (l.length < 4 || l[3] === ' ') return lines;
-  }
-}
-
 let tag = 0;
 const untagged = (line: string): string => line.slice(line.indexOf(' ') + 1);
 
 const PROTOCOLS: Proto[] = [
   {
     name: 'imap',
-    start: startImapListeners,
     async greet(c) {
       expect(await c.line()).toMatch(/^\* OK \[CAPABILITY .*AUTH=PLAIN.*\] Keygate ready$/);
     },
@@ -66,14 +51,13 @@ const PROTOCOLS: Proto[] = [
   },
   {
     name: 'pop3',
-    start: startPop3Listeners,
     async greet(c) {
       expect(await c.line()).toBe('+OK Keygate ready');
     },
     authPlain: (c, response) => c.send(`AUTH PLAIN ${response}`),
     async probe(c) {
       c.write('CAPA\r\n');
-      expect(await c.multiline()).toContain('SASL PLAIN');
+      expect(await c.multiline()).toContain('SASL PLAIN LOGIN OAUTHBEARER XOAUTH2');
     },
     refused: '-ERR [AUTH] Authentication failed',
     temporary: '-ERR [SYS/TEMP] Authentication temporarily unavailable, try again later',
@@ -81,16 +65,15 @@ const PROTOCOLS: Proto[] = [
   },
   {
     name: 'smtp',
-    start: startSmtpListeners,
     async greet(c) {
-      expect((await smtpReply(c)).at(-1)).toMatch(/^220 .* ESMTP Keygate$/);
+      expect((await c.reply()).at(-1)).toMatch(/^220 .* ESMTP Keygate$/);
       c.write('EHLO client.test\r\n');
-      expect(await smtpReply(c)).toContain('250-AUTH PLAIN LOGIN');
+      expect(await c.reply()).toContain('250-AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     },
-    authPlain: async (c, response) => (c.write(`AUTH PLAIN ${response}\r\n`), (await smtpReply(c)).join('\n')),
+    authPlain: async (c, response) => (c.write(`AUTH PLAIN ${response}\r\n`), (await c.reply()).join('\n')),
     async probe(c) {
       c.write('NOOP\r\n');
-      expect(await smtpReply(c)).toEqual(['250 OK']);
+      expect(await c.reply()).toEqual(['250 OK']);
     },
     refused: '535 5.7.8 Authentication credentials invalid',
     temporary: '454 4.7.0 Temporary authentication failure, try again later',
@@ -99,17 +82,21 @@ const PROTOCOLS: Proto[] = [
 ];
 
 let h: Harness;
-/** A harness whose key store is closed: every lookup fails with StoreUnavailableError. */
+let keygate: Keygate;
+/** A Keygate whose key store is closed: every lookup fails with StoreUnavailableError. */
 let down: Harness;
+let downKeygate: Keygate;
 let aliceKey: string;
 let downKey: string;
-const running: RunningListener[][] = [];
 
 beforeAll(async () => {
+  const flags = { 'auth.failureDelay': `${DELAY_MS}ms` };
   h = await createHarness();
   aliceKey = (await h.issue(ALICE, ['*'])).key;
+  keygate = await h.start({ flags, limiter: null });
   down = await createHarness();
   downKey = (await down.issue(ALICE, ['*'])).key;
+  downKeygate = await down.start({ flags, limiter: null });
   await down.store.close();
 });
 
@@ -118,15 +105,12 @@ afterAll(async () => {
   await down.close();
 });
 
-afterEach(async () => {
+afterEach(() => {
   vi.restoreAllMocks();
-  await Promise.all(running.splice(0).map(closeAll));
 });
 
-async function connect(p: Proto, harness = h): Promise<LineClient> {
-  const listeners = await p.start(harness.deps({ 'auth.failureDelay': `${DELAY_MS}ms` }));
-  running.push(listeners);
-  const c = await LineClient.connect(portOf(listeners, p.name));
+async function connect(p: Proto, on = keygate): Promise<LineClient> {
+  const c = await LineClient.connect(on.port(p.name));
   await p.greet(c);
   return c;
 }
@@ -163,7 +147,7 @@ describe.each(PROTOCOLS)('$name login outcome', (p) => {
   });
 
   it('an unreachable key store: the temporary failure after the failure delay, audited, and the connection goes on', async () => {
-    const c = await connect(p, down);
+    const c = await connect(p, downKeygate);
     for (let i = 0; i < 2; i++) {
       const auditsBefore = down.audits().length;
       const attempt = await timed(() => p.authPlain(c, plain(ALICE, downKey)));
@@ -224,5 +208,23 @@ describe.each(PROTOCOL_ERRORS)('$name protocol errors', (p) => {
     await c.waitClosed();
     last.push(...c.pending());
     expect(last).toEqual(p.closing);
+  });
+});
+
+describe('what a client says of itself', () => {
+  it('IMAP ID name and version, and the SMTP EHLO name, are kept with the login attempt', async () => {
+    const imap = await connect(PROTOCOLS[0]!);
+    expect(await imap.command('i1', `ID ("name" "Thunderbird" "version" "128.3.1" "os" "${'x'.repeat(300)}")`)).toBe('i1 OK ID completed');
+    let before = h.audits().length;
+    expect(untagged(await imap.send(`t${++tag} AUTHENTICATE PLAIN ${plain(ALICE, aliceKey)}`))).toMatch(PROTOCOLS[0]!.loggedIn);
+    expect(h.audits().slice(before)).toEqual([expect.objectContaining({ protocol: 'imap', result: 'success', client: { name: 'Thunderbird', version: '128.3.1' } })]);
+    imap.destroy();
+
+    // The greeting step says EHLO client.test.
+    const smtp = await connect(PROTOCOLS[2]!);
+    before = h.audits().length;
+    expect(await PROTOCOLS[2]!.authPlain(smtp, plain(ALICE, generateKey()))).toBe(PROTOCOLS[2]!.refused);
+    expect(h.audits().slice(before)).toEqual([expect.objectContaining({ protocol: 'smtp', result: 'failure', client: { name: 'client.test' } })]);
+    smtp.destroy();
   });
 });

@@ -7,17 +7,17 @@ const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 /** The one SASL PLAIN rule IMAP AUTHENTICATE PLAIN and POP3 AUTH PLAIN share (SMTP shares `authzidMatches`). */
 describe('decodePlain', () => {
   it('decodes authcid and password', () => {
-    expect(decodePlain(b64('\0a@b.c\0kg_x'))).toEqual({ ok: true, username: 'a@b.c', secret: 'kg_x' });
-    expect(decodePlain(b64('a@b.c\0a@b.c\0kg_x'))).toEqual({ ok: true, username: 'a@b.c', secret: 'kg_x' });
-    expect(decodePlain(b64('\0ünï@b.c\0kg_x with spaces'))).toEqual({ ok: true, username: 'ünï@b.c', secret: 'kg_x with spaces' });
+    expect(decodePlain(b64('\0a@b.c\0kg_x'))).toEqual({ ok: true, username: 'a@b.c', key: 'kg_x' });
+    expect(decodePlain(b64('a@b.c\0a@b.c\0kg_x'))).toEqual({ ok: true, username: 'a@b.c', key: 'kg_x' });
+    expect(decodePlain(b64('\0ünï@b.c\0kg_x with spaces'))).toEqual({ ok: true, username: 'ünï@b.c', key: 'kg_x with spaces' });
   });
 
   it('accepts the lenient form: the user in the authzid, an empty authcid', () => {
-    expect(decodePlain(b64('a@b.c\0\0kg_x'))).toEqual({ ok: true, username: 'a@b.c', secret: 'kg_x' });
+    expect(decodePlain(b64('a@b.c\0\0kg_x'))).toEqual({ ok: true, username: 'a@b.c', key: 'kg_x' });
   });
 
   it('accepts an authzid equal to the authcid in another case (or with surrounding space)', () => {
-    expect(decodePlain(b64('A@B.C\0a@b.c\0kg_x'))).toEqual({ ok: true, username: 'a@b.c', secret: 'kg_x' });
+    expect(decodePlain(b64('A@B.C\0a@b.c\0kg_x'))).toEqual({ ok: true, username: 'a@b.c', key: 'kg_x' });
     expect(decodePlain(b64(' a@b.c \0a@b.c\0kg_x'))).toMatchObject({ ok: true, username: 'a@b.c' });
   });
 

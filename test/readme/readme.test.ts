@@ -5,8 +5,13 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodeExport } from '../../src/keys/export-codec.js';
-import { builtCliAvailable, CLI, cleanEnv, freePort, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
-import { DOVECOT as DOVECOT_TOOL, DOVECOT_SKIP_REASON, dovecotAvailable, startShippedDovecot, type RunningDovecot } from '../helpers/dovecot.js';
+import { builtCliAvailable, CLI, cleanEnv, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
+import { SELF_SIGNED_CERT, SELF_SIGNED_KEY } from '../../src/tls/selfsigned.js';
+import { DOVECOT as DOVECOT_TOOL, DOVECOT_SKIP_REASON, dovecotAvailable, startDovecot, startShippedDovecot, type RunningDovecot } from '../helpers/dovecot.js';
+import { EXIM, eximBinary, writeEximConfig } from '../helpers/exim.js';
+import { TEST_CERT_DIR } from '../helpers/keygate.js';
+import { POSTFIX, startPostfix, type RunningPostfix } from '../helpers/postfix.js';
+import { freePort } from '../helpers/free-port.js';
 import { NGINX, SWAKS, type Tool } from '../helpers/tools.js';
 
 /*
@@ -83,6 +88,9 @@ const TOOLS: Record<string, boolean> = {
 /** Blocks that start their own Keygate (they take over the test server's ports). */
 const restartsKeygate = (b: Block): boolean => /^\s*keygate serve\b/m.test(b.code);
 const needsDovecot = (b: Block): boolean => /\bDOVECOT_/.test(b.code);
+/** The Postfix and Exim recipes get a private Postfix and a private Exim configuration (test/helpers/postfix.ts, exim.ts). */
+const needsPostfix = (b: Block): boolean => /\bPOSTFIX_/.test(b.code);
+const needsExim = (b: Block): boolean => /\bEXIM_/.test(b.code);
 const usesNginx = (b: Block): boolean => /(^|[\s|(])nginx\s/m.test(b.code);
 const DOVECOT = RUNNABLE.some(needsDovecot) && dovecotAvailable();
 /** The first tool a block needs that this machine lacks, or null. */
@@ -90,11 +98,19 @@ function missingTool(block: Block): string | null {
   for (const [tool, ok] of Object.entries(TOOLS)) if (!ok && new RegExp(`(^|[\\s|($])${tool}\\b`, 'm').test(block.code)) return `${tool} not found on PATH`;
   if (needsDovecot(block) && !DOVECOT) return DOVECOT_SKIP_REASON;
   if (usesNginx(block) && !NGINX.found) return NGINX.skipReason;
+  if (needsPostfix(block) && !POSTFIX.found) return POSTFIX.skipReason;
+  if (needsExim(block) && !EXIM.found) return EXIM.skipReason;
   return null;
 }
 /** The installed programs a block needs more of than their presence: lacking it, the block fails naming the package. */
 function capabilitiesNeeded(block: Block): Tool[] {
-  const uses = [/(^|[\s|($])swaks\b/m.test(block.code) && SWAKS, usesNginx(block) && NGINX, needsDovecot(block) && DOVECOT_TOOL];
+  const uses = [
+    /(^|[\s|($])swaks\b/m.test(block.code) && SWAKS,
+    usesNginx(block) && NGINX,
+    needsDovecot(block) && DOVECOT_TOOL,
+    needsPostfix(block) && POSTFIX,
+    needsExim(block) && EXIM,
+  ];
   return uses.filter((t): t is Tool => t !== false);
 }
 
@@ -136,6 +152,9 @@ const b64url = '[A-Za-z0-9_-]';
 
 /** The private Dovecot the fronting recipes log in to (when installed). */
 let dovecot: RunningDovecot | undefined;
+/** The private Dovecot the oauth2 recipe configures, and the private Postfix the Postfix recipe does. */
+let oauthDovecot: RunningDovecot | undefined;
+let postfix: RunningPostfix | undefined;
 
 /** The Keygate a fronting recipe started: up, logged a login, stopped, and no key in its log. */
 function frontingKeygateLog(cwd: string): void {
@@ -237,6 +256,29 @@ const EXPECT: Record<string, Check> = {
     frontingKeygateLog(cwd);
     const log = readFileSync(join(cwd, 'keygate.log'), 'utf8');
     expect(log).toMatch(/"protocol":"imap".*"account":"alice@example\.com".*"result":"success"/);
+  },
+  bearer: ({ stdout }) => {
+    expect(stdout).toMatch(/^< A\d+ OK .*Logged in\r?$/m);
+    expect(stdout).toMatch(/^< 235 2\.7\.0 Authentication successful\r?$/m);
+  },
+  postfix: ({ stdout, cwd }) => {
+    expect(stdout).toMatch(/^<~ +235 2\.7\.0 Authentication successful/m);
+    expect(stdout).toMatch(/^<~ +250 2\.0\.0 Ok: queued as [0-9A-F]+/m);
+    expect(postfix!.maillog()).toMatch(/sasl_method=PLAIN, sasl_username=alice@example\.com/);
+    frontingKeygateLog(cwd);
+    expect(readFileSync(join(cwd, 'keygate.log'), 'utf8')).toMatch(/"protocol":"smtp".*"account":"alice@example\.com".*"result":"success"/);
+  },
+  exim: ({ stdout, cwd }) => {
+    expect(stdout).toMatch(/^<- +235 Authentication succeeded/m);
+    expect(stdout).toMatch(/^<- +250 OK id=/m);
+    frontingKeygateLog(cwd);
+    expect(readFileSync(join(cwd, 'keygate.log'), 'utf8')).toMatch(/"protocol":"smtp".*"account":"alice@example\.com".*"result":"success"/);
+  },
+  'dovecot-oauth2': ({ stdout, cwd }) => {
+    expect(stdout, oauthDovecot!.logTail(30)).toMatch(/^a OK .*Logged in\r?$/m);
+    expect(oauthDovecot!.logTail(50)).toMatch(/imap-login: Info: Login: user=<alice@example\.com>, method=XOAUTH2/);
+    frontingKeygateLog(cwd);
+    expect(readFileSync(join(cwd, 'keygate.log'), 'utf8')).toMatch(/"introspection":true.*"active":true/);
   },
   'prepared-token': ({ stdout, cwd }) => {
     // The names only are printed; .env holds the values, once each, readable by its owner only.
@@ -368,6 +410,26 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
       });
     }
 
+    // The MTA recipes' own variables: a private Postfix, a private Exim configuration, a second private Dovecot.
+    const certs = TEST_CERT_DIR;
+    if (POSTFIX.found && POSTFIX.missing === null) {
+      // Its own submission service is left as it is; the recipe adds the one it names and reloads.
+      postfix = await startPostfix({ saslPath: 'inet:127.0.0.1:9', tls: { cert: join(certs, SELF_SIGNED_CERT), key: join(certs, SELF_SIGNED_KEY) } });
+      const port = await freePort();
+      Object.assign(fronting, { POSTFIX_CONFIG: join(postfix.dir, 'conf'), SUBMISSION: `127.0.0.1:${port}`, SUBMISSION_PORT: String(port), SASL_PORT: String(await freePort()) });
+    }
+    if (EXIM.found && EXIM.missing === null) {
+      const eximDir = join(dir, 'exim');
+      mkdirSync(eximDir);
+      chmodSync(dir, 0o755);
+      const authConf = join(eximDir, '30_keygate');
+      Object.assign(fronting, { EXIM: eximBinary(), EXIM_FLAGS: `-C ${writeEximConfig(eximDir, `.include ${authConf}\n`)}`, EXIM_AUTH_CONF: authConf, EXIM_UPDATE: 'true', SASL_SOCKET: join(dir, 'auth-client') });
+    }
+    if (DOVECOT && DOVECOT_TOOL.missing === null) {
+      oauthDovecot = await startDovecot({ ssl: true });
+      Object.assign(fronting, { DOVECOT_CONF: join(oauthDovecot.dir, 'dovecot.conf'), OAUTH_DOVECOT_PORT: String(oauthDovecot.imapPort) });
+    }
+
     env = cleanEnv({
       ...settings,
       ...fronting,
@@ -385,6 +447,8 @@ describe.skipIf(!builtCliAvailable())('README runnable blocks against a real Key
   afterAll(async () => {
     await serve?.stop();
     await dovecot?.stop();
+    await oauthDovecot?.stop();
+    await postfix?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 

@@ -4,10 +4,11 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { builtCliAvailable, CLI, cleanEnv, freePort, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
+import { builtCliAvailable, CLI, cleanEnv, ROOT, startServe, type ServeProcess } from '../helpers/cli.js';
+import { freePort } from '../helpers/free-port.js';
 import { REDIS_SKIP_REASON, redisAvailable, startRedis, type RedisServer } from '../helpers/redis-server.js';
-import { TEST_CERT_DIR } from '../protocols/imap/harness.js';
-import { RawClient } from '../protocols/imap/raw-client.js';
+import { TEST_CERT_DIR } from '../helpers/keygate.js';
+import { LineClient } from '../helpers/line-client.js';
 
 const ACCOUNT = 'alice@example.com';
 const built = builtCliAvailable();
@@ -92,17 +93,17 @@ describe.skipIf(!built)('keygate serve (built CLI)', () => {
       const health = await fetch(`http://127.0.0.1:${p.http}/health`).then((r) => r.status);
       expect(health).toBeLessThan(500);
 
-      const plain = await RawClient.connect(p.imap);
+      const plain = await LineClient.connect(p.imap);
       expect(await plain.line()).toMatch(/^\* OK \[CAPABILITY IMAP4rev1 .*STARTTLS.*\] Keygate ready$/);
       expect(await plain.command('a', `LOGIN ${ACCOUNT} ${key}`)).toMatch(/^a OK /);
 
-      const secure = await RawClient.connect(p.imaps, { tls: true });
+      const secure = await LineClient.connect(p.imaps, { tls: true });
       expect(await secure.line()).toMatch(/^\* OK .*AUTH=PLAIN.*Keygate ready$/);
       expect(await secure.command('a', `AUTHENTICATE PLAIN ${Buffer.from(`\0${ACCOUNT}\0${key}`).toString('base64')}`)).toMatch(/^a OK /);
 
       // POP3 and SMTP are up as well.
       for (const port of [p.pop3, p.smtp]) {
-        const c = await RawClient.connect(port);
+        const c = await LineClient.connect(port);
         expect(await c.line(3000)).toMatch(/^(\+OK|220)/);
         c.destroy();
       }
@@ -131,7 +132,7 @@ describe.skipIf(!built)('keygate serve (built CLI)', () => {
     const serve = startServe(serveArgs(p, db, ['--shutdownGrace', '3s', '--auth.failureDelay', '500ms']));
     try {
       await serve.waitForLine(/Keygate started/);
-      const c = await RawClient.connect(p.imap);
+      const c = await LineClient.connect(p.imap);
       await c.line();
       c.write(`a LOGIN ${ACCOUNT} wrong\r\n`);
       await new Promise((r) => setTimeout(r, 100));
@@ -176,7 +177,7 @@ describe.skipIf(!built || !redisAvailable())('two keygate serve processes sharin
     const b = startServe(serveArgs(pb, store, ['--pop3.enabled', 'false', '--smtp.enabled', 'false']));
     try {
       await Promise.all([a.waitForLine(/Keygate started/), b.waitForLine(/Keygate started/)]);
-      const c = await RawClient.connect(pb.imaps, { tls: true });
+      const c = await LineClient.connect(pb.imaps, { tls: true });
       await c.line();
       expect(await c.command('a', `LOGIN ${ACCOUNT} ${key}`)).toMatch(/^a OK /);
 

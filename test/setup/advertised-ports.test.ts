@@ -6,7 +6,7 @@ import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { startServer, type RunningServer } from '../../src/server.js';
 import { issueKey } from '../../src/services/keys.js';
-import { freePort } from '../helpers/cli.js';
+import { freePort } from '../helpers/free-port.js';
 import { cmsVerify, tempDir } from './helpers.js';
 
 /*

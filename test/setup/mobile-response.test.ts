@@ -85,7 +85,7 @@ describe('mobile route wiring, end to end', () => {
     signer = opensslSigner('ec');
     store = openSqliteStore(join(tmp.dir, 'k.db'));
     const logger = createLogger('silent');
-    authenticator = new Authenticator(store, logger);
+    authenticator = new Authenticator({ store, logger, failureDelayMs: 0 });
     const caller = await issueKey(store, 'operator', { name: 'dashboard', scopes: ['app'], account: 'alice@example.com' });
     callerKey = caller.key;
 
@@ -107,7 +107,13 @@ describe('mobile route wiring, end to end', () => {
         },
       },
       async (req, reply) => {
-        const creator = (await authenticator.identify(String(req.headers.authorization).slice(7))) as { ok: true; key: import('../../src/keys/record.js').KeyRecord };
+        const creator = await authenticator.logIn({
+          protocol: 'http',
+          key: String(req.headers.authorization).slice(7),
+          ip: req.ip,
+          action: () => ({ kind: 'api', access: 'write', account: 'alice@example.com' }) as const,
+        });
+        if (creator.kind !== 'loggedIn') throw new Error(`the caller's key was ${creator.kind}`);
         const request = { format: req.body.format, setupLink: req.body.setupLink, qr: req.body.qr, accept: req.headers.accept };
         const connectionInfo = INFO;
         preflightMobileSetup({ request, connectionInfo, signer, links }); // before the key exists
@@ -149,10 +155,10 @@ describe('mobile route wiring, end to end', () => {
       payload: { name: 'Alice’s iPhone', platform: 'ios', deviceId: 'iphone-1', ...body },
     });
 
-  const logsIn = async (username: string, secret: string) => {
-    const imap = await authenticator.login({ protocol: 'imap', username, secret, ip: '192.0.2.1' });
-    const smtp = await authenticator.login({ protocol: 'smtp', username, secret, ip: '192.0.2.1' });
-    return imap.ok && smtp.ok;
+  const logsIn = async (username: string, key: string) => {
+    const imap = await authenticator.logIn({ protocol: 'imap', username, key, ip: '192.0.2.1' });
+    const smtp = await authenticator.logIn({ protocol: 'smtp', username, key, ip: '192.0.2.1' });
+    return imap.kind === 'loggedIn' && smtp.kind === 'loggedIn';
   };
 
   it('format "mobileconfig": 201 with the signed profile whose key logs in to IMAP and SMTP', async () => {

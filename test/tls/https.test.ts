@@ -53,7 +53,7 @@ describe('control plane over HTTPS (http.tls)', () => {
       },
     });
     server = await startServer(config, captureLogger('warn').logger);
-    const { port } = server.app.server.address() as net.AddressInfo;
+    const { port } = server.app!.server.address() as net.AddressInfo;
     const ca = server.tls.certPem();
 
     for (const servername of ['localhost', undefined]) {

@@ -40,12 +40,13 @@ export const SCOPE_WORDS: Record<string, string> = {
   '*': 'Everything, on every account (administrator)',
   internal: 'Log in as any account (services)',
   metrics: 'Read server metrics (monitoring)',
+  introspect: 'Check other keys for a mail server (token introspection)',
 };
 
 /** Scopes an account holder picks from. */
 export const ACCOUNT_SCOPES = ['smtp', 'imap', 'pop3', 'api:read', 'api:write'];
 /** Scopes for access tokens (administrator). */
-export const TOKEN_SCOPES = ['*', 'api:read', 'api:write', 'metrics', 'internal', 'smtp', 'imap', 'pop3'];
+export const TOKEN_SCOPES = ['*', 'api:read', 'api:write', 'metrics', 'introspect', 'internal', 'smtp', 'imap', 'pop3'];
 
 export function scopeSummary(scopes: string[]): string {
   return scopes.map((s) => SCOPE_WORDS[s]?.replace(/ \(.*\)$/, '') ?? s).join(', ');

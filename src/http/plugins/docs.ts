@@ -25,6 +25,7 @@ export const docsPlugin = fp(
           securitySchemes: {
             bearer: { type: 'http', scheme: 'bearer' },
             access_token: { type: 'apiKey', in: 'query', name: 'access_token' },
+            basic: { type: 'http', scheme: 'basic', description: 'The key as the password (token introspection only)' },
           },
         },
         tags: [
@@ -32,6 +33,7 @@ export const docsPlugin = fp(
           { name: 'accounts', description: 'Accounts (administrator keys)' },
           { name: 'tokens', description: 'Access tokens (administrator keys)' },
           { name: 'metrics', description: 'Prometheus metrics' },
+          { name: 'oauth', description: 'Token introspection (RFC 7662) for mail servers that take keys as bearer tokens' },
           { name: 'health', description: 'Liveness' },
         ],
       },

@@ -3,14 +3,14 @@ import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Authenticator } from '../../auth/authenticate.js';
-import { MAIL_PROTOCOLS, Router, saslIdentity, type MailProtocol } from '../../backends/routing.js';
-import { normalizeAddress } from '../../keys/record.js';
+import { Router, saslIdentity } from '../../backends/routing.js';
 import type { Config } from '../../config.js';
+import { PROTOCOLS, type Protocol } from '../../keys/scopes.js';
 import { errorBody } from '../errors.js';
 
 export interface NginxAuthOptions {
   config: Config;
-  /** The same Authenticator the listeners use (policy, limits, audit). */
+  /** The same Authenticator the listeners use (policy, limits, audit, failure delay). */
   authenticator: Authenticator;
   /** Routes to upstreams; default: built from `config`. */
   router?: Router;
@@ -48,8 +48,9 @@ function header(req: FastifyRequest, name: string): string {
  * nginx's mail proxy can log clients in with Keygate keys. In: `Auth-User`,
  * `Auth-Pass`, `Auth-Protocol`, `Auth-Method`, `Auth-Login-Attempt`,
  * `Client-IP`, and the shared secret in `X-Keygate-Secret`. The login goes
- * through the same `Authenticator.login` as the listeners (same policy,
- * limits and audit, `Client-IP` as the client). Out (always HTTP 200 once the
+ * through the same `Authenticator.logIn` as the listeners (same policy,
+ * limits, audit and failure delay, `Client-IP` as the client), without a
+ * backend: nginx connects upstream itself. Out (always HTTP 200 once the
  * secret matched): `Auth-Status: OK`, `Auth-Server` (an address), `Auth-Port`,
  * and for IMAP/POP3 the upstream login — `Auth-User`/`Auth-Pass` rewritten to
  * `user*master` + master password in master mode, or the account's stored
@@ -87,10 +88,10 @@ export const nginxAuthRoutes: FastifyPluginAsync<NginxAuthOptions> = async (app,
         return reply.code(403).send(errorBody('forbidden', 'The nginx shared secret is missing or wrong'));
       }
 
-      const protocol = header(req, 'auth-protocol').toLowerCase() as MailProtocol;
+      const protocol = header(req, 'auth-protocol').toLowerCase() as Protocol;
       const method = header(req, 'auth-method').toLowerCase() || 'plain';
       const username = unescape(header(req, 'auth-user'));
-      const secret = unescape(header(req, 'auth-pass'));
+      const key = unescape(header(req, 'auth-pass'));
       const clientIp = header(req, 'client-ip') || req.ip;
       const attempt = Number(header(req, 'auth-login-attempt')) || 1;
 
@@ -102,25 +103,22 @@ export const nginxAuthRoutes: FastifyPluginAsync<NginxAuthOptions> = async (app,
         return reply.code(200).send('');
       };
 
-      if (!MAIL_PROTOCOLS.includes(protocol)) return reply.code(400).send(errorBody('bad_request', 'Auth-Protocol must be imap, pop3 or smtp'));
-      if (method !== 'plain' && method !== 'login') {
-        // apop / cram-md5 never carry the key itself; external has no password.
-        authenticator.audit(protocol, clientIp, normalizeAddress(username), { ok: false, reason: 'unsupported_mechanism' });
-        return refuse(INVALID, false);
-      }
-
-      const result = await authenticator.login({ protocol, username, secret, ip: clientIp });
-      if (!result.ok) return refuse(result.temporary ? TEMPORARY : INVALID, result.temporary);
+      if (!PROTOCOLS.includes(protocol)) return reply.code(400).send(errorBody('bad_request', 'Auth-Protocol must be imap, pop3 or smtp'));
+      // APOP / CRAM-MD5 never carry the key itself; EXTERNAL has no password.
+      const supported = method === 'plain' || method === 'login';
+      const outcome = await authenticator.logIn({ protocol, username, key, ip: clientIp, ...(!supported && { key: '', refused: 'unsupported_mechanism' as const }) });
+      if (outcome.kind !== 'loggedIn') return refuse(outcome.kind === 'temporary' ? TEMPORARY : INVALID, outcome.kind === 'temporary');
+      const { account } = outcome;
 
       let route;
       try {
-        route = router.resolve(result.account, protocol);
+        route = router.resolve(account, protocol);
       } catch (err) {
-        req.log.error({ account: result.account.address, protocol, err: (err as Error).message }, 'cannot route nginx login upstream');
+        req.log.error({ account: account.address, protocol, err: (err as Error).message }, 'cannot route nginx login upstream');
         return refuse(TEMPORARY, true);
       }
       if (!route) {
-        req.log.warn({ account: result.account.address, protocol }, 'no upstream route for nginx login');
+        req.log.warn({ account: account.address, protocol }, 'no upstream route for nginx login');
         return refuse(TEMPORARY, true);
       }
       let address: string;

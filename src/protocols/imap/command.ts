@@ -1,7 +1,5 @@
-import type { Authenticator } from '../../auth/authenticate.js';
-import type { LoginResult } from '../../auth/authenticate.js';
+import type { ClientInfo } from '../../auth/attempt.js';
 import type { Logger } from '../../log.js';
-import type { ProtocolLimits } from '../limits.js';
 import type { ImapRequest, Token } from './parser.js';
 
 /** RFC 9051 §3 connection states (`logout` once BYE was sent). */
@@ -22,24 +20,17 @@ export interface ArgSpec {
   sensitive?: boolean;
 }
 
-/** Successful login, as the session takes it over: the key and the account it logged in to. */
-export type LoginSuccess = Pick<Extract<LoginResult, { ok: true }>, 'key' | 'account'>;
-
-/** Shared, per-listener state every connection reads (never copied per connection). */
-export interface ImapContext {
-  authenticator: Authenticator;
-  limits: ProtocolLimits;
-  logger: Logger;
-}
-
-/** What a command handler may do with its connection. */
+/** What a command handler may do with its connection; it never touches the socket, the store or a backend. */
 export interface ImapSession {
-  readonly state: ImapState;
+  /** The RFC 9051 state the dispatcher checks commands against. */
+  readonly commandState: ImapState;
   readonly secure: boolean;
   readonly remoteAddress: string;
   /** True when password login is allowed on this connection now (TLS, loopback or auth.allowPlaintext). */
   readonly mayLogin: boolean;
-  readonly context: ImapContext;
+  readonly context: { readonly logger: Logger };
+  /** What the client said of itself in `ID`, kept with its login attempts. */
+  client: ClientInfo | null;
   /** The capability list for the current state and transport. */
   capabilities(): string;
   /** Writes one reply in one socket write. */
@@ -48,8 +39,15 @@ export interface ImapSession {
   protocolError(tag: string | null, reply: string): void;
   /** Sends `+ <prompt>` and resolves with the client's next line; null if the connection closed first. */
   readContinuation(prompt: string): Promise<Buffer | null>;
-  /** Takes over a successful login: registers the live session, hands it to the backend, sends the tagged OK. */
-  authenticated(tag: string, result: LoginSuccess): Promise<void>;
+  /**
+   * Logs in with a username and key and answers the tagged result (the
+   * session is handed on after `OK`). With a bearer mechanism's
+   * `failureChallenge`, a failure is `+ <challenge>` first, and the tagged
+   * result follows the client's reply.
+   */
+  logIn(tag: string, username: string, key: string, failureChallenge?: string): Promise<void>;
+  /** Refuses a login already decided against (a SASL authzid naming someone else): audited, delayed, answered like any refusal. */
+  refuseLogin(tag: string, username: string, reason: 'authzid_mismatch'): Promise<void>;
   /** STARTTLS: tagged OK, discard pending plaintext, handshake. */
   startTls(tag: string): Promise<void>;
   /** LOGOUT: BYE, tagged OK, close. */

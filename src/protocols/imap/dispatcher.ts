@@ -1,7 +1,7 @@
 import type { ArgSpec, ImapCommand, ImapSession } from './command.js';
-import { COMMANDS } from './commands/index.js';
+import { COMMANDS } from './registry.js';
 import { describeToken, ImapSyntaxError, parseCommand, type Token } from './parser.js';
-import { REPLY } from './responses.js';
+import { REPLY } from './replies.js';
 
 /** The connection as the dispatcher drives it: a session plus the gates it keeps. */
 export interface Dispatchable extends ImapSession {
@@ -52,8 +52,8 @@ export function dispatch(session: Dispatchable, raw: Buffer, commands: ReadonlyM
   }
   const command = commands.get(request.name);
   if (!command) return session.protocolError(request.tag, REPLY.unknownCommand);
-  if (!command.states.includes(session.state)) {
-    const reply = session.state === 'not_authenticated' ? REPLY.loginFirst : REPLY.alreadyAuthenticated;
+  if (!command.states.includes(session.commandState)) {
+    const reply = session.commandState === 'not_authenticated' ? REPLY.loginFirst : REPLY.alreadyAuthenticated;
     return session.send(`${request.tag} ${reply}\r\n`);
   }
   if (command.args) {

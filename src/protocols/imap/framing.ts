@@ -1,3 +1,5 @@
+import type { FatalReason, Frame, Framer } from '../line-session.js';
+
 /**
  * IMAP line framing: turns the byte stream into whole commands (lines plus
  * the literals they announce) or, while AUTHENTICATE waits for the client,
@@ -12,20 +14,6 @@ export interface FramingLimits {
   lineLength: number;
   literalSize: number;
 }
-
-export type FatalReason = 'line_too_long' | 'literal_too_large' | 'command_too_long';
-
-export type Frame =
-  /** A complete command: its lines and literals, with `{n}\r\n` markers inline and the final CRLF removed. */
-  | { kind: 'command'; raw: Buffer }
-  /** One continuation line (AUTHENTICATE), CRLF removed. */
-  | { kind: 'line'; raw: Buffer }
-  /** A synchronizing literal was announced and fits: send `+` and its bytes will follow. */
-  | { kind: 'literal'; size: number }
-  /** A synchronizing literal was announced and does not fit: answer `<tag> BAD`; the command so far is dropped. */
-  | { kind: 'refused'; reason: 'literal_too_large' | 'command_too_long'; head: Buffer }
-  /** The stream cannot be resynchronised: say BYE and close. */
-  | { kind: 'fatal'; reason: FatalReason };
 
 const CRLF = Buffer.from('\r\n');
 const LF = 0x0a;
@@ -56,7 +44,7 @@ export function literalMarker(line: Buffer): { size: number; nonSync: boolean } 
  * Pull-based framer: `push()` what the socket delivers, then call `next()`
  * until it returns null. Holds no buffer while the connection is idle.
  */
-export class ImapFramer {
+export class ImapFramer implements Framer {
   private buf: Buffer | null = null;
   /** Bytes at the start of `buf` already searched for LF. */
   private scanned = 0;
@@ -76,6 +64,11 @@ export class ImapFramer {
   /** Unconsumed input, bytes. */
   get buffered(): number {
     return (this.buf?.length ?? 0) + this.partsBytes;
+  }
+
+  /** Up to two whole commands may wait before reading pauses. */
+  get pauseAbove(): number {
+    return this.commandLimit * 2;
   }
 
   push(chunk: Buffer): void {

@@ -1,11 +1,11 @@
-import type { ProtocolLimits } from '../limits.js';
 import { COMMANDS } from './registry.js';
 import { REPLY } from './replies.js';
-import type { Pop3Session } from './types.js';
+import type { Pop3Session } from './command.js';
 
-export interface DispatchTarget extends Pop3Session {
-  /** Command lines seen in the AUTHORIZATION state (SASL continuation lines are not commands). */
-  commandsBeforeLogin: number;
+/** The connection as the dispatcher drives it: a session plus the gate it keeps. */
+export interface Dispatchable extends Pop3Session {
+  /** Counts one command received before login; false (and the connection is closing) when over the limit. */
+  countCommand(): boolean;
 }
 
 /** Splits `NAME args`: the name up to the first space, upper-cased; the rest as sent. */
@@ -19,13 +19,11 @@ export function parseCommand(line: string): { name: string; args: string } {
  * then the registry, then the command's states. Handlers run only after all
  * three, and only move the session forward themselves on success.
  */
-export function dispatch(session: DispatchTarget, line: string, limits: Pick<ProtocolLimits, 'commandsBeforeLogin'>): Promise<void> | void {
-  if (session.state === 'authorization' && ++session.commandsBeforeLogin > limits.commandsBeforeLogin) {
-    return session.quit(REPLY.tooManyCommands);
-  }
+export function dispatch(session: Dispatchable, line: string): Promise<void> | void {
+  if (!session.countCommand()) return;
   const { name, args } = parseCommand(line);
   const command = COMMANDS.get(name);
   if (!command) return session.protocolError(REPLY.unknownCommand);
-  if (!command.states.includes(session.state)) return session.protocolError(REPLY.wrongState);
+  if (!command.states.includes(session.commandState)) return session.protocolError(REPLY.wrongState);
   return command.handler(session, args);
 }

@@ -6,7 +6,7 @@ import { pass } from './commands/pass.js';
 import { quit } from './commands/quit.js';
 import { stls } from './commands/stls.js';
 import { user } from './commands/user.js';
-import type { Pop3Command } from './types.js';
+import type { Pop3Command } from './command.js';
 
 /** Every POP3 command Keygate answers itself, by upper-case name. */
 export const COMMANDS: ReadonlyMap<string, Pop3Command> = new Map(

@@ -1,14 +1,12 @@
 import type { ListenerDeps, RunningListener } from '../deps.js';
 import { protocolLimits } from '../limits.js';
-import { listenerLimits, TcpListener } from '../tcp-listener.js';
+import { startListenerPair } from '../listener-pair.js';
 import { REPLY } from './replies.js';
 import { SmtpSubmission, type SmtpContext } from './submission.js';
 
 /**
  * Starts the SMTP submission listeners from `config.smtp`: STARTTLS on `port`
- * and implicit TLS on `securePort`. Both bind before this resolves; if either
- * cannot, the other is closed again and the error is thrown. Returns [] when
- * disabled.
+ * and implicit TLS on `securePort` (none when smtp.enabled is false).
  *
  * Why smtp-server gets its sockets from our TcpListener (`server.connect()`)
  * instead of listening itself with `useProxy`: smtp-server's PROXY support
@@ -19,46 +17,15 @@ import { SmtpSubmission, type SmtpContext } from './submission.js';
  * strips the plain socket's listeners, so SmtpSubmission releases the
  * connection explicitly when the session closes.
  */
-export async function startSmtpListeners(deps: ListenerDeps): Promise<RunningListener[]> {
-  const cfg = deps.config.smtp;
-  if (!cfg.enabled) return [];
+export function startSmtpListeners(deps: ListenerDeps): Promise<RunningListener[]> {
   const ctx: SmtpContext = { deps, limits: protocolLimits(deps.config), log: deps.logger.child({ protocol: 'smtp' }) };
-  const specs = [
-    { name: 'smtp', port: cfg.port, implicitTls: false },
-    { name: 'smtps', port: cfg.securePort, implicitTls: true },
-  ];
-  const started: RunningListener[] = [];
-  try {
-    for (const spec of specs) {
-      const submission = new SmtpSubmission(ctx, spec.implicitTls);
+  return startListenerPair(deps, {
+    protocol: 'smtp',
+    tooManyConnections: `${REPLY.tooManyConnections.join(' ')}\r\n`,
+    handler(implicitTls) {
+      const submission = new SmtpSubmission(ctx, implicitTls);
       const unsubscribe = deps.tls.onChange(() => submission.useCurrentCertificate());
-      const listener = new TcpListener({
-        ...spec,
-        protocol: 'smtp',
-        host: cfg.host,
-        tls: deps.tls,
-        proxyProtocol: deps.config.proxyProtocol,
-        ...listenerLimits(deps.config),
-        metrics: deps.metrics,
-        logger: deps.logger,
-        onConnection: (conn) => submission.accept(conn),
-        refuse: () => `${REPLY.tooManyConnections.join(' ')}\r\n`,
-      });
-      const close = async (graceMs: number): Promise<void> => {
-        unsubscribe();
-        await listener.close(graceMs);
-      };
-      try {
-        await listener.listen();
-      } catch (err) {
-        unsubscribe();
-        throw err;
-      }
-      started.push({ name: spec.name, address: () => listener.address(), close });
-    }
-  } catch (err) {
-    await Promise.all(started.map((l) => l.close(0)));
-    throw err;
-  }
-  return started;
+      return { accept: (conn) => submission.accept(conn), closed: unsubscribe };
+    },
+  });
 }

@@ -10,14 +10,15 @@ import {
   type SMTPServerDataStream,
   type SMTPServerSession,
 } from 'smtp-server';
+import { clientInfo } from '../../auth/attempt.js';
+import type { LoginOutcome, MailLoggedIn, SessionHandle } from '../../auth/authenticate.js';
 import type { EndReason } from '../../auth/sessions.js';
-import { BackendRejectedError, BackendUnavailableError, type SessionContext } from '../../backends/types.js';
-import type { AccountRecord, KeyRecord } from '../../keys/record.js';
+import { BackendRejectedError, BackendUnavailableError } from '../../backends/types.js';
 import type { Logger } from '../../log.js';
 import type { ListenerDeps } from '../deps.js';
 import { plaintextLoginAllowed, type ProtocolLimits } from '../limits.js';
-import { checkLogin, refuseLogin, type LoginOutcome, type LoginOutcomeDeps } from '../login-outcome.js';
 import { authzidMatches } from '../sasl-plain.js';
+import { SMTP_AUTH_METHODS } from './bearer-mechanisms.js';
 import type { Connection } from '../tcp-listener.js';
 import { REPLY, SmtpReplyError, sessionEnded, type Reply } from './replies.js';
 
@@ -34,15 +35,13 @@ export interface SmtpContext {
 }
 
 interface SessionState {
-  /** The accepted socket as the TcpListener handed it over. */
-  socket: net.Socket;
-  /** Ends the TcpListener's accounting: its own 'close' listener may be gone (see onClose). */
+  /** Destroys the socket and ends the TcpListener's accounting: its own 'close' listener may be gone (see onClose). */
   release: () => void;
   /** Tells the TcpListener the session is past login (a full listener closes the others first). */
   loggedIn: () => void;
   loginTimer: NodeJS.Timeout | null;
-  login: { key: KeyRecord; account: AccountRecord } | null;
-  unregister: (() => void) | null;
+  /** The login, with its relay upstream (null without a backend) and its live-session entry. */
+  login: MailLoggedIn<'smtp'> | null;
 }
 
 /** Lower-case local part and Unicode, lower-case domain: how smtp-server reports MAIL FROM (it decodes punycode). */
@@ -83,7 +82,8 @@ export class SmtpSubmission {
       cert: tls.certPem(),
       minVersion: 'TLSv1.2',
       SNICallback: tls.serverOptions().SNICallback,
-      authMethods: ['PLAIN', 'LOGIN'],
+      // PLAIN and LOGIN are smtp-server's own; OAUTHBEARER and XOAUTH2 come from the shared mechanism module (bearer-mechanisms.ts).
+      authMethods: SMTP_AUTH_METHODS,
       // Plaintext AUTH is decided per connection (loopback, auth.allowPlaintext) in onConnect.
       allowInsecureAuth: true,
       disableReverseLookup: true,
@@ -122,7 +122,7 @@ export class SmtpSubmission {
   accept(conn: Connection): void {
     const id = randomUUID();
     const socket = conn.socket as net.Socket;
-    const state: SessionState = { socket, release: () => conn.release(), loggedIn: () => conn.loggedIn(), loginTimer: null, login: null, unregister: null };
+    const state: SessionState = { release: conn.release, loggedIn: conn.loggedIn, loginTimer: null, login: null };
     state.loginTimer = setTimeout(() => this.say(id, REPLY.loginTimeout), this.ctx.limits.loginTimeoutMs);
     state.loginTimer.unref();
     this.states.set(id, state);
@@ -134,7 +134,7 @@ export class SmtpSubmission {
     return plaintextLoginAllowed({ secure: session.secure, remoteAddress: session.remoteAddress, allowPlaintext: this.ctx.deps.config.auth.allowPlaintext });
   }
 
-  private loginOf(session: SMTPServerSession): SessionState['login'] {
+  private loginOf(session: SMTPServerSession): MailLoggedIn<'smtp'> | null {
     return session.user ? (this.states.get(session.id)?.login ?? null) : null;
   }
 
@@ -143,13 +143,13 @@ export class SmtpSubmission {
     return undefined;
   }
 
-  /** Sends a 421 (which makes smtp-server close) to one session from outside. */
+  /** Sends a 421 (which makes smtp-server close) to one session from outside; the socket goes after the linger time. */
   private say(id: string, [code, text]: Reply): void {
     const connection = this.connection(id);
-    if (!connection) return;
+    const state = this.states.get(id);
+    if (!connection || !state) return;
     connection.send(code, text);
-    const socket = connection._socket;
-    setTimeout(() => socket.destroy(), CLOSE_LINGER_MS).unref();
+    setTimeout(state.release, CLOSE_LINGER_MS).unref();
   }
 
   private end(id: string, reason: EndReason): void {
@@ -175,24 +175,16 @@ export class SmtpSubmission {
     const state = this.states.get(session.id);
     if (!state) return cb(new SmtpReplyError(REPLY.internal));
     if (!this.mayLogin(session)) return cb(new SmtpReplyError(REPLY.tlsRequired));
-    this.authenticate(session, auth).then(
+    this.logIn(session, auth).then(
       (outcome) => {
-        if (outcome.kind !== 'ok') return cb(new SmtpReplyError(outcome.kind === 'temporary' ? REPLY.authTemporary : REPLY.authFailed));
-        const { key, account } = outcome;
+        if (outcome.kind !== 'loggedIn') return cb(new SmtpReplyError(outcome.kind === 'temporary' ? REPLY.authTemporary : REPLY.authFailed));
         if (state.loginTimer) clearTimeout(state.loginTimer);
         state.loginTimer = null;
-        state.login = { key, account };
-        state.unregister = this.ctx.deps.sessions.add({
-          protocol: 'smtp',
-          keyId: key.id,
-          account: account.address,
-          expiresAt: key.expiresAt,
-          end: (reason) => this.end(session.id, reason),
-        });
+        state.login = outcome;
         state.loggedIn();
-        cb(null, { user: account.address });
+        cb(null, { user: outcome.account.address });
       },
-      // checkLogin does not throw (a failing check is a `temporary` outcome): this is a bug of ours.
+      // logIn does not throw (a failing check is a `temporary` outcome): this is a bug of ours.
       (err: unknown) => {
         this.ctx.log.error({ err, ip: session.remoteAddress }, 'SMTP AUTH failed');
         cb(new SmtpReplyError(REPLY.internal));
@@ -201,17 +193,29 @@ export class SmtpSubmission {
   }
 
   /**
-   * The shared login check for one AUTH (audit, limits, failure delay). PLAIN
-   * with an authorization identity naming another user is refused up front —
-   * acting as someone else is not something a key can do — and audited like
-   * any other refusal. smtp-server has already taken the user from the authcid,
-   * or from the authzid when the authcid is empty.
+   * One AUTH through the Authenticator. PLAIN with an authorization identity
+   * naming another user is refused up front — acting as someone else is not
+   * something a key can do — and audited like any other refusal. smtp-server
+   * has already taken the user from the authcid, or from the authzid when the
+   * authcid is empty.
    */
-  private authenticate(session: SMTPServerSession, auth: SMTPServerAuthentication): Promise<LoginOutcome> {
-    const deps: LoginOutcomeDeps = { authenticator: this.ctx.deps.authenticator, logger: this.ctx.log, failureDelayMs: this.ctx.limits.failureDelayMs };
-    const attempt = { protocol: 'smtp' as const, username: auth.username ?? '', ip: session.remoteAddress };
-    if (!authzidMatches(auth.authzid ?? '', auth.authcid ?? '')) return refuseLogin(deps, { ...attempt, username: auth.authcid ?? '' }, 'authzid_mismatch');
-    return checkLogin(deps, { ...attempt, secret: auth.password ?? '' });
+  private logIn(session: SMTPServerSession, auth: SMTPServerAuthentication): Promise<LoginOutcome<MailLoggedIn<'smtp'>>> {
+    const id = session.id;
+    const states = this.states;
+    const handle: SessionHandle = {
+      clientPort: session.remotePort,
+      secure: session.secure,
+      get closed() {
+        return !states.has(id);
+      },
+      end: (reason) => this.end(id, reason),
+    };
+    const attempt = { protocol: 'smtp' as const, ip: session.remoteAddress, client: clientInfo(session.hostNameAppearsAs), session: handle };
+    if (!authzidMatches(auth.authzid ?? '', auth.authcid ?? '')) {
+      return this.ctx.deps.authenticator.logIn({ ...attempt, username: auth.authcid ?? '', key: '', refused: 'authzid_mismatch' });
+    }
+    // A bearer mechanism's key is its access token.
+    return this.ctx.deps.authenticator.logIn({ ...attempt, username: auth.username ?? '', key: auth.password ?? auth.accessToken ?? '' });
   }
 
   /** MAIL FROM must be the account's address or one of its aliases (case-insensitive); the null sender is not. */
@@ -230,9 +234,9 @@ export class SmtpSubmission {
    */
   private onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const login = this.loginOf(session);
-    const backend = this.ctx.deps.backends.smtp;
     if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
-    if (!backend) return cb(new SmtpReplyError(REPLY.noBackend));
+    const relay = login.session?.backend;
+    if (!relay) return cb(new SmtpReplyError(REPLY.noBackend));
 
     const body = new Transform({
       transform(chunk: Buffer, _encoding, done) {
@@ -248,16 +252,8 @@ export class SmtpSubmission {
       cb(err, message);
     };
     const mailFrom = session.envelope.mailFrom;
-    const ctx: SessionContext = {
-      protocol: 'smtp',
-      account: login.account,
-      key: login.key,
-      clientIp: session.remoteAddress,
-      clientPort: session.remotePort,
-      secure: session.secure,
-    };
     const envelope = { from: mailFrom ? mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address) };
-    backend.send(ctx, envelope, body).then(
+    relay.send(envelope, body).then(
       (text) => finish(null, text),
       (err: unknown) => {
         if (err instanceof BackendRejectedError) return finish(new SmtpReplyError([err.code, err.response]));
@@ -276,7 +272,7 @@ export class SmtpSubmission {
     if (!state) return;
     this.states.delete(session.id);
     if (state.loginTimer) clearTimeout(state.loginTimer);
-    state.unregister?.();
+    state.login?.session?.release();
     // smtp-server's STARTTLS calls removeAllListeners() on the plain socket,
     // dropping the TcpListener's 'close' listener: release explicitly.
     state.release();

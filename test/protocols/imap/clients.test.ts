@@ -1,15 +1,18 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACCOUNT, proxyV1, startHarness, type Harness } from './harness.js';
+import { type SingleKeygate, startKeygate } from '../../helpers/keygate.js';
+import { LineClient, proxyV1 } from '../../helpers/line-client.js';
 
-let h: Harness;
+const ACCOUNT = 'alice@example.com';
+
+let h: SingleKeygate;
 let key: string;
 
 beforeAll(async () => {
   // Trace level: the server logs each command it gets, so a test can prove which login the client used.
-  h = await startHarness({ flags: { 'auth.failureDelay': '10ms', 'log.level': 'trace' } });
-  ({ key } = await h.issue());
+  h = await startKeygate({ flags: { 'auth.failureDelay': '10ms', 'log.level': 'trace' } });
+  ({ key } = await h.issue(ACCOUNT, ['imap']));
 });
 afterAll(() => h.close());
 
@@ -29,7 +32,7 @@ const logins = (commands: string[]): string[] => commands.filter((c) => /^(LOGIN
 function client(options: Partial<ConstructorParameters<typeof ImapFlow>[0]> & { auth: { user: string; pass: string; loginMethod?: string } }): ImapFlow {
   return new ImapFlow({
     host: '127.0.0.1',
-    port: h.securePort,
+    port: h.port('imaps'),
     secure: true,
     tls: { rejectUnauthorized: false },
     logger: false,
@@ -50,7 +53,7 @@ describe('imapflow', () => {
   });
 
   it('logs in with AUTHENTICATE PLAIN after STARTTLS', async () => {
-    const c = client({ port: h.port, secure: false, doSTARTTLS: true, auth: { user: ACCOUNT, pass: key, loginMethod: 'AUTH=PLAIN' } });
+    const c = client({ port: h.port('imap'), secure: false, doSTARTTLS: true, auth: { user: ACCOUNT, pass: key, loginMethod: 'AUTH=PLAIN' } });
     const commands = await commandsDuring(() => c.connect());
     expect(c.secureConnection).toBe(true);
     expect(c.authenticated).toBeTruthy();
@@ -134,28 +137,27 @@ function sClient(port: number, input: string[], extra: string[] = []): Promise<s
 
 describe.skipIf(!haveOpenssl)('openssl s_client -starttls imap', () => {
   it('upgrades, then logs in and out', async () => {
-    const out = await sClient(h.port, [`a LOGIN ${ACCOUNT} ${key}`, 'b LOGOUT']);
+    const out = await sClient(h.port('imap'), [`a LOGIN ${ACCOUNT} ${key}`, 'b LOGOUT']);
     expect(out).toContain('a OK [CAPABILITY IMAP4rev1 ID LITERAL+] Logged in');
     expect(out).toContain('* BYE Logging out');
     expect(out).toContain('b OK LOGOUT completed');
   });
 
   it('negotiates TLS 1.2 or better and refuses TLS 1.1', async () => {
-    const out = await sClient(h.port, ['a CAPABILITY', 'b LOGOUT'], ['-tls1_2']);
+    const out = await sClient(h.port('imap'), ['a CAPABILITY', 'b LOGOUT'], ['-tls1_2']);
     expect(out).toContain('AUTH=PLAIN');
-    const old = await sClient(h.port, ['a LOGOUT'], ['-tls1_1']).catch((e: Error) => e.message);
+    const old = await sClient(h.port('imap'), ['a LOGOUT'], ['-tls1_1']).catch((e: Error) => e.message);
     expect(old).not.toContain('a OK');
   });
 });
 
 describe('STARTTLS bookkeeping', () => {
   it('a STARTTLS session that closes is no longer counted by its listener', async () => {
-    const p = await startHarness({ flags: { proxyProtocol: true, 'limits.connectionsPerIp': 1 } });
+    const p = await startKeygate({ flags: { proxyProtocol: true, 'limits.connectionsPerIp': 1 } });
     try {
-      const { RawClient } = await import('./raw-client.js');
       for (let i = 0; i < 3; i++) {
         // With a per-IP limit of 1, each new connection only gets in if the previous one was forgotten.
-        const c = await RawClient.connect(p.port, { prefix: proxyV1('203.0.113.50') });
+        const c = await LineClient.connect(p.port('imap'), { prefix: proxyV1('203.0.113.50') });
         expect(await c.line()).toMatch(/^\* OK /);
         expect(await c.command('a', 'STARTTLS')).toBe('a OK Begin TLS negotiation now');
         await c.upgrade();

@@ -1,8 +1,10 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_PROTOCOL_ERRORS } from '../../../src/protocols/limits.js';
-import { ACCOUNT, proxyV1, sleep, startHarness, type Harness } from './harness.js';
-import { RawClient } from './raw-client.js';
+import { type SingleKeygate, sleep, startKeygate } from '../../helpers/keygate.js';
+import { LineClient, proxyV1 } from '../../helpers/line-client.js';
+
+const ACCOUNT = 'alice@example.com';
 
 const LIMITS = {
   'limits.lineLength': 200,
@@ -12,17 +14,17 @@ const LIMITS = {
   'limits.connectionsPerIp': 0,
 };
 
-let h: Harness;
+let h: SingleKeygate;
 let key: string;
 
 beforeAll(async () => {
-  h = await startHarness({ flags: LIMITS });
-  ({ key } = await h.issue());
+  h = await startKeygate({ flags: LIMITS });
+  ({ key } = await h.issue(ACCOUNT, ['imap']));
 });
 afterAll(() => h.close());
 
-async function connect(): Promise<RawClient> {
-  const c = await RawClient.connect(h.port);
+async function connect(): Promise<LineClient> {
+  const c = await LineClient.connect(h.port('imap'));
   await c.line();
   return c;
 }
@@ -34,7 +36,7 @@ describe('framing and bounds', () => {
     const text = await c.rest();
     expect(text.split('\r\n').filter(Boolean)).toEqual([
       'a OK NOOP completed',
-      '* CAPABILITY IMAP4rev1 ID LITERAL+ STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN',
+      '* CAPABILITY IMAP4rev1 ID LITERAL+ STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2',
       'b OK CAPABILITY completed',
       'c OK [CAPABILITY IMAP4rev1 ID LITERAL+] Logged in',
       'd NO [UNAVAILABLE] No mailbox backend is configured',
@@ -163,16 +165,16 @@ describe('framing and bounds', () => {
 });
 
 describe('PROXY protocol, LOGINDISABLED and STARTTLS', () => {
-  let p: Harness;
+  let p: SingleKeygate;
   let pkey: string;
   beforeAll(async () => {
-    p = await startHarness({ flags: { proxyProtocol: true } });
-    ({ key: pkey } = await p.issue());
+    p = await startKeygate({ flags: { proxyProtocol: true } });
+    ({ key: pkey } = await p.issue(ACCOUNT, ['imap']));
   });
   afterAll(() => p.close());
 
   it('before TLS from a non-loopback client: LOGINDISABLED, no AUTH=, and LOGIN / AUTHENTICATE get PRIVACYREQUIRED', async () => {
-    const c = await RawClient.connect(p.port, { prefix: proxyV1('203.0.113.7') });
+    const c = await LineClient.connect(p.port('imap'), { prefix: proxyV1('203.0.113.7') });
     const greeting = await c.line();
     expect(greeting).toBe('* OK [CAPABILITY IMAP4rev1 ID LITERAL+ STARTTLS LOGINDISABLED] Keygate ready');
     c.write('a CAPABILITY\r\n');
@@ -185,7 +187,7 @@ describe('PROXY protocol, LOGINDISABLED and STARTTLS', () => {
     expect(await c.command('d', 'STARTTLS')).toBe('d OK Begin TLS negotiation now');
     await c.upgrade();
     c.write('e CAPABILITY\r\n');
-    expect(await c.response('e')).toEqual(['* CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN', 'e OK CAPABILITY completed']);
+    expect(await c.response('e')).toEqual(['* CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2', 'e OK CAPABILITY completed']);
     expect(await c.command('f', 'STARTTLS')).toBe('f BAD TLS is already active');
     expect(await c.command('g', `LOGIN ${ACCOUNT} ${pkey}`)).toMatch(/^g OK /);
     // Audit and limits see the client behind the proxy.
@@ -194,7 +196,7 @@ describe('PROXY protocol, LOGINDISABLED and STARTTLS', () => {
   });
 
   it('discards commands pipelined after STARTTLS (command injection)', async () => {
-    const c = await RawClient.connect(p.port, { prefix: proxyV1('198.51.100.9') });
+    const c = await LineClient.connect(p.port('imap'), { prefix: proxyV1('198.51.100.9') });
     await c.line();
     c.write(`a STARTTLS\r\nb CAPABILITY\r\nc LOGIN ${ACCOUNT} ${pkey}\r\n`);
     expect(await c.line()).toBe('a OK Begin TLS negotiation now');
@@ -208,14 +210,14 @@ describe('PROXY protocol, LOGINDISABLED and STARTTLS', () => {
   });
 
   it('implicit TLS from a non-loopback client offers login at once', async () => {
-    const c = await RawClient.connect(p.securePort, { tls: true, prefix: proxyV1('192.0.2.44') });
-    expect(await c.line()).toBe('* OK [CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN] Keygate ready');
+    const c = await LineClient.connect(p.port('imaps'), { tls: true, prefix: proxyV1('192.0.2.44') });
+    expect(await c.line()).toBe('* OK [CAPABILITY IMAP4rev1 ID LITERAL+ SASL-IR AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2] Keygate ready');
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${pkey}`)).toMatch(/^a OK /);
     c.destroy();
   });
 
   it('a connection without a PROXY header is dropped', async () => {
-    const c = await RawClient.connect(p.port);
+    const c = await LineClient.connect(p.port('imap'));
     c.write('a NOOP\r\n');
     expect(await c.rest(7000)).toBe('');
   }, 10_000);
@@ -223,10 +225,10 @@ describe('PROXY protocol, LOGINDISABLED and STARTTLS', () => {
 
 describe('allowPlaintext and connection limits', () => {
   it('auth.allowPlaintext offers login before TLS to non-loopback clients', async () => {
-    const p = await startHarness({ flags: { proxyProtocol: true, 'auth.allowPlaintext': true } });
+    const p = await startKeygate({ flags: { proxyProtocol: true, 'auth.allowPlaintext': true } });
     try {
-      const { key: k } = await p.issue();
-      const c = await RawClient.connect(p.port, { prefix: proxyV1('203.0.113.8') });
+      const { key: k } = await p.issue(ACCOUNT, ['imap']);
+      const c = await LineClient.connect(p.port('imap'), { prefix: proxyV1('203.0.113.8') });
       expect(await c.line()).toContain('AUTH=PLAIN');
       expect(await c.command('a', `LOGIN ${ACCOUNT} ${k}`)).toMatch(/^a OK /);
       c.destroy();
@@ -236,13 +238,13 @@ describe('allowPlaintext and connection limits', () => {
   });
 
   it('refuses connections over the per-IP limit with * BYE', async () => {
-    const p = await startHarness({ flags: { 'limits.connectionsPerIp': 2 } });
+    const p = await startKeygate({ flags: { 'limits.connectionsPerIp': 2 } });
     try {
-      const a = await RawClient.connect(p.port);
-      const b = await RawClient.connect(p.port);
+      const a = await LineClient.connect(p.port('imap'));
+      const b = await LineClient.connect(p.port('imap'));
       await a.line();
       await b.line();
-      const c = await RawClient.connect(p.port);
+      const c = await LineClient.connect(p.port('imap'));
       expect(await c.rest()).toBe('* BYE Too many connections from your address\r\n');
       a.destroy();
       b.destroy();
@@ -254,14 +256,14 @@ describe('allowPlaintext and connection limits', () => {
 
 describe('shutdown', () => {
   it('says BYE at once to idle connections, finishes a running command first, and closes', async () => {
-    const p = await startHarness({ flags: { 'auth.failureDelay': '300ms' } });
-    const { key: k } = await p.issue();
-    const idle = await RawClient.connect(p.port);
+    const p = await startKeygate({ flags: { 'auth.failureDelay': '300ms' } });
+    const { key: k } = await p.issue(ACCOUNT, ['imap']);
+    const idle = await LineClient.connect(p.port('imap'));
     await idle.line();
-    const loggedIn = await RawClient.connect(p.securePort, { tls: true });
+    const loggedIn = await LineClient.connect(p.port('imaps'), { tls: true });
     await loggedIn.line();
     await loggedIn.command('a', `LOGIN ${ACCOUNT} ${k}`);
-    const busy = await RawClient.connect(p.port);
+    const busy = await LineClient.connect(p.port('imap'));
     await busy.line();
     busy.write(`a LOGIN ${ACCOUNT} wrong\r\n`);
     await sleep(50);
@@ -276,7 +278,7 @@ describe('shutdown', () => {
 
 describe('a client that half-closes', () => {
   it('gets an answer to every command it sent before its FIN, then the connection closes', async () => {
-    const raw = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true });
+    const raw = net.connect({ port: h.port('imap'), host: '127.0.0.1', allowHalfOpen: true });
     let text = '';
     raw.on('data', (d: Buffer) => (text += d.toString()));
     const closed = new Promise((r) => raw.once('close', r));

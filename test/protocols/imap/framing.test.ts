@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ImapFramer, literalMarker, type Frame } from '../../../src/protocols/imap/framing.js';
+import { ImapFramer, literalMarker } from '../../../src/protocols/imap/framing.js';
+import type { Frame } from '../../../src/protocols/line-session.js';
 
 const limits = { lineLength: 64, literalSize: 32 };
 

@@ -1,29 +1,31 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ACCOUNT, startHarness, type Harness } from './harness.js';
-import { RawClient } from './raw-client.js';
+import { type SingleKeygate, startKeygate } from '../../helpers/keygate.js';
+import { LineClient } from '../../helpers/line-client.js';
+
+const ACCOUNT = 'alice@example.com';
 
 const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 const FAILED = 'NO [AUTHENTICATIONFAILED] Authentication failed';
 
-let h: Harness;
+let h: SingleKeygate;
 let key: string;
 
 beforeAll(async () => {
-  h = await startHarness();
+  h = await startKeygate();
   await h.store.createAccount({ address: ACCOUNT, displayName: null, aliases: ['al@example.com'], disabled: false, upstream: null, createdAt: new Date().toISOString() });
-  ({ key } = await h.issue());
+  ({ key } = await h.issue(ACCOUNT, ['imap']));
 });
 afterAll(() => h.close());
 
-async function connect(): Promise<RawClient> {
-  const c = await RawClient.connect(h.port);
+async function connect(): Promise<LineClient> {
+  const c = await LineClient.connect(h.port('imap'));
   expect(await c.line()).toMatch(/^\* OK \[CAPABILITY IMAP4rev1 .*\] Keygate ready$/);
   return c;
 }
 
 describe('IMAP not-authenticated state from loopback', () => {
   it('greets with capabilities that offer login and STARTTLS', async () => {
-    const c = await RawClient.connect(h.port);
+    const c = await LineClient.connect(h.port('imap'));
     const greeting = await c.line();
     expect(greeting).toContain('STARTTLS');
     expect(greeting).toContain('AUTH=PLAIN');
@@ -36,7 +38,7 @@ describe('IMAP not-authenticated state from loopback', () => {
   it('answers CAPABILITY, NOOP, ID and LOGOUT, each reply in one piece', async () => {
     const c = await connect();
     c.write('a CAPABILITY\r\n');
-    expect(await c.response('a')).toEqual(['* CAPABILITY IMAP4rev1 ID LITERAL+ STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN', 'a OK CAPABILITY completed']);
+    expect(await c.response('a')).toEqual(['* CAPABILITY IMAP4rev1 ID LITERAL+ STARTTLS SASL-IR AUTH=PLAIN AUTH=LOGIN AUTH=OAUTHBEARER AUTH=XOAUTH2', 'a OK CAPABILITY completed']);
     expect(await c.command('b', 'NOOP')).toBe('b OK NOOP completed');
     c.write('c ID ("name" "test" "version" "1")\r\n');
     expect(await c.response('c')).toEqual(['* ID ("name" "Keygate")', 'c OK ID completed']);
@@ -139,10 +141,10 @@ describe('IMAP not-authenticated state from loopback', () => {
   });
 
   it('gives every refusal the same answer, after the failure delay; the reason goes only to the audit log', async () => {
-    const { key: revoked, id: revokedId } = await h.issue();
+    const { key: revoked, id: revokedId } = await h.issue(ACCOUNT, ['imap']);
     await h.store.revokeKey(revokedId, new Date().toISOString());
-    const { key: smtpOnly } = await h.issue({ scopes: ['smtp'] });
-    const { key: otherAccount } = await h.issue({ account: 'bob@example.com' });
+    const { key: smtpOnly } = await h.issue(ACCOUNT, ['smtp']);
+    const { key: otherAccount } = await h.issue('bob@example.com', ['imap']);
     const wrongKey = key.slice(0, -8) + 'AAAAAAAA';
     const cases: Array<[string, string, string]> = [
       ['wrong key', ACCOUNT, wrongKey],
@@ -208,7 +210,7 @@ describe('IMAP not-authenticated state from loopback', () => {
 
 describe('live revocation', () => {
   it('ends an open session with * BYE within 1 s of the key being revoked', async () => {
-    const { key: k, id } = await h.issue();
+    const { key: k, id } = await h.issue(ACCOUNT, ['imap']);
     const c = await connect();
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${k}`)).toMatch(/^a OK /);
     const started = Date.now();
@@ -220,7 +222,7 @@ describe('live revocation', () => {
 
   it('ends the session when the account is disabled', async () => {
     await h.store.createAccount({ address: 'carol@example.com', displayName: null, aliases: [], disabled: false, upstream: null, createdAt: new Date().toISOString() }).catch(() => {});
-    const { key: k } = await h.issue({ account: 'carol@example.com' });
+    const { key: k } = await h.issue('carol@example.com', ['imap']);
     const c = await connect();
     expect(await c.command('a', `LOGIN carol@example.com ${k}`)).toMatch(/^a OK /);
     await h.store.updateAccount('carol@example.com', { disabled: true });
@@ -229,7 +231,7 @@ describe('live revocation', () => {
   });
 
   it('ends the session when the key expires', async () => {
-    const { key: k } = await h.issue({ expiresAt: new Date(Date.now() + 1500).toISOString() });
+    const { key: k } = await h.issue(ACCOUNT, ['imap'], { expiresAt: new Date(Date.now() + 1500).toISOString() });
     const c = await connect();
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${k}`)).toMatch(/^a OK /);
     expect(await c.line(3000)).toBe('* BYE Session expired');
@@ -239,12 +241,12 @@ describe('live revocation', () => {
 
 describe('login limits', () => {
   it('a valid key still logs in while a stale key for the same account keeps failing past the account limit', async () => {
-    const limited = await startHarness({ flags: { 'auth.accountFailures': 3, 'auth.ipFailures': 1000, 'auth.failureDelay': '5ms' } });
+    const limited = await startKeygate({ flags: { 'auth.accountFailures': 3, 'auth.ipFailures': 1000, 'auth.failureDelay': '5ms' } });
     try {
-      const { key: stale, id: staleId } = await limited.issue();
-      const { key: valid } = await limited.issue();
+      const { key: stale, id: staleId } = await limited.issue(ACCOUNT, ['imap']);
+      const { key: valid } = await limited.issue(ACCOUNT, ['imap']);
       await limited.store.revokeKey(staleId, new Date().toISOString());
-      const c = await RawClient.connect(limited.port);
+      const c = await LineClient.connect(limited.port('imap'));
       await c.line();
       const replies: string[] = [];
       for (let i = 0; i < 6; i++) replies.push(await c.command(`s${i}`, `LOGIN ${ACCOUNT} ${stale}`));
@@ -253,7 +255,7 @@ describe('login limits', () => {
       expect(replies.slice(3)).toEqual(['s3', 's4', 's5'].map((t) => `${t} NO [UNAVAILABLE] Temporary authentication failure, try again later`));
       expect(limited.audits().slice(-3).map((a) => a.reason)).toEqual(['rate_limited', 'rate_limited', 'rate_limited']);
 
-      const other = await RawClient.connect(limited.port);
+      const other = await LineClient.connect(limited.port('imap'));
       await other.line();
       expect(await other.command('v', `LOGIN ${ACCOUNT} ${valid}`)).toMatch(/^v OK /);
       // …and the stale device keeps failing.
@@ -268,16 +270,16 @@ describe('login limits', () => {
 
 describe('debug logging', () => {
   it('traces commands with passwords redacted', async () => {
-    const t = await startHarness({ flags: { 'log.level': 'trace' } });
+    const t = await startKeygate({ flags: { 'log.level': 'trace' } });
     try {
-      const { key: k } = await t.issue();
+      const { key: k } = await t.issue(ACCOUNT, ['imap']);
       for (const [tag, command] of [
         ['a', `LOGIN ${ACCOUNT} "${k}"`],
         ['b', `LOGIN {${ACCOUNT.length}+}\r\n${ACCOUNT} {${k.length}+}\r\n${k}`],
         ['c', `AUTHENTICATE PLAIN ${Buffer.from(`\0${ACCOUNT}\0${k}`).toString('base64')}`], // SASL-IR: the key rides in an atom
         ['d', `LOGIN ${ACCOUNT} ${k}`], // a key is a valid atom: unquoted
       ] as const) {
-        const c = await RawClient.connect(t.port);
+        const c = await LineClient.connect(t.port('imap'));
         await c.line();
         expect(await c.command(tag, command)).toMatch(/ OK /);
         c.destroy();

@@ -1,10 +1,11 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendUnavailableError, NO_BACKENDS, type Backends, type SessionContext } from '../../../src/backends/types.js';
+import { type SingleKeygate, sleep, startKeygate } from '../../helpers/keygate.js';
+import { LineClient } from '../../helpers/line-client.js';
 import { waitFor } from '../../helpers/wait.js';
-import { ACCOUNT, sleep, startHarness, type Harness } from './harness.js';
 
-import { RawClient } from './raw-client.js';
+const ACCOUNT = 'alice@example.com';
 
 /** A stand-in upstream IMAP server that is already logged in: answers SELECT, FETCH (big) and LOGOUT. */
 function startUpstream(): Promise<{ port: number; sockets: Set<net.Socket>; opened: SessionContext[]; server: net.Server }> {
@@ -47,7 +48,7 @@ function startUpstream(): Promise<{ port: number; sockets: Set<net.Socket>; open
 }
 
 let up: Awaited<ReturnType<typeof startUpstream>>;
-let h: Harness;
+let h: SingleKeygate;
 let key: string;
 let failNext = false;
 
@@ -68,8 +69,8 @@ beforeAll(async () => {
       },
     },
   };
-  h = await startHarness({ backends });
-  ({ key } = await h.issue());
+  h = await startKeygate({ backends });
+  ({ key } = await h.issue(ACCOUNT, ['imap']));
 });
 afterAll(async () => {
   await h.close();
@@ -78,7 +79,7 @@ afterAll(async () => {
 
 describe('hand-off to an IMAP backend', () => {
   it("announces the backend's capabilities and pipes both ways, including commands pipelined after LOGIN", async () => {
-    const c = await RawClient.connect(h.port);
+    const c = await LineClient.connect(h.port('imap'));
     await c.line();
     c.write(`a LOGIN ${ACCOUNT} ${key}\r\nb SELECT INBOX\r\n`);
     expect(await c.line()).toBe('a OK [CAPABILITY IMAP4rev1 IDLE UIDPLUS] Logged in');
@@ -97,7 +98,7 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('after the upstream logs out, closes a client that keeps its side open', async () => {
-    const raw = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true });
+    const raw = net.connect({ port: h.port('imap'), host: '127.0.0.1', allowHalfOpen: true });
     let text = '';
     raw.on('data', (d: Buffer) => (text += d.toString()));
     raw.on('error', () => {});
@@ -117,7 +118,7 @@ describe('hand-off to an IMAP backend', () => {
 
   it('a client that half-closes after its last command still gets every reply', async () => {
     for (const pipelined of [false, true]) {
-      const raw = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true });
+      const raw = net.connect({ port: h.port('imap'), host: '127.0.0.1', allowHalfOpen: true });
       let text = '';
       raw.on('data', (d: Buffer) => (text += d.toString()));
       const closed = new Promise((r) => raw.once('close', r));
@@ -136,7 +137,7 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('closes the upstream when the client vanishes', async () => {
-    const c = await RawClient.connect(h.securePort, { tls: true });
+    const c = await LineClient.connect(h.port('imaps'), { tls: true });
     await c.line();
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${key}`)).toMatch(/^a OK/);
     expect(up.sockets.size).toBe(1);
@@ -147,8 +148,8 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('ends a piped session with * BYE on revocation, and closes the upstream', async () => {
-    const { key: k, id } = await h.issue();
-    const c = await RawClient.connect(h.port);
+    const { key: k, id } = await h.issue(ACCOUNT, ['imap']);
+    const c = await LineClient.connect(h.port('imap'));
     await c.line();
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${k}`)).toMatch(/^a OK/);
     await h.store.revokeKey(id, new Date().toISOString());
@@ -159,8 +160,8 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('on revocation in the middle of a literal, ends the session without a BYE inside the message', async () => {
-    const { key: k, id } = await h.issue();
-    const raw = net.connect({ port: h.port, host: '127.0.0.1' });
+    const { key: k, id } = await h.issue(ACCOUNT, ['imap']);
+    const raw = net.connect({ port: h.port('imap'), host: '127.0.0.1' });
     let text = '';
     const onData = (d: Buffer): void => void (text += d.toString('latin1'));
     raw.on('data', onData);
@@ -180,7 +181,7 @@ describe('hand-off to an IMAP backend', () => {
   });
 
   it('answers NO [UNAVAILABLE] when the backend cannot be reached, and the client may try again', async () => {
-    const c = await RawClient.connect(h.port);
+    const c = await LineClient.connect(h.port('imap'));
     await c.line();
     failNext = true;
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${key}`)).toBe('a NO [UNAVAILABLE] Mailbox backend unavailable, try again later');

@@ -3,9 +3,11 @@ import { openRedisStore } from '../../../src/store/redis.js';
 import type { KeyStore } from '../../../src/store/types.js';
 import { issueKey } from '../../../src/services/keys.js';
 import { REDIS_SKIP_REASON, redisAvailable, startRedis, type RedisServer } from '../../helpers/redis-server.js';
+import { type SingleKeygate, sleep, startKeygate } from '../../helpers/keygate.js';
+import { LineClient } from '../../helpers/line-client.js';
 import { startTcpProxy, type TcpProxy } from '../../helpers/tcp-proxy.js';
-import { ACCOUNT, sleep, startHarness, type Harness } from './harness.js';
-import { RawClient } from './raw-client.js';
+
+const ACCOUNT = 'alice@example.com';
 
 const haveRedis = redisAvailable();
 
@@ -13,16 +15,16 @@ describe.skipIf(!haveRedis)('two Keygate instances sharing one Redis', () => {
   let redis: RedisServer;
   let storeA: KeyStore;
   let storeB: KeyStore;
-  let a: Harness;
-  let b: Harness;
+  let a: SingleKeygate;
+  let b: SingleKeygate;
 
   beforeAll(async () => {
     redis = await startRedis();
     const namespace = `imap${Date.now()}`;
     storeA = await openRedisStore(redis.url, { namespace, touchIntervalMs: 50 });
     storeB = await openRedisStore(redis.url, { namespace, touchIntervalMs: 50 });
-    a = await startHarness({ store: storeA, flags: { 'dbs.redis': redis.url } });
-    b = await startHarness({ store: storeB, flags: { 'dbs.redis': redis.url } });
+    a = await startKeygate({ store: storeA, flags: { 'dbs.redis': redis.url } });
+    b = await startKeygate({ store: storeB, flags: { 'dbs.redis': redis.url } });
   });
   afterAll(async () => {
     await a?.close();
@@ -33,8 +35,8 @@ describe.skipIf(!haveRedis)('two Keygate instances sharing one Redis', () => {
   });
 
   it('a key issued on A logs in on B; revoked through A, the IMAP session on B ends within 1 s', async () => {
-    const { key, id } = await a.issue();
-    const c = await RawClient.connect(b.securePort, { tls: true });
+    const { key, id } = await a.issue(ACCOUNT, ['imap']);
+    const c = await LineClient.connect(b.port('imaps'), { tls: true });
     await c.line();
     expect(await c.command('a', `LOGIN ${ACCOUNT} ${key}`)).toMatch(/^a OK /);
     expect(b.sessions.count('imap')).toBe(1);
@@ -44,7 +46,7 @@ describe.skipIf(!haveRedis)('two Keygate instances sharing one Redis', () => {
     await c.closed;
     expect(Date.now() - started).toBeLessThan(1000);
     // And B now refuses the key like any other bad one.
-    const again = await RawClient.connect(b.port);
+    const again = await LineClient.connect(b.port('imap'));
     await again.line();
     expect(await again.command('b', `LOGIN ${ACCOUNT} ${key}`)).toBe('b NO [AUTHENTICATIONFAILED] Authentication failed');
     again.destroy();
@@ -52,13 +54,13 @@ describe.skipIf(!haveRedis)('two Keygate instances sharing one Redis', () => {
 
   it('login failures are counted across instances (Redis-backed limiter)', async () => {
     const limiterPrefix = `shared${Date.now()}`;
-    const limited = await startHarness({ store: storeA, limiterPrefix, flags: { 'dbs.redis': redis.url, 'auth.accountFailures': 2, 'auth.ipFailures': 1000, 'auth.failureDelay': '5ms' } });
-    const other = await startHarness({ store: storeB, limiterPrefix, flags: { 'dbs.redis': redis.url, 'auth.accountFailures': 2, 'auth.ipFailures': 1000, 'auth.failureDelay': '5ms' } });
+    const limited = await startKeygate({ store: storeA, limiterPrefix, flags: { 'dbs.redis': redis.url, 'auth.accountFailures': 2, 'auth.ipFailures': 1000, 'auth.failureDelay': '5ms' } });
+    const other = await startKeygate({ store: storeB, limiterPrefix, flags: { 'dbs.redis': redis.url, 'auth.accountFailures': 2, 'auth.ipFailures': 1000, 'auth.failureDelay': '5ms' } });
     try {
       const bad = `kg_${'A'.repeat(49)}`;
-      const c1 = await RawClient.connect(limited.port);
+      const c1 = await LineClient.connect(limited.port('imap'));
       await c1.line();
-      const c2 = await RawClient.connect(other.port);
+      const c2 = await LineClient.connect(other.port('imap'));
       await c2.line();
       expect(await c1.command('a', `LOGIN ${ACCOUNT} ${bad}`)).toMatch(/AUTHENTICATIONFAILED/);
       expect(await c2.command('a', `LOGIN ${ACCOUNT} ${bad}`)).toMatch(/AUTHENTICATIONFAILED/);
@@ -77,7 +79,7 @@ describe.skipIf(!haveRedis)('revocations that happen while an instance is cut of
   let proxy: TcpProxy;
   let storeA: KeyStore;
   let storeB: KeyStore;
-  let b: Harness;
+  let b: SingleKeygate;
   const namespace = `split${Date.now()}`;
 
   beforeAll(async () => {
@@ -87,7 +89,7 @@ describe.skipIf(!haveRedis)('revocations that happen while an instance is cut of
     storeA = await openRedisStore(redis.url, { namespace, touchIntervalMs: 50 });
     storeB = await openRedisStore(`redis://127.0.0.1:${proxy.port}`, { namespace, touchIntervalMs: 50 });
     // The periodic re-check stays at its 30 s default: what ends the sessions here is the re-check after resubscribing.
-    b = await startHarness({ store: storeB, limiter: false });
+    b = await startKeygate({ store: storeB, limiter: null });
   });
   afterAll(async () => {
     await b?.close();
@@ -107,11 +109,11 @@ describe.skipIf(!haveRedis)('revocations that happen while an instance is cut of
   }
 
   /** A fresh key and an IMAP session logged in with it on instance B. */
-  async function sessionOnB(): Promise<{ id: string; client: RawClient }> {
+  async function sessionOnB(): Promise<{ id: string; client: LineClient }> {
     await answering(storeA);
     await answering(storeB);
     const made = await issueKey(storeA, 'operator', { name: 'phone', scopes: ['imap'], account: ACCOUNT });
-    const client = await RawClient.connect(b.port);
+    const client = await LineClient.connect(b.port('imap'));
     await client.line();
     expect(await client.command('a', `LOGIN ${ACCOUNT} ${made.key}`)).toMatch(/^a OK /);
     return { id: made.record.id, client };
@@ -181,14 +183,14 @@ describe.skipIf(!haveRedis)('a split that never heals', () => {
     const namespace = `heal${Date.now()}`;
     const storeA = await openRedisStore(redis.url, { namespace, touchIntervalMs: 50 });
     const storeB = await openRedisStore(`redis://127.0.0.1:${proxy.port}`, { namespace, touchIntervalMs: 50 });
-    const b = await startHarness({ store: storeB, limiter: false, flags: { 'sessions.recheckInterval': '500ms' } });
+    const b = await startKeygate({ store: storeB, limiter: null, flags: { 'sessions.recheckInterval': '500ms' } });
     try {
       const made = await issueKey(storeA, 'operator', { name: 'phone', scopes: ['imap'], account: ACCOUNT });
       const keep = await issueKey(storeA, 'operator', { name: 'laptop', scopes: ['imap'], account: ACCOUNT });
-      const client = await RawClient.connect(b.port);
+      const client = await LineClient.connect(b.port('imap'));
       await client.line();
       expect(await client.command('a', `LOGIN ${ACCOUNT} ${made.key}`)).toMatch(/^a OK /);
-      const other = await RawClient.connect(b.port);
+      const other = await LineClient.connect(b.port('imap'));
       await other.line();
       expect(await other.command('a', `LOGIN ${ACCOUNT} ${keep.key}`)).toMatch(/^a OK /);
       proxy.connections().find((c) => c.opening.includes('keygate-events'))!.blackhole();

@@ -3,13 +3,13 @@ import { once } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { BackendUnavailableError, type Backends, type Pop3Backend, type SessionContext } from '../../../src/backends/types.js';
+import type { LoginLimiter } from '../../../src/auth/authenticate.js';
+import { BackendUnavailableError, type Backend, type Backends, type PipeSession, type SessionContext } from '../../../src/backends/types.js';
 import { generateKey } from '../../../src/keys/format.js';
-import type { RunningListener } from '../../../src/protocols/deps.js';
 import { MAX_PROTOCOL_ERRORS } from '../../../src/protocols/limits.js';
-import { startPop3Listeners } from '../../../src/protocols/pop3/index.js';
+import { createHarness, type Harness, type Keygate } from '../../helpers/keygate.js';
+import { LineClient, plain } from '../../helpers/line-client.js';
 import { waitFor } from '../../helpers/wait.js';
-import { closeAll, createHarness, LineClient, plain, portOf, type Harness } from './harness.js';
 
 const ALICE = 'alice@example.com';
 const AUTH_FAILED = '-ERR [AUTH] Authentication failed';
@@ -17,7 +17,8 @@ const NO_BACKEND = '-ERR [SYS/PERM] No mailbox backend is configured';
 
 let h: Harness;
 let aliceKey: string;
-const running: RunningListener[][] = [];
+/** The Keygate the running test started. */
+let kg: Keygate;
 
 beforeAll(async () => {
   h = await createHarness();
@@ -30,14 +31,12 @@ afterAll(async () => {
 });
 
 afterEach(async () => {
-  h.authenticator.limiter = null;
-  await Promise.all(running.splice(0).map(closeAll));
+  await h.stopAll();
 });
 
-async function start(flags: Record<string, unknown> = {}, backends?: Backends) {
-  const listeners = await startPop3Listeners(h.deps(flags, backends));
-  running.push(listeners);
-  return { listeners, port: portOf(listeners, 'pop3'), securePort: portOf(listeners, 'pop3s') };
+async function start(flags: Record<string, unknown> = {}, backends?: Backends, limiter: LoginLimiter | null = null) {
+  kg = await h.start({ protocols: ['pop3'], flags, limiter, ...(backends && { backends }) });
+  return { port: kg.port('pop3'), securePort: kg.port('pop3s') };
 }
 
 async function connect(port: number, opts: { tls?: boolean; prefix?: string } = {}): Promise<LineClient> {
@@ -57,12 +56,6 @@ async function capa(c: LineClient): Promise<string[]> {
 }
 
 describe('POP3 listeners: capabilities and login', () => {
-  it('binds the STLS and the implicit-TLS port on 127.0.0.1', async () => {
-    const { listeners } = await start();
-    expect(listeners.map((l) => l.name)).toEqual(['pop3', 'pop3s']);
-    for (const l of listeners) expect(l.address().host).toBe('127.0.0.1');
-  });
-
   it('greets, and answers CAPA to a loopback client with USER, SASL PLAIN and STLS, in one write', async () => {
     const { port } = await start();
     const c = await connect(port);
@@ -76,7 +69,7 @@ describe('POP3 listeners: capabilities and login', () => {
       'AUTH-RESP-CODE',
       'PIPELINING',
       'USER',
-      'SASL PLAIN',
+      'SASL PLAIN LOGIN OAUTHBEARER XOAUTH2',
       'STLS',
       'IMPLEMENTATION Keygate',
       '.',
@@ -89,7 +82,7 @@ describe('POP3 listeners: capabilities and login', () => {
     const { port } = await start();
     const c = await connect(port);
     await login(c);
-    await waitFor(() => h.sessions.count('pop3') === 1);
+    await waitFor(() => kg.sessions.count('pop3') === 1);
     for (const cmd of ['STAT', 'LIST', 'LIST 1', 'RETR 1', 'DELE 1', 'RSET', 'TOP 1 0', 'UIDL']) expect(await c.send(cmd)).toBe(NO_BACKEND);
     expect(await c.send('NOOP')).toBe('+OK');
     const after = await capa(c);
@@ -98,7 +91,7 @@ describe('POP3 listeners: capabilities and login', () => {
     expect(await c.send('USER bob@example.com')).toBe('-ERR Command not valid in this state');
     expect(await c.send('QUIT')).toBe('+OK Bye');
     await c.waitClosed();
-    await waitFor(() => h.sessions.count('pop3') === 0);
+    await waitFor(() => kg.sessions.count('pop3') === 0);
   });
 
   it('accepts an alias in any case and ignores whitespace around the key', async () => {
@@ -138,8 +131,7 @@ describe('POP3 listeners: capabilities and login', () => {
   });
 
   it('answers -ERR [SYS/TEMP] when the login is refused for now (rate limit, store down)', async () => {
-    const { port } = await start();
-    h.authenticator.limiter = { reserve: async () => null };
+    const { port } = await start({}, undefined, { reserve: async () => null });
     const c = await connect(port);
     expect(await c.send(`USER ${ALICE}`)).toMatch(/^\+OK/);
     expect(await c.send(`PASS ${aliceKey}`)).toMatch(/^-ERR \[SYS\/TEMP\] /);
@@ -173,12 +165,12 @@ describe('POP3 AUTH PLAIN', () => {
     c.destroy();
   });
 
-  it('lists its mechanism, refuses others and malformed responses', async () => {
+  it('lists its mechanisms, refuses others and malformed responses', async () => {
     const { port } = await start();
     const c = await connect(port);
     c.write('AUTH\r\n');
-    expect(await c.multiline()).toEqual(['+OK Supported mechanisms follow', 'PLAIN', '.']);
-    expect(await c.send('AUTH LOGIN')).toBe('-ERR Unsupported authentication mechanism');
+    expect(await c.multiline()).toEqual(['+OK Supported mechanisms follow', 'PLAIN', 'LOGIN', 'OAUTHBEARER', 'XOAUTH2', '.']);
+    expect(await c.send('AUTH CRAM-MD5')).toBe('-ERR Unsupported authentication mechanism');
     expect(await c.send('AUTH PLAIN %%%')).toBe('-ERR Malformed SASL response');
     expect(await c.send('AUTH PLAIN')).toBe('+ ');
     expect(await c.send('bm90IHBsYWlu')).toBe('-ERR Malformed SASL response');
@@ -345,7 +337,7 @@ describe('POP3 bounds and bad input', () => {
     await new Promise((r) => setTimeout(r, 20));
     midDelay.destroy();
     await new Promise((r) => setTimeout(r, 150));
-    expect(h.sessions.count('pop3')).toBe(0);
+    expect(kg.sessions.count('pop3')).toBe(0);
     const c = await connect(port);
     await login(c);
     c.destroy();
@@ -393,10 +385,10 @@ describe('POP3 live sessions', () => {
   });
 
   it('says goodbye to open sessions when the listener shuts down', async () => {
-    const { listeners, port } = await start();
+    const { port } = await start();
     const c = await connect(port);
     await login(c);
-    const closing = closeAll(listeners);
+    const closing = kg.close();
     expect(await c.line(2000)).toBe('-ERR [SYS/TEMP] Session ended: server shutting down');
     await c.waitClosed(2000);
     await closing;
@@ -438,7 +430,7 @@ describe('POP3 with a backend', () => {
   });
 
   function backend(opened: SessionContext[]): Backends {
-    const pop3: Pop3Backend = {
+    const pop3: Backend<PipeSession> = {
       async open(ctx) {
         opened.push(ctx);
         const socket = net.connect(upstreamPort, '127.0.0.1');
@@ -544,7 +536,7 @@ describe('POP3 with a backend', () => {
   });
 
   it('answers -ERR [SYS/TEMP] when the backend is unavailable, and QUIT still works', async () => {
-    const pop3: Pop3Backend = {
+    const pop3: Backend<PipeSession> = {
       async open() {
         throw new BackendUnavailableError('upstream down');
       },
@@ -553,7 +545,7 @@ describe('POP3 with a backend', () => {
     const c = await connect(port);
     expect(await c.send(`USER ${ALICE}`)).toMatch(/^\+OK/);
     expect(await c.send(`PASS ${aliceKey}`)).toBe('-ERR [SYS/TEMP] Mailbox temporarily unavailable, try again later');
-    expect(h.sessions.count('pop3')).toBe(0);
+    expect(kg.sessions.count('pop3')).toBe(0);
     expect(await c.send('QUIT')).toBe('+OK Bye');
     await c.waitClosed();
   });

@@ -1,42 +1,48 @@
 import { describe, expect, it } from 'vitest';
 import { parseCommand } from '../../../src/protocols/pop3/dispatcher.js';
-import { LINE_TOO_LONG, LineFramer } from '../../../src/protocols/pop3/framing.js';
+import { Pop3Framer } from '../../../src/protocols/pop3/framing.js';
+
+const text = (f: Pop3Framer): string | null | undefined => {
+  const frame = f.next();
+  return frame === null ? null : frame.kind === 'command' ? frame.raw.toString() : undefined;
+};
+const LINE_TOO_LONG = { kind: 'fatal', reason: 'line_too_long' };
 import { COMMANDS } from '../../../src/protocols/pop3/registry.js';
 
-describe('POP3 LineFramer', () => {
+describe('Pop3Framer', () => {
   it('splits CRLF and bare LF lines, across chunks', () => {
-    const f = new LineFramer(100);
+    const f = new Pop3Framer(100);
     f.push(Buffer.from('CAPA\r\nUSER a'));
-    expect(f.next()?.toString()).toBe('CAPA');
+    expect(text(f)).toBe('CAPA');
     expect(f.next()).toBeNull();
     f.push(Buffer.from('@b\r'));
     expect(f.next()).toBeNull();
     f.push(Buffer.from('\nQUIT\n'));
-    expect(f.next()?.toString()).toBe('USER a@b');
-    expect(f.next()?.toString()).toBe('QUIT');
+    expect(text(f)).toBe('USER a@b');
+    expect(text(f)).toBe('QUIT');
     expect(f.next()).toBeNull();
     expect(f.buffered).toBe(0);
   });
 
   it('reports a line over the limit, with or without its line end', () => {
-    const f = new LineFramer(8);
+    const f = new Pop3Framer(8);
     f.push(Buffer.from('12345678\r\n'));
-    expect(f.next()?.toString()).toBe('12345678');
+    expect(text(f)).toBe('12345678');
     f.push(Buffer.from('123456789\r\n'));
-    expect(f.next()).toBe(LINE_TOO_LONG);
-    const g = new LineFramer(8);
+    expect(f.next()).toEqual(LINE_TOO_LONG);
+    const g = new Pop3Framer(8);
     g.push(Buffer.from('1234567890'));
-    expect(g.next()).toBe(LINE_TOO_LONG);
+    expect(g.next()).toEqual(LINE_TOO_LONG);
   });
 
   it('hands back or drops what is buffered', () => {
-    const f = new LineFramer(100);
+    const f = new Pop3Framer(100);
     f.push(Buffer.from('PASS x\r\nSTAT\r\nLI'));
-    expect(f.next()?.toString()).toBe('PASS x');
-    expect(f.takeRest().toString()).toBe('STAT\r\nLI');
+    expect(text(f)).toBe('PASS x');
+    expect(f.takeRest()?.toString()).toBe('STAT\r\nLI');
     expect(f.next()).toBeNull();
     f.push(Buffer.from('CAPA\r\n'));
-    f.clear();
+    f.discard();
     expect(f.next()).toBeNull();
   });
 });

@@ -7,28 +7,30 @@ import type { TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { LoginLimiter } from '../../../src/auth/authenticate.js';
 import {
   BackendRejectedError,
   BackendUnavailableError,
+  type Backend,
   type Backends,
   type SessionContext,
-  type SmtpBackend,
   type SmtpEnvelope,
+  type SmtpRelay,
 } from '../../../src/backends/types.js';
 import { generateKey } from '../../../src/keys/format.js';
-import type { RunningListener } from '../../../src/protocols/deps.js';
-import { startSmtpListeners } from '../../../src/protocols/smtp/index.js';
-import { createSelfSignedCertificate, createTlsProvider } from '../../../src/tls/index.js';
+import { createSelfSignedCertificate } from '../../../src/tls/index.js';
+import { createHarness, type Harness, type Keygate } from '../../helpers/keygate.js';
+import { LineClient, plain } from '../../helpers/line-client.js';
 import { SWAKS } from '../../helpers/tools.js';
 import { waitFor } from '../../helpers/wait.js';
-import { closeAll, createHarness, LineClient, plain, portOf, type Harness } from '../pop3/harness.js';
 
 const ALICE = 'alice@example.com';
 const AUTH_FAILED = '535 5.7.8 Authentication credentials invalid';
 
 let h: Harness;
 let aliceKey: string;
-const running: RunningListener[][] = [];
+/** The Keygate the running test started. */
+let kg: Keygate;
 
 beforeAll(async () => {
   h = await createHarness();
@@ -41,24 +43,23 @@ afterAll(async () => {
 });
 
 afterEach(async () => {
-  h.authenticator.limiter = null;
-  await Promise.all(running.splice(0).map(closeAll));
+  await h.stopAll();
 });
 
-async function start(flags: Record<string, unknown> = {}, backends?: Backends) {
-  const listeners = await startSmtpListeners(h.deps(flags, backends));
-  running.push(listeners);
-  return { listeners, port: portOf(listeners, 'smtp'), securePort: portOf(listeners, 'smtps') };
+async function start(flags: Record<string, unknown> = {}, backends?: Backends, limiter: LoginLimiter | null = null) {
+  kg = await h.start({ protocols: ['smtp'], flags, limiter, ...(backends && { backends }) });
+  return { port: kg.port('smtp'), securePort: kg.port('smtps') };
 }
 
-/** Reads one (possibly multi-line) SMTP reply. */
-async function reply(c: LineClient, timeoutMs = 3000): Promise<string[]> {
-  const lines: string[] = [];
-  for (;;) {
-    const l = await c.line(timeoutMs);
-    lines.push(l);
-    if (l.length < 4 || l[3] === ' ') return lines;
-  }
+const reply = (c: LineClient, timeoutMs = 3000): Promise<string[]> => c.reply(timeoutMs);
+
+/** An SMTP backend from one send function, the way a relay is opened per session. */
+function relayBackend(send: (ctx: SessionContext, envelope: SmtpEnvelope, message: Readable) => Promise<string>): Backend<SmtpRelay> {
+  return {
+    async open(ctx) {
+      return { send: (envelope, message) => send(ctx, envelope, message), close: () => {} };
+    },
+  };
 }
 
 async function cmd(c: LineClient, line: string): Promise<string> {
@@ -85,24 +86,16 @@ function transport(port: number, secure: boolean, user: string, pass: string, ex
   return nodemailer.createTransport({ host: '127.0.0.1', port, secure, auth: { user, pass }, tls: { rejectUnauthorized: false }, ...extra });
 }
 
-function capturingBackend(seen: Array<{ ctx: SessionContext; envelope: SmtpEnvelope; message: string }>): SmtpBackend {
-  return {
-    async send(ctx, envelope, message: Readable) {
-      let text = '';
-      for await (const chunk of message) text += (chunk as Buffer).toString();
-      seen.push({ ctx, envelope, message: text });
-      return '2.0.0 Ok: queued as TEST123';
-    },
-  };
+function capturingBackend(seen: Array<{ ctx: SessionContext; envelope: SmtpEnvelope; message: string }>): Backend<SmtpRelay> {
+  return relayBackend(async (ctx, envelope, message) => {
+    let text = '';
+    for await (const chunk of message) text += (chunk as Buffer).toString();
+    seen.push({ ctx, envelope, message: text });
+    return '2.0.0 Ok: queued as TEST123';
+  });
 }
 
 describe('SMTP listeners with nodemailer', () => {
-  it('binds the STARTTLS and the implicit-TLS port on 127.0.0.1', async () => {
-    const { listeners } = await start();
-    expect(listeners.map((l) => l.name)).toEqual(['smtp', 'smtps']);
-    for (const l of listeners) expect(l.address().host).toBe('127.0.0.1');
-  });
-
   it('authenticates with AUTH PLAIN and LOGIN over STARTTLS and over implicit TLS', async () => {
     const { port, securePort } = await start();
     await expect(transport(port, false, ALICE, aliceKey, { requireTLS: true }).verify()).resolves.toBe(true);
@@ -140,8 +133,7 @@ describe('SMTP listeners with nodemailer', () => {
   });
 
   it('answers 454 4.7.0 when the login is refused for now', async () => {
-    const { securePort } = await start();
-    h.authenticator.limiter = { reserve: async () => null };
+    const { securePort } = await start({}, undefined, { reserve: async () => null });
     const err = (await transport(securePort, true, ALICE, aliceKey).verify().catch((e: unknown) => e)) as { responseCode?: number; response?: string };
     expect(err.responseCode).toBe(454);
     expect(err.response).toMatch(/^454 4\.7\.0 /);
@@ -177,13 +169,11 @@ describe('SMTP listeners with nodemailer', () => {
 
   it('passes backend refusals through and maps an unreachable backend to 451 4.4.1', async () => {
     let mode: 'reject' | 'down' = 'reject';
-    const smtp: SmtpBackend = {
-      async send(_ctx, _env, message) {
-        message.resume();
-        if (mode === 'reject') throw new BackendRejectedError(550, '5.7.1 Recipient refused upstream');
-        throw new BackendUnavailableError('connect ECONNREFUSED');
-      },
-    };
+    const smtp = relayBackend(async (_ctx, _env, message) => {
+      message.resume();
+      if (mode === 'reject') throw new BackendRejectedError(550, '5.7.1 Recipient refused upstream');
+      throw new BackendUnavailableError('connect ECONNREFUSED');
+    });
     const { securePort } = await start({}, { imap: null, pop3: null, smtp });
     const t = transport(securePort, true, ALICE, aliceKey);
     const mail = { from: ALICE, to: 'x@example.net', text: 'hi' };
@@ -206,11 +196,11 @@ describe('SMTP listeners with nodemailer', () => {
 });
 
 describe('SMTP sender and session rules (raw client)', () => {
-  it('advertises AUTH PLAIN LOGIN, STARTTLS and SIZE to a loopback client', async () => {
+  it('advertises AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2, STARTTLS and SIZE to a loopback client', async () => {
     const { port } = await start();
     const c = await connect(port);
     const ext = await ehlo(c);
-    expect(ext).toContain('AUTH PLAIN LOGIN');
+    expect(ext).toContain('AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     expect(ext).toContain('STARTTLS');
     expect(ext).toContain(`SIZE ${35 * 1024 * 1024}`);
     c.destroy();
@@ -245,7 +235,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     expect(await cmd(c, 'MAIL FROM:<alice@example.com>')).toMatch(/^530 5\.7\.0 /);
     expect(await cmd(c, 'STARTTLS')).toMatch(/^220/);
     await c.upgrade();
-    expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN');
+    expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     const scoped = await h.issue(ALICE, ['smtp'], { allowedIps: ['198.51.100.0/24'] });
     expect(await authPlain(c, ALICE, scoped.key)).toBe('235 Authentication successful');
     c.destroy();
@@ -255,7 +245,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     const { port } = await start({ proxyProtocol: 'true', 'auth.allowPlaintext': 'true' });
     const elsewhere = await h.issue(ALICE, ['smtp'], { allowedIps: ['10.0.0.0/8'] });
     const c = await connect(port, { prefix: 'PROXY TCP4 198.51.100.9 127.0.0.1 40000 587\r\n' });
-    expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN');
+    expect(await ehlo(c)).toContain('AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     expect(await authPlain(c, ALICE, elsewhere.key)).toBe(AUTH_FAILED);
     expect(await authPlain(c)).toBe('235 Authentication successful');
     c.destroy();
@@ -273,13 +263,13 @@ describe('SMTP sender and session rules (raw client)', () => {
         await ehlo(c);
       }
       expect(await authPlain(c, ALICE, k.key)).toBe('235 Authentication successful');
-      await waitFor(() => h.sessions.count('smtp') === 1);
+      await waitFor(() => kg.sessions.count('smtp') === 1);
       const t0 = Date.now();
       await h.store.revokeKey(k.id, new Date().toISOString());
       expect(await c.line(1000)).toBe('421 4.7.0 Session ended: key revoked');
       await c.waitClosed(1000);
       expect(Date.now() - t0).toBeLessThan(1000);
-      await waitFor(() => h.sessions.count('smtp') === 0);
+      await waitFor(() => kg.sessions.count('smtp') === 0);
     }
   });
 
@@ -308,7 +298,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     const junk = await connect(port);
     const garbage = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x1b, 0x0d, 0x0a]);
     let last = '';
-    for (let i = 0; i < 10 && !junk.closed; i++) last = (junk.write(garbage), (await reply(junk)).join('\n'));
+    for (let i = 0; i < 10 && !junk.isClosed; i++) last = (junk.write(garbage), (await reply(junk)).join('\n'));
     expect(last).toMatch(/^421 /);
     await junk.waitClosed();
   });
@@ -326,7 +316,7 @@ describe('SMTP sender and session rules (raw client)', () => {
     await new Promise((r) => setTimeout(r, 20));
     d.destroy();
     await new Promise((r) => setTimeout(r, 200));
-    expect(h.sessions.count('smtp')).toBe(0);
+    expect(kg.sessions.count('smtp')).toBe(0);
     const c = await connect(port);
     await ehlo(c);
     expect(await authPlain(c)).toBe('235 Authentication successful');
@@ -358,11 +348,11 @@ describe('SMTP sender and session rules (raw client)', () => {
   });
 
   it('says 421 to open sessions when the listener shuts down', async () => {
-    const { listeners, port } = await start();
+    const { port } = await start();
     const c = await connect(port);
     await ehlo(c);
     expect(await authPlain(c)).toBe('235 Authentication successful');
-    const closing = closeAll(listeners);
+    const closing = kg.close();
     expect(await c.line(2000)).toBe('421 4.3.2 Server shutting down');
     await c.waitClosed(2000);
     await closing;
@@ -377,11 +367,9 @@ describe('SMTP certificate reload', () => {
     const first = await createSelfSignedCertificate('first.test');
     writeFileSync(certPath, first.certPem);
     writeFileSync(keyPath, first.keyPem);
-    const provider = await createTlsProvider({ tls: { cert: certPath, key: keyPath, dir }, hostname: 'first.test' }, h.logger);
     try {
-      const listeners = await startSmtpListeners({ ...h.deps(), tls: provider });
-      running.push(listeners);
-      const port = portOf(listeners, 'smtp');
+      const { port } = await start({ 'tls.cert': certPath, 'tls.key': keyPath, 'tls.dir': dir, hostname: 'first.test' });
+      const provider = kg.tls;
       const peer = async (servername: string): Promise<string> => {
         const c = await connect(port);
         await ehlo(c);
@@ -404,7 +392,7 @@ describe('SMTP certificate reload', () => {
       expect(await peer('')).toBe(secondFp);
       expect(await peer('localhost')).toBe(secondFp);
     } finally {
-      provider.close();
+      await kg.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
@@ -449,7 +437,7 @@ describe('SMTP with command-line clients', () => {
       p.stdin.write(`EHLO client.test\r\nAUTH PLAIN ${plain(ALICE, aliceKey)}\r\nMAIL FROM:<al@example.com>\r\nQUIT\r\n`);
       setTimeout(() => p.kill(), 8000).unref();
     });
-    expect(out).toContain('250-AUTH PLAIN LOGIN');
+    expect(out).toContain('250-AUTH PLAIN LOGIN OAUTHBEARER XOAUTH2');
     expect(out).not.toContain('250-STARTTLS');
     expect(out).toContain('235 Authentication successful');
     expect(out).toContain('250 Accepted');

@@ -1,20 +1,13 @@
 import { astring, BEFORE_LOGIN, type ImapCommand, type ImapSession } from '../command.js';
-import { decodeBase64, decodePlain } from '../../sasl-plain.js';
-import { passwordLogin, refuseLogin } from '../login.js';
-import { REPLY } from '../responses.js';
-
-/** Base64 of "Username:" and "Password:", the prompts clients expect for SASL LOGIN. */
-const USERNAME_PROMPT = 'VXNlcm5hbWU6';
-const PASSWORD_PROMPT = 'UGFzc3dvcmQ6';
+import { mechanismNamed, SaslExchange } from '../../sasl-mechanisms.js';
+import { REPLY } from '../replies.js';
 
 /**
- * Reads one SASL response text: the initial response when SASL-IR sent one,
- * otherwise a continuation line after `+ <prompt>`. Answers the client
- * itself (BAD) and returns null on `*` (cancel) or a closed connection.
+ * Reads one SASL response after `+ <challenge>`. Answers the client itself
+ * (BAD) and returns null on `*` (cancel); null too on a closed connection.
  */
-async function responseText(session: ImapSession, tag: string, initial: string | undefined, prompt: string): Promise<string | null> {
-  if (initial !== undefined) return initial;
-  const line = await session.readContinuation(prompt);
+async function respond(session: ImapSession, tag: string, challenge: string): Promise<string | null> {
+  const line = await session.readContinuation(challenge);
   if (line === null) return null;
   const text = line.toString('latin1').trim();
   if (text === '*') {
@@ -24,44 +17,28 @@ async function responseText(session: ImapSession, tag: string, initial: string |
   return text;
 }
 
-/** `responseText`, base64-decoded; answers BAD itself and returns null on bad base64. */
-async function response(session: ImapSession, tag: string, initial: string | undefined, prompt: string): Promise<Buffer | null> {
-  const text = await responseText(session, tag, initial, prompt);
-  if (text === null) return null;
-  const decoded = decodeBase64(text);
-  if (decoded === null) session.protocolError(tag, REPLY.badBase64);
-  return decoded;
-}
-
-async function plain(session: ImapSession, tag: string, initial: string | undefined): Promise<void> {
-  const text = await responseText(session, tag, initial, '');
-  if (text === null) return;
-  const creds = decodePlain(text);
-  if (creds.ok) return passwordLogin(session, tag, creds.username, creds.secret);
-  // Acting as someone else is not a thing keys do: a refused login, audited, not a syntax error.
-  if (creds.reason === 'authzid_mismatch') return refuseLogin(session, tag, creds.username, creds.reason);
-  // Malformed SASL counts toward the protocol-error limit, as in POP3.
-  session.protocolError(tag, creds.reason === 'base64' ? REPLY.badBase64 : REPLY.badSaslPlain);
-}
-
-async function login(session: ImapSession, tag: string, initial: string | undefined): Promise<void> {
-  const user = await response(session, tag, initial, USERNAME_PROMPT);
-  if (user === null) return;
-  const password = await response(session, tag, undefined, PASSWORD_PROMPT);
-  if (password === null) return;
-  return passwordLogin(session, tag, user.toString('utf8'), password.toString('utf8'));
-}
-
-/** AUTHENTICATE PLAIN | LOGIN [initial-response] (RFC 9051 §6.2.2, SASL-IR RFC 4959). */
+/**
+ * AUTHENTICATE PLAIN | LOGIN | OAUTHBEARER | XOAUTH2 [initial-response]
+ * (RFC 9051 §6.2.2, SASL-IR RFC 4959, RFC 7628). The mechanisms are decoded
+ * by the one shared module (src/protocols/sasl-mechanisms.ts); a bearer
+ * mechanism's key is the token.
+ */
 export const authenticate: ImapCommand = {
   name: 'AUTHENTICATE',
   states: BEFORE_LOGIN,
   args: [{ kind: 'atom' }, { kind: 'atom', optional: true, sensitive: true }],
-  handler(session, { tag, args }) {
-    const mechanism = astring(args[0]).toUpperCase();
+  async handler(session, { tag, args }) {
+    const mechanism = mechanismNamed(astring(args[0]));
     const initial = args[1] === undefined ? undefined : astring(args[1]);
-    if (mechanism !== 'PLAIN' && mechanism !== 'LOGIN') return session.send(`${tag} ${REPLY.unknownMechanism}\r\n`);
+    if (!mechanism) return session.send(`${tag} ${REPLY.unknownMechanism}\r\n`);
     if (!session.mayLogin) return session.send(`${tag} ${REPLY.privacyRequired}\r\n`);
-    return mechanism === 'PLAIN' ? plain(session, tag, initial) : login(session, tag, initial);
+    const exchange = new SaslExchange(mechanism);
+    const step = await exchange.run(initial, (challenge) => respond(session, tag, challenge));
+    if (step === null) return;
+    if (step.kind === 'credentials') return session.logIn(tag, step.username, step.key, exchange.failureChallenge() ?? undefined);
+    // Acting as someone else is not a thing keys do: a refused login, audited, not a syntax error.
+    if (step.kind === 'refused') return session.refuseLogin(tag, step.username, step.reason);
+    // Malformed SASL counts toward the protocol-error limit, as in POP3.
+    session.protocolError(tag, step.reason === 'base64' ? REPLY.badBase64 : mechanism === 'PLAIN' ? REPLY.badSaslPlain : REPLY.badSasl);
   },
 };

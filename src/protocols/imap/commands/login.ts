@@ -1,6 +1,5 @@
 import { astring, BEFORE_LOGIN, type ImapCommand } from '../command.js';
-import { passwordLogin } from '../login.js';
-import { REPLY } from '../responses.js';
+import { REPLY } from '../replies.js';
 
 /** LOGIN user password: user = address or alias, password = key. Refused before TLS unless loopback or allowed. */
 export const login: ImapCommand = {
@@ -9,6 +8,6 @@ export const login: ImapCommand = {
   args: [{ kind: 'astring' }, { kind: 'astring', sensitive: true }],
   handler(session, { tag, args }) {
     if (!session.mayLogin) return session.send(`${tag} ${REPLY.privacyRequired}\r\n`);
-    return passwordLogin(session, tag, astring(args[0]), astring(args[1]));
+    return session.logIn(tag, astring(args[0]), astring(args[1]));
   },
 };

@@ -1,5 +1,5 @@
 import { AFTER_LOGIN, type ImapCommand } from '../command.js';
-import { REPLY } from '../responses.js';
+import { REPLY } from '../replies.js';
 
 /**
  * The authenticated- and selected-state commands (RFC 9051 and the common

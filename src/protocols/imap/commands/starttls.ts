@@ -1,5 +1,5 @@
 import { BEFORE_LOGIN, type ImapCommand } from '../command.js';
-import { REPLY } from '../responses.js';
+import { REPLY } from '../replies.js';
 
 /**
  * STARTTLS (RFC 9051 §6.2.1): tagged OK, then the handshake. Whatever the

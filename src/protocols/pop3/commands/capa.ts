@@ -1,5 +1,6 @@
+import { MECHANISMS } from '../../sasl-mechanisms.js';
 import { REPLY } from '../replies.js';
-import type { Pop3Command } from '../types.js';
+import type { Pop3Command } from '../command.js';
 
 /**
  * CAPA (RFC 2449). Before TLS on a connection that may not send passwords in
@@ -11,8 +12,8 @@ export const capa: Pop3Command = {
   states: ['authorization', 'transaction'],
   handler(session) {
     const lines: string[] = [REPLY.capaHead, 'TOP', 'UIDL', 'RESP-CODES', 'AUTH-RESP-CODE', 'PIPELINING'];
-    if (session.state === 'authorization') {
-      if (session.passwordLoginAllowed) lines.push('USER', 'SASL PLAIN');
+    if (session.commandState === 'authorization') {
+      if (session.mayLogin) lines.push('USER', `SASL ${MECHANISMS.join(' ')}`);
       if (!session.secure) lines.push('STLS');
     }
     lines.push('IMPLEMENTATION Keygate', '.');

@@ -1,5 +1,5 @@
 import { REPLY } from '../replies.js';
-import type { Pop3Command } from '../types.js';
+import type { Pop3Command } from '../command.js';
 
 /**
  * The RFC 1939 / 2449 mailbox commands. Keygate only reaches them when no POP3

@@ -1,5 +1,5 @@
 import { REPLY } from '../replies.js';
-import type { Pop3Command } from '../types.js';
+import type { Pop3Command } from '../command.js';
 
 /**
  * PASS (RFC 1939): the rest of the line is the key (surrounding whitespace is
@@ -9,11 +9,11 @@ export const pass: Pop3Command = {
   name: 'PASS',
   states: ['authorization'],
   async handler(session, args) {
-    if (!session.passwordLoginAllowed) return session.reply(REPLY.tlsRequired);
+    if (!session.mayLogin) return session.reply(REPLY.tlsRequired);
     const username = session.pendingUser;
     if (username === null) return session.protocolError(REPLY.userFirst);
     session.pendingUser = null;
     if (args.trim() === '') return session.protocolError(REPLY.missingPass);
-    await session.login(username, args);
+    await session.logIn(username, args);
   },
 };

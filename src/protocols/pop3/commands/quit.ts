@@ -1,5 +1,5 @@
 import { REPLY } from '../replies.js';
-import type { Pop3Command } from '../types.js';
+import type { Pop3Command } from '../command.js';
 
 /** QUIT (RFC 1939): always works; with no mailbox backend there is nothing to update. */
 export const quit: Pop3Command = {

@@ -1,5 +1,5 @@
 import { REPLY } from '../replies.js';
-import type { Pop3Command } from '../types.js';
+import type { Pop3Command } from '../command.js';
 
 /** STLS (RFC 2595): upgrade to TLS; anything the client pipelined after it is discarded. */
 export const stls: Pop3Command = {

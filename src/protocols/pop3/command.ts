@@ -6,11 +6,12 @@ export type Pop3State = 'authorization' | 'transaction';
  * socket, the store or the backend directly: the connection owns those.
  */
 export interface Pop3Session {
-  readonly state: Pop3State;
+  /** The RFC 1939 state the dispatcher checks commands against. */
+  readonly commandState: Pop3State;
   /** TLS is active (implicit TLS or after STLS). */
   readonly secure: boolean;
   /** USER/PASS and AUTH may be offered: TLS, a loopback client, or auth.allowPlaintext. */
-  readonly passwordLoginAllowed: boolean;
+  readonly mayLogin: boolean;
   /** Name given by USER, waiting for PASS. */
   pendingUser: string | null;
 
@@ -18,12 +19,12 @@ export interface Pop3Session {
   reply(...lines: string[]): void;
   /** Counts a protocol error and answers it; too many and the connection is closed. */
   protocolError(line: string): void;
-  /** Routes the next line to `fn` instead of the dispatcher (SASL continuation). */
-  expectContinuation(fn: (line: string) => Promise<void> | void): void;
-  /** Checks a username and key; answers success or failure itself. */
-  login(username: string, secret: string): Promise<void>;
+  /** Writes a continuation prompt (SASL) and resolves with the client's next line; null if the connection closed first. */
+  readContinuation(prompt: string): Promise<string | null>;
+  /** Logs in with a username and key; answers success or failure itself (after `+ <failureChallenge>` and the client's reply, for a bearer mechanism). */
+  logIn(username: string, key: string, failureChallenge?: string): Promise<void>;
   /** Refuses a login already decided against (SASL authzid mismatch): audited, delayed, answered like any refusal. */
-  refuseLogin(username: string, reason: string): Promise<void>;
+  refuseLogin(username: string, reason: 'authzid_mismatch'): Promise<void>;
   /** Answers +OK and upgrades the socket to TLS; pipelined plaintext is discarded. */
   startTls(): Promise<void>;
   /** Answers and closes. */

@@ -1,5 +1,5 @@
 import type { EndReason } from '../../auth/sessions.js';
-import type { FatalReason } from './framing.js';
+import type { FatalReason } from '../line-session.js';
 
 /**
  * Every fixed IMAP reply Keygate sends, in one catalogue: the tagged ones are
@@ -12,21 +12,22 @@ export const REPLY = {
 
   // Tagged results.
   authFailed: 'NO [AUTHENTICATIONFAILED] Authentication failed',
-  tempFail: 'NO [UNAVAILABLE] Temporary authentication failure, try again later',
-  backendDown: 'NO [UNAVAILABLE] Mailbox backend unavailable, try again later',
+  authTemporary: 'NO [UNAVAILABLE] Temporary authentication failure, try again later',
+  backendUnavailable: 'NO [UNAVAILABLE] Mailbox backend unavailable, try again later',
   noBackend: 'NO [UNAVAILABLE] No mailbox backend is configured',
   privacyRequired: 'NO [PRIVACYREQUIRED] Use STARTTLS before logging in',
   unknownMechanism: 'NO [CANNOT] Unsupported authentication mechanism',
   cancelled: 'BAD Authentication cancelled',
   badBase64: 'BAD Invalid base64 data',
   badSaslPlain: 'BAD Invalid SASL PLAIN message',
+  badSasl: 'BAD Invalid SASL message',
   tlsActive: 'BAD TLS is already active',
   loginFirst: 'BAD Command not valid before login',
   alreadyAuthenticated: 'BAD Already logged in',
   unknownCommand: 'BAD Unknown command',
   literalTooLarge: 'BAD Literal too large',
   commandTooLong: 'BAD Command too long',
-  serverBug: 'NO [SERVERBUG] Internal server error',
+  internal: 'NO [SERVERBUG] Internal server error',
 
   // Untagged lines.
   continueLiteral: '+ Ready for literal data\r\n',
