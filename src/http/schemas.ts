@@ -1,4 +1,4 @@
-import { Type } from 'typebox';
+import { Type, type Static, type TSchema } from 'typebox';
 import { LOGIN_MODES, MASTER_STYLES, MAX_UPSTREAM_PASSWORD, MAX_UPSTREAM_USERNAME, TLS_MODES } from '../backends/routing.js';
 import { MAX_KEY_NAME, SAFE_TEXT_PATTERN } from '../keys/names.js';
 import { isActive, type AccountRecord, type KeyRecord } from '../keys/record.js';
@@ -132,11 +132,15 @@ export const UpstreamOverlay = Type.Object(
 );
 
 /**
- * A string or null as OpenAPI 3.0 writes it (`nullable: true`), not as a union:
- * with type coercion on, a union lets ajv turn "" into null and back, and here
- * "" (refused) and null (account address / remove the password) must stay apart.
+ * A request field that may be null, written as OpenAPI 3.0 does (`nullable: true`),
+ * not as a union: with type coercion on (form posts need it), ajv tries a union's
+ * branches in turn and turns a JSON null into `""` or `[""]` for the first one, so
+ * `"allowedIps": null` was refused as a bad address. Here null stays null, and
+ * "" (refused where the schema refuses it) stays apart from it.
  */
-const NullableString = (options: { maxLength: number; pattern?: string; description?: string }) => Type.Unsafe<string | null>(Type.String({ ...options, nullable: true }));
+export const NullableInput = <T extends TSchema>(schema: T) => Type.Unsafe<Static<T> | null>({ ...schema, nullable: true });
+
+const NullableString = (options: { maxLength: number; pattern?: string; description?: string }) => NullableInput(Type.String(options));
 
 /** PUT body: the account's whole route (it replaces the stored one), except that an absent `password` keeps the stored one. */
 export const AccountUpstreamBody = Type.Object(

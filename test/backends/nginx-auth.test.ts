@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { setAccountUpstream } from '../../src/backends/accounts.js';
 import { Authenticator } from '../../src/auth/authenticate.js';
 import { loadConfig } from '../../src/config.js';
-import { nginxAuthRoutes } from '../../src/http/routes/nginx-auth.js';
+import { nginxAuthRoutes, pickNginxAddress } from '../../src/http/routes/nginx-auth.js';
 import { newKey } from '../../src/keys/new-key.js';
 import { openSqliteStore } from '../../src/store/sqlite.js';
 import type { KeyStore } from '../../src/store/types.js';
@@ -151,5 +151,13 @@ describe('nginx auth_http endpoint', () => {
     expect(res.statusCode).toBe(403);
     expect(res.json()).toMatchObject({ error: { code: 'forbidden' } });
     await off.close();
+  });
+});
+
+describe('the upstream address given to nginx', () => {
+  it('is the IPv4 address of a name that has both (nginx tries only one; Debian resolves localhost to ::1 first)', () => {
+    expect(pickNginxAddress([{ address: '::1', family: 6 }, { address: '127.0.0.1', family: 4 }])).toBe('127.0.0.1');
+    expect(pickNginxAddress([{ address: '2001:db8::25', family: 6 }])).toBe('2001:db8::25');
+    expect(() => pickNginxAddress([])).toThrow(/no address/);
   });
 });

@@ -134,6 +134,14 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
       expect((await f.store.getKey(res.json().id))?.allowedIps).toEqual(['10.0.0.0/8', '2001:db8::/32']);
     });
 
+    it('takes explicit nulls for expiresAt and allowedIps as "none" (what a list answer holds, sent back)', async () => {
+      const res = await f.call(owner, { method: 'POST', url: '/api/smtp-credentials', payload: { name: 'no limits', scopes: ['smtp'], expiresAt: null, allowedIps: null } });
+      expect(res.statusCode).toBe(201);
+      const stored = await f.store.getKey(res.json().id);
+      expect(stored?.allowedIps ?? null).toBeNull();
+      expect(stored?.expiresAt ?? null).toBeNull();
+    });
+
     it('refuses a scope the creator lacks: 403 naming it; * only from a * key', async () => {
       const writer = (await f.issue({ scopes: ['api:read', 'api:write', 'smtp'], account: alice })).key;
       let res = await f.call(writer, { method: 'POST', url: '/api/smtp-credentials', payload: { name: 'x', scopes: ['smtp', 'imap'] } });

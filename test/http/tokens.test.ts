@@ -28,6 +28,12 @@ describe.each(storeKinds())('/api/tokens on %s', (kind) => {
     expect((await f.call(body.token, { url: '/metrics' })).statusCode).toBe(200);
   });
 
+  it('POST takes explicit nulls for expiresAt and allowedIps, as a list answer shows them', async () => {
+    const res = await f.call(f.adminKey, { method: 'POST', url: '/api/tokens', payload: { description: 'nulls', scopes: ['metrics'], expiresAt: null, allowedIps: null } });
+    expect(res.statusCode).toBe(201);
+    expect(res.json()).toMatchObject({ expiresAt: null, allowedIps: null });
+  });
+
   it('the name is `name`; `description`, the reference workflow\'s word, is the same field in and out', async () => {
     const byName = await f.call(f.adminKey, { method: 'POST', url: '/api/tokens', payload: { name: 'by name', scopes: ['metrics'] } });
     const byDescription = await f.call(f.adminKey, { method: 'POST', url: '/api/tokens', payload: { description: 'by description', scopes: ['metrics'] } });

@@ -63,10 +63,26 @@ function header(req: FastifyRequest, name: string): string {
  * an authzid: routes used through nginx should be `tls: none` and master
  * logins are always written in the separator style here.
  */
+/**
+ * nginx connects to the one address it is given and tries no other, so a name
+ * with both kinds of address is given as its IPv4 one: `localhost` on a stock
+ * Debian /etc/hosts resolves to ::1 first, while mail servers (a Dovecot on
+ * 127.0.0.1) listen on IPv4 far more often than on IPv6 alone.
+ */
+export function pickNginxAddress(addresses: readonly { address: string; family: number }[]): string {
+  const chosen = addresses.find((a) => a.family === 4) ?? addresses[0];
+  if (!chosen) throw new Error('the name has no address');
+  return chosen.address;
+}
+
+async function resolveForNginx(host: string): Promise<string> {
+  return isIP(host) ? host : pickNginxAddress(await lookup(host, { all: true }));
+}
+
 export const nginxAuthRoutes: FastifyPluginAsync<NginxAuthOptions> = async (app, opts) => {
   const { config, authenticator } = opts;
   const router = opts.router ?? new Router(config);
-  const resolveHost = opts.resolveHost ?? (async (host: string) => (isIP(host) ? host : (await lookup(host)).address));
+  const resolveHost = opts.resolveHost ?? resolveForNginx;
   const expected = config.nginx.authSecret === '' ? null : digest(config.nginx.authSecret);
 
   app.get(

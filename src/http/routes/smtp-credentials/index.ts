@@ -38,7 +38,7 @@ import {
   ErrorBody,
   KEY_SECURITY,
   KeyName,
-  Nullable,
+  NullableInput,
   ScopeName,
 } from '../../schemas.js';
 
@@ -78,8 +78,8 @@ const CreateBody = Type.Object(
   {
     name: KeyName,
     scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20, description: 'smtp, pop3, imap, api:read, api:write, app, internal (and *, metrics, api)' }),
-    expiresAt: Type.Optional(Nullable(Type.String({ format: 'date-time' }))),
-    allowedIps: Type.Optional(Nullable(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100, description: 'IP addresses or CIDR ranges' }))),
+    expiresAt: Type.Optional(NullableInput(Type.String({ format: 'date-time' }))),
+    allowedIps: Type.Optional(NullableInput(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100, description: 'IP addresses or CIDR ranges' }))),
   },
   { additionalProperties: false },
 );

@@ -6,7 +6,7 @@ import type { KeyStore } from '../../../store/types.js';
 import { importExportedKey, issueKey } from '../../../services/keys.js';
 import { HttpError } from '../../errors.js';
 import { AddressPrefixQuery, keyQuery, NamePrefixQuery, NextCursor, PageQuery, StateQuery } from '../../paging.js';
-import { AUTH_ERRORS, ErrorBody, KeyName, keyName, ScopeName, TokenView, tokenView } from '../../schemas.js';
+import { AUTH_ERRORS, ErrorBody, KeyName, keyName, NullableInput, ScopeName, TokenView, tokenView } from '../../schemas.js';
 
 const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
 const adminWrite = () => ({ kind: 'admin', access: 'write' }) as const;
@@ -55,8 +55,8 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
             description: Type.Optional(keyName('The same as `name` (the reference workflow\'s word); give one of the two')),
             scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20 }),
             account: Type.Optional(Type.Union([Type.String({ format: 'email', maxLength: 254 }), Type.Null()])),
-            expiresAt: Type.Optional(Type.Union([Type.String({ format: 'date-time' }), Type.Null()])),
-            allowedIps: Type.Optional(Type.Union([Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100 }), Type.Null()])),
+            expiresAt: Type.Optional(NullableInput(Type.String({ format: 'date-time' }))),
+            allowedIps: Type.Optional(NullableInput(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100 }))),
           },
           { additionalProperties: false },
         ),
