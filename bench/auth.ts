@@ -16,7 +16,9 @@
  * imap,pop3,smtp), BENCH_BEFORE (a checkout of an earlier commit, built: its
  * `keygate serve` runs beside this one in the Keygate and memory sections,
  * cell by cell in alternating order, and a before/after table is printed),
- * BENCH_REPEAT (measure each Keygate cell this many times and keep the
+ * BENCH_HISTORY=compare (instead of BENCH_BEFORE: the "before" server is this
+ * build with the login history off, `--events.history false`, to price
+ * recording it), BENCH_REPEAT (measure each Keygate cell this many times and keep the
  * median by cycles per CPU-second, default 1), BENCH_TRANSPORTS (the
  * Keygate cells' transports, default plain,tls,resumed).
  */
@@ -31,7 +33,7 @@ import { LoadPool, type LoadResult } from './lib/load.js';
 import type { Target } from './lib/load-worker.js';
 import { processCpu, processPss, treeCpu, treePss } from './lib/proc.js';
 import type { BenchProtocol } from './lib/protocols.js';
-import { issueKey, sleep, startCanned, startKeygate, startRedis, type KeygateServer } from './lib/servers.js';
+import { CLI, issueKey, sleep, startCanned, startKeygate, startRedis, type KeygateServer } from './lib/servers.js';
 import { fmt, table } from './lib/stats.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2.5);
@@ -43,8 +45,12 @@ const CONCURRENCY = [1, 8, 32];
 const PROTOCOLS = (process.env.BENCH_PROTOCOLS ?? 'imap,pop3,smtp').split(',') as BenchProtocol[];
 const ACCOUNT = 'bench@example.com';
 /** The build to compare against (BENCH_BEFORE), run in the same bench as this one. */
-const BEFORE_CLI = process.env.BENCH_BEFORE ? join(resolve(process.env.BENCH_BEFORE), 'dist', 'cli.js') : null;
-const BEFORE = 'keygate (before)';
+const HISTORY_COMPARE = process.env.BENCH_HISTORY === 'compare';
+const BEFORE_CLI = HISTORY_COMPARE ? CLI : process.env.BENCH_BEFORE ? join(resolve(process.env.BENCH_BEFORE), 'dist', 'cli.js') : null;
+/** What the "before" server runs with besides the store: the history off when that is what is compared. */
+const BEFORE_EXTRA = HISTORY_COMPARE ? ['--events.history', 'false'] : [];
+const BEFORE = HISTORY_COMPARE ? 'keygate (history off)' : 'keygate (before)';
+const BEFORE_NAME = HISTORY_COMPARE ? 'history off' : process.env.BENCH_BEFORE;
 const REPEAT = Math.max(1, Number(process.env.BENCH_REPEAT ?? 1));
 /** The transports the Keygate cells run (BENCH_TRANSPORTS: plain, tls, resumed). */
 const KEYGATE_TRANSPORTS = (process.env.BENCH_TRANSPORTS ?? 'plain,tls,resumed').split(',');
@@ -131,7 +137,7 @@ function median(runs: Cell[]): Cell {
 /** This build's server and, when compared, the one before, side by side. */
 async function startCompared(dir: string, name: string, flags: string[]): Promise<Array<{ label: string; server: KeygateServer }>> {
   const servers = [{ label: 'keygate', server: await startKeygate(dir, name, flags) }];
-  if (BEFORE_CLI) servers.push({ label: BEFORE, server: await startKeygate(dir, `${name}-before`, flags, [], BEFORE_CLI) });
+  if (BEFORE_CLI) servers.push({ label: BEFORE, server: await startKeygate(dir, `${name}-before`, flags, BEFORE_EXTRA, BEFORE_CLI) });
   return servers;
 }
 
@@ -230,7 +236,7 @@ async function main(): Promise<void> {
       progress(`Memory per idle logged-in IMAP connection (${IDLE} connections)`);
       for (const tls of [false, true]) {
         for (const [label, cli] of [['keygate', undefined], ...(BEFORE_CLI ? [[BEFORE, BEFORE_CLI]] : [])] as const) {
-          const server = await startKeygate(dir, `keygate-memory-${tls ? 'tls' : 'plain'}${cli ? '-before' : ''}`, sqlite, [], cli);
+          const server = await startKeygate(dir, `keygate-memory-${tls ? 'tls' : 'plain'}${cli ? '-before' : ''}`, sqlite, cli ? BEFORE_EXTRA : [], cli);
           try {
             const target: Target = { protocol: 'imap', port: tls ? server.ports.imaps : server.ports.imap, tls, creds: { user: ACCOUNT, pass: key } };
             memory.push(await idleMemory(pool, () => processPss(server.pid), target, IDLE, { server: label, transport: tls ? 'TLS' : 'plaintext' }));
@@ -342,7 +348,7 @@ function report(cells: Cell[], memory: MemoryRow[], seconds: number): void {
     return before ? [{ before, after }] : [];
   });
   if (pairs.length) {
-    out.push(`\n### Before / after (${process.env.BENCH_BEFORE}, same run, cells alternating)\n`);
+    out.push(`\n### Before / after (${BEFORE_NAME}, same run, cells alternating)\n`);
     out.push(
       table(
         ['store', 'protocol', 'transport', 'c', 'cycles/s before', 'after', 'CPU s / 1k before', 'after', 'cycles / CPU-s after ÷ before', 'p50 ms before', 'after'],

@@ -5,16 +5,19 @@ import { addTokensList } from './cli/lists.js';
 import { checkCommand } from './cli/check.js';
 import { addSettingFlags, collect, configFrom, DB_FLAGS, UsageError, withStore } from './cli/common.js';
 import { configCommand } from './cli/config-command.js';
+import { eventsCommand } from './cli/events.js';
 import { exitCodeOf } from './cli/exit-codes.js';
 import { SPECS } from './config.js';
 import { parseExpiry } from './duration.js';
 import { isValidCidr } from './keys/cidr.js';
 import { decodeExport } from './keys/export-codec.js';
 import { KEY_SCAN_RE } from './keys/format.js';
-import { looksLikeAddress } from './keys/record.js';
+import { looksLikeAddress, type SendingLimits } from './keys/record.js';
+import { MAX_SENDING_LIMIT, SENDING_LIMIT_FIELDS } from './limits/sending-limits.js';
 import { normalizeScopes } from './keys/scopes.js';
 import { createLogger, flushLogsSync } from './log.js';
 import { exportKey, findKey, importExportedKey, issueKey } from './services/keys.js';
+import { revokeStoredKey } from './services/key-writes.js';
 
 export function buildCli(): Command {
   const program = new Command('keygate').description('Mail credential server: SMTP, IMAP and POP3 logins with scoped API keys').version('0.1.0');
@@ -53,6 +56,10 @@ export function buildCli(): Command {
     .option('-a, --account <address>', 'bind the token to this account')
     .option('--expires <when>', 'expiry: ISO date or duration such as 30d')
     .option('--allowed-ip <cidr>', 'allow only this address or range (repeatable)', collect, [])
+    .option('--canary', 'a canary: looks like any token but grants nothing; every use is refused and raised as key.canary_used')
+    .option('--messages-per-hour <n>', 'SMTP: at most this many messages per clock hour')
+    .option('--recipients-per-message <n>', 'SMTP: at most this many recipients in one message')
+    .option('--recipients-per-day <n>', 'SMTP: at most this many recipients per UTC day')
     .action(async (opts: Record<string, unknown>) => {
       let expiresAt: string | null = null;
       if (opts.expires !== undefined) {
@@ -69,6 +76,7 @@ export function buildCli(): Command {
       allowedIps.forEach((c, i) => {
         if (!isValidCidr(c)) throw new UsageError(`--allowed-ip #${i + 1}: expected an IP address or CIDR range`);
       });
+      const limits = sendingLimitFlags(opts);
       const { key } = await withStore(
         opts,
         (store) =>
@@ -79,6 +87,8 @@ export function buildCli(): Command {
             account,
             expiresAt,
             allowedIps: allowedIps.length ? allowedIps : null,
+            canary: opts.canary === true,
+            limits,
           }),
         { create: true },
       );
@@ -107,12 +117,13 @@ export function buildCli(): Command {
     .action(async (id: string, opts: Record<string, unknown>) => {
       await withStore(opts, async (store) => {
         const rec = await findKey(store, id);
-        await store.revokeKey(rec.id, new Date().toISOString());
+        await revokeStoredKey(store, rec.id, new Date().toISOString(), 'cli');
       });
       process.stdout.write('Token was revoked\n');
     });
   program.addCommand(tokens);
   program.addCommand(accountsCommand());
+  program.addCommand(eventsCommand());
   program.addCommand(configCommand());
   program.addCommand(checkCommand());
   return program;
@@ -162,3 +173,17 @@ export async function main(argv = process.argv): Promise<void> {
 }
 
 await main();
+
+/** `--messages-per-hour` and friends as limits, bounded as the API bounds them (a usage error names the flag). */
+function sendingLimitFlags(opts: Record<string, unknown>): SendingLimits | null {
+  const flags = { messagesPerHour: '--messages-per-hour', recipientsPerMessage: '--recipients-per-message', recipientsPerDay: '--recipients-per-day' } as const;
+  const limits: SendingLimits = {};
+  for (const field of SENDING_LIMIT_FIELDS) {
+    const v = opts[field];
+    if (v === undefined) continue;
+    const n = /^\d{1,9}$/.test(String(v)) ? Number(v) : 0;
+    if (n < 1 || n > MAX_SENDING_LIMIT) throw new UsageError(`${flags[field]}: expected a whole number from 1 to ${MAX_SENDING_LIMIT}`);
+    limits[field] = n;
+  }
+  return Object.keys(limits).length > 0 ? limits : null;
+}

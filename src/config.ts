@@ -5,6 +5,7 @@ import { validateUpstreamConfig } from './backends/routing.js';
 import { parseDuration } from './duration.js';
 import type { Protocol } from './keys/scopes.js';
 import { ACME_DIRECTORY_NAMES, acmeProblem } from './tls/acme-settings.js';
+import { configuredEndpointsProblem } from './events/endpoints.js';
 import { parseJson } from './json-text.js';
 
 /**
@@ -30,7 +31,7 @@ export interface PublicEndpoint {
 }
 
 /** The default upstream for one protocol (proxy backends); an empty host = no backend for it. */
-export type UpstreamSettings = Omit<UpstreamServer, 'xclient'>;
+export type UpstreamSettings = Omit<UpstreamServer, 'xclient' | 'socket'>;
 
 export interface Config {
   /** Base directory of relative paths (store, certificates, `keygate.json`); empty = the current directory. */
@@ -110,6 +111,19 @@ export interface Config {
     loginTimeout: number;
   };
   nginx: { authSecret: string };
+  /** `local`: run a private Dovecot as the default IMAP/POP3 upstream and deliver to local accounts over LMTP (src/mailbox/); `none`: proxy only. */
+  mailbox: 'none' | 'local';
+  /** The local mailbox's directory: Dovecot's generated configuration, sockets and every account's Maildir. */
+  mailboxDir: string;
+  /** The `dovecot` program the local mailbox runs (a path, or a name looked up in PATH and the sbin directories). */
+  mailboxDovecot: string;
+  /** Leaked-key reports (`POST /api/leaks`): who may send them. Both empty = the endpoint refuses every report. */
+  leaks: {
+    /** GitHub's secret-scanning public keys: a file in the format of https://api.github.com/meta/public_keys/secret_scanning. */
+    githubKeys: string;
+    /** Shared secret of other scanners: HMAC-SHA256 of the body, hex, in `Keygate-Signature: sha256=…`. */
+    hmacSecret: string;
+  };
   setup: {
     /** Lifetime of a one-time setup link, ms. */
     linkTtl: number;
@@ -130,6 +144,34 @@ export interface Config {
     linkTtl: number;
     /** OpenID Connect sign-in: issuer URL, client id and secret; empty issuer = off. */
     oidc: { issuer: string; clientId: string; clientSecret: string };
+  };
+  /** Login history and the key events (issue 15). */
+  events: {
+    /** Record every login attempt in the store. */
+    history: boolean;
+    historyRetention: number;
+    historyMax: number;
+    /** Prefix lengths that make a network for `key.new_network`. */
+    newNetworkV4Prefix: number;
+    newNetworkV6Prefix: number;
+    /** `key.expiring` this long before a key's expiry, ms. */
+    expiringBefore: number;
+    /** How often keys are checked for `key.expiring` / `key.expired`, ms. */
+    expiryScanInterval: number;
+    /** `login.failures` when an account has this many failed logins within `failureWindow`; 0 = never. */
+    failureThreshold: number;
+    failureWindow: number;
+  };
+  webhooks: {
+    /** JSON array of {url, secret, events?}: endpoints besides those registered with POST /api/webhooks. */
+    endpoints: string;
+    timeout: number;
+    /** Delay before the first retry; doubled each time up to `maxBackoff`. */
+    backoff: number;
+    maxBackoff: number;
+    maxAttempts: number;
+    /** How often the queue is checked for due deliveries, ms. */
+    pollInterval: number;
   };
 }
 
@@ -247,6 +289,10 @@ export const DEFAULTS: Config = {
     loginTimeout: 15_000,
   },
   nginx: { authSecret: '' },
+  mailbox: 'none',
+  mailboxDir: 'data/mailbox',
+  mailboxDovecot: 'dovecot',
+  leaks: { githubKeys: '', hmacSecret: '' },
   setup: { linkTtl: 10 * 60_000, signingCert: '', signingKey: '', publicUrl: '' },
   console: {
     enabled: true,
@@ -255,6 +301,18 @@ export const DEFAULTS: Config = {
     linkTtl: 15 * 60_000,
     oidc: { issuer: '', clientId: '', clientSecret: '' },
   },
+  events: {
+    history: true,
+    historyRetention: 30 * 24 * 60 * 60_000,
+    historyMax: 10_000,
+    newNetworkV4Prefix: 24,
+    newNetworkV6Prefix: 48,
+    expiringBefore: 7 * 24 * 60 * 60_000,
+    expiryScanInterval: 60 * 60_000,
+    failureThreshold: 10,
+    failureWindow: 15 * 60_000,
+  },
+  webhooks: { endpoints: '', timeout: 10_000, backoff: 10_000, maxBackoff: 60 * 60_000, maxAttempts: 15, pollInterval: 1000 },
 };
 
 function listener(name: string, port: number, securePort: number): Record<string, Spec> {
@@ -381,6 +439,9 @@ export const SPECS: Record<string, Spec> = {
   'upstream.domains': { kind: 'string', env: 'KEYGATE_UPSTREAM_DOMAINS', doc: 'per-domain routes, JSON: {"example.com": {"imap": {"host": …}, "smtp": {…}, "master": {…}}}', embeds: 'json' },
   'upstream.connectTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_CONNECT_TIMEOUT', doc: 'time allowed to connect to an upstream (TCP and TLS)' },
   'upstream.loginTimeout': { kind: 'duration', env: 'KEYGATE_UPSTREAM_LOGIN_TIMEOUT', doc: 'time allowed from upstream greeting to logged in' },
+  mailbox: { kind: 'string', env: 'KEYGATE_MAILBOX', doc: 'local = a mailbox of your own: Keygate runs a private Dovecot (apt: dovecot-imapd dovecot-pop3d dovecot-lmtpd) as the default IMAP and POP3 upstream and delivers to its accounts over LMTP; none = only proxy to upstream.*' },
+  mailboxDir: { kind: 'string', env: 'KEYGATE_MAILBOX_DIR', doc: 'directory of the local mailbox: generated Dovecot configuration, sockets, one Maildir per account', path: true },
+  mailboxDovecot: { kind: 'string', env: 'KEYGATE_MAILBOX_DOVECOT', doc: 'the dovecot program the local mailbox runs: a path, or a name looked up in PATH, /usr/sbin and /usr/local/sbin' },
   'setup.linkTtl': { kind: 'duration', env: 'KEYGATE_SETUP_LINK_TTL', doc: 'how long a one-time setup link (Apple profile, QR code) stays usable; at most 24h' },
   'setup.signingCert': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_CERT', doc: 'PEM certificate chain file that signs Apple profiles; empty = the TLS certificate', path: true },
   'setup.signingKey': { kind: 'string', env: 'KEYGATE_SETUP_SIGNING_KEY', doc: 'PEM private key file of setup.signingCert', path: true },
@@ -392,6 +453,34 @@ export const SPECS: Record<string, Spec> = {
   'console.oidc.issuer': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_ISSUER', doc: 'OpenID Connect issuer URL for console sign-in; empty = off' },
   'console.oidc.clientId': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_ID', doc: 'OpenID Connect client id' },
   'console.oidc.clientSecret': { kind: 'string', env: 'KEYGATE_CONSOLE_OIDC_CLIENT_SECRET', doc: 'OpenID Connect client secret', secret: true },
+  'leaks.githubKeys': {
+    kind: 'string',
+    env: 'KEYGATE_LEAKS_GITHUB_KEYS',
+    doc: "file holding GitHub's secret-scanning public keys (the JSON of api.github.com/meta/public_keys/secret_scanning; re-read when changed); empty = GitHub reports refused",
+    path: true,
+  },
+  'leaks.hmacSecret': { kind: 'string', env: 'KEYGATE_LEAKS_HMAC_SECRET', doc: 'shared secret other secret scanners sign POST /api/leaks with (Keygate-Signature: sha256=HMAC hex); empty = refused', secret: true },
+  'events.history': { kind: 'bool', env: 'KEYGATE_EVENTS_HISTORY', doc: 'record every login attempt (time, account, key id, protocol, client IP, result, client name) in the store' },
+  'events.historyRetention': { kind: 'duration', env: 'KEYGATE_EVENTS_HISTORY_RETENTION', doc: 'how long login history is kept' },
+  'events.historyMax': { kind: 'int', env: 'KEYGATE_EVENTS_HISTORY_MAX', doc: 'login history entries kept per account at most (1-10000)' },
+  'events.newNetworkV4Prefix': { kind: 'int', env: 'KEYGATE_EVENTS_NEW_NETWORK_V4_PREFIX', doc: 'IPv4 prefix length of a network for key.new_network (8-32)' },
+  'events.newNetworkV6Prefix': { kind: 'int', env: 'KEYGATE_EVENTS_NEW_NETWORK_V6_PREFIX', doc: 'IPv6 prefix length of a network for key.new_network (16-128)' },
+  'events.expiringBefore': { kind: 'duration', env: 'KEYGATE_EVENTS_EXPIRING_BEFORE', doc: 'raise key.expiring this long before a key expires' },
+  'events.expiryScanInterval': { kind: 'duration', env: 'KEYGATE_EVENTS_EXPIRY_SCAN_INTERVAL', doc: 'how often keys are checked for key.expiring and key.expired' },
+  'events.failureThreshold': { kind: 'int', env: 'KEYGATE_EVENTS_FAILURE_THRESHOLD', doc: 'raise login.failures when an account has this many failed logins within events.failureWindow; 0 = never' },
+  'events.failureWindow': { kind: 'duration', env: 'KEYGATE_EVENTS_FAILURE_WINDOW', doc: 'window for events.failureThreshold' },
+  'webhooks.endpoints': {
+    kind: 'string',
+    env: 'KEYGATE_WEBHOOKS',
+    doc: 'webhook endpoints, JSON: [{"url": "https://…", "secret": "…", "events": ["key.revoked", …]}] (events omitted = all)',
+    secret: true,
+    embeds: 'json',
+  },
+  'webhooks.timeout': { kind: 'duration', env: 'KEYGATE_WEBHOOKS_TIMEOUT', doc: 'time a receiver has to answer one delivery' },
+  'webhooks.backoff': { kind: 'duration', env: 'KEYGATE_WEBHOOKS_BACKOFF', doc: 'delay before the first retry of a failed delivery, doubled each time' },
+  'webhooks.maxBackoff': { kind: 'duration', env: 'KEYGATE_WEBHOOKS_MAX_BACKOFF', doc: 'longest delay between retries' },
+  'webhooks.maxAttempts': { kind: 'int', env: 'KEYGATE_WEBHOOKS_MAX_ATTEMPTS', doc: 'attempts per delivery before it is given up (logged at error)' },
+  'webhooks.pollInterval': { kind: 'duration', env: 'KEYGATE_WEBHOOKS_POLL_INTERVAL', doc: 'how often the delivery queue is checked' },
   'nginx.authSecret': { kind: 'string', env: 'KEYGATE_NGINX_AUTH_SECRET', doc: 'shared secret nginx sends in X-Keygate-Secret to GET /auth/nginx; empty = endpoint disabled', secret: true },
 };
 
@@ -471,6 +560,14 @@ export interface ResolvedConfig {
   file: string | null;
 }
 
+/** Where each setting of a configuration loadConfig built came from (for what only an explicit setting may do). */
+const SOURCES = new WeakMap<Config, Record<string, SettingSource>>();
+
+/** Where a setting's value came from (see SettingSource); undefined for a configuration not built by loadConfig. */
+export function settingSource(config: Config, key: string): SettingSource | undefined {
+  return SOURCES.get(config)?.[key];
+}
+
 /** Builds the configuration; throws ConfigError naming the first bad setting. */
 export function loadConfig(options: LoadOptions = {}): Config {
   return resolveConfig(options).config;
@@ -543,6 +640,7 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   }
   if (c.tls.handshakeTimeout <= 0) throw new ConfigError('tls.handshakeTimeout', 'expected a duration above 0, such as 5s');
   if ((c.tls.cert === '') !== (c.tls.key === '')) throw new ConfigError(c.tls.cert === '' ? 'tls.cert' : 'tls.key', 'tls.cert and tls.key go together');
+  validateMailbox(c);
   validateTls(c);
   validateSetup(c.setup);
   if (c.limits.keysPerAccount < MIN_KEYS_PER_ACCOUNT || c.limits.keysPerAccount > MAX_KEYS_PER_ACCOUNT) {
@@ -550,8 +648,10 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   }
   validateHttp(c.http);
   validateConsole(c.console);
+  validateEvents(c);
   const upstreamProblem = validateUpstreamConfig(c);
   if (upstreamProblem) throw new ConfigError(upstreamProblem.setting, upstreamProblem.message);
+  SOURCES.set(c, sources);
   return { config: c, sources, file: file ?? null };
 }
 
@@ -560,6 +660,17 @@ export function getPath(target: object, key: string): unknown {
   let node: unknown = target;
   for (const p of key.split('.')) node = (node as Record<string, unknown>)[p];
   return node;
+}
+
+function validateMailbox(c: Config): void {
+  if (c.mailbox !== 'none' && c.mailbox !== 'local') throw new ConfigError('mailbox', `expected none or local (got ${JSON.stringify(c.mailbox)})`);
+  if (c.mailbox !== 'local') return;
+  // The local mailbox is the default IMAP and POP3 upstream; other servers are reached by domain or account routes.
+  for (const p of ['imap', 'pop3'] as const) {
+    if (c.upstream[p].host !== '') throw new ConfigError(`upstream.${p}.host`, `the local mailbox is the default ${p.toUpperCase()} upstream: leave upstream.${p}.host empty with mailbox local (route other domains with upstream.domains)`);
+  }
+  if (c.mailboxDir === '') throw new ConfigError('mailboxDir', 'expected a directory for the local mailbox');
+  if (c.mailboxDovecot === '') throw new ConfigError('mailboxDovecot', 'expected the dovecot program');
 }
 
 const MIN_TICKET_ROTATION = 60_000;
@@ -599,6 +710,23 @@ function validateSetup(s: Config['setup']): void {
       throw new ConfigError('setup.publicUrl', 'expected an http(s) origin such as https://keygate.example.com, without user, password, query or fragment');
     }
   }
+}
+
+function validateEvents(c: Config): void {
+  const e = c.events;
+  if (e.historyMax < 1 || e.historyMax > 10_000) throw new ConfigError('events.historyMax', `expected 1 to 10000 (got ${e.historyMax})`);
+  if (e.historyRetention <= 0) throw new ConfigError('events.historyRetention', 'expected a positive duration');
+  if (e.newNetworkV4Prefix < 8 || e.newNetworkV4Prefix > 32) throw new ConfigError('events.newNetworkV4Prefix', 'expected 8 to 32');
+  if (e.newNetworkV6Prefix < 16 || e.newNetworkV6Prefix > 128) throw new ConfigError('events.newNetworkV6Prefix', 'expected 16 to 128');
+  if (e.expiryScanInterval <= 0) throw new ConfigError('events.expiryScanInterval', 'expected a positive duration');
+  if (e.failureWindow <= 0) throw new ConfigError('events.failureWindow', 'expected a positive duration');
+  const w = c.webhooks;
+  if (w.timeout <= 0) throw new ConfigError('webhooks.timeout', 'expected a positive duration');
+  if (w.pollInterval <= 0) throw new ConfigError('webhooks.pollInterval', 'expected a positive duration');
+  if (w.backoff <= 0 || w.maxBackoff < w.backoff) throw new ConfigError('webhooks.maxBackoff', 'expected at least webhooks.backoff, both positive');
+  if (w.maxAttempts < 1) throw new ConfigError('webhooks.maxAttempts', 'expected at least 1');
+  const problem = configuredEndpointsProblem(w.endpoints);
+  if (problem) throw new ConfigError('webhooks.endpoints', problem);
 }
 
 function validateConsole(c: Config['console']): void {

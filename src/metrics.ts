@@ -56,6 +56,34 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly upstreamConnect = new client.Histogram({
+    name: 'keygate_upstream_connect_duration_seconds',
+    help: 'Time to connect to an upstream mail server (TCP or unix socket, and the TLS handshake for implicit TLS), by protocol',
+    labelNames: ['protocol'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+
+  readonly upstreamFailures = new client.Counter({
+    name: 'keygate_upstream_failures_total',
+    help: 'Upstream sessions and deliveries that failed on the way, by protocol and reason (route, connect, tls, greeting, login, protocol, timeout); refusals of a message or recipient are not failures',
+    labelNames: ['protocol', 'reason'] as const,
+    registers: [this.registry],
+  });
+
+  readonly mailboxRestarts = new client.Counter({
+    name: 'keygate_mailbox_restarts_total',
+    help: 'Times the local mailbox (Dovecot, --mailbox local) died and was started again',
+    registers: [this.registry],
+  });
+
+  readonly canaryUses = new client.Counter({
+    name: 'keygate_canary_uses_total',
+    help: 'Uses of canary keys (refused like a wrong key), by surface: a mail protocol, http, console, introspect',
+    labelNames: ['protocol'] as const,
+    registers: [this.registry],
+  });
+
   constructor(store?: KeyStore, options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true) {
       client.collectDefaultMetrics({ register: this.registry });
@@ -78,5 +106,6 @@ export class Metrics {
       });
     }
     for (const p of PROTOCOLS) this.sessions.set({ protocol: p }, 0);
+    for (const p of [...PROTOCOLS, 'http']) this.canaryUses.inc({ protocol: p }, 0);
   }
 }

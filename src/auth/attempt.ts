@@ -39,6 +39,12 @@ export type TemporaryReason =
   | 'check_failed'
   /** The key was good but the session's upstream could not be opened. */
   | 'backend_unavailable'
+  /**
+   * The key was good but no upstream is configured for the account: not a
+   * passing failure, and each protocol says so (IMAP NO [UNAVAILABLE], POP3
+   * -ERR [SYS/PERM]) rather than asking the client to retry.
+   */
+  | 'no_backend'
   /** The client was gone by the time its upstream was open. */
   | 'closed';
 

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { NO_BACKENDS, type BackendSessions, type Backends } from '../backends/types.js';
+import { NO_BACKENDS, NoBackendError, type BackendSessions, type Backends } from '../backends/types.js';
 import { hashKey, isWellFormedKey } from '../keys/format.js';
 import { decide, type Action } from '../keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../keys/record.js';
@@ -8,6 +8,7 @@ import { normalizeAddress } from '../keys/record.js';
 import type { Protocol } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { NO_EVENTS, type KeyEvents } from '../events/types.js';
 import { StoreUnavailableError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
 import {
@@ -27,6 +28,7 @@ import {
   type SessionHandle,
   type Temporary,
 } from './attempt.js';
+import { CanaryAlarm } from './canary.js';
 import type { EndReason, LiveSession, SessionRegistry } from './sessions.js';
 
 export * from './attempt.js';
@@ -67,6 +69,8 @@ export interface AuthenticatorDeps {
   backends?: Backends;
   /** Sees every attempt's record once it is decided, after its audit line (login history). */
   onAttempt?: (record: AttemptRecord) => void;
+  /** Where key events (a canary used, a new network) are raised; default none. */
+  events?: KeyEvents;
 }
 
 /** An attempt as decided, before the surface's answer. */
@@ -95,6 +99,8 @@ export interface SessionRequest {
  */
 export class Authenticator {
   readonly store: KeyStore;
+  /** Raises key and login events; never blocks. */
+  readonly events: KeyEvents;
   private readonly logger: Logger;
   private readonly failureDelayMs: number;
   private readonly metrics: Metrics | undefined;
@@ -102,6 +108,8 @@ export class Authenticator {
   private readonly sessions: SessionRegistry | undefined;
   private readonly backends: Backends;
   private readonly onAttempt: ((record: AttemptRecord) => void) | undefined;
+  /** Sounds when a canary key is presented, on this path or another that meets one (token introspection). */
+  readonly canary: CanaryAlarm;
 
   constructor(deps: AuthenticatorDeps) {
     this.store = deps.store;
@@ -112,6 +120,8 @@ export class Authenticator {
     this.sessions = deps.sessions;
     this.backends = deps.backends ?? NO_BACKENDS;
     this.onAttempt = deps.onAttempt;
+    this.events = deps.events ?? NO_EVENTS;
+    this.canary = new CanaryAlarm(deps.logger, this.events, deps.metrics);
   }
 
   /** A mail login; never throws. */
@@ -215,6 +225,13 @@ export class Authenticator {
     try {
       key = await this.store.findByHash(keyHash);
       if (!key) return fail(refused('unknown_key'));
+      // Refused like an unknown key (same answer, same delay: the caller's), whatever
+      // username came with it, and before anything else is looked up.
+      if (key.canary) {
+        // Its last use shows in listings when it was tripped, and from where.
+        this.store.touchKey(key.id, { at: new Date().toISOString(), ip: attempt.ip, protocol: attempt.protocol === 'console' ? 'http' : attempt.protocol });
+        return fail(refused('canary'), key);
+      }
       if (key.account !== null) keyAccount = await this.store.getAccount(key.account);
       if (username !== null) {
         // The key's own account (or an alias of it) needs no second lookup.
@@ -253,6 +270,8 @@ export class Authenticator {
     return opener.open({ protocol, account, key, clientIp: attempt.ip, clientPort: session.clientPort, secure: session.secure }).then(
       (backend) => this.register(attempt, session, key, account, backend as BackendSessions[P]),
       (err: unknown): Temporary => {
+        // The backend logged where and why; no route at all is the account's state, not a failure.
+        if (err instanceof NoBackendError) return { kind: 'temporary', reason: 'no_backend' };
         this.logger.warn({ protocol, ip: attempt.ip, account: account.address, err: (err as Error).message }, `${protocol.toUpperCase()} backend unavailable`);
         return { kind: 'temporary', reason: 'backend_unavailable' };
       },
@@ -297,6 +316,7 @@ export class Authenticator {
       client: attempt.client ?? null,
     };
     this.onAttempt?.(record);
+    if (!decision.ok && decision.outcome.reason === 'canary' && key) this.reportCanary(attempt, key);
     if (decision.ok && attempt.protocol === 'http') return;
     this.metrics?.authDuration.observe({ protocol: attempt.protocol }, decideMs / 1000);
     this.metrics?.authAttempts.inc({ protocol: attempt.protocol, result });
@@ -304,6 +324,23 @@ export class Authenticator {
     // The console's methods are told apart in the audit line (console-key, console-password, …); the reason is for operators only.
     const protocol = record.method ? `${record.protocol}-${record.method}` : record.protocol;
     this.logger.info({ audit: true, protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, client: client ?? undefined }, 'auth attempt');
+  }
+
+  /** Everything the attempt tells of the client that presented a canary; never the key. */
+  private reportCanary(attempt: LoginAttempt, key: KeyRecord): void {
+    const session = 'session' in attempt ? attempt.session : undefined;
+    this.canary.report({
+      protocol: attempt.protocol,
+      method: 'method' in attempt ? (attempt.method ?? null) : null,
+      ip: attempt.ip,
+      port: session?.clientPort ?? null,
+      secure: session?.secure ?? null,
+      username: 'username' in attempt ? normalizeAddress(attempt.username).slice(0, 320) : null,
+      keyId: key.id,
+      keyName: key.name,
+      keyAccount: key.account,
+      client: attempt.client ?? null,
+    });
   }
 }
 

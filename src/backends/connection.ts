@@ -1,7 +1,7 @@
 import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { AdaptiveReads } from './adaptive-reads.js';
-import type { UpstreamServer } from './routing.js';
+import { upstreamAddress, type UpstreamServer } from './routing.js';
 import type { PipeSession } from './types.js';
 
 /** Longest line accepted from an upstream before login (guards memory against a broken server). */
@@ -22,6 +22,47 @@ export class UpstreamError extends Error {
 export interface Timeouts {
   connectMs: number;
   loginMs: number;
+  /** Told how long each successful connect took, seconds (keygate_upstream_connect_duration_seconds). */
+  observeConnect?: (seconds: number) => void;
+  /** Told of each failed upstream session or delivery (keygate_upstream_failures_total). */
+  countFailure?: (reason: FailureReason) => void;
+}
+
+/** Why an upstream failed, as keygate_upstream_failures_total counts it. */
+export type FailureReason = UpstreamError['stage'] | 'route';
+
+/**
+ * One upstream connection, up to the point the protocol speaks: TCP to host
+ * and port, or the server's unix socket, and the TLS handshake for implicit
+ * TLS, with `setNoDelay`, within `connectMs`. Rejects with UpstreamError
+ * (`connect`, `tls` or `timeout`).
+ */
+export function connectSocket(server: UpstreamServer, timeouts: Pick<Timeouts, 'connectMs' | 'observeConnect'>, onread?: AdaptiveReads['onread']): Promise<Socket> {
+  const started = performance.now();
+  return new Promise<Socket>((resolve, reject) => {
+    const implicit = server.tls === 'implicit';
+    const target = server.socket ? { path: server.socket } : { host: server.host, port: server.port };
+    const s: Socket = implicit
+      ? tlsConnect({ ...target, servername: sni(server.host), rejectUnauthorized: server.verifyCert, minVersion: 'TLSv1.2' })
+      : netConnect({ ...target, ...(onread ? { onread } : {}) });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new UpstreamError(`connect to ${upstreamAddress(server)} timed out after ${timeouts.connectMs} ms`, 'timeout'));
+    }, timeouts.connectMs);
+    if (!server.socket) s.setNoDelay(true);
+    s.once(implicit ? 'secureConnect' : 'connect', () => {
+      clearTimeout(timer);
+      s.off('error', onError);
+      timeouts.observeConnect?.((performance.now() - started) / 1000);
+      resolve(s);
+    });
+    const onError = (err: Error): void => {
+      clearTimeout(timer);
+      s.destroy();
+      reject(new UpstreamError(`connect to ${upstreamAddress(server)} failed: ${err.message}`, implicit && !/ECONNREFUSED|ENOENT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(err.message) ? 'tls' : 'connect', { cause: err }));
+    };
+    s.once('error', onError);
+  });
 }
 
 /**
@@ -54,31 +95,10 @@ export class UpstreamConnection {
   /** Connects (TLS at once for `implicit`), with `setNoDelay`. Rejects with UpstreamError. */
   static async open(server: UpstreamServer, timeouts: Timeouts): Promise<UpstreamConnection> {
     const reads = server.tls === 'none' ? new AdaptiveReads() : null;
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const implicit = server.tls === 'implicit';
-      const s: Socket = implicit
-        ? tlsConnect({ host: server.host, port: server.port, servername: sni(server.host), rejectUnauthorized: server.verifyCert, minVersion: 'TLSv1.2' })
-        : netConnect({ host: server.host, port: server.port, ...(reads ? { onread: reads.onread } : {}) });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(new UpstreamError(`connect to ${server.host}:${server.port} timed out after ${timeouts.connectMs} ms`, 'timeout'));
-      }, timeouts.connectMs);
-      s.setNoDelay(true);
-      s.once(implicit ? 'secureConnect' : 'connect', () => {
-        clearTimeout(timer);
-        s.off('error', onError);
-        resolve(s);
-      });
-      const onError = (err: Error): void => {
-        clearTimeout(timer);
-        s.destroy();
-        reject(new UpstreamError(`connect to ${server.host}:${server.port} failed: ${err.message}`, implicit && !/ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN/.test(err.message) ? 'tls' : 'connect', { cause: err }));
-      };
-      s.once('error', onError);
-    });
+    const socket = await connectSocket(server, timeouts, reads?.onread);
     const conn = new UpstreamConnection(socket, server, reads);
     conn.timer = setTimeout(() => {
-      conn.fail(new UpstreamError(`upstream ${server.host}:${server.port} did not complete the login within ${timeouts.loginMs} ms`, 'timeout'));
+      conn.fail(new UpstreamError(`upstream ${upstreamAddress(server)} did not complete the login within ${timeouts.loginMs} ms`, 'timeout'));
       socket.destroy();
     }, timeouts.loginMs);
     return conn;
@@ -137,7 +157,7 @@ export class UpstreamConnection {
       const s = tlsConnect({ socket: plain, servername: sni(this.server.host), rejectUnauthorized: this.server.verifyCert, minVersion: 'TLSv1.2' });
       const onError = (err: Error): void => {
         s.destroy();
-        reject(new UpstreamError(`TLS with ${this.server.host}:${this.server.port} failed: ${err.message}`, 'tls', { cause: err }));
+        reject(new UpstreamError(`TLS with ${upstreamAddress(this.server)} failed: ${err.message}`, 'tls', { cause: err }));
       };
       s.once('error', onError);
       s.once('secureConnect', () => {

@@ -1,19 +1,23 @@
 import type { AccountRecord } from '../keys/record.js';
 import type { Protocol } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
-import { UpstreamError } from './connection.js';
-import type { Route } from './routing.js';
-import { BackendUnavailableError, type SessionContext } from './types.js';
+import { UpstreamError, type Timeouts } from './connection.js';
+import { upstreamAddress, type Route } from './routing.js';
+import { BackendUnavailableError, NoBackendError, type SessionContext } from './types.js';
 
 /** Where backends get routes from (the Router; tests may pass their own). */
 export interface RouteSource {
   resolve(account: AccountRecord, protocol: Protocol): Route | null;
+  /** The account's mail is in the local mailbox (Router). */
+  isLocal?(account: AccountRecord): boolean;
+  /** LMTP into the local mailbox; null without one (Router). */
+  localDelivery?(): Route | null;
 }
 
 /** What a log line may say about a route: never a password. */
 export function describeRoute(route: Route): Record<string, unknown> {
   return {
-    upstream: `${route.server.host}:${route.server.port}`,
+    upstream: upstreamAddress(route.server),
     tls: route.server.tls,
     login: route.login.mode,
     upstreamUser: route.user,
@@ -28,22 +32,23 @@ export function sessionFields(ctx: SessionContext): Record<string, unknown> {
 
 /**
  * The session's route, the one way every backend finds it: a route that
- * cannot be built (bad account record, missing master password) or none at
- * all becomes a BackendUnavailableError (the client gets its protocol's
- * temporary failure) and one log line.
+ * cannot be built (bad account record, missing master password) becomes a
+ * BackendUnavailableError (the client gets its protocol's temporary
+ * failure), none at all a NoBackendError; one log line either way.
  */
-export function resolveRoute(routes: RouteSource, ctx: SessionContext, logger: Logger): Route {
+export function resolveRoute(routes: RouteSource, ctx: SessionContext, logger: Logger, hooks: Pick<Timeouts, 'countFailure'> = {}): Route {
   const { protocol } = ctx;
   let route: Route | null;
   try {
     route = routes.resolve(ctx.account, protocol);
   } catch (err) {
     logger.error({ ...sessionFields(ctx), err: (err as Error).message }, 'cannot route session upstream');
+    hooks.countFailure?.('route');
     throw new BackendUnavailableError(`no usable ${protocol} upstream for this account`, { cause: err });
   }
   if (!route) {
-    logger.warn(sessionFields(ctx), 'no upstream route for this account');
-    throw new BackendUnavailableError(`no ${protocol} upstream for this account`);
+    logger.info(sessionFields(ctx), 'no upstream route for this account');
+    throw new NoBackendError(`no ${protocol} upstream is configured for ${ctx.account.address}`);
   }
   return route;
 }
@@ -53,8 +58,8 @@ export function resolveRoute(routes: RouteSource, ctx: SessionContext, logger: L
  * upstream). Every failure becomes a BackendUnavailableError and one warning
  * with the upstream's error.
  */
-export async function openRoute<T>(routes: RouteSource, ctx: SessionContext, logger: Logger, fn: (route: Route) => Promise<T>): Promise<T> {
-  const route = resolveRoute(routes, ctx, logger);
+export async function openRoute<T>(routes: RouteSource, ctx: SessionContext, logger: Logger, fn: (route: Route) => Promise<T>, hooks: Pick<Timeouts, 'countFailure'> = {}): Promise<T> {
+  const route = resolveRoute(routes, ctx, logger, hooks);
   const started = performance.now();
   try {
     const result = await fn(route);
@@ -62,6 +67,7 @@ export async function openRoute<T>(routes: RouteSource, ctx: SessionContext, log
     return result;
   } catch (err) {
     const stage = err instanceof UpstreamError ? err.stage : 'internal';
+    hooks.countFailure?.(err instanceof UpstreamError ? err.stage : 'protocol');
     logger.warn({ ...sessionFields(ctx), ...describeRoute(route), stage, err: (err as Error).message }, 'upstream unavailable');
     throw new BackendUnavailableError(`${ctx.protocol} upstream unavailable (${stage})`, { cause: err });
   }

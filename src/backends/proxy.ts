@@ -30,6 +30,6 @@ export class ProxyBackend implements Backend<PipeSession> {
     return openRoute(this.routes, ctx, this.logger, async (route) => {
       const { pipe, result } = await UpstreamConnection.logIn(route.server, this.timeouts, (conn) => this.login(conn, route, ctx));
       return result ? { ...pipe, capabilities: result } : pipe;
-    });
+    }, this.timeouts);
   }
 }

@@ -1,6 +1,7 @@
 import type { Config } from '../config.js';
 import type { AccountRecord } from '../keys/record.js';
 import { PROTOCOLS, type Protocol } from '../keys/scopes.js';
+import { isMailboxSafeAddress } from '../mailbox/address.js';
 import { isSealed, openSecret, secretBox } from './secret.js';
 import { parseJson } from '../json-text.js';
 
@@ -52,10 +53,22 @@ export interface UpstreamServer {
   masterStyle: MasterStyle;
   /** SMTP only: send Postfix `XCLIENT ADDR= PORT= LOGIN=` (needs `trusted`). */
   xclient: boolean;
+  /**
+   * A unix socket to connect to instead of host and port: the local mailbox's
+   * own routes only (src/mailbox/). Never settable by a route an operator
+   * gives (not an overlay field), so no API caller can point an account at a
+   * socket on Keygate's machine.
+   */
+  socket?: string;
 }
 
-/** What an account record or a domain route may say about one protocol: any subset of the fields. */
-export type UpstreamOverlay = Partial<UpstreamServer>;
+/** Where a server is, for log lines and messages: `host:port`, or the socket path. */
+export function upstreamAddress(server: Pick<UpstreamServer, 'host' | 'port' | 'socket'>): string {
+  return server.socket ?? `${server.host}:${server.port}`;
+}
+
+/** What an account record or a domain route may say about one protocol: any subset of the fields but `socket`. */
+export type UpstreamOverlay = Partial<Omit<UpstreamServer, 'socket'>>;
 
 export interface MasterCredentials {
   user: string;
@@ -116,7 +129,7 @@ export interface Route {
   protocol: Protocol;
   server: UpstreamServer;
   login: RouteLogin;
-  source: 'account' | 'domain' | 'default';
+  source: 'account' | 'domain' | 'default' | 'local';
   /** The upstream user name (account address unless the account says otherwise). */
   user: string;
 }
@@ -137,7 +150,7 @@ export function defaultPort(protocol: Protocol, tls: TlsMode, login: LoginMode):
   return tls === 'implicit' ? 465 : 587;
 }
 
-const OVERLAY_FIELDS: Record<keyof UpstreamServer, (v: unknown) => boolean> = {
+const OVERLAY_FIELDS: Record<keyof UpstreamOverlay, (v: unknown) => boolean> = {
   host: (v) => typeof v === 'string' && !/[\s/]/.test(v),
   port: (v) => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 65535,
   tls: (v) => TLS_MODES.includes(v as TlsMode),
@@ -149,7 +162,7 @@ const OVERLAY_FIELDS: Record<keyof UpstreamServer, (v: unknown) => boolean> = {
 };
 
 /** Every field an overlay may set: what a view of a route may show. */
-export const OVERLAY_KEYS = Object.keys(OVERLAY_FIELDS) as (keyof UpstreamServer)[];
+export const OVERLAY_KEYS = Object.keys(OVERLAY_FIELDS) as (keyof UpstreamOverlay)[];
 
 /** Longest upstream user name and password an account may store (a user name is at most an address). */
 export const MAX_UPSTREAM_USERNAME = 254;
@@ -161,7 +174,7 @@ export function checkOverlay(protocol: Protocol, value: unknown): string | null 
   if (value === undefined) return null;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return `${protocol}: expected an object`;
   for (const [k, v] of Object.entries(value)) {
-    const check = OVERLAY_FIELDS[k as keyof UpstreamServer];
+    const check = OVERLAY_FIELDS[k as keyof UpstreamOverlay];
     if (!check) return `${protocol}.${k}: unknown field`;
     if (!check(v)) return `${protocol}.${k}: invalid value ${JSON.stringify(v)}`;
     if (k === 'login' && !LOGIN_MODES[protocol].includes(v as LoginMode)) return `${protocol}.login: ${String(v)} is not a login mode for ${protocol}`;
@@ -251,23 +264,51 @@ function defaultServer(config: Config, protocol: Protocol): UpstreamServer {
   };
 }
 
-/** Resolves routes for sessions; built once from the settings. */
+/**
+ * The local mailbox (src/mailbox/) as a layer of routes: in place of the
+ * default IMAP and POP3 upstream (domain and account routes naming a host
+ * still win), and LMTP delivery for the accounts it holds.
+ */
+export interface LocalMailboxRoute {
+  sockets: { imap: string; pop3: string; lmtp: string };
+  master: MasterCredentials;
+}
+
+/** Resolves routes for sessions; built once from the settings (and the local mailbox, when Keygate runs one). */
 export class Router {
   readonly domains: Map<string, DomainRoute>;
 
-  constructor(private readonly config: Config) {
+  constructor(
+    private readonly config: Config,
+    private readonly local: LocalMailboxRoute | null = null,
+  ) {
     this.domains = parseDomainRoutes(config.upstream.domains);
   }
 
   /**
-   * True when some route can exist for the protocol: a default host or a
-   * domain route naming a host. Accounts routed only by their own record need
-   * one of those too (otherwise the listener says no backend is configured).
+   * True when the settings route some account for the protocol: a default
+   * host, a domain route naming a host, or the local mailbox (IMAP, POP3, and
+   * SMTP delivery to its accounts). Otherwise only accounts with their own
+   * route can use the protocol.
    */
   hasRoutes(protocol: Protocol): boolean {
+    if (this.local) return true;
     if (this.config.upstream[protocol].host !== '') return true;
     for (const r of this.domains.values()) if (r[protocol]?.host) return true;
     return false;
+  }
+
+  /** True when the account's mail is in the local mailbox: Keygate runs one and no domain or account route sends its IMAP elsewhere. */
+  isLocal(account: AccountRecord): boolean {
+    if (!this.local || !isMailboxSafeAddress(account.address)) return false;
+    const own = (account.upstream ?? {}) as AccountUpstream;
+    return !own.imap?.host && !this.domainOf(account)?.imap?.host;
+  }
+
+  /** LMTP into the local mailbox, for messages to its accounts; null without one. */
+  localDelivery(): Route | null {
+    if (!this.local) return null;
+    return { protocol: 'smtp', server: this.localServer(this.local.sockets.lmtp, 'lmtp'), login: { mode: 'lmtp' }, source: 'local', user: '' };
   }
 
   /** The route for an account and protocol; null when no layer names a host. Throws RouteError for unusable records. */
@@ -275,7 +316,8 @@ export class Router {
     const problem = checkAccountUpstream(account.upstream);
     if (problem) throw new RouteError(`account ${account.address}: invalid upstream record (${problem})`);
     const own = (account.upstream ?? {}) as AccountUpstream;
-    const domain = this.domains.get(account.address.slice(account.address.lastIndexOf('@') + 1));
+    const domain = this.domainOf(account);
+    if (this.local && protocol !== 'smtp' && !own[protocol]?.host && !domain?.[protocol]?.host) return this.localRoute(account, protocol, own, this.local);
     const server = { ...defaultServer(this.config, protocol), ...stripUndefined(domain?.[protocol]), ...stripUndefined(own[protocol]) };
     if (server.host === '') return null;
     const source = own[protocol]?.host ? 'account' : domain?.[protocol]?.host ? 'domain' : 'default';
@@ -305,6 +347,28 @@ export class Router {
         break;
     }
     return { protocol, server, login, source, user };
+  }
+
+  private domainOf(account: AccountRecord): DomainRoute | undefined {
+    return this.domains.get(account.address.slice(account.address.lastIndexOf('@') + 1));
+  }
+
+  private localServer(socket: string, login: LoginMode): UpstreamServer {
+    return { host: 'localhost', port: 0, socket, tls: 'none', verifyCert: false, trusted: false, login, masterStyle: 'separator', xclient: false };
+  }
+
+  /** The master login into the local mailbox; its user names a directory there, so it must be a safe one. */
+  private localRoute(account: AccountRecord, protocol: 'imap' | 'pop3', own: AccountUpstream, local: LocalMailboxRoute): Route {
+    const user = own.username ?? account.address;
+    if (!isMailboxSafeAddress(user)) throw new RouteError(`account ${account.address}: "${user}" cannot name a local mailbox (letters, digits and !#$%&'*+=?^_\`{|}~- in dot-separated parts, and an ASCII domain)`);
+    const { user: masterUser, password: masterPassword, separator } = local.master;
+    return {
+      protocol,
+      server: this.localServer(local.sockets[protocol], 'master'),
+      login: { mode: 'master', user, style: 'separator', masterUser, masterPassword, separator },
+      source: 'local',
+      user,
+    };
   }
 }
 

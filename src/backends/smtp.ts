@@ -6,9 +6,11 @@ import type { SMTPConnectionCustomAuthContext } from 'nodemailer/lib/smtp-connec
 import type { SMTPPoolOptions, SMTPPoolSentMessageInfo } from 'nodemailer/lib/smtp-pool';
 import type Mail from 'nodemailer/lib/mailer';
 import type { Logger } from '../log.js';
+import type { AccountRecord } from '../keys/record.js';
+import { connectSocket, UpstreamError, type FailureReason, type Timeouts } from './connection.js';
 import { describeRoute, resolveRoute, sessionFields, type RouteSource } from './open.js';
 import { saslIdentity, saslPlain, type Route } from './routing.js';
-import { BackendRejectedError, BackendUnavailableError, type Backend, type SessionContext, type SmtpEnvelope, type SmtpRelay } from './types.js';
+import { BackendRejectedError, BackendUnavailableError, NoBackendError, type Backend, type SessionContext, type SmtpEnvelope, type SmtpRelay } from './types.js';
 
 export interface SmtpBackendOptions {
   /** Name sent in EHLO/LHLO. */
@@ -21,6 +23,29 @@ export interface SmtpBackendOptions {
   maxConnections: number;
   /** Idle pools are closed after this long (default 60 s). */
   idleMs?: number;
+  /** The account an address or alias names (the store's resolveAccount): who is a local recipient. */
+  findAccount?: (address: string) => Promise<AccountRecord | null>;
+  /** Metrics hooks, as for the IMAP and POP3 backends. */
+  observeConnect?: Timeouts['observeConnect'];
+  countFailure?: Timeouts['countFailure'];
+}
+
+/** What a nodemailer error code says went wrong, for keygate_upstream_failures_total. */
+function failureReason(code: string | undefined): FailureReason {
+  switch (code) {
+    case 'ETIMEDOUT':
+      return 'timeout';
+    case 'ETLS':
+      return 'tls';
+    case 'EAUTH':
+      return 'login';
+    case 'EPROTOCOL':
+    case 'EENVELOPE':
+    case 'EMESSAGE':
+      return 'protocol';
+    default:
+      return 'connect';
+  }
 }
 
 type Transporter = Mail<SMTPPoolSentMessageInfo, SMTPPoolOptions>;
@@ -77,31 +102,110 @@ export class SmtpProxyBackend implements Backend<SmtpRelay> {
 
   /**
    * The session's relay. Nothing is connected at login: messages go through
-   * pooled connections, and each message finds its route as it is sent.
+   * pooled connections, and each recipient finds its route as it is given.
    */
   async open(ctx: SessionContext): Promise<SmtpRelay> {
-    return { send: (envelope, message) => this.send(ctx, envelope, message), close: () => {} };
+    return {
+      checkSender: () => this.checkSender(ctx),
+      checkRecipient: async (address) => void (await this.routeRecipient(ctx, address)),
+      send: (envelope, message) => this.send(ctx, envelope, message),
+      close: () => {},
+    };
   }
 
-  /** Relays one message; see the class comment for the errors. */
-  private async send(ctx: SessionContext, envelope: SmtpEnvelope, message: Readable): Promise<string> {
-    const base = sessionFields(ctx);
-    let route: Route;
+  /**
+   * At MAIL FROM, before the client sends anything: a sender whose mail can go
+   * nowhere (no local mailbox, no SMTP route) gets a permanent refusal naming
+   * why, not a 451 after the upload.
+   */
+  private checkSender(ctx: SessionContext): void {
+    if (this.routes.localDelivery?.()) return;
+    this.routeOf(ctx);
+  }
+
+  /** The sender's SMTP route: BackendRejectedError (554) for none, BackendUnavailableError for an unusable one. */
+  private routeOf(ctx: SessionContext): Route {
     try {
-      route = resolveRoute(this.routes, ctx, this.logger);
+      return resolveRoute(this.routes, ctx, this.logger, { countFailure: this.options.countFailure });
+    } catch (err) {
+      if (err instanceof NoBackendError) throw new BackendRejectedError(554, `5.3.5 No outgoing mail server is configured for ${ctx.account.address}`);
+      throw err;
+    }
+  }
+
+  /** recipientRoute, with a store that cannot answer as a temporary failure. */
+  private async routeRecipient(ctx: SessionContext, address: string): Promise<{ route: Route; to: string }> {
+    try {
+      return await this.recipientRoute(ctx, address);
+    } catch (err) {
+      if (err instanceof BackendRejectedError || err instanceof BackendUnavailableError) throw err;
+      this.logger.warn({ ...sessionFields(ctx), err: (err as Error).message }, 'cannot route recipient');
+      throw new BackendUnavailableError('cannot route the recipient now', { cause: err });
+    }
+  }
+
+  /**
+   * Where a recipient's copy goes: LMTP into the local mailbox when the
+   * address (or an alias) is an account there — by its canonical address, so
+   * an alias lands in the account's own Maildir — otherwise the sender's SMTP
+   * route. BackendRejectedError (550) when it can go nowhere; RouteError
+   * when the sender's route cannot be built.
+   */
+  private async recipientRoute(ctx: SessionContext, address: string): Promise<{ route: Route; to: string }> {
+    const local = this.routes.localDelivery?.() ?? null;
+    if (local && this.options.findAccount) {
+      const account = await this.options.findAccount(address);
+      if (account && this.routes.isLocal!(account)) return { route: local, to: account.address };
+    }
+    if (local && !this.routes.resolve(ctx.account, 'smtp')) {
+      throw new BackendRejectedError(550, `5.1.1 <${address}>: no such mailbox here, and no relay for other addresses is configured`);
+    }
+    return { route: this.routeOf(ctx), to: address };
+  }
+
+  /**
+   * Relays one message: each recipient to where recipientRoute sends it, one
+   * upstream transaction per route, at once. Resolves when every one accepted;
+   * otherwise the first failure is the client's answer (see the class comment).
+   */
+  private async send(ctx: SessionContext, envelope: SmtpEnvelope, message: Readable): Promise<string> {
+    const groups = new Map<string, { route: Route; to: string[] }>();
+    try {
+      for (const address of envelope.to) {
+        const { route, to } = await this.routeRecipient(ctx, address);
+        const key = JSON.stringify([route.source, route.server]);
+        const group = groups.get(key) ?? groups.set(key, { route, to: [] }).get(key)!;
+        if (!group.to.includes(to)) group.to.push(to);
+      }
     } catch (err) {
       drain(message);
       throw err;
     }
+    // nodemailer destroys the stream it was given when a send fails; the listener's stream must
+    // stay intact (it still has to read the client's DATA to its end), so each upstream gets a copy.
+    const copies = [...groups.values()].map((g) => ({ ...g, copy: new PassThrough() }));
+    const onSourceError = (err: Error): void => copies.forEach((c) => c.copy.destroy(err));
+    message.once('error', onSourceError);
+    for (const c of copies) message.pipe(c.copy);
+    try {
+      const results = await Promise.allSettled(copies.map((c) => this.deliver(ctx, c.route, { from: envelope.from, to: c.to }, c.copy, () => message.unpipe(c.copy))));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      return (results[0] as PromiseFulfilledResult<string>).value;
+    } finally {
+      drain(message);
+      message.off('error', onSourceError);
+      // The outcome is decided; a late error on the listener's stream (e.g. its size limit) must not go unhandled.
+      message.on('error', () => {});
+    }
+  }
+
+  /** One upstream transaction; `release` detaches its copy from the client's stream when it fails. */
+  private async deliver(ctx: SessionContext, route: Route, envelope: SmtpEnvelope, copy: PassThrough, release: () => void): Promise<string> {
+    const base = sessionFields(ctx);
     const entry = this.pool(route, ctx);
     entry.inFlight++;
     entry.lastUsed = Date.now();
-    // nodemailer destroys the stream it was given when a send fails; the listener's stream must
-    // stay intact (it still has to read the client's DATA to its end), so nodemailer gets a copy.
-    const copy = new PassThrough();
-    const onSourceError = (err: Error): void => void copy.destroy(err);
-    message.once('error', onSourceError);
-    message.pipe(copy);
     try {
       const info = await entry.transport.sendMail({ envelope: { from: envelope.from, to: envelope.to }, raw: copy });
       const rejected = (info.rejectedErrors ?? []) as MailError[];
@@ -116,8 +220,8 @@ export class SmtpProxyBackend implements Backend<SmtpRelay> {
       }
       return replyText(info.response, 250);
     } catch (err) {
-      message.unpipe(copy);
-      drain(message);
+      release();
+      copy.resume();
       if (err instanceof BackendRejectedError) throw err;
       const e = err as MailError;
       const reply = e.code === 'EENVELOPE' && e.rejectedErrors?.length ? e.rejectedErrors[0]! : e;
@@ -126,11 +230,9 @@ export class SmtpProxyBackend implements Backend<SmtpRelay> {
         throw new BackendRejectedError(reply.responseCode, replyText(reply.response, reply.responseCode));
       }
       this.logger.warn({ ...base, ...describeRoute(route), code: e.code, responseCode: e.responseCode, err: e.message }, 'smtp upstream unavailable');
+      this.options.countFailure?.(err instanceof UpstreamError ? err.stage : failureReason(e.code));
       throw new BackendUnavailableError(`smtp upstream unavailable (${e.code ?? 'error'})`, { cause: err });
     } finally {
-      message.off('error', onSourceError);
-      // The outcome is decided; a late error on the listener's stream (e.g. its size limit) must not go unhandled.
-      message.on('error', () => {});
       entry.inFlight--;
       entry.lastUsed = Date.now();
     }
@@ -212,6 +314,14 @@ export class SmtpProxyBackend implements Backend<SmtpRelay> {
       logger: false,
       disableFileAccess: true,
       disableUrlAccess: true,
+    };
+    // Keygate connects (TCP, the local mailbox's unix socket, implicit TLS) and hands nodemailer the socket:
+    // one connect for every protocol, timed the same way.
+    options.getSocket = (_options, callback) => {
+      connectSocket(server, { connectMs: o.connectTimeoutMs, observeConnect: o.observeConnect }).then(
+        (socket) => callback(null, { connection: socket, secured: server.tls === 'implicit' }),
+        (err: Error) => callback(err),
+      );
     };
 
     const identity = saslIdentity(login);

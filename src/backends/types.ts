@@ -20,6 +20,19 @@ export class BackendUnavailableError extends Error {
   }
 }
 
+/**
+ * No route leads anywhere for this account and protocol: no default or
+ * domain upstream, no local mailbox, no route of the account's own. Not
+ * temporary: the client is told so plainly (IMAP `NO [UNAVAILABLE]`, POP3
+ * `-ERR [SYS/PERM]`, SMTP 5xx at MAIL FROM) instead of retrying forever.
+ */
+export class NoBackendError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NoBackendError';
+  }
+}
+
 /** The upstream refused a message or recipient; its SMTP reply is passed back to the client. */
 export class BackendRejectedError extends Error {
   constructor(
@@ -49,6 +62,10 @@ export interface SmtpEnvelope {
 
 /** A logged-in SMTP session's way upstream: one message at a time. */
 export interface SmtpRelay {
+  /** At MAIL FROM: throws BackendRejectedError (5xx) when this account's mail can go nowhere, BackendUnavailableError for now. */
+  checkSender?(): void;
+  /** At RCPT TO: throws BackendRejectedError when the recipient can be delivered nowhere, BackendUnavailableError for now. */
+  checkRecipient?(address: string): Promise<void>;
   /** Resolves with the upstream's acceptance text once it accepted; throws BackendRejectedError / BackendUnavailableError. */
   send(envelope: SmtpEnvelope, message: Readable): Promise<string>;
   close(): void;

@@ -90,7 +90,9 @@ export async function checkUpstreams(config: Config, store: KeyStore | null, opt
     const accounts = store ? (await store.listAccounts({ limit: MAX_ACCOUNTS })).items : [];
     for (const a of accounts) for (const p of PROTOCOLS) consider(a, p, true);
   }
-  if (targets.size === 0) return [skip('upstreams', 'none configured (upstream.imap.host, upstream.pop3.host, upstream.smtp.host, upstream.domains)')];
+  if (targets.size === 0) {
+    return [config.mailbox === 'local' ? skip('upstreams', 'none but the local mailbox (IMAP, POP3, and SMTP to its accounts)') : skip('upstreams', 'none configured (upstream.imap.host, upstream.pop3.host, upstream.smtp.host, upstream.domains, or mailbox local)')];
+  }
 
   const backends = createBackends(config, store, createLogger('silent'));
   try {

@@ -1,5 +1,9 @@
 import type { Command } from 'commander';
 import { resolveConfig, SPECS, type Config, type ResolvedConfig } from '../config.js';
+import { EventHub } from '../events/hub.js';
+import { bindEvents } from '../events/registry.js';
+import { Webhooks } from '../events/webhooks.js';
+import { createLogger } from '../log.js';
 import { openStore } from '../store/index.js';
 import type { KeyStore } from '../store/types.js';
 import { PRECEDENCE_HELP, secretsHelp, settingOption } from './settings-help.js';
@@ -54,9 +58,16 @@ export interface StoreUse {
  */
 export async function withConfigStore<T>(config: Config, fn: (store: KeyStore) => Promise<T>, use: StoreUse = {}): Promise<T> {
   const store = await openStore(config, undefined, { mustExist: use.create !== true });
+  // A command's key events (a revocation, a new key) go to the store's webhook queue; a running server sends them.
+  const logger = createLogger('warn', process.stderr);
+  const webhooks = new Webhooks(store, logger, config.webhooks);
+  const hub = new EventHub(logger);
+  hub.listen((event) => webhooks.accept(event));
+  bindEvents(store, hub);
   try {
     return await fn(store);
   } finally {
+    await webhooks.close();
     await store.close();
   }
 }

@@ -1,6 +1,7 @@
 import { CommanderError } from 'commander';
 import { SecretError } from '../backends/secret.js';
 import { ConfigError } from '../config.js';
+import { MailboxSetupError } from '../mailbox/install.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import { InputError } from '../services/keys.js';
@@ -17,7 +18,7 @@ import { UsageError } from './common.js';
 export type ExitCode = 1 | 2;
 
 /** Errors that mean "fix the configuration or the command line". */
-const CONFIGURATION_ERRORS = [UsageError, ConfigError, UnknownScopeError, InputError, MalformedBlobError, SecretError];
+const CONFIGURATION_ERRORS = [UsageError, ConfigError, UnknownScopeError, InputError, MalformedBlobError, SecretError, MailboxSetupError];
 
 /** The exit code and the one line to print for an error thrown by a command. */
 export function exitCodeOf(err: unknown): { code: ExitCode; message: string } {

@@ -41,7 +41,7 @@ export function addTokensList(tokens: Command): void {
 }
 
 function tokenRow(k: KeyRecord): string[] {
-  return [k.id, k.name, k.account ?? '-', k.scopes.join(','), keyState(k, Date.now()), k.lastUsedAt ?? '-'];
+  return [k.id, k.name, k.account ?? '-', k.scopes.join(','), keyState(k, Date.now()) + (k.canary ? ' (canary)' : ''), k.lastUsedAt ?? '-'];
 }
 
 export function addAccountsList(accounts: Command): void {

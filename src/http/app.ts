@@ -8,6 +8,8 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, ty
 import type { Authenticator } from '../auth/authenticate.js';
 import { ConfigError, type Config } from '../config.js';
 import { createConsole } from '../console/index.js';
+import type { KeyEvents } from '../events/types.js';
+import type { Webhooks } from '../events/webhooks.js';
 import { MalformedBlobError } from '../keys/export-codec.js';
 import { UnknownScopeError } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
@@ -30,11 +32,14 @@ import { acmeChallengeRoutes } from './routes/acme-challenge.js';
 import { accountRoutes } from './routes/accounts/index.js';
 import { accountUpstreamRoutes } from './routes/accounts/upstream.js';
 import { clientSetupRoutes } from './routes/client-setup/index.js';
+import { leakRoutes } from './routes/leaks.js';
 import { nginxAuthRoutes } from './routes/nginx-auth.js';
 import { oauthRoutes } from './routes/oauth/index.js';
 import { healthRoutes } from './routes/health.js';
 import { metricsRoutes } from './routes/metrics.js';
 import { credentialRoutes } from './routes/smtp-credentials/index.js';
+import { eventRoutes } from './routes/events/index.js';
+import { webhookRoutes } from './routes/webhooks/index.js';
 import { tokenRoutes } from './routes/tokens/index.js';
 
 export interface AppDeps {
@@ -43,6 +48,10 @@ export interface AppDeps {
   logger: Logger;
   metrics: Metrics;
   authenticator: Authenticator;
+  /** Where routes raise key events; default the store's (`eventsOf`), else none. */
+  events?: KeyEvents;
+  /** Webhook endpoints (`/api/webhooks`); without them those routes answer 503. */
+  webhooks?: Webhooks;
   /** Prefix of the rate-limit counters in Redis (when `dbs.redis` is set); tests use their own. */
   rateLimitNamespace?: string;
   /**
@@ -184,15 +193,19 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     await app.register(rateLimitPlugin, { config, metrics, redis, namespace: deps.rateLimitNamespace ?? 'keygate:rl:' });
     await app.register(healthRoutes, { store });
     await app.register(metricsRoutes, { metrics });
-    await app.register(oauthRoutes, { store });
+    await app.register(oauthRoutes, { store, canary: authenticator.canary });
     await app.register(credentialRoutes, { store, config, mode: 'own', setup });
     await app.register(credentialRoutes, { store, config, mode: 'admin', setup });
     await app.register(accountRoutes, { store });
+    await app.register(eventRoutes, { store, config, mode: 'own' });
+    await app.register(eventRoutes, { store, config, mode: 'admin' });
+    await app.register(webhookRoutes, { webhooks: deps.webhooks });
     await app.register(accountUpstreamRoutes, { store, config });
     await app.register(tokenRoutes, { store });
     await app.register(clientSetupRoutes, { config, links, ...(publicUrl !== undefined && { publicUrl }) });
     // nginx's mail proxy asks here; guarded by nginx.authSecret, limits and audit as the listeners.
     await app.register(nginxAuthRoutes, { config, authenticator });
+    await app.register(leakRoutes, { config, store });
     await app.register(webConsole.plugin);
     if (deps.tls?.acmeChallenges) await app.register(acmeChallengeRoutes, { challenges: deps.tls.acmeChallenges });
   } catch (err) {

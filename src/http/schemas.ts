@@ -3,6 +3,7 @@ import { LOGIN_MODES, MASTER_STYLES, MAX_UPSTREAM_PASSWORD, MAX_UPSTREAM_USERNAM
 import { MAX_KEY_NAME, SAFE_TEXT_PATTERN } from '../keys/names.js';
 import { isActive, type AccountRecord, type KeyRecord } from '../keys/record.js';
 import { SCOPE_ALIASES, SCOPES } from '../keys/scopes.js';
+import { MAX_SENDING_LIMIT } from '../limits/sending-limits.js';
 
 /** Shared response shapes. */
 export const ErrorBody = Type.Object({
@@ -10,6 +11,18 @@ export const ErrorBody = Type.Object({
 });
 
 export const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
+
+const limit = (description: string) => Type.Optional(Type.Integer({ minimum: 1, maximum: MAX_SENDING_LIMIT, description }));
+
+/** Per-key SMTP sending limits (src/limits/sending.ts); a field left out is no limit. */
+export const SendingLimitsSchema = Type.Object(
+  {
+    messagesPerHour: limit('Messages per clock hour (UTC); past it MAIL and DATA get 450 4.7.1'),
+    recipientsPerMessage: limit('Recipients of one message; past it RCPT gets 452 4.5.3'),
+    recipientsPerDay: limit('Recipients per UTC day, over all messages; past it RCPT and DATA get 450 4.7.1'),
+  },
+  { additionalProperties: false },
+);
 
 export const TokenView = Type.Object({
   id: Type.String(),
@@ -25,6 +38,8 @@ export const TokenView = Type.Object({
   lastUsedIp: Nullable(Type.String()),
   lastUsedProtocol: Nullable(Type.String()),
   isActive: Type.Boolean(),
+  canary: Type.Boolean(),
+  limits: Nullable(SendingLimitsSchema),
 });
 
 export function tokenView(k: KeyRecord) {
@@ -42,6 +57,8 @@ export function tokenView(k: KeyRecord) {
     lastUsedIp: k.lastUsedIp,
     lastUsedProtocol: k.lastUsedProtocol,
     isActive: isActive(k),
+    canary: k.canary === true,
+    limits: k.limits ?? null,
   };
 }
 
@@ -64,6 +81,8 @@ export const CredentialKey = Type.Object({
   lastUsedProtocol: Type.Optional(Type.String()),
   platform: Type.Optional(Type.String()),
   deviceId: Type.Optional(Type.String()),
+  canary: Type.Optional(Type.Literal(true)),
+  limits: Type.Optional(SendingLimitsSchema),
 });
 
 /** A key just made (create, rotate, mobile): the one response that carries `apiKey`. */
@@ -86,6 +105,8 @@ export function credentialView(k: KeyRecord, now: Date = new Date()) {
     ...(k.lastUsedProtocol !== null && { lastUsedProtocol: k.lastUsedProtocol }),
     ...(k.platform !== null && { platform: k.platform }),
     ...(k.deviceId !== null && { deviceId: k.deviceId }),
+    ...(k.canary && { canary: true as const }),
+    ...(k.limits && { limits: k.limits }),
   };
 }
 
@@ -179,3 +200,9 @@ export const AccountUpstreamView = Type.Object({
     ),
   ),
 });
+
+/** What a key-creating request body may add: a canary, and sending limits. */
+export const KeyExtrasFields = {
+  canary: Type.Optional(Type.Boolean({ description: 'A canary: looks like any key but grants nothing; every use is refused like a wrong key and raised as key.canary_used' })),
+  limits: Type.Optional(NullableInput(SendingLimitsSchema)),
+};

@@ -4,6 +4,7 @@ import { HASH_RE } from './format.js';
 import { keyNameProblem, textProblem } from './names.js';
 import { looksLikeAddress, normalizeAddress, type KeyRecord } from './record.js';
 import { isScope, type Scope } from './scopes.js';
+import { parseSendingLimits } from '../limits/sending-limits.js';
 
 /**
  * Export blob: base64url(msgpack(record)), versioned. It carries the key's hash
@@ -83,6 +84,9 @@ export function decodeExport(blob: string): KeyRecord {
   if (ips !== null && ips !== undefined && (!Array.isArray(ips) || !ips.every((c) => typeof c === 'string' && isValidCidr(c)))) {
     throw new MalformedBlobError('field "allowedIps"');
   }
+  if (o.canary !== undefined && o.canary !== null && typeof o.canary !== 'boolean') throw new MalformedBlobError('field "canary"');
+  const limits = parseSendingLimits(o.limits);
+  if ('problem' in limits) throw new MalformedBlobError('field "limits"');
   const createdAt = optDate('createdAt');
   if (createdAt === null) throw new MalformedBlobError('field "createdAt"');
 
@@ -102,5 +106,8 @@ export function decodeExport(blob: string): KeyRecord {
     platform: optStr('platform'),
     deviceId: optText('deviceId'),
     rotatedFrom: optStr('rotatedFrom'),
+    // A canary stays a canary wherever it is imported (blobs from before the field are plain keys).
+    canary: o.canary === true,
+    limits: limits.limits,
   };
 }

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { generateKey, hashKey } from './format.js';
-import { normalizeAddress, type KeyRecord } from './record.js';
+import { normalizeAddress, type KeyRecord, type SendingLimits } from './record.js';
 import type { Scope } from './scopes.js';
 
 export interface NewKeyInput {
@@ -12,6 +12,8 @@ export interface NewKeyInput {
   platform?: string | null;
   deviceId?: string | null;
   rotatedFrom?: string | null;
+  canary?: boolean;
+  limits?: SendingLimits | null;
 }
 
 /** Makes a fresh key and its record. The returned `key` is the only copy of the secret. */
@@ -33,6 +35,8 @@ export function newKey(input: NewKeyInput, now: Date = new Date()): { key: strin
     platform: input.platform ?? null,
     deviceId: input.deviceId ?? null,
     rotatedFrom: input.rotatedFrom ?? null,
+    canary: input.canary === true,
+    limits: input.limits ?? null,
   };
   return { key, record };
 }

@@ -6,6 +6,8 @@ import { effectiveScopes, grants, SCOPES, type Protocol, type Scope } from './sc
 export type Action =
   | { kind: 'login'; protocol: Protocol; account: string }
   | { kind: 'api'; access: 'read' | 'write'; account: string }
+  /** Reading an account's login history: its own keys with `api:read`, or an administrator. */
+  | { kind: 'history'; account: string }
   | { kind: 'metrics' }
   /** RFC 7662 token introspection (`POST /oauth/introspect`). */
   | { kind: 'introspect' }
@@ -15,6 +17,8 @@ export type Action =
 
 /** Internal reasons; they go to the audit log, never to the client. */
 export type DenyReason =
+  /** A canary key grants nothing, ever. */
+  | 'canary'
   | 'revoked'
   | 'expired'
   | 'ip_not_allowed'
@@ -38,6 +42,8 @@ export function requiredScope(action: Action): Scope {
       return action.protocol;
     case 'api':
       return action.access === 'read' ? 'api:read' : 'api:write';
+    case 'history':
+      return 'api:read';
     case 'metrics':
       return 'metrics';
     case 'introspect':
@@ -64,6 +70,7 @@ export function heldScopes(key: Pick<KeyRecord, 'account' | 'scopes'>): Scope[] 
  * first failing one names the reason.
  */
 export function decide(key: KeyRecord, action: Action, ctx: PolicyContext): Decision {
+  if (key.canary) return deny('canary');
   if (key.revokedAt !== null) return deny('revoked');
   if (key.expiresAt !== null && Date.parse(key.expiresAt) <= ctx.now.getTime()) return deny('expired');
   if (key.allowedIps !== null && !ipInList(ctx.ip, key.allowedIps)) return deny('ip_not_allowed');
@@ -88,6 +95,10 @@ export function decide(key: KeyRecord, action: Action, ctx: PolicyContext): Deci
     case 'api':
       if (bound && key.account !== action.account) return deny('account_mismatch');
       if (!bound && action.access === 'write') return adminWrite(held);
+      break;
+    case 'history':
+      // Where and when an account's keys were used is the account's business, or an administrator's.
+      if (bound && key.account !== action.account) return deny('account_mismatch');
       break;
     case 'admin':
       // System-wide surfaces: never for a key bound to one account.

@@ -20,6 +20,21 @@ export interface KeyRecord {
   deviceId: string | null;
   /** Id of the key this one replaced by rotation. */
   rotatedFrom: string | null;
+  /**
+   * A canary grants nothing: it is planted where a thief would find it, and
+   * every use is refused like a wrong key and raised (`key.canary_used`).
+   * Stores always return it; absent on a record made elsewhere = false.
+   */
+  canary?: boolean;
+  /** SMTP sending limits; null or absent = none. */
+  limits?: SendingLimits | null;
+}
+
+/** Per-key SMTP sending limits (src/limits/sending.ts); an absent field is no limit. */
+export interface SendingLimits {
+  messagesPerHour?: number;
+  recipientsPerMessage?: number;
+  recipientsPerDay?: number;
 }
 
 export interface AccountRecord {

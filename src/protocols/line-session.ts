@@ -10,6 +10,7 @@ import { plaintextLoginAllowed, protocolLimits, type ProtocolLimits } from './li
 import { startListenerPair } from './listener-pair.js';
 import { splice, type Splice } from './splice.js';
 import type { Connection } from './tcp-listener.js';
+import { traceCommand, traceSaslResponse } from './trace.js';
 
 /** The protocols that read command lines themselves before handing the session to a splice. */
 export type LineProtocol = 'imap' | 'pop3';
@@ -76,6 +77,8 @@ export interface LoginAnswers {
   refused: string;
   temporary: string;
   backendUnavailable: string;
+  /** No upstream is configured for the account: a permanent answer. */
+  noBackend: string;
 }
 
 /**
@@ -258,7 +261,9 @@ export abstract class LineSession implements SessionHandle {
     // A bearer mechanism's failure is a challenge first (RFC 7628 §3.2.2); the answer follows the client's reply, whatever it is.
     if (outcome.kind !== 'loggedIn' && failurePrompt !== undefined && (await this.continuation(failurePrompt)) === null) return;
     if (outcome.kind === 'refused') return this.write(answers.refused);
-    if (outcome.kind === 'temporary') return this.write(outcome.reason === 'backend_unavailable' ? answers.backendUnavailable : answers.temporary);
+    if (outcome.kind === 'temporary') {
+      return this.write(outcome.reason === 'backend_unavailable' ? answers.backendUnavailable : outcome.reason === 'no_backend' ? answers.noBackend : answers.temporary);
+    }
     const session = outcome.session!;
     this.clearLoginTimer();
     this.markLoggedIn();
@@ -350,12 +355,15 @@ export abstract class LineSession implements SessionHandle {
       if (frame === null) break;
       switch (frame.kind) {
         case 'line': {
+          // Continuation lines are only ever SASL responses.
+          traceSaslResponse(this.context.logger, this.protocol, this.remoteAddress);
           const waiter = this.waiter!;
           this.waiter = null;
           waiter(frame.raw);
           break;
         }
         case 'command':
+          traceCommand(this.context.logger, this.protocol, this.remoteAddress, frame.raw);
           this.run(frame.raw);
           break;
         case 'fatal':

@@ -4,7 +4,7 @@ import { isActive, type KeyRecord } from '../keys/record.js';
 import { normalizeScopes, type Scope } from '../keys/scopes.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
-import { replaceGrantedDeviceKey, rotateGrantedKey } from './key-writes.js';
+import { replaceGrantedDeviceKey, revokeStoredKey, rotateGrantedKey } from './key-writes.js';
 import { checkKeyName, InputError, issueKey } from './keys.js';
 
 /**
@@ -36,6 +36,8 @@ export interface CreateCredentialInput {
   scopes: readonly string[];
   expiresAt?: string | null;
   allowedIps?: readonly string[] | null;
+  canary?: boolean;
+  limits?: unknown;
 }
 
 /**
@@ -52,19 +54,20 @@ export async function createCredential(
   const name = checkKeyName(input.name);
   const scopes = normalizeScopes(input.scopes);
   if (scopes.length === 0) throw new InputError('scopes must not be empty', 'scopes');
-  return issueKey(store, creator, { name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null }, now);
+  const { canary, limits } = input;
+  return issueKey(store, creator, { name, scopes, account, expiresAt: input.expiresAt ?? null, allowedIps: input.allowedIps ?? null, canary, limits }, now);
 }
 
 /** Revokes one of the account's keys. NotFoundError when unknown, another account's, or already revoked. */
 export async function revokeCredential(store: KeyStore, account: string, keyId: string, now = new Date()): Promise<void> {
   const key = await getCredential(store, account, keyId);
   if (key.revokedAt !== null) throw new NotFoundError('key');
-  await store.revokeKey(key.id, now.toISOString());
+  await revokeStoredKey(store, key.id, now.toISOString(), 'api');
 }
 
 /**
  * Replaces an active key by a new one with the same name, scopes, expiry,
- * address list and device, in one atomic store step (the old key stops
+ * address list, device, canary mark and sending limits, in one atomic store step (the old key stops
  * working at the instant the new one starts). NotFoundError when the key is
  * not an active key of the account; ConflictError when a concurrent request
  * revoked or rotated it first; GrantError when the caller could not
@@ -89,6 +92,8 @@ export async function rotateCredential(
       platform: old.platform,
       deviceId: old.deviceId,
       rotatedFrom: old.id,
+      canary: old.canary,
+      limits: old.limits,
     },
     now,
   );

@@ -7,6 +7,7 @@ import type { Grantor } from '../keys/policy.js';
 import { looksLikeAddress, normalizeAddress, type KeyRecord } from '../keys/record.js';
 import { normalizeScopes } from '../keys/scopes.js';
 import type { Logger } from '../log.js';
+import { parseSendingLimits } from '../limits/sending-limits.js';
 import { NotFoundError } from '../store/errors.js';
 import type { KeyStore } from '../store/types.js';
 import { createGrantedKey, importGrantedKey } from './key-writes.js';
@@ -33,6 +34,10 @@ export interface IssueInput {
   allowedIps?: readonly string[] | null;
   platform?: string | null;
   deviceId?: string | null;
+  /** A canary key (grants nothing; every use is raised). */
+  canary?: boolean;
+  /** SMTP sending limits, checked here (InputError naming the field). */
+  limits?: unknown;
 }
 
 /**
@@ -48,6 +53,8 @@ export async function issueKey(store: KeyStore, grantor: Grantor, input: IssueIn
   (input.allowedIps ?? []).forEach((c, i) => {
     if (!isValidCidr(c)) throw new InputError(`entry ${i + 1} is not an IP address or CIDR range`, 'allowedIps');
   });
+  const limits = parseSendingLimits(input.limits);
+  if ('problem' in limits) throw new InputError(limits.problem, 'limits');
   const made = newKey(
     {
       name,
@@ -57,6 +64,8 @@ export async function issueKey(store: KeyStore, grantor: Grantor, input: IssueIn
       allowedIps: input.allowedIps?.length ? [...input.allowedIps] : null,
       platform: input.platform ?? null,
       deviceId: input.deviceId ?? null,
+      canary: input.canary === true,
+      limits: limits.limits,
     },
     now,
   );

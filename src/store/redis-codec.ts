@@ -1,5 +1,6 @@
-import type { KeyRecord } from '../keys/record.js';
+import type { KeyRecord, SendingLimits } from '../keys/record.js';
 import type { Scope } from '../keys/scopes.js';
+import { SENDING_LIMIT_FIELDS } from '../limits/sending-limits.js';
 import { expiresMs } from './sqlite-schema.js';
 import { MAX_ORDER_MS, orderMs, type KeyPosition } from './paging.js';
 
@@ -13,7 +14,10 @@ import { MAX_ORDER_MS, orderMs, type KeyPosition } from './paging.js';
  *  - a date in toISOString form as base-36 milliseconds, any other date
  *    text as "=" + the text;
  *  - the record is a Redis hash of one-letter fields (listpack-encoded while
- *    every value is at most 64 bytes: the usual record), null fields absent.
+ *    every value is at most 64 bytes: the usual record), null fields absent;
+ *  - a canary is `y` = "1" (absent: not one); sending limits are `l` = the
+ *    limits in SENDING_LIMIT_FIELDS order, comma-separated, empty where a
+ *    limit is unset ("100,,5000": at most 23 bytes, where JSON could pass 64).
  * `o` is the key's sort key: creation ms (11 hex) + store sequence (9 hex),
  * written by the insert script; the creation date is derived from it when it
  * was canonical, so it is not stored twice.
@@ -94,7 +98,22 @@ export function recordFields(r: KeyRecord): string[] {
   if (r.platform !== null) f.push('p', compactText(r.platform));
   if (r.deviceId !== null) f.push('d', compactText(r.deviceId));
   if (r.rotatedFrom !== null) f.push('f', compactId(r.rotatedFrom));
+  if (r.canary === true) f.push('y', '1');
+  if (r.limits) f.push('l', compactLimits(r.limits));
   return f;
+}
+
+function compactLimits(l: SendingLimits): string {
+  return SENDING_LIMIT_FIELDS.map((k) => (l[k] === undefined ? '' : String(l[k]))).join(',');
+}
+
+function expandLimits(c: string): SendingLimits | null {
+  const out: SendingLimits = {};
+  c.split(',').forEach((v, i) => {
+    const field = SENDING_LIMIT_FIELDS[i];
+    if (field !== undefined && v !== '') out[field] = Number(v);
+  });
+  return Object.keys(out).length > 0 ? out : null;
 }
 
 /** A stored hash back to the record; null when there is none (an empty HGETALL). */
@@ -118,6 +137,8 @@ export function parseRecord(idc: string, h: Record<string, string>): KeyRecord |
     platform: opt(h.p, expandText),
     deviceId: opt(h.d, expandText),
     rotatedFrom: opt(h.f, expandId),
+    canary: h.y === '1',
+    limits: h.l === undefined ? null : expandLimits(h.l),
   };
 }
 

@@ -21,7 +21,7 @@ import type { RedisClient } from './redis-connect.js';
  * and later starts only read that.
  */
 
-const V1_FIELDS = ['id', 'hash', 'name', 'account', 'scopes', 'createdAt', 'expiresAt', 'allowedIps', 'revokedAt', 'lastUsedAt', 'lastUsedIp', 'lastUsedProtocol', 'platform', 'deviceId', 'rotatedFrom'] as const;
+const V1_FIELDS = ['id', 'hash', 'name', 'account', 'scopes', 'createdAt', 'expiresAt', 'allowedIps', 'revokedAt', 'lastUsedAt', 'lastUsedIp', 'lastUsedProtocol', 'platform', 'deviceId', 'rotatedFrom', 'canary', 'limits'] as const;
 const BATCH = 500;
 const LOCK_MS = 60_000;
 const V1_MEMBER_PREFIX = 17; // "%016d:"
@@ -40,6 +40,8 @@ export function parseV1Key(h: Record<string, string>): KeyRecord | null {
   if (h.id === undefined) return null;
   const out: Record<string, unknown> = {};
   for (const f of V1_FIELDS) out[f] = h[f] === undefined ? null : JSON.parse(h[f]);
+  // Records written before the guard fields have none: not a canary, no limits.
+  out.canary = out.canary === true;
   return out as unknown as KeyRecord;
 }
 

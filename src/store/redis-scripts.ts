@@ -18,7 +18,8 @@
  *   P ad:<address>        zset, score 0, member sha1(deviceId)[1..12]..idc: the account's non-revoked device keys
  *   P account:<address>   hash, JSON-encoded fields (as in schema 1); P alias:<name> → address
  *   P accounts            zset, score 0, member address; P upstream-accounts the same, for accounts with a route
- *   P value:<name>        string, a value with a lifetime
+ *   P value:<name>        string, a value with a lifetime (or a counter: addToCounter)
+ *   P history:…, networks:…, webhook…   the activity (redis-activity.ts)
  *   P schema              "2"
  * Events: PUBLISH on P events, JSON with "key" (idc) or "address", and "origin".
  *
@@ -356,6 +357,12 @@ return cmsgpack.pack(append_records({cursor}, items, limit))`,
   // ARGV[6]: account, [7]: at most this many. The account's active keys, newest first: {idc, HGETALL, ...}.
   kgActiveKeys: `
 return append_records({}, account_live_members(ARGV[6], '(' .. NOW), tonumber(ARGV[7]))`,
+
+  // KEYS: counter (a value)  ARGV[6]: amount, [7]: ttl ms ('' = none). A fixed window: the lifetime is set only when the counter starts.
+  kgAddToCounter: `
+local n = redis.call('INCRBY', KEYS[1], ARGV[6])
+if ARGV[7] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[7]) end
+return n`,
 
   // KEYS: value  ARGV[6]: expected. Deletes only while the value is still the one the caller holds.
   kgDeleteValueIf: `

@@ -8,6 +8,8 @@ import { createRedisClient, describeRedisTarget, parseRedisUrl, type RedisClient
 import { migrateToSchema2 } from './redis-migrate.js';
 import { LUA_SCRIPTS, type ScriptName } from './redis-scripts.js';
 import { TouchBuffer } from './touch-buffer.js';
+import type { ActivityStore } from './activity.js';
+import { RedisActivity } from './redis-activity.js';
 import type { AccountPatch, AccountQuery, KeyCounts, KeyQuery, KeyStore, Page, StoreEvent, StoreLimits } from './types.js';
 
 export interface RedisStoreOptions extends StoreLimits {
@@ -79,6 +81,7 @@ const TOUCH_CHUNK = 500;
 
 class RedisStore implements KeyStore {
   readonly kind = 'redis' as const;
+  readonly activity: ActivityStore;
   private readonly listeners = new Set<(event: StoreEvent) => void>();
   private readonly touches: TouchBuffer;
   private readonly origin = randomUUID();
@@ -104,6 +107,7 @@ class RedisStore implements KeyStore {
     this.originJson = JSON.stringify(this.origin);
     this.limit = keysPerAccount === null ? '' : String(keysPerAccount);
     this.touches = new TouchBuffer((batch) => this.writeTouches(batch), touchIntervalMs, onError);
+    this.activity = new RedisActivity(client, this.p, (fn) => this.run(fn));
     sub.on('message', (channel: string, message: string) => this.onMessage(channel, message));
     sub.on('ready', () => this.onSubscriberReady());
   }
@@ -485,6 +489,11 @@ class RedisStore implements KeyStore {
       const n = ifValue === undefined ? await this.client.del(this.k.value(name)) : await this.script('kgDeleteValueIf', [this.k.value(name)], [ifValue]);
       return Number(n) > 0;
     });
+  }
+
+  async addToCounter(name: string, amount: number, ttlMs: number | null): Promise<number> {
+    const px = ttlMs === null ? '' : String(Math.max(1, Math.ceil(ttlMs)));
+    return this.run(async () => Number(await this.script('kgAddToCounter', [this.k.value(name)], [String(Math.trunc(amount)), px])));
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

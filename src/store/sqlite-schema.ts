@@ -36,8 +36,25 @@ CREATE TABLE keys (
   device_id TEXT,
   rotated_from TEXT,
   order_ms INTEGER NOT NULL,
-  expires_ms INTEGER
+  expires_ms INTEGER,
+  canary INTEGER NOT NULL DEFAULT 0,
+  limits TEXT
 )`;
+
+/**
+ * Key columns added after a schema shipped (guard: canary, sending limits):
+ * added in place to a file that lacks them, before any rebuild reads it.
+ */
+const ADDED_KEY_COLUMNS = [
+  ['canary', 'INTEGER NOT NULL DEFAULT 0'],
+  ['limits', 'TEXT'],
+] as const;
+
+function addMissingKeyColumns(db: Database.Database): void {
+  const columns = new Set((db.pragma('table_info(keys)') as { name: string }[]).map((c) => c.name));
+  if (columns.size === 0) return; // no keys table yet
+  for (const [name, type] of ADDED_KEY_COLUMNS) if (!columns.has(name)) db.exec(`ALTER TABLE keys ADD COLUMN ${name} ${type}`);
+}
 
 const KEY_INDEXES = `
 CREATE INDEX IF NOT EXISTS keys_order ON keys(order_ms, seq);
@@ -91,6 +108,7 @@ export function expiresMs(expiresAt: string | null): number | null {
 export function migrate(db: Database.Database, now = Date.now()): { migratedKeys: number } | null {
   if ((db.pragma('user_version', { simple: true }) as number) >= SCHEMA_VERSION) {
     db.exec(OTHER_TABLES + KEY_INDEXES);
+    addMissingKeyColumns(db);
     return null;
   }
   db.function('kg_order_ms', { deterministic: true }, (createdAt: unknown) => orderMs(String(createdAt)));
@@ -100,13 +118,16 @@ export function migrate(db: Database.Database, now = Date.now()): { migratedKeys
     if ((db.pragma('user_version', { simple: true }) as number) >= SCHEMA_VERSION) return null;
     db.exec(OTHER_TABLES);
     const v1 = db.prepare<[], { n: number }>("SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'keys'").get()!.n > 0;
-    if (v1) db.exec('ALTER TABLE keys RENAME TO keys_v1');
+    if (v1) {
+      addMissingKeyColumns(db);
+      db.exec('ALTER TABLE keys RENAME TO keys_v1');
+    }
     db.exec(KEYS_TABLE);
     if (v1) {
       db.exec(`INSERT INTO keys (id, hash, name, account, scopes, created_at, expires_at, allowed_ips, revoked_at, last_used_at, last_used_ip,
-          last_used_protocol, platform, device_id, rotated_from, order_ms, expires_ms)
+          last_used_protocol, platform, device_id, rotated_from, order_ms, expires_ms, canary, limits)
         SELECT id, hash, name, account, scopes, created_at, expires_at, allowed_ips, revoked_at, last_used_at, last_used_ip,
-          last_used_protocol, platform, device_id, rotated_from, kg_order_ms(created_at), kg_expires_ms(expires_at)
+          last_used_protocol, platform, device_id, rotated_from, kg_order_ms(created_at), kg_expires_ms(expires_at), canary, limits
         FROM keys_v1 ORDER BY rowid`);
       db.exec('DROP TABLE keys_v1');
     }

@@ -2,11 +2,13 @@ import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { isActive, normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
+import { isActive, normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse, type SendingLimits } from '../keys/record.js';
 import type { Scope } from '../keys/scopes.js';
 import { ConflictError, InvalidCursorError, KeyLimitError, NotFoundError, StoreMissingError, StoreUnavailableError } from './errors.js';
 import { accountScan, encodeAccountCursor, encodeKeyCursor, keyScan, MAX_ORDER_MS, orderMs, PAGE_MAX, SCAN_BUDGET, type KeyScan } from './paging.js';
 import { expiresMs, migrate } from './sqlite-schema.js';
+import type { ActivityStore } from './activity.js';
+import { SqliteActivity } from './sqlite-activity.js';
 import { TouchBuffer } from './touch-buffer.js';
 import type { AccountPatch, AccountQuery, KeyCounts, KeyQuery, KeyStore, Page, StoreEvent, StoreLimits } from './types.js';
 
@@ -29,6 +31,8 @@ interface KeyRow {
   platform: string | null;
   device_id: string | null;
   rotated_from: string | null;
+  canary: number;
+  limits: string | null;
 }
 
 interface AccountRow {
@@ -57,6 +61,8 @@ function toKey(r: KeyRow): KeyRecord {
     platform: r.platform,
     deviceId: r.device_id,
     rotatedFrom: r.rotated_from,
+    canary: r.canary === 1,
+    limits: r.limits === null ? null : (JSON.parse(r.limits) as SendingLimits),
   };
 }
 
@@ -80,6 +86,8 @@ function keyParams(k: KeyRecord): Omit<KeyRow, 'seq'> & { seq: null } {
     platform: k.platform,
     device_id: k.deviceId,
     rotated_from: k.rotatedFrom,
+    canary: k.canary ? 1 : 0,
+    limits: k.limits ? JSON.stringify(k.limits) : null,
   };
 }
 
@@ -106,7 +114,7 @@ export interface SqliteStoreOptions extends StoreLimits {
 }
 
 const KEY_COLUMNS = `seq, id, hash, name, account, scopes, created_at, expires_at, allowed_ips, revoked_at, last_used_at, last_used_ip,
-  last_used_protocol, platform, device_id, rotated_from, order_ms, expires_ms`;
+  last_used_protocol, platform, device_id, rotated_from, order_ms, expires_ms, canary, limits`;
 
 /** The most of the file read through a memory map (1 GiB: about two million keys). */
 const MMAP_BYTES = 2 ** 30;
@@ -133,6 +141,7 @@ interface PositionParams {
 /** The embedded default store: one SQLite file in WAL mode. */
 export class SqliteStore implements KeyStore {
   readonly kind = 'sqlite' as const;
+  readonly activity: ActivityStore;
   private readonly db: Database.Database;
   private readonly events = new EventEmitter();
   private readonly touches: TouchBuffer;
@@ -166,7 +175,8 @@ export class SqliteStore implements KeyStore {
     const db = this.db;
     this.q = {
       insertKey: db.prepare(`INSERT INTO keys (${KEY_COLUMNS}) VALUES (@seq, @id, @hash, @name, @account, @scopes, @created_at, @expires_at, @allowed_ips,
-        @revoked_at, @last_used_at, @last_used_ip, @last_used_protocol, @platform, @device_id, @rotated_from, @order_ms, @expires_ms)`),
+        @revoked_at, @last_used_at, @last_used_ip, @last_used_protocol, @platform, @device_id, @rotated_from, @order_ms, @expires_ms,
+        @canary, @limits)`),
       byHash: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE hash = ?'),
       byId: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE id = ?'),
       exists: db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM keys WHERE id = ? OR hash = ?'),
@@ -211,6 +221,13 @@ export class SqliteStore implements KeyStore {
       ),
       takeValue: db.prepare<[string], { value: string; expires_at: number | null }>('DELETE FROM kv WHERE name = ? RETURNING value, expires_at'),
       deleteValue: db.prepare<[string]>('DELETE FROM kv WHERE name = ?'),
+      addToCounter: db.prepare<[{ name: string; amount: number; expires: number | null; now: number }], { value: string }>(
+        // JavaScript numbers bind as REAL: cast, so the stored text is "3", not "3.0".
+        `INSERT INTO kv VALUES (@name, CAST(@amount AS INTEGER), @expires) ON CONFLICT(name) DO UPDATE SET
+           value = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= @now THEN excluded.value ELSE CAST(kv.value AS INTEGER) + CAST(@amount AS INTEGER) END,
+           expires_at = CASE WHEN kv.expires_at IS NOT NULL AND kv.expires_at <= @now THEN excluded.expires_at ELSE kv.expires_at END
+         RETURNING value`,
+      ),
       deleteValueIf: db.prepare<[string, string]>('DELETE FROM kv WHERE name = ? AND value = ?'),
       purgeValues: db.prepare<[number]>('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     };
@@ -223,6 +240,7 @@ export class SqliteStore implements KeyStore {
     });
     this.pages = { all: page('all'), live: page('live'), revoked: page('revoked'), account: page('account') };
     this.touches = new TouchBuffer(async (batch) => this.writeTouches(batch), options.touchIntervalMs ?? 1000, options.onError);
+    this.activity = this.run(() => new SqliteActivity(db, (fn) => this.run(fn)));
   }
 
   private run<T>(fn: () => T): T {
@@ -606,6 +624,12 @@ export class SqliteStore implements KeyStore {
 
   async deleteValue(name: string, ifValue?: string): Promise<boolean> {
     return this.run(() => (ifValue === undefined ? this.q.deleteValue.run(name) : this.q.deleteValueIf.run(name, ifValue)).changes > 0);
+  }
+
+  async addToCounter(name: string, amount: number, ttlMs: number | null): Promise<number> {
+    const now = Date.now();
+    const row = this.run(() => this.q.addToCounter.get({ name, amount: Math.trunc(amount), expires: ttlMs === null ? null : now + ttlMs, now }));
+    return Number(row!.value);
   }
 
   subscribe(listener: (event: StoreEvent) => void): () => void {

@@ -1,4 +1,5 @@
 import type { AccountRecord, KeyRecord, KeyUse } from '../keys/record.js';
+import type { ActivityStore } from './activity.js';
 
 /** Emitted when something happens that must end live sessions (revocation across instances on Redis). */
 export type StoreEvent =
@@ -92,6 +93,9 @@ export interface AccountPatch {
 export interface KeyStore {
   readonly kind: 'sqlite' | 'redis';
 
+  /** Login history, key networks and the webhook queue (src/store/activity.ts), beside the keys. */
+  readonly activity: ActivityStore;
+
   /** Resolves when the store answers; rejects with StoreUnavailableError otherwise. */
   ping(): Promise<void>;
 
@@ -169,6 +173,14 @@ export interface KeyStore {
   takeValue(name: string): Promise<string | null>;
   /** Removes the value; with `ifValue`, only while it still equals that (releasing a lock one holds). Resolves whether it removed one. */
   deleteValue(name: string, ifValue?: string): Promise<boolean>;
+  /**
+   * Adds `amount` (may be negative) to the integer counter `name` and resolves
+   * the new total, in one atomic step across every instance. An absent or
+   * expired counter starts from 0 with the lifetime `ttlMs` (null: none); a
+   * live one keeps the lifetime it started with (a fixed window). The counter
+   * is a value like any other: getValue reads it, deleteValue drops it.
+   */
+  addToCounter(name: string, amount: number, ttlMs: number | null): Promise<number>;
 
   /**
    * The keys with these ids and the accounts with these addresses, in the

@@ -37,6 +37,16 @@ describe('keygate tokens (built CLI, SQLite)', () => {
     expect(list.stdout).not.toContain(r.stdout.trim());
   });
 
+  it('issue --canary and the sending-limit flags: listed with the key; a bad limit is a usage error', async () => {
+    const r = await runCli(['tokens', 'issue', '-n', 'bait', '-s', 'smtp', '-a', 'bait@example.com', '--canary', '--messages-per-hour', '5', '--recipients-per-day', '100', ...dbFlags]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^kg_[0-9A-Za-z]{49}\n$/);
+    const listed = (JSON.parse((await runCli(['tokens', 'list', '--json', '-a', 'bait@example.com', ...dbFlags])).stdout) as Record<string, unknown>[])[0];
+    expect(listed).toMatchObject({ name: 'bait', canary: true, limits: { messagesPerHour: 5, recipientsPerDay: 100 } });
+    expect((await runCli(['tokens', 'list', '-a', 'bait@example.com', ...dbFlags])).stdout).toMatch(/active \(canary\)/);
+    expectOneLineError(await runCli(['tokens', 'issue', '-n', 'x', '-s', 'smtp', '--recipients-per-message', '0', ...dbFlags]), 2, /--recipients-per-message: expected a whole number from 1 to 1000000/);
+  });
+
   it('-n, --name names the key; -d, --description is the same option in the reference spelling', async () => {
     expect((await runCli(['tokens', 'issue', '-n', 'Named', '-s', 'smtp', ...dbFlags])).code).toBe(0);
     expect((await runCli(['tokens', 'issue', '--description', 'Described', '-s', 'smtp', ...dbFlags])).code).toBe(0);

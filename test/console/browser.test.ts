@@ -164,7 +164,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await page.getByRole('dialog', { name: 'Revoke this key?' }).getByRole('button', { name: 'Revoke key' }).click();
     await page.getByText('Revoked “Thunderbird”.').first().waitFor();
     await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error('IMAP session still open 5 s after revocation')), 5000))]);
-    expect(await row.count()).toBe(0);
+    // The list reloads after the notice is shown: wait for the row to go rather than race the reload.
+    await expect.poll(() => row.count(), { timeout: 5000 }).toBe(0);
     await context.close();
   });
 
@@ -219,6 +220,24 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     expect(await cell.textContent()).toBe(hostile);
     expect(await page.locator('tbody img').count()).toBe(0);
     expect(await page.evaluate('window.pwned')).toBeUndefined();
+    await context.close();
+  });
+
+  it('creates a key with sending limits from the form; a limit out of range is marked before anything is sent', async () => {
+    const { context, page } = await newPage();
+    await signInWithPassword(page, 'alice@example.com', 'alice-upstream-pw');
+    await page.getByRole('button', { name: 'Create a key' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Create a key' });
+    await dialog.getByLabel('Name', { exact: true }).fill('Newsletter');
+    await dialog.getByLabel('Messages per hour').fill('0');
+    await dialog.getByRole('button', { name: 'Create key' }).click();
+    await expect(dialog.locator('fieldset.invalid .error').textContent()).resolves.toBe('Each limit is a whole number from 1 to 1,000,000.');
+    await dialog.getByLabel('Messages per hour').fill('10');
+    await dialog.getByLabel('Recipients per day').fill('500');
+    await dialog.getByRole('button', { name: 'Create key' }).click();
+    await page.getByRole('dialog', { name: 'Your new key' }).getByRole('button', { name: 'Done' }).click();
+    const row = page.locator('tbody tr', { has: page.locator('th .name', { hasText: 'Newsletter' }) });
+    await expect(row.locator('td[data-label="State"]').textContent()).resolves.toBe('Active; at most 10 messages/hour, 500 recipients/day');
     await context.close();
   });
 

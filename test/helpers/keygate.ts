@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { inject } from 'vitest';
 import type { LoginLimiter } from '../../src/auth/authenticate.js';
 import { createLoginLimiter, type LoginLimiterWithClose } from '../../src/auth/limits.js';
-import type { Backends } from '../../src/backends/types.js';
+import { NO_BACKENDS, type Backends } from '../../src/backends/types.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { PROTOCOLS, type Protocol } from '../../src/keys/scopes.js';
 import { createLogger, type Logger } from '../../src/log.js';
@@ -73,7 +73,13 @@ export interface StartOptions {
   protocols?: Protocol[];
   /** A Dovecot every protocol is routed to (plaintext, master login, LMTP for SMTP), through the real proxy backends. */
   dovecot?: RunningDovecot;
-  /** What logged-in sessions are handed to, instead of the backends the settings describe. */
+  /**
+   * What logged-in sessions are handed to, instead of the backends the
+   * settings describe. Default: those backends when the test routes anywhere
+   * (`dovecot`, an `upstream.*` or `mailbox` setting), else none at all, so a
+   * test of Keygate's own front end logs in without an upstream (a real
+   * Keygate without routes refuses such logins: see test/newcomer/).
+   */
   backends?: Backends;
   /**
    * The login limiter: by default the real one from the settings (in Redis
@@ -113,6 +119,13 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+/** Whether a test's settings route sessions anywhere (then its Keygate builds the backends they describe). */
+function routes(opts: StartOptions): boolean {
+  if (opts.dovecot) return true;
+  const setting = (k: string): boolean => k.startsWith('upstream.') || k === 'mailbox';
+  return Object.keys(opts.flags ?? {}).some(setting) || Object.keys(opts.env ?? {}).some((k) => k.startsWith('KEYGATE_UPSTREAM_') || k === 'KEYGATE_MAILBOX');
+}
+
 /** A store and a captured log for one or more Keygates. */
 export async function createHarness(options: { store?: KeyStore; logLevel?: string } = {}): Promise<Harness> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-test-'));
@@ -135,6 +148,7 @@ export async function createHarness(options: { store?: KeyStore; logLevel?: stri
     if (opts.limiter === undefined) {
       limiter = await createLoginLimiter(config, logger, { keyPrefix: opts.limiterPrefix ?? `test:${Math.random().toString(36).slice(2)}` });
     }
+    const backends = opts.backends ?? (routes(opts) ? undefined : NO_BACKENDS);
     let server: RunningServer;
     try {
       server = await startServer(config, logger, {
@@ -142,7 +156,7 @@ export async function createHarness(options: { store?: KeyStore; logLevel?: stri
         limiter: opts.limiter === undefined ? limiter : opts.limiter,
         metrics: new Metrics(store, { processMetrics: false }),
         http: opts.http ?? false,
-        ...(opts.backends && { backends: opts.backends }),
+        ...(backends && { backends }),
       });
     } catch (err) {
       await limiter?.close();

@@ -14,6 +14,11 @@ describe('export codec', () => {
     expect(decodeExport(blob)).toEqual(record);
   });
 
+  it('keeps the canary mark and sending limits, so an imported canary is still one', () => {
+    const { record } = newKey({ name: 'bait', scopes: ['imap'], account: 'a@example.com', canary: true, limits: { messagesPerHour: 5 } });
+    expect(decodeExport(encodeExport(record))).toMatchObject({ canary: true, limits: { messagesPerHour: 5 } });
+  });
+
   it.each([
     ['empty', ''],
     ['not base64url', 'abc$%'],
@@ -26,6 +31,8 @@ describe('export codec', () => {
     ['bad cidr', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'n', scopes: ['*'], createdAt: '2026-01-01T00:00:00Z', allowedIps: ['nope'] })).toString('base64url')],
     ['an account that is no address', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'n', scopes: ['*'], createdAt: '2026-01-01T00:00:00Z', account: 'nobody' })).toString('base64url')],
     ['a name with a bidi override', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'a\u202eb', scopes: ['*'], createdAt: '2026-01-01T00:00:00Z' })).toString('base64url')],
+    ['a canary mark that is no boolean', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'n', scopes: ['*'], createdAt: '2026-01-01T00:00:00Z', canary: 'yes' })).toString('base64url')],
+    ['a negative limit', Buffer.from(encode({ v: 1, id: 'x', hash: 'a'.repeat(64), name: 'n', scopes: ['*'], createdAt: '2026-01-01T00:00:00Z', limits: { messagesPerHour: -1 } })).toString('base64url')],
   ])('refuses %s', (_label, blob) => {
     expect(() => decodeExport(blob)).toThrow(MalformedBlobError);
   });

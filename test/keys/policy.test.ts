@@ -83,6 +83,12 @@ describe('policy: key state, account and address', () => {
     const key = record(['smtp'], OTHER, { revokedAt: '2026-01-01T00:00:00Z', expiresAt: '2026-01-01T00:00:00Z', allowedIps: ['10.0.0.0/8'] });
     expect(decide(key, login, ctx)).toEqual({ allowed: false, reason: 'revoked' });
   });
+  it('a canary grants nothing: every action, bound or unbound, even with every scope', () => {
+    for (const account of [OWN, null]) {
+      const key = record(['*'], account, { canary: true });
+      for (const [, action] of ACTIONS) expect(decide(key, action, ctx)).toEqual({ allowed: false, reason: 'canary' });
+    }
+  });
   it('expired at or after expiresAt, fine one ms before', () => {
     expect(decide(record(['imap'], OWN, { expiresAt: NOW.toISOString() }), login, ctx)).toEqual({ allowed: false, reason: 'expired' });
     expect(decide(record(['imap'], OWN, { expiresAt: new Date(NOW.getTime() + 1).toISOString() }), login, ctx)).toEqual({ allowed: true });

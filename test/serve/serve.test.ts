@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +9,7 @@ import { freePort } from '../helpers/free-port.js';
 import { REDIS_SKIP_REASON, redisAvailable, startRedis, type RedisServer } from '../helpers/redis-server.js';
 import { TEST_CERT_DIR } from '../helpers/keygate.js';
 import { LineClient } from '../helpers/line-client.js';
+import { dovecotAvailable } from '../helpers/dovecot.js';
 
 const ACCOUNT = 'alice@example.com';
 const built = builtCliAvailable();
@@ -80,14 +81,17 @@ describe.skipIf(!built)('keygate serve (built CLI)', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'keygate-serve-'));
+    // Run as root, the local mailbox keeps mail as the user `mail`, which must be able to enter the directory.
+    chmodSync(dir, 0o755);
     db = ['--db.path', join(dir, 'keys.db')];
     key = await cli(['tokens', 'issue', ...db, '-d', 'serve test', '-s', 'imap', '-a', ACCOUNT]);
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it('answers IMAP on both ports beside the control plane; SIGTERM says BYE to sessions and exits 0 within the grace period', async () => {
+  it.skipIf(!dovecotAvailable())('answers IMAP on both ports beside the control plane; SIGTERM says BYE to sessions and exits 0 within the grace period', async () => {
     const p = await ports();
-    const serve = startServe(serveArgs(p, db, ['--shutdownGrace', '3s']));
+    // With its own mailbox, as a newcomer starts it: the sessions are Dovecot's, and Keygate still ends them.
+    const serve = startServe(serveArgs(p, db, ['--shutdownGrace', '3s', '--mailbox', 'local', '--mailboxDir', join(dir, 'mailbox')]));
     try {
       await serve.waitForLine(/Keygate started/);
       const health = await fetch(`http://127.0.0.1:${p.http}/health`).then((r) => r.status);
@@ -122,6 +126,9 @@ describe.skipIf(!built)('keygate serve (built CLI)', () => {
         s.once('error', () => resolve(true));
       });
       expect(refused).toBe(true);
+      // Dovecot went with it.
+      expect(serve.output()).toMatch(/local mailbox ready/);
+      expect(existsSync(join(dir, 'mailbox', 'keygate.pid'))).toBe(false);
     } finally {
       await serve.stop('SIGKILL');
     }
@@ -161,7 +168,7 @@ describe.skipIf(!built)('keygate serve (built CLI)', () => {
   });
 });
 
-describe.skipIf(!built || !redisAvailable())('two keygate serve processes sharing one Redis', () => {
+describe.skipIf(!built || !redisAvailable() || !dovecotAvailable())('two keygate serve processes sharing one Redis', () => {
   let redis: RedisServer;
   beforeAll(async () => {
     redis = await startRedis();
@@ -174,7 +181,10 @@ describe.skipIf(!built || !redisAvailable())('two keygate serve processes sharin
     const key = await cli(['tokens', 'issue', ...store, '-d', 'phone', '-s', 'imap', '-a', ACCOUNT]);
     const [pa, pb] = [await ports(), await ports()];
     const a = startServe(serveArgs(pa, store, ['--pop3.enabled', 'false', '--smtp.enabled', 'false']));
-    const b = startServe(serveArgs(pb, store, ['--pop3.enabled', 'false', '--smtp.enabled', 'false']));
+    // B serves the session, from a mailbox of its own.
+    const mailboxDir = mkdtempSync(join(tmpdir(), 'keygate-serve-b-'));
+    chmodSync(mailboxDir, 0o755);
+    const b = startServe(serveArgs(pb, store, ['--pop3.enabled', 'false', '--smtp.enabled', 'false', '--mailbox', 'local', '--mailboxDir', mailboxDir]));
     try {
       await Promise.all([a.waitForLine(/Keygate started/), b.waitForLine(/Keygate started/)]);
       const c = await LineClient.connect(pb.imaps, { tls: true });
@@ -193,6 +203,7 @@ describe.skipIf(!built || !redisAvailable())('two keygate serve processes sharin
       expect(Date.now() - started).toBeLessThan(1000);
     } finally {
       await Promise.all([a.stop(), b.stop()]);
+      rmSync(mailboxDir, { recursive: true, force: true });
     }
   });
 });

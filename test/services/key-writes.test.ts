@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { decideGrant } from '../../src/keys/policy.js';
 import { ROOT } from '../helpers/cli.js';
 
-const STORE_KEY_WRITES = /\.(createKey|importKey|rotateKey|replaceDeviceKey)\(/;
+const STORE_KEY_WRITES = /\.(createKey|importKey|rotateKey|replaceDeviceKey|revokeKey)\(/;
 
 function sources(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith('.ts') ? [join(dir, e.name)] : []));

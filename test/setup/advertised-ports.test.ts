@@ -47,6 +47,11 @@ async function start(dir: string, extraEnv: Record<string, string> = {}): Promis
     KEYGATE_IMAP_SECURE_PORT: String(imaps),
     KEYGATE_POP3_PORT: String(pop3),
     KEYGATE_POP3_SECURE_PORT: String(pop3s),
+    // In front of a mail server (never reached here): a protocol with no upstream is not advertised at all.
+    KEYGATE_UPSTREAM_IMAP_HOST: 'mail.internal',
+    KEYGATE_UPSTREAM_POP3_HOST: 'mail.internal',
+    KEYGATE_UPSTREAM_SMTP_HOST: 'mail.internal',
+    KEYGATE_UPSTREAM_MASTER_USER: 'keygate',
     ...extraEnv,
   };
   const server = await startServer(loadConfig({ env }), createLogger('silent'));

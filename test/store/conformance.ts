@@ -374,6 +374,39 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     expect(await store.getValue('lock:renew')).toBeNull();
   });
 
+  it(`${target.name}: counts atomically in a fixed window: add, subtract, expire, start again`, async () => {
+    expect(await store.addToCounter('count:a', 1, 60_000)).toBe(1);
+    expect(await store.addToCounter('count:a', 4, 60_000)).toBe(5);
+    expect(await store.addToCounter('count:a', -2, 60_000)).toBe(3);
+    expect(await store.getValue('count:a')).toBe('3');
+    // The window's lifetime is set when it starts; adding does not extend it.
+    const started = Date.now();
+    expect(await store.addToCounter('count:short', 2, 1000)).toBe(2);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await store.addToCounter('count:short', 1, 1000)).toBe(3);
+    // Had the second add extended the lifetime, the counter would live until about 1500 ms.
+    await new Promise((r) => setTimeout(r, 1150 - (Date.now() - started)));
+    expect(await store.getValue('count:short')).toBeNull();
+    expect(await store.addToCounter('count:short', 1, 1000)).toBe(1);
+    // No lifetime: kept until deleted.
+    expect(await store.addToCounter('count:forever', 7, null)).toBe(7);
+    expect(await store.deleteValue('count:forever')).toBe(true);
+    expect(await store.addToCounter('count:forever', 1, null)).toBe(1);
+    // Concurrent adds lose none.
+    const totals = await Promise.all(Array.from({ length: 25 }, () => store.addToCounter('count:race', 1, 60_000)));
+    expect([...totals].sort((x, y) => x - y)).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+  });
+
+  it(`${target.name}: keeps a key's canary mark and sending limits, and a plain key is no canary`, async () => {
+    const canary = key({ name: 'bait', scopes: ['imap'], account: 'a@example.com', canary: true });
+    const limited = key({ name: 'mailer', scopes: ['smtp'], account: 'a@example.com', limits: { messagesPerHour: 10, recipientsPerDay: 100 } });
+    const plain = key({ name: 'plain', scopes: ['smtp'] });
+    for (const k of [canary, limited, plain]) await store.createKey(k);
+    expect(await store.findByHash(canary.hash)).toMatchObject({ canary: true, limits: null });
+    expect(await store.getKey(limited.id)).toMatchObject({ canary: false, limits: { messagesPerHour: 10, recipientsPerDay: 100 } });
+    expect(await store.getKey(plain.id)).toMatchObject({ canary: false, limits: null });
+  });
+
   it(`${target.name}: of concurrent takes and only-if-absent puts of one value, exactly one wins`, async () => {
     await store.putValue('link:race', 'v', 60_000);
     const takes = await Promise.all(Array.from({ length: 20 }, () => store.takeValue('link:race')));
@@ -392,6 +425,8 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
         expect(await peer.putValue('lock:shared', 'peer', 60_000, { onlyIfAbsent: true })).toBe(true);
         expect(await store.putValue('lock:shared', 'store', 60_000, { onlyIfAbsent: true })).toBe(false);
         expect(await peer.takeValue('session:shared')).toBe('signed-in');
+        await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? peer : store).addToCounter('count:shared', 1, 60_000)));
+        expect(await store.addToCounter('count:shared', 0, 60_000)).toBe(10);
         expect(await store.getValue('session:shared')).toBeNull();
       } finally {
         await peer.close();

@@ -25,6 +25,8 @@ async function writeSchema1(redis: Redis, namespace: string, keys: KeyRecord[], 
   keys.forEach((k, i) => {
     const member = `${String(first + i + 1).padStart(16, '0')}:${k.id}`;
     pipe.hset(`${p}key:${k.id}`, ...KEY_FIELDS.flatMap((f) => [f, JSON.stringify(k[f] ?? null)]));
+    // Guard's schema-1 records also carry these two; records from before guard have neither.
+    if (k.canary || k.limits) pipe.hset(`${p}key:${k.id}`, 'canary', JSON.stringify(k.canary === true), 'limits', JSON.stringify(k.limits ?? null));
     pipe.set(`${p}hash:${k.hash}`, k.id);
     pipe.zadd(`${p}keys`, Date.parse(k.createdAt), member);
     if (k.account !== null) pipe.zadd(`${p}acct-keys:${k.account}`, Date.parse(k.createdAt), member);
@@ -48,6 +50,8 @@ function schema1Keys(n: number, t0 = Date.parse('2026-01-01T00:00:00Z')): KeyRec
         deviceId: i % 10 === 1 ? `device ${i}` : null,
         platform: i % 10 === 1 ? 'android' : null,
         rotatedFrom: i % 12 === 0 ? 'not-a-uuid' : null,
+        canary: i % 14 === 3,
+        limits: i % 15 === 4 ? { recipientsPerDay: 1_000_000 } : i % 15 === 5 ? { messagesPerHour: 10, recipientsPerMessage: 5, recipientsPerDay: 100 } : null,
       },
       new Date(t0 + Math.min(i, 1000) * 10),
     );

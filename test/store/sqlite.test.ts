@@ -40,6 +40,23 @@ describe('SQLite store', () => {
     expect(await s2.getKey(record.id)).toMatchObject({ id: record.id, lastUsedAt: '2026-05-01T00:00:00.000Z' });
     await s2.close();
   });
+
+  it('opens a file from before canary keys and sending limits: its keys are plain keys, and new ones keep both', async () => {
+    const path = join(dir, 'old-schema.db');
+    const old = new Database(path);
+    old.exec(`CREATE TABLE keys (id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, name TEXT NOT NULL, account TEXT, scopes TEXT NOT NULL,
+      created_at TEXT NOT NULL, expires_at TEXT, allowed_ips TEXT, revoked_at TEXT, last_used_at TEXT, last_used_ip TEXT,
+      last_used_protocol TEXT, platform TEXT, device_id TEXT, rotated_from TEXT)`);
+    const { record } = newKey({ name: 'old', scopes: ['smtp'] });
+    old.prepare('INSERT INTO keys (id, hash, name, scopes, created_at) VALUES (?, ?, ?, ?, ?)').run(record.id, record.hash, 'old', '["smtp"]', record.createdAt);
+    old.close();
+    const store = openSqliteStore(path);
+    expect(await store.getKey(record.id)).toMatchObject({ name: 'old', canary: false, limits: null });
+    const canary = newKey({ name: 'bait', scopes: ['imap'], canary: true, limits: { recipientsPerMessage: 3 } }).record;
+    await store.createKey(canary);
+    expect(await store.getKey(canary.id)).toMatchObject({ canary: true, limits: { recipientsPerMessage: 3 } });
+    await store.close();
+  });
 });
 
 describe('SQLite store: a schema-1 file (before counters and pages)', () => {
@@ -103,5 +120,23 @@ CREATE TABLE kv (name TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at INTEGER)
     expect((await again.listKeys({ limit: 1000 })).items).toHaveLength(40);
     await again.close();
     expect(messages).toHaveLength(1);
+  });
+  it("keeps guard's canary mark and sending limits of a schema-1 file that has them", async () => {
+    const path = join(dir, 'v1-guard.db');
+    const db = new Database(path);
+    db.exec(V1 + 'ALTER TABLE keys ADD COLUMN canary INTEGER NOT NULL DEFAULT 0; ALTER TABLE keys ADD COLUMN limits TEXT;');
+    const canary = newKey({ name: 'bait', scopes: ['imap'], account: 'a@example.com', canary: true }).record;
+    const limited = newKey({ name: 'mailer', scopes: ['smtp'], limits: { messagesPerHour: 10, recipientsPerDay: 100 } }).record;
+    const insert = db.prepare('INSERT INTO keys (id, hash, name, account, scopes, created_at, canary, limits) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+    insert.run(canary.id, canary.hash, canary.name, canary.account, '["imap"]', canary.createdAt, 1, null);
+    insert.run(limited.id, limited.hash, limited.name, null, '["smtp"]', limited.createdAt, 0, JSON.stringify(limited.limits));
+    db.close();
+    const store = openSqliteStore(path);
+    try {
+      expect(await store.findByHash(canary.hash)).toEqual(canary);
+      expect(await store.getKey(limited.id)).toEqual(limited);
+    } finally {
+      await store.close();
+    }
   });
 });

@@ -55,7 +55,7 @@ export function presentedKey(req: FastifyRequest): string | null {
 }
 
 // Refusals that mean the key itself is unusable (unknown, malformed, revoked, expired, account disabled): 401.
-const TO_401 = new Set<string>(['malformed', 'unknown_key', 'revoked', 'expired', 'account_disabled'] satisfies FailReason[]);
+const TO_401 = new Set<string>(['malformed', 'unknown_key', 'canary', 'revoked', 'expired', 'account_disabled'] satisfies FailReason[]);
 
 /**
  * The one authentication hook: the presented key goes through the

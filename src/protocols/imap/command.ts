@@ -12,12 +12,11 @@ export const AFTER_LOGIN: readonly ImapState[] = ['authenticated', 'selected'];
 /**
  * One argument as the dispatcher checks it before a handler runs:
  * `astring` = atom, quoted string or literal; `atom`; `list-or-nil` =
- * parenthesised list or NIL. `sensitive` marks the token so no log prints it.
+ * parenthesised list or NIL. (The trace masks secrets by command, src/protocols/trace.ts.)
  */
 export interface ArgSpec {
   kind: 'astring' | 'atom' | 'list-or-nil';
   optional?: boolean;
-  sensitive?: boolean;
 }
 
 /** What a command handler may do with its connection; it never touches the socket, the store or a backend. */

@@ -144,5 +144,6 @@ function answers(tag: string): LoginAnswers {
     refused: `${tag} ${REPLY.authFailed}\r\n`,
     temporary: `${tag} ${REPLY.authTemporary}\r\n`,
     backendUnavailable: `${tag} ${REPLY.backendUnavailable}\r\n`,
+    noBackend: `${tag} ${REPLY.noMailbox}\r\n`,
   };
 }

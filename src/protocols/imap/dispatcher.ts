@@ -1,6 +1,6 @@
 import type { ArgSpec, ImapCommand, ImapSession } from './command.js';
 import { COMMANDS } from './registry.js';
-import { describeToken, ImapSyntaxError, parseCommand, type Token } from './parser.js';
+import { ImapSyntaxError, parseCommand, type Token } from './parser.js';
 import { REPLY } from './replies.js';
 
 /** The connection as the dispatcher drives it: a session plus the gates it keeps. */
@@ -22,7 +22,7 @@ function matches(spec: ArgSpec, t: Token): boolean {
   }
 }
 
-/** Checks arguments against a command's spec and marks sensitive ones; returns the problem, or null. */
+/** Checks arguments against a command's spec; returns the problem, or null. */
 export function checkArgs(specs: readonly ArgSpec[], args: Token[]): string | null {
   const required = specs.filter((s) => !s.optional).length;
   if (args.length < required) return 'Missing arguments';
@@ -31,7 +31,6 @@ export function checkArgs(specs: readonly ArgSpec[], args: Token[]): string | nu
     const spec = specs[i]!;
     const arg = args[i]!;
     if (!matches(spec, arg)) return 'Invalid arguments';
-    if (spec.sensitive && arg.type !== 'list') arg.sensitive = true;
   }
   return null;
 }
@@ -60,8 +59,5 @@ export function dispatch(session: Dispatchable, raw: Buffer, commands: ReadonlyM
     const problem = checkArgs(command.args, request.args);
     if (problem !== null) return session.protocolError(request.tag, `BAD ${problem}`);
   }
-  const { logger } = session.context;
-  // Arguments marked sensitive above (passwords, SASL-IR) print as [REDACTED].
-  if (logger.isLevelEnabled('trace')) logger.trace({ ip: session.remoteAddress, command: [request.tag, request.name, ...request.args.map(describeToken)].join(' ') }, 'IMAP command');
   return command.handler(session, request);
 }

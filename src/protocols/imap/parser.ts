@@ -4,11 +4,10 @@
  * framer has already bounded every size; this module only reads syntax.
  */
 
-/** `sensitive` is set by the dispatcher for secrets (passwords, SASL initial responses), so no log prints them. */
 export type Token =
-  | { type: 'atom'; value: string; sensitive?: boolean }
+  | { type: 'atom'; value: string }
   /** A quoted string or a literal. */
-  | { type: 'string'; value: string; literal: boolean; sensitive?: boolean }
+  | { type: 'string'; value: string; literal: boolean }
   | { type: 'list'; items: Token[] };
 
 export interface ImapRequest {
@@ -175,16 +174,4 @@ export function parseCommand(raw: Buffer): ImapRequest {
     args.push(readToken(r, 0));
   }
   return { tag, name, args };
-}
-
-/** Quotes a string for a reply (`"..."` with `\` and `"` escaped). */
-export function quote(value: string): string {
-  return `"${value.replace(/[\\"]/g, '\\$&')}"`;
-}
-
-/** A token as text for debug logs; sensitive strings never appear. */
-export function describeToken(t: Token): string {
-  if (t.type === 'atom') return t.sensitive ? '[REDACTED]' : t.value;
-  if (t.type === 'string') return t.sensitive ? '"[REDACTED]"' : quote(t.value);
-  return `(${t.items.map(describeToken).join(' ')})`;
 }

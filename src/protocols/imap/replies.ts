@@ -15,6 +15,8 @@ export const REPLY = {
   authTemporary: 'NO [UNAVAILABLE] Temporary authentication failure, try again later',
   backendUnavailable: 'NO [UNAVAILABLE] Mailbox backend unavailable, try again later',
   noBackend: 'NO [UNAVAILABLE] No mailbox backend is configured',
+  /** The key is good, but no upstream is configured for its account: the login is refused, not half-done. */
+  noMailbox: 'NO [UNAVAILABLE] No mailbox is configured for this account',
   privacyRequired: 'NO [PRIVACYREQUIRED] Use STARTTLS before logging in',
   unknownMechanism: 'NO [CANNOT] Unsupported authentication mechanism',
   cancelled: 'BAD Authentication cancelled',

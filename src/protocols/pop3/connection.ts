@@ -24,6 +24,7 @@ const ANSWERS: LoginAnswers = {
   refused: line(REPLY.authFailed),
   temporary: line(REPLY.authTemporary),
   backendUnavailable: line(REPLY.backendUnavailable),
+  noBackend: line(REPLY.noMailbox),
 };
 
 /**

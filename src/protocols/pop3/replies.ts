@@ -22,6 +22,8 @@ export const REPLY = {
   authTemporary: '-ERR [SYS/TEMP] Authentication temporarily unavailable, try again later',
   tlsRequired: '-ERR [SYS/PERM] TLS required: use STLS before logging in',
   noBackend: '-ERR [SYS/PERM] No mailbox backend is configured',
+  /** The key is good, but no upstream is configured for its account: the login is refused, not half-done. */
+  noMailbox: '-ERR [SYS/PERM] No mailbox is configured for this account',
   backendUnavailable: '-ERR [SYS/TEMP] Mailbox temporarily unavailable, try again later',
   tooManyConnections: '-ERR [SYS/TEMP] Too many connections from your address, try again later',
 

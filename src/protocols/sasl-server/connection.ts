@@ -7,6 +7,7 @@ import type { Logger } from '../../log.js';
 import { plaintextLoginAllowed } from '../limits.js';
 import { mechanismNamed, MECHANISMS, SaslExchange, type SaslStep } from '../sasl-mechanisms.js';
 import { normalizeRemoteAddress } from '../tcp-listener.js';
+import { traceCommand } from '../trace.js';
 import { contLine, failLine, handshake, okLine, parseClientLine, PROTOCOL_MAJOR, type AuthParams } from './codec.js';
 
 /** What every connection of one SASL server shares. */
@@ -118,6 +119,7 @@ export class SaslServerConnection {
   }
 
   private onLine(line: string): void {
+    traceCommand(this.ctx.log, 'sasl', this.peerIp || 'unix', line);
     const cmd = parseClientLine(line);
     if (cmd === null) return this.badInput('unknown_command');
     switch (cmd.command) {

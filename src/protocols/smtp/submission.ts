@@ -13,12 +13,14 @@ import {
 import { clientInfo } from '../../auth/attempt.js';
 import type { LoginOutcome, MailLoggedIn, SessionHandle } from '../../auth/authenticate.js';
 import type { EndReason } from '../../auth/sessions.js';
-import { BackendRejectedError, BackendUnavailableError } from '../../backends/types.js';
+import { BackendRejectedError, BackendUnavailableError, type SmtpRelay } from '../../backends/types.js';
 import type { Logger } from '../../log.js';
+import { SendingLimits, type CountedMessage, type LimitRefusal } from '../../limits/sending.js';
 import type { ListenerDeps } from '../deps.js';
 import { plaintextLoginAllowed, type ProtocolLimits } from '../limits.js';
 import { authzidMatches } from '../sasl-plain.js';
 import { SMTP_AUTH_METHODS } from './bearer-mechanisms.js';
+import { smtpTraceLogger } from './trace-logger.js';
 import type { Connection } from '../tcp-listener.js';
 import { REPLY, SmtpReplyError, sessionEnded, type Reply } from './replies.js';
 
@@ -35,6 +37,7 @@ export interface SmtpContext {
 }
 
 interface SessionState {
+  ip: string;
   /** Destroys the socket and ends the TcpListener's accounting: its own 'close' listener may be gone (see onClose). */
   release: () => void;
   /** Tells the TcpListener the session is past login (a full listener closes the others first). */
@@ -66,12 +69,15 @@ function canonicalMailbox(address: string): string {
 export class SmtpSubmission {
   readonly server: SMTPServer;
   private readonly states = new Map<string, SessionState>();
+  /** Per-key sending limits, counted in the shared store (src/limits/sending.ts). */
+  private readonly limits: SendingLimits;
 
   constructor(
     private readonly ctx: SmtpContext,
     implicitTls: boolean,
   ) {
     const { config, tls } = ctx.deps;
+    this.limits = new SendingLimits(ctx.deps.authenticator.store);
     this.server = new SMTPServer({
       // On the implicit-TLS port the TcpListener has already done the handshake; this tells smtp-server the socket is secure.
       secure: implicitTls,
@@ -94,12 +100,13 @@ export class SmtpSubmission {
       maxAllowedUnauthenticatedCommands: ctx.limits.commandsBeforeLogin + 1,
       maxCommandLength: ctx.limits.lineLength,
       socketTimeout: IDLE_TIMEOUT_MS,
-      logger: false,
+      // At trace, its command log feeds the protocol trace (masked there); otherwise it logs nothing.
+      logger: ctx.log.isLevelEnabled('trace') ? smtpTraceLogger(ctx.log, (id) => this.states.get(id)?.ip) : false,
       onConnect: (session, cb) => this.onConnect(session, cb),
       onSecure: (_socket, session, cb) => this.onSecure(session, cb),
       onAuth: (auth, session, cb) => this.onAuth(auth, session, cb),
       onMailFrom: (address, session, cb) => this.onMailFrom(address, session, cb),
-      onRcptTo: (_address, session, cb) => cb(this.loginOf(session) ? null : new SmtpReplyError(REPLY.authRequired)),
+      onRcptTo: (address, session, cb) => this.onRcptTo(address, session, cb),
       onData: (stream, session, cb) => this.onData(stream, session, cb),
       onClose: (session) => this.onClose(session),
     });
@@ -122,7 +129,7 @@ export class SmtpSubmission {
   accept(conn: Connection): void {
     const id = randomUUID();
     const socket = conn.socket as net.Socket;
-    const state: SessionState = { release: conn.release, loggedIn: conn.loggedIn, loginTimer: null, login: null };
+    const state: SessionState = { ip: conn.remoteAddress, release: conn.release, loggedIn: conn.loggedIn, loginTimer: null, login: null };
     state.loginTimer = setTimeout(() => this.say(id, REPLY.loginTimeout), this.ctx.limits.loginTimeoutMs);
     state.loginTimer.unref();
     this.states.set(id, state);
@@ -224,7 +231,50 @@ export class SmtpSubmission {
     if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
     const from = canonicalMailbox(address.address);
     const owned = [login.account.address, ...login.account.aliases].some((a) => canonicalMailbox(a) === from);
-    cb(owned && from !== '' ? null : new SmtpReplyError(REPLY.senderNotOwned));
+    if (!owned || from === '') return cb(new SmtpReplyError(REPLY.senderNotOwned));
+    // Mail that can go nowhere is refused now, before the client sends it.
+    try {
+      login.session?.backend?.checkSender?.();
+    } catch (err) {
+      return cb(this.backendReply(err, login));
+    }
+    this.limits.mailFrom(login.key).then((refused) => cb(this.limitError(session, login, refused)));
+  }
+
+  /**
+   * RCPT TO: logged in, within the key's recipient limits, and deliverable:
+   * a recipient that can go nowhere is refused here, not after the upload.
+   */
+  private onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb: (err?: Error | null) => void): void {
+    const login = this.loginOf(session);
+    if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
+    const check = login.session?.backend?.checkRecipient;
+    const deliverable = check ? check(address.address) : Promise.resolve();
+    deliverable.then(
+      () => this.limits.rcptTo(login.key, session.envelope.rcptTo.length).then((refused) => cb(this.limitError(session, login, refused))),
+      (err: unknown) => cb(this.backendReply(err, login)),
+    );
+  }
+
+  /** A backend's refusal as the client's reply: its own code and text, 451 while it is unavailable. */
+  private backendReply(err: unknown, login: MailLoggedIn<'smtp'>): SmtpReplyError {
+    if (err instanceof BackendRejectedError) return new SmtpReplyError([err.code, err.response]);
+    if (err instanceof BackendUnavailableError) {
+      this.ctx.log.warn({ err: err.message, account: login.account.address }, 'SMTP backend unavailable');
+      return new SmtpReplyError(REPLY.backendUnavailable);
+    }
+    this.ctx.log.error({ err, account: login.account.address }, 'SMTP backend failed');
+    return new SmtpReplyError(REPLY.internal);
+  }
+
+  /** A sending-limit refusal as smtp-server's error, with its audit line (the reason is for operators). */
+  private limitError(session: SMTPServerSession, login: MailLoggedIn<'smtp'>, refused: LimitRefusal | null): SmtpReplyError | null {
+    if (!refused) return null;
+    this.ctx.log.info(
+      { audit: true, protocol: 'smtp', ip: session.remoteAddress, account: login.account.address, keyId: login.key.id, result: 'refused', reason: refused.reason, reply: refused.reply[0] },
+      'sending limit',
+    );
+    return new SmtpReplyError(refused.reply);
   }
 
   /**
@@ -237,7 +287,24 @@ export class SmtpSubmission {
     if (!login) return cb(new SmtpReplyError(REPLY.authRequired));
     const relay = login.session?.backend;
     if (!relay) return cb(new SmtpReplyError(REPLY.noBackend));
+    this.limits.data(login.key, session.envelope.rcptTo.length).then((counted) => {
+      if ('reply' in counted) {
+        stream.resume();
+        return cb(this.limitError(session, login, counted));
+      }
+      this.relay(stream, session, login, relay, counted, cb);
+    });
+  }
 
+  /** Streams the accepted message to the backend; a message that is not accepted gives its count back. */
+  private relay(
+    stream: SMTPServerDataStream,
+    session: SMTPServerSession,
+    login: MailLoggedIn<'smtp'>,
+    relay: SmtpRelay,
+    counted: CountedMessage,
+    cb: (err?: Error | null, message?: string) => void,
+  ): void {
     const body = new Transform({
       transform(chunk: Buffer, _encoding, done) {
         if (stream.sizeExceeded) done(new Error('message exceeds the size limit'));
@@ -249,21 +316,15 @@ export class SmtpSubmission {
       // However the backend ended, the rest of the message must still be read for smtp-server to reply.
       stream.unpipe(body);
       stream.resume();
+      if (err) void counted.giveBack();
       cb(err, message);
     };
     const mailFrom = session.envelope.mailFrom;
     const envelope = { from: mailFrom ? mailFrom.address : '', to: session.envelope.rcptTo.map((r) => r.address) };
     relay.send(envelope, body).then(
       (text) => finish(null, text),
-      (err: unknown) => {
-        if (err instanceof BackendRejectedError) return finish(new SmtpReplyError([err.code, err.response]));
-        if (err instanceof BackendUnavailableError) {
-          this.ctx.log.warn({ err: err.message, account: login.account.address }, 'SMTP backend unavailable');
-          return finish(new SmtpReplyError(REPLY.backendUnavailable));
-        }
-        if (!stream.sizeExceeded) this.ctx.log.error({ err, account: login.account.address }, 'SMTP backend failed');
-        finish(new SmtpReplyError(REPLY.internal));
-      },
+      // Past the size limit the stream was cut on purpose: smtp-server answers 552, nothing to log.
+      (err: unknown) => finish(stream.sizeExceeded && !(err instanceof BackendRejectedError) ? new SmtpReplyError(REPLY.internal) : this.backendReply(err, login)),
     );
   }
 

@@ -285,7 +285,8 @@ describe('debug logging', () => {
         c.destroy();
       }
       const traced = t.logs.filter((l) => l.msg === 'IMAP command').map((l) => (l as { command?: string }).command);
-      expect(traced).toEqual([`a LOGIN ${ACCOUNT} "[REDACTED]"`, `b LOGIN "${ACCOUNT}" "[REDACTED]"`, 'c AUTHENTICATE PLAIN [REDACTED]', `d LOGIN ${ACCOUNT} [REDACTED]`]);
+      // Everything after LOGIN is masked, whatever its syntax (the account is in the audit line).
+      expect(traced).toEqual(['a LOGIN [REDACTED]', 'b LOGIN [REDACTED]', 'c AUTHENTICATE PLAIN [REDACTED]', 'd LOGIN [REDACTED]']);
       expect(JSON.stringify(t.logs)).not.toContain(k);
       expect(JSON.stringify(t.logs)).not.toContain(Buffer.from(`\0${ACCOUNT}\0${k}`).toString('base64'));
     } finally {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { describeToken, ImapSyntaxError, parseCommand, peekTag, quote } from '../../../src/protocols/imap/parser.js';
+import { ImapSyntaxError, parseCommand, peekTag } from '../../../src/protocols/imap/parser.js';
 
 const parse = (s: string) => parseCommand(Buffer.from(s, 'utf8'));
 
@@ -79,12 +79,5 @@ describe('helpers', () => {
     expect(peekTag(Buffer.from('a12 LOGIN {99}'))).toBe('a12');
     expect(peekTag(Buffer.from('bad+tag X'))).toBeNull();
     expect(peekTag(Buffer.from(''))).toBeNull();
-  });
-
-  it('quote escapes, and describeToken hides sensitive strings', () => {
-    expect(quote('a"b\\c')).toBe('"a\\"b\\\\c"');
-    expect(describeToken({ type: 'string', value: 'kg_secret', literal: false, sensitive: true })).toBe('"[REDACTED]"');
-    expect(describeToken({ type: 'atom', value: 'kg_secret', sensitive: true })).toBe('[REDACTED]');
-    expect(describeToken({ type: 'list', items: [{ type: 'atom', value: 'NIL' }] })).toBe('(NIL)');
   });
 });

@@ -393,6 +393,41 @@ describe('POP3 live sessions', () => {
     await c.waitClosed(2000);
     await closing;
   });
+
+  it('at shutdown, idle sessions (openssl s_client, before and after login) hear goodbye at once, a busy one after its answer', async () => {
+    const { port, securePort } = await start({ 'auth.failureDelay': '300ms' });
+    const GOODBYE = '-ERR [SYS/TEMP] Session ended: server shutting down';
+    /** A real client left idle: its whole output once the server has closed the connection. */
+    const sClient = (args: string[], input: string, ready: string): { out: Promise<string>; ready: Promise<void> } => {
+      const p = spawn('openssl', ['s_client', '-quiet', ...args], { stdio: ['pipe', 'pipe', 'ignore'] });
+      p.stdin.on('error', () => {});
+      let text = '';
+      let markReady!: () => void;
+      const isReady = new Promise<void>((r) => (markReady = r));
+      p.stdout.on('data', (d: Buffer) => {
+        text += d.toString();
+        if (text.includes(ready)) markReady();
+      });
+      if (input) p.stdin.write(input);
+      const killer = setTimeout(() => p.kill(), 8000);
+      return { out: new Promise((resolve) => p.on('close', () => (clearTimeout(killer), resolve(text)))), ready: isReady };
+    };
+    const idle = sClient(['-connect', `127.0.0.1:${port}`, '-starttls', 'pop3'], 'CAPA\r\n', 'USER');
+    const loggedIn = sClient(['-connect', `127.0.0.1:${securePort}`], `USER ${ALICE}\r\nPASS ${aliceKey}\r\n`, '+OK Logged in');
+    await Promise.all([idle.ready, loggedIn.ready]);
+    const busy = await connect(port);
+    busy.write(`USER ${ALICE}\r\nPASS wrong\r\n`);
+    expect(await busy.line()).toMatch(/^\+OK/);
+    await waitFor(() => kg.sessions.count('pop3') === 1);
+    const started = Date.now();
+    await kg.close(5000);
+    // Well within the 5 s grace: nobody was left to wait for.
+    expect(Date.now() - started).toBeLessThan(2000);
+    const lastLines = async (out: Promise<string>, n: number): Promise<string[]> => (await out).trimEnd().split(/\r?\n/).slice(-n);
+    expect(await lastLines(idle.out, 2)).toEqual(['.', GOODBYE]);
+    expect(await lastLines(loggedIn.out, 2)).toEqual(['+OK Logged in', GOODBYE]);
+    expect(await busy.rest()).toBe(`${AUTH_FAILED}\r\n${GOODBYE}\r\n`);
+  });
 });
 
 describe('POP3 with a backend', () => {

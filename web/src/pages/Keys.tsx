@@ -4,6 +4,7 @@ import { CopyBox } from '../components/Copy';
 import { Confirm, Dialog } from '../components/Dialog';
 import { Field, FormError } from '../components/Field';
 import { ACCOUNT_SCOPES, dateTime, inert, platformLabel, PLATFORMS, protocolLabel, relative, SCOPE_WORDS, scopeSummary, splitList } from '../format';
+import { LoginHistory } from './LoginHistory';
 
 interface Endpoint {
   serverName: string;
@@ -25,6 +26,45 @@ export interface CredentialKey {
   lastUsedProtocol?: string;
   platform?: string;
   deviceId?: string;
+  canary?: true;
+  limits?: SendingLimits;
+}
+
+/** A key's SMTP sending limits (the API's `limits`). */
+interface SendingLimits {
+  messagesPerHour?: number;
+  recipientsPerMessage?: number;
+  recipientsPerDay?: number;
+}
+
+const LIMIT_FIELDS: { name: keyof SendingLimits; label: string }[] = [
+  { name: 'messagesPerHour', label: 'Messages per hour' },
+  { name: 'recipientsPerMessage', label: 'Recipients per message' },
+  { name: 'recipientsPerDay', label: 'Recipients per day' },
+];
+const MAX_LIMIT = 1_000_000;
+
+/** The filled-in limits as numbers (null when none), or an error message. */
+function limitsOf(values: Record<keyof SendingLimits, string>): { limits: SendingLimits | null } | { error: string } {
+  const out: SendingLimits = {};
+  for (const { name } of LIMIT_FIELDS) {
+    const v = values[name].trim();
+    if (v === '') continue;
+    const n = /^\d{1,7}$/.test(v) ? Number(v) : 0;
+    if (n < 1 || n > MAX_LIMIT) return { error: 'Each limit is a whole number from 1 to 1,000,000.' };
+    out[name] = n;
+  }
+  return { limits: Object.keys(out).length ? out : null };
+}
+
+function limitSummary(limits: SendingLimits): string {
+  return [
+    limits.messagesPerHour && `${limits.messagesPerHour} messages/hour`,
+    limits.recipientsPerMessage && `${limits.recipientsPerMessage} recipients/message`,
+    limits.recipientsPerDay && `${limits.recipientsPerDay} recipients/day`,
+  ]
+    .filter(Boolean)
+    .join(', ');
 }
 
 interface Created extends CredentialKey {
@@ -46,11 +86,13 @@ type Modal =
   | { kind: 'created'; key: Created; title: string }
   | { kind: 'revoke'; key: CredentialKey }
   | { kind: 'rotate'; key: CredentialKey }
+  | { kind: 'history'; key: CredentialKey }
   | null;
 
 /** The keys of one account: the holder's own ("My keys") or any account's for an administrator. */
 export function KeysPage(props: { account: string; own: boolean }) {
   const base = props.own ? '/api/smtp-credentials' : `/api/accounts/${encodeURIComponent(props.account)}/smtp-credentials`;
+  const eventsBase = props.own ? '/api/smtp-credentials/events' : `/api/accounts/${encodeURIComponent(props.account)}/events`;
   const [listing, setListing] = useState<Listing | null>(null);
   const [more, setMore] = useState<string | null>(null);
   const [error, setError] = useState('');
@@ -102,13 +144,34 @@ export function KeysPage(props: { account: string; own: boolean }) {
       </p>
       {status && <p class="notice">{status}</p>}
       <FormError message={error} />
-      {listing && <KeyTable keys={listing.keys} onRevoke={(key) => setModal({ kind: 'revoke', key })} onRotate={(key) => setModal({ kind: 'rotate', key })} />}
+      {listing && (
+        <KeyTable
+          keys={listing.keys}
+          onRevoke={(key) => setModal({ kind: 'revoke', key })}
+          onRotate={(key) => setModal({ kind: 'rotate', key })}
+          onHistory={(key) => setModal({ kind: 'history', key })}
+        />
+      )}
       {more && (
         <button type="button" onClick={loadMore}>
           Show more keys
         </button>
       )}
+      <section class="card" aria-labelledby="failed-h">
+        <h2 id="failed-h">Failed sign-ins</h2>
+        <LoginHistory base={eventsBase} result="failure" label="Failed sign-ins" empty="No failed sign-ins recorded." />
+      </section>
       {listing && <ConnectionSettings info={listing.connectionInfo} account={props.account} />}
+      {modal?.kind === 'history' && (
+        <Dialog title={`Sign-ins with ${inert(modal.key.name)}`} onClose={() => setModal(null)} wide>
+          <LoginHistory base={eventsBase} keyId={modal.key.id} label={`Sign-ins with ${inert(modal.key.name)}`} empty="This key has not been used yet." />
+          <div class="actions">
+            <button type="button" onClick={() => setModal(null)}>
+              Close
+            </button>
+          </div>
+        </Dialog>
+      )}
 
       {modal?.kind === 'create' && (
         <CreateKeyDialog
@@ -182,11 +245,12 @@ export function KeysPage(props: { account: string; own: boolean }) {
 
 function state(key: CredentialKey): string {
   if (!key.isActive) return 'Inactive';
-  if (key.expiresAt) return `Active, expires ${relative(key.expiresAt)}`;
-  return 'Active';
+  // A canary logs in nowhere: it is there to be stolen and noticed.
+  const base = key.canary ? 'Canary (grants nothing)' : key.expiresAt ? `Active, expires ${relative(key.expiresAt)}` : 'Active';
+  return key.limits ? `${base}; at most ${limitSummary(key.limits)}` : base;
 }
 
-export function KeyTable(props: { keys: CredentialKey[]; onRevoke: (key: CredentialKey) => void; onRotate: (key: CredentialKey) => void }) {
+export function KeyTable(props: { keys: CredentialKey[]; onRevoke: (key: CredentialKey) => void; onRotate: (key: CredentialKey) => void; onHistory?: (key: CredentialKey) => void }) {
   if (props.keys.length === 0) return <p class="empty">No keys yet. Create one for each mail app or device.</p>;
   return (
     <table class="list keys">
@@ -232,6 +296,11 @@ export function KeyTable(props: { keys: CredentialKey[]; onRevoke: (key: Credent
             </td>
             <td data-label="State">{state(k)}</td>
             <td class="row-actions">
+              {props.onHistory && (
+                <button type="button" onClick={() => props.onHistory!(k)} aria-label={`History of key ${inert(k.name)}`}>
+                  History
+                </button>
+              )}
               <button type="button" onClick={() => props.onRotate(k)} aria-label={`Replace key ${inert(k.name)}`}>
                 Replace
               </button>
@@ -287,6 +356,7 @@ function CreateKeyDialog(props: { base: string; onClose: () => void; onCreated: 
   const [scopes, setScopes] = useState<string[]>(['smtp', 'imap']);
   const [expires, setExpires] = useState('');
   const [ips, setIps] = useState('');
+  const [limitValues, setLimitValues] = useState<Record<keyof SendingLimits, string>>({ messagesPerHour: '', recipientsPerMessage: '', recipientsPerDay: '' });
   const [fields, setFields] = useState<Record<string, string>>({});
   const [error, setError] = useState('');
   const [busy, setBusy] = useState(false);
@@ -299,6 +369,8 @@ function CreateKeyDialog(props: { base: string; onClose: () => void; onCreated: 
           const local: Record<string, string> = {};
           if (!name.trim()) local.name = 'Give the key a name, such as the app it is for.';
           if (scopes.length === 0) local.scopes = 'Choose at least one thing this key may do.';
+          const limits = limitsOf(limitValues);
+          if ('error' in limits) local.limits = limits.error;
           setFields(local);
           if (Object.keys(local).length) return;
           setBusy(true);
@@ -306,7 +378,8 @@ function CreateKeyDialog(props: { base: string; onClose: () => void; onCreated: 
           try {
             // Absent, not null: the API's type coercion reads a null list as [""].
             const expiresAt = endOfDay(expires);
-            const body = { name: name.trim(), scopes, ...(expiresAt && { expiresAt }), ...(ips.trim() && { allowedIps: splitList(ips) }) };
+            const sending = 'limits' in limits ? limits.limits : null;
+            const body = { name: name.trim(), scopes, ...(expiresAt && { expiresAt }), ...(ips.trim() && { allowedIps: splitList(ips) }), ...(sending && { limits: sending }) };
             props.onCreated(await api<Created>(props.base, { method: 'POST', body }));
           } catch (err) {
             const e2 = err as ApiError;
@@ -329,6 +402,25 @@ function CreateKeyDialog(props: { base: string; onClose: () => void; onCreated: 
           error={fields.allowedIps}
           hint="IP addresses or ranges such as 192.0.2.0/24, separated by commas or new lines. Leave empty to allow any."
         />
+        <fieldset class={fields.limits ? 'field invalid' : 'field'}>
+          <legend>Sending limits (optional)</legend>
+          {LIMIT_FIELDS.map((f) => (
+            <Field
+              key={f.name}
+              label={f.label}
+              name={f.name}
+              type="number"
+              value={limitValues[f.name]}
+              onInput={(v) => setLimitValues({ ...limitValues, [f.name]: v })}
+              hint={f.name === 'recipientsPerDay' ? 'Sending past a limit is refused until the hour or day is over. Leave empty for no limit.' : undefined}
+            />
+          ))}
+          {fields.limits && (
+            <p class="error" role="alert">
+              {fields.limits}
+            </p>
+          )}
+        </fieldset>
         <FormError message={error} />
         <div class="actions">
           <button type="button" onClick={props.onClose}>

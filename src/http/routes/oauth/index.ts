@@ -2,6 +2,8 @@ import formbody from '@fastify/formbody';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { introspectToken } from '../../../services/introspection.js';
+import type { CanaryAlarm } from '../../../auth/canary.js';
+import { clientInfo } from '../../../auth/attempt.js';
 import type { KeyStore } from '../../../store/types.js';
 import { AUTH_ERRORS, ErrorBody } from '../../schemas.js';
 
@@ -35,7 +37,7 @@ const IntrospectionResult = Type.Object({
  * field (or JSON) `token`; the answer is `{active: false}` for anything that
  * is not a live key, whatever the reason (see src/services/introspection.ts).
  */
-export const oauthRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async (app, { store }) => {
+export const oauthRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore; canary?: CanaryAlarm }> = async (app, { store, canary }) => {
   // Forms only here: RFC 7662 requests are application/x-www-form-urlencoded.
   await app.register(formbody, { bodyLimit: 4096 });
   app.post(
@@ -55,6 +57,11 @@ export const oauthRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       const { response, key } = await introspectToken(store, req.body.token);
       // A live key's use through the introspecting server is a use; revoked and unknown ones are only logged.
       if (key && response.active) store.touchKey(key.id, { at: new Date().toISOString(), ip: req.ip, protocol: 'http' });
+      // A canary is inactive like any dead key; that someone presented it to a mail server is the alarm.
+      // The mail server does not say who its client is: the introspecting caller is what is known.
+      if (key?.canary) {
+        canary?.report({ protocol: 'introspect', ip: req.ip, keyId: key.id, keyName: key.name, keyAccount: key.account, client: clientInfo(req.headers['user-agent']), caller: req.principal?.key.id ?? null });
+      }
       req.log.info({ introspection: true, caller: req.principal?.key.id, keyId: key?.id, active: response.active }, 'token introspected');
       return reply.header('cache-control', 'no-store').send(response);
     },

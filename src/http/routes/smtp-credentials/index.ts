@@ -30,6 +30,7 @@ import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
 import { HttpError } from '../../errors.js';
 import { keyQuery, NamePrefixQuery, NextCursor, PageQuery, StateQuery } from '../../paging.js';
+import { revokeStoredKey } from '../../../services/key-writes.js';
 import {
   AUTH_ERRORS,
   CreatedCredentialKey,
@@ -37,6 +38,7 @@ import {
   credentialView,
   ErrorBody,
   KEY_SECURITY,
+  KeyExtrasFields,
   KeyName,
   NullableInput,
   ScopeName,
@@ -80,6 +82,7 @@ const CreateBody = Type.Object(
     scopes: Type.Array(ScopeName, { minItems: 1, maxItems: 20, description: 'smtp, pop3, imap, api:read, api:write, app, internal (and *, metrics, api)' }),
     expiresAt: Type.Optional(NullableInput(Type.String({ format: 'date-time' }))),
     allowedIps: Type.Optional(NullableInput(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100, description: 'IP addresses or CIDR ranges' }))),
+    ...KeyExtrasFields,
   },
   { additionalProperties: false },
 );
@@ -239,7 +242,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesOptions
       } catch (err) {
         // Nobody will ever see this key: take it back rather than leave a live secret no one holds.
         // (It already replaced the device's previous key; the device asks again once setup works.)
-        await store.revokeKey(record.id, new Date().toISOString()).catch((e: unknown) => req.log.error({ err: e, keyId: record.id }, 'could not revoke an undelivered mobile key'));
+        await revokeStoredKey(store, record.id, new Date().toISOString(), 'undelivered').catch((e: unknown) => req.log.error({ err: e, keyId: record.id }, 'could not revoke an undelivered mobile key'));
         if (err instanceof MobileconfigError || err instanceof SetupLinkCapacityError || err instanceof HttpError) throw err;
         req.log.error({ err }, 'setup link store unavailable');
         throw new HttpError('setup_unavailable', 'The setup-link store is unavailable; retry later');

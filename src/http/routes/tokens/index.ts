@@ -3,10 +3,11 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
+import { revokeStoredKey } from '../../../services/key-writes.js';
 import { importExportedKey, issueKey } from '../../../services/keys.js';
 import { HttpError } from '../../errors.js';
 import { AddressPrefixQuery, keyQuery, NamePrefixQuery, NextCursor, PageQuery, StateQuery } from '../../paging.js';
-import { AUTH_ERRORS, ErrorBody, KeyName, keyName, NullableInput, ScopeName, TokenView, tokenView } from '../../schemas.js';
+import { AUTH_ERRORS, ErrorBody, KeyExtrasFields, KeyName, keyName, NullableInput, ScopeName, TokenView, tokenView } from '../../schemas.js';
 
 const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
 const adminWrite = () => ({ kind: 'admin', access: 'write' }) as const;
@@ -57,6 +58,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
             account: Type.Optional(Type.Union([Type.String({ format: 'email', maxLength: 254 }), Type.Null()])),
             expiresAt: Type.Optional(NullableInput(Type.String({ format: 'date-time' }))),
             allowedIps: Type.Optional(NullableInput(Type.Array(Type.String({ maxLength: 64 }), { maxItems: 100 }))),
+            ...KeyExtrasFields,
           },
           { additionalProperties: false },
         ),
@@ -83,7 +85,7 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
     },
     async (req, reply) => {
       try {
-        await store.revokeKey(req.params.id, new Date().toISOString());
+        await revokeStoredKey(store, req.params.id, new Date().toISOString(), 'api');
       } catch (err) {
         if (err instanceof NotFoundError) throw new HttpError('not_found', 'No such token');
         throw err;

@@ -26,7 +26,7 @@ async function respond(session: ImapSession, tag: string, challenge: string): Pr
 export const authenticate: ImapCommand = {
   name: 'AUTHENTICATE',
   states: BEFORE_LOGIN,
-  args: [{ kind: 'atom' }, { kind: 'atom', optional: true, sensitive: true }],
+  args: [{ kind: 'atom' }, { kind: 'atom', optional: true }],
   async handler(session, { tag, args }) {
     const mechanism = mechanismNamed(astring(args[0]));
     const initial = args[1] === undefined ? undefined : astring(args[1]);

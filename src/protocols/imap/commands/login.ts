@@ -5,7 +5,7 @@ import { REPLY } from '../replies.js';
 export const login: ImapCommand = {
   name: 'LOGIN',
   states: BEFORE_LOGIN,
-  args: [{ kind: 'astring' }, { kind: 'astring', sensitive: true }],
+  args: [{ kind: 'astring' }, { kind: 'astring' }],
   handler(session, { tag, args }) {
     if (!session.mayLogin) return session.send(`${tag} ${REPLY.privacyRequired}\r\n`);
     return session.logIn(tag, astring(args[0]), astring(args[1]));
