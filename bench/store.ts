@@ -10,6 +10,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { hashKey } from '../src/keys/format.js';
 import { newKey } from '../src/keys/new-key.js';
+import { allPages, PAGE_MAX } from '../src/store/paging.js';
 import { openRedisStore } from '../src/store/redis.js';
 import { openSqliteStore } from '../src/store/sqlite.js';
 import type { KeyStore } from '../src/store/types.js';
@@ -38,7 +39,8 @@ async function measure(name: string, store: KeyStore): Promise<string[]> {
     await store.createKey(record);
     hashes.push(hashKey(key));
   }
-  const ids = (await store.listKeys()).map((k) => k.id);
+  const ids: string[] = [];
+  for await (const page of allPages((cursor) => store.listKeys({ cursor, limit: PAGE_MAX }))) ids.push(...page.map((k) => k.id));
   const misses = Array.from({ length: 1000 }, (_, i) => hashKey(`kg_missing_${i}`));
 
   await rate(1, (i) => store.findByHash(hashes[i % KEYS]!)); // warm-up

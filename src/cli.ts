@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { accountsCommand } from './cli/accounts.js';
+import { addTokensList } from './cli/lists.js';
 import { checkCommand } from './cli/check.js';
 import { addSettingFlags, collect, configFrom, DB_FLAGS, UsageError, withStore } from './cli/common.js';
 import { configCommand } from './cli/config-command.js';
@@ -11,7 +12,7 @@ import { parseExpiry } from './duration.js';
 import { isValidCidr } from './keys/cidr.js';
 import { decodeExport } from './keys/export-codec.js';
 import { KEY_SCAN_RE } from './keys/format.js';
-import { looksLikeAddress, type KeyRecord, type SendingLimits } from './keys/record.js';
+import { looksLikeAddress, type SendingLimits } from './keys/record.js';
 import { MAX_SENDING_LIMIT, SENDING_LIMIT_FIELDS } from './limits/sending-limits.js';
 import { normalizeScopes } from './keys/scopes.js';
 import { createLogger, flushLogsSync } from './log.js';
@@ -109,21 +110,7 @@ export function buildCli(): Command {
       process.stdout.write(result === 'imported' ? 'Token was imported\n' : 'Token already exists\n');
     });
 
-  addSettingFlags(tokens.command('list').description('list tokens'), DB_FLAGS)
-    .option('--json', 'print JSON')
-    .option('-a, --account <address>', 'only tokens bound to this account')
-    .action(async (opts: Record<string, unknown>) => {
-      const list = await withStore(opts, (store) => store.listKeys(opts.account ? { account: String(opts.account) } : {}));
-      if (opts.json) {
-        process.stdout.write(`${JSON.stringify(list.map(({ hash: _h, ...rest }) => rest), null, 2)}\n`);
-        return;
-      }
-      const state = (k: KeyRecord): string => (k.revokedAt ? 'revoked' : k.expiresAt && Date.parse(k.expiresAt) <= Date.now() ? 'expired' : 'active') + (k.canary ? ' (canary)' : '');
-      const rows = list.map((k) => [k.id, k.name, k.account ?? '-', k.scopes.join(','), state(k), k.lastUsedAt ?? '-']);
-      const header = ['ID', 'NAME', 'ACCOUNT', 'SCOPES', 'STATE', 'LAST USED'];
-      const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-      for (const r of [header, ...rows]) process.stdout.write(`${r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()}\n`);
-    });
+  addTokensList(tokens);
 
   addSettingFlags(tokens.command('revoke').description('revoke a token'), DB_FLAGS)
     .argument('<id>', 'token id (or the token itself)')

@@ -93,6 +93,8 @@ export interface Config {
     connectionsPerListener: number;
     loginTimeout: number;
     messageSize: number;
+    /** Most active keys one account may hold; every key-creating write is refused past it (409). */
+    keysPerAccount: number;
   };
   sessions: { recheckInterval: number };
   proxyProtocol: boolean;
@@ -204,6 +206,13 @@ export interface Spec {
   embeds?: 'url' | 'json';
 }
 
+/**
+ * Bounds of limits.keysPerAccount: what walks one account's keys (its own
+ * list, device replacement, deleting it) reads at most this many.
+ */
+const MIN_KEYS_PER_ACCOUNT = 1;
+const MAX_KEYS_PER_ACCOUNT = 1000;
+
 /** May an error message quote this setting's value? Never for one that is or may hold a secret. */
 function echoable(spec: Spec): boolean {
   return !spec.secret && spec.embeds === undefined;
@@ -253,6 +262,7 @@ export const DEFAULTS: Config = {
     connectionsPerListener: 1000,
     loginTimeout: 60_000,
     messageSize: 35 * 1024 * 1024,
+    keysPerAccount: 100,
   },
   sessions: { recheckInterval: 30_000 },
   proxyProtocol: false,
@@ -408,6 +418,11 @@ export const SPECS: Record<string, Spec> = {
   'limits.connectionsPerListener': { kind: 'int', env: 'KEYGATE_LIMITS_CONNECTIONS_PER_LISTENER', doc: 'open connections per listener; when full, the oldest not yet logged in is closed; 0 = no limit' },
   'limits.loginTimeout': { kind: 'duration', env: 'KEYGATE_LIMITS_LOGIN_TIMEOUT', doc: 'time allowed from connect to login' },
   'limits.messageSize': { kind: 'int', env: 'KEYGATE_LIMITS_MESSAGE_SIZE', doc: 'largest SMTP message, bytes' },
+  'limits.keysPerAccount': {
+    kind: 'int',
+    env: 'KEYGATE_LIMITS_KEYS_PER_ACCOUNT',
+    doc: `most active keys one account may hold, ${MIN_KEYS_PER_ACCOUNT}-${MAX_KEYS_PER_ACCOUNT}; creating more is refused (409)`,
+  },
   'sessions.recheckInterval': { kind: 'duration', env: 'KEYGATE_SESSIONS_RECHECK_INTERVAL', doc: 'how often open sessions are checked against the store for revoked keys and disabled accounts' },
   proxyProtocol: { kind: 'bool', env: 'KEYGATE_PROXY_PROTOCOL', doc: 'expect a PROXY protocol v1/v2 header on mail listeners' },
   shutdownGrace: { kind: 'duration', env: 'KEYGATE_SHUTDOWN_GRACE', doc: 'how long open sessions may finish after SIGTERM' },
@@ -628,6 +643,9 @@ export function resolveConfig(options: LoadOptions = {}): ResolvedConfig {
   validateMailbox(c);
   validateTls(c);
   validateSetup(c.setup);
+  if (c.limits.keysPerAccount < MIN_KEYS_PER_ACCOUNT || c.limits.keysPerAccount > MAX_KEYS_PER_ACCOUNT) {
+    throw new ConfigError('limits.keysPerAccount', `expected ${MIN_KEYS_PER_ACCOUNT}-${MAX_KEYS_PER_ACCOUNT} (got ${c.limits.keysPerAccount})`);
+  }
   validateHttp(c.http);
   validateConsole(c.console);
   validateEvents(c);

@@ -99,15 +99,9 @@ export class Metrics {
         help: 'Keys in the store by state (active, revoked, expired)',
         labelNames: ['state'] as const,
         registers: [this.registry],
+        // From the store's counters: a scrape costs the same at a thousand keys and at a million.
         async collect() {
-          const now = Date.now();
-          const counts = { active: 0, revoked: 0, expired: 0 };
-          for (const k of await store.listKeys()) {
-            if (k.revokedAt !== null) counts.revoked++;
-            else if (k.expiresAt !== null && Date.parse(k.expiresAt) <= now) counts.expired++;
-            else counts.active++;
-          }
-          for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+          for (const [state, n] of Object.entries(await store.countKeys())) this.set({ state }, n);
         },
       });
     }

@@ -2,6 +2,7 @@ import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, 
 import type { Config } from '../config.js';
 import type { AccountRecord } from '../keys/record.js';
 import { normalizeAddress } from '../keys/record.js';
+import { allPages, PAGE_MAX } from '../store/paging.js';
 import type { KeyStore } from '../store/types.js';
 
 /**
@@ -91,7 +92,12 @@ function sealedPasswordOf(account: AccountRecord): string | null {
  * never a value); resolves with how many accounts hold credentials.
  */
 export async function checkSecret(store: KeyStore, config: Pick<Config, 'secret'>): Promise<{ accounts: number }> {
-  const holders = (await store.listAccounts()).filter((a) => sealedPasswordOf(a) !== null);
+  // Only accounts with a route of their own can hold credentials; the store lists those apart, so
+  // start-up reads them and not every account.
+  const holders: AccountRecord[] = [];
+  for await (const page of allPages((cursor) => store.listAccounts({ withUpstream: true, limit: PAGE_MAX, cursor }))) {
+    holders.push(...page.filter((a) => sealedPasswordOf(a) !== null));
+  }
   if (holders.length === 0) return { accounts: 0 };
   const box = secretBox(config.secret);
   if (!box) {

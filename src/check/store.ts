@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Config } from '../config.js';
 import { describeStore, openStore } from '../store/index.js';
+import { PAGE_MAX } from '../store/paging.js';
 import type { KeyStore } from '../store/types.js';
 import { fail, ok, type CheckResult } from './types.js';
 
@@ -19,8 +20,11 @@ export async function checkStore(config: Config): Promise<{ result: CheckResult;
   let store: KeyStore | null = null;
   try {
     store = await openStore(config, undefined, { mustExist: true });
-    const accounts = (await store.listAccounts()).length;
-    return { result: ok('store', `${where} answers (${accounts} account${accounts === 1 ? '' : 's'})`), store };
+    // One page: a check must not walk a store of a million accounts.
+    const page = await store.listAccounts({ limit: PAGE_MAX });
+    const accounts = page.items.length;
+    const counted = page.nextCursor !== null ? `more than ${PAGE_MAX.toLocaleString('en-US')} accounts` : `${accounts} account${accounts === 1 ? '' : 's'}`;
+    return { result: ok('store', `${where} answers (${counted})`), store };
   } catch (err) {
     await store?.close().catch(() => {});
     return { result: fail('store', `${where}: ${(err as Error).message}`), store: null };

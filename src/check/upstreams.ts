@@ -87,7 +87,7 @@ export async function checkUpstreams(config: Config, store: KeyStore | null, opt
   } else {
     // Routes that exist without any account: the defaults and each domain's.
     for (const domain of ['keygate.invalid', ...router.domains.keys()]) for (const p of PROTOCOLS) consider(bareAccount(`postmaster@${domain}`), p, false);
-    const accounts = store ? (await store.listAccounts()).slice(0, MAX_ACCOUNTS) : [];
+    const accounts = store ? (await store.listAccounts({ limit: MAX_ACCOUNTS })).items : [];
     for (const a of accounts) for (const p of PROTOCOLS) consider(a, p, true);
   }
   if (targets.size === 0) {

@@ -8,6 +8,7 @@ import { looksLikeAddress, normalizeAddress } from '../keys/record.js';
 import { PROTOCOLS } from '../keys/scopes.js';
 import { createAccount } from '../services/accounts.js';
 import { NotFoundError } from '../store/errors.js';
+import { addAccountsList } from './lists.js';
 import { addSettingFlags, collect, configFrom, DB_FLAGS, UsageError, withConfigStore, withStore } from './common.js';
 
 /**
@@ -17,7 +18,7 @@ import { addSettingFlags, collect, configFrom, DB_FLAGS, UsageError, withConfigS
  * `--password-stdin`, from standard input; no output ever shows it.
  */
 export function accountsCommand(): Command {
-  const accounts = new Command('accounts').description("create accounts and set an account's own upstream route");
+  const accounts = new Command('accounts').description("create and list accounts, and set an account's own upstream route");
 
   addSettingFlags(accounts.command('add').description('create an account'), DB_FLAGS)
     .argument('<address>', 'the account address (what clients log in with)')
@@ -34,6 +35,8 @@ export function accountsCommand(): Command {
       );
       process.stdout.write(`Account ${created.address} was created\n`);
     });
+
+  addAccountsList(accounts);
 
   addSettingFlags(accounts.command('upstream').description("set (replace) or clear an account's own upstream route"), DB_FLAGS)
     .argument('<address>', 'the account address')

@@ -18,7 +18,7 @@ import { GrantError } from '../services/key-writes.js';
 import { InputError } from '../services/keys.js';
 import { checkSigner, MobileconfigError, type ProfileSigner } from '../setup/mobileconfig.js';
 import { MemorySetupLinkBackend, RedisSetupLinkBackend, SetupLinkCapacityError, SetupLinks } from '../setup/setup-links.js';
-import { ConflictError, NotFoundError, StoreUnavailableError } from '../store/errors.js';
+import { ConflictError, InvalidCursorError, KeyLimitError, NotFoundError, StoreUnavailableError } from '../store/errors.js';
 import { createRedisClient, waitReady, type RedisClient } from '../store/redis-connect.js';
 import type { KeyStore } from '../store/types.js';
 import type { TlsProvider } from '../tls/index.js';
@@ -119,6 +119,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       return send(403, 'forbidden', error.message, error.reason === 'missing_scope' ? { missingScope: error.missing[0], missingScopes: error.missing } : undefined);
     }
     if (error instanceof NotFoundError) return send(404, 'not_found', 'Not found');
+    if (error instanceof InvalidCursorError) return send(400, 'validation', error.message, [{ field: 'querystring.cursor', message: error.message }]);
+    if (error instanceof KeyLimitError) return send(409, 'key_limit', error.message, { limit: error.limit, account: error.account });
     if (error instanceof ConflictError) return send(409, 'conflict', err.message);
     if (error instanceof StoreUnavailableError) {
       req.log.error({ err }, 'store unavailable');

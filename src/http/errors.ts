@@ -6,6 +6,7 @@ export const HTTP_ERRORS = {
   forbidden: { status: 403, message: 'This key may not do that' },
   not_found: { status: 404, message: 'Not found' },
   conflict: { status: 409, message: 'Conflicts with the current state' },
+  key_limit: { status: 409, message: 'The account has as many active keys as it may hold' },
   gone: { status: 410, message: 'This setup link has been used or has expired; ask for a new one' },
   validation: { status: 400, message: 'The request is not valid' },
   bad_request: { status: 400, message: 'The request is not valid' },

@@ -19,9 +19,9 @@ export const MOBILE_SCOPES: Scope[] = ['smtp', 'imap', 'pop3'];
 export const PLATFORMS = ['ios', 'android', 'macos', 'windows', 'web'] as const;
 export type Platform = (typeof PLATFORMS)[number];
 
-/** The account's active keys (not revoked, not expired), newest first. */
+/** The account's active keys (not revoked, not expired), newest first; as many as the key limit allows. */
 export async function listCredentials(store: KeyStore, account: string, now = new Date()): Promise<KeyRecord[]> {
-  return (await store.listKeys({ account })).filter((k) => isActive(k, now));
+  return store.activeKeys(account, now);
 }
 
 /** The account's key with this id. NotFoundError when unknown or another account's. */

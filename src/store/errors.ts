@@ -22,6 +22,29 @@ export class ConflictError extends Error {
   }
 }
 
+/**
+ * The write would leave the account with more active keys than the limit
+ * (`limits.keysPerAccount`). A ConflictError, so callers that already map
+ * conflicts keep working; the HTTP layer answers 409 naming the limit.
+ */
+export class KeyLimitError extends ConflictError {
+  constructor(
+    readonly account: string,
+    readonly limit: number,
+  ) {
+    super(`account ${account} already has ${limit} active keys, the most allowed (limits.keysPerAccount); revoke one first`);
+    this.name = 'KeyLimitError';
+  }
+}
+
+/** A list cursor that no page of this store handed out. */
+export class InvalidCursorError extends Error {
+  constructor() {
+    super('cursor is not one a previous page returned');
+    this.name = 'InvalidCursorError';
+  }
+}
+
 /** A command that only reads or changes keys was pointed at a SQLite store that does not exist; nothing was created. */
 export class StoreMissingError extends Error {
   constructor(readonly path: string) {

@@ -12,13 +12,15 @@ export interface OpenStoreOptions {
 }
 
 /** Opens the store the configuration names: Redis when `dbs.redis` is set, SQLite otherwise. */
-export async function openStore(config: Pick<Config, 'db' | 'dbs' | 'touchInterval'>, logger?: Logger, options: OpenStoreOptions = {}): Promise<KeyStore> {
+export async function openStore(config: Pick<Config, 'db' | 'dbs' | 'touchInterval' | 'limits'>, logger?: Logger, options: OpenStoreOptions = {}): Promise<KeyStore> {
   const onError = (err: unknown): void => logger?.warn({ err }, 'last-use write failed; will retry');
+  const onMigration = (message: string, details: Record<string, unknown>): void => logger?.info(details, message);
+  const common = { touchIntervalMs: config.touchInterval, onError, onMigration, keysPerAccount: config.limits.keysPerAccount };
   if (config.dbs.redis !== '') {
     const { openRedisStore } = await import('./redis.js');
-    return openRedisStore(config.dbs.redis, { touchIntervalMs: config.touchInterval, onError });
+    return openRedisStore(config.dbs.redis, common);
   }
-  return openSqliteStore(config.db.path, { touchIntervalMs: config.touchInterval, onError, mustExist: options.mustExist === true });
+  return openSqliteStore(config.db.path, { ...common, mustExist: options.mustExist === true });
 }
 
 /** Where a store lives, for messages: never includes credentials. */

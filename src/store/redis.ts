@@ -1,13 +1,18 @@
 import { randomUUID } from 'node:crypto';
+import { decode } from '@msgpack/msgpack';
 import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse } from '../keys/record.js';
-import { ConflictError, NotFoundError, StoreUnavailableError } from './errors.js';
+import { ConflictError, InvalidCursorError, KeyLimitError, NotFoundError, StoreUnavailableError } from './errors.js';
+import { accountScan, encodeAccountCursor, encodeKeyCursor, keyScan, PAGE_MAX, SCAN_BUDGET } from './paging.js';
+import { compactDate, compactHash, compactId, compactText, expandId, keySpec, pairs, parseRecord, positionOf, SORT_KEY_LENGTH, sortKey } from './redis-codec.js';
 import { createRedisClient, describeRedisTarget, parseRedisUrl, type RedisClient } from './redis-connect.js';
+import { migrateToSchema2 } from './redis-migrate.js';
+import { LUA_SCRIPTS, type ScriptName } from './redis-scripts.js';
 import { TouchBuffer } from './touch-buffer.js';
 import type { ActivityStore } from './activity.js';
 import { RedisActivity } from './redis-activity.js';
-import type { AccountPatch, KeyStore, StoreEvent } from './types.js';
+import type { AccountPatch, AccountQuery, KeyCounts, KeyQuery, KeyStore, Page, StoreEvent, StoreLimits } from './types.js';
 
-export interface RedisStoreOptions {
+export interface RedisStoreOptions extends StoreLimits {
   /** Prefix of every Redis key, used as the one hash tag `{ns}` (default `kg`). */
   namespace?: string;
   touchIntervalMs?: number;
@@ -15,70 +20,16 @@ export interface RedisStoreOptions {
   onError?: (err: unknown) => void;
   /** How long openRedisStore waits for Redis before giving up (default 3000 ms). */
   connectTimeoutMs?: number;
+  /** Progress of a migration of older data (see redis-migrate.ts). */
+  onMigration?: (message: string, details: Record<string, unknown>) => void;
 }
 
-/*
- * Layout. Every key carries the hash tag {ns}, so all of them live in one
- * Cluster slot and every script may touch any of them (declared in KEYS, except
- * the records kgFindByHash and kgReplaceDeviceKey reach through an index, in
- * the same slot).
- *   {ns}:key:<id>            hash, one field per KeyRecord property, each JSON-encoded
- *   {ns}:hash:<sha256>       string → id
- *   {ns}:keys                zset, score createdAt (ms), member "<seq16>:<id>" (seq breaks ties by insertion)
- *   {ns}:acct-keys:<address> zset, same members, keys bound to the address
- *   {ns}:seq                 counter for the members above
- *   {ns}:account:<address>   hash, one field per AccountRecord property, JSON-encoded
- *   {ns}:alias:<name>        string → address
- *   {ns}:accounts            zset, score 0, member address (lexical order)
- *   {ns}:value:<name>        string, a value with a lifetime (putValue), expiry by PX
- * Events: PUBLISH on channel {ns}:events, JSON StoreEvent plus "origin" (the instance id).
- * Field values are JSON text, so Lua builds event JSON by concatenating stored fields.
- */
+/* The layout and the scripts are in redis-scripts.ts; the compact record in redis-codec.ts. */
 
-const KEY_FIELDS = [
-  'id',
-  'hash',
-  'name',
-  'account',
-  'scopes',
-  'createdAt',
-  'expiresAt',
-  'allowedIps',
-  'revokedAt',
-  'lastUsedAt',
-  'lastUsedIp',
-  'lastUsedProtocol',
-  'platform',
-  'deviceId',
-  'rotatedFrom',
-  'canary',
-  'limits',
-] as const satisfies readonly (keyof KeyRecord)[];
 const ACCOUNT_FIELDS = ['address', 'aliases', 'displayName', 'disabled', 'createdAt', 'upstream'] as const satisfies readonly (keyof AccountRecord)[];
-// Compile-time guard: a new record property must be added to the lists above.
-const _allKeyFields: [Exclude<keyof KeyRecord, (typeof KEY_FIELDS)[number]>] extends [never] ? true : false = true;
+// Compile-time guard: a new account property must be added to the list above.
 const _allAccountFields: [Exclude<keyof AccountRecord, (typeof ACCOUNT_FIELDS)[number]>] extends [never] ? true : false = true;
-void _allKeyFields;
 void _allAccountFields;
-
-const REQUIRED_KEY_FIELDS = new Set<string>(['id', 'hash', 'name', 'scopes', 'createdAt']);
-
-function keyFieldArgs(r: KeyRecord): string[] {
-  return KEY_FIELDS.flatMap((f) => [f, JSON.stringify(r[f] ?? null)]);
-}
-
-function parseKey(h: Record<string, string>): KeyRecord | null {
-  if (h.id === undefined) return null;
-  const out: Record<string, unknown> = {};
-  for (const f of KEY_FIELDS) {
-    const raw = h[f];
-    if (raw === undefined && REQUIRED_KEY_FIELDS.has(f)) throw new Error(`key record lacks field ${f}`);
-    out[f] = raw === undefined ? null : JSON.parse(raw);
-  }
-  // Records written before the field existed have none: not a canary.
-  out.canary = out.canary === true;
-  return out as unknown as KeyRecord;
-}
 
 function accountFieldArgs(a: AccountRecord): string[] {
   return ACCOUNT_FIELDS.flatMap((f) => [f, JSON.stringify(f === 'aliases' ? [...a.aliases].sort() : (a[f] ?? null))]);
@@ -97,208 +48,15 @@ function parseAccount(h: Record<string, string>): AccountRecord | null {
   };
 }
 
-function pairs(flat: unknown): Record<string, string> {
-  const out: Record<string, string> = {};
-  if (!Array.isArray(flat)) return out;
-  for (let i = 0; i + 1 < flat.length; i += 2) out[String(flat[i])] = String(flat[i + 1]);
+/** Script replies of the form {idc, HGETALL, idc, HGETALL, …} as records. */
+function recordsOf(flat: unknown[], from = 0): KeyRecord[] {
+  const out: KeyRecord[] = [];
+  for (let i = from; i + 1 < flat.length; i += 2) {
+    const k = parseRecord(String(flat[i]), pairs(flat[i + 1]));
+    if (k) out.push(k);
+  }
   return out;
 }
-
-function scoreOf(iso: string): string {
-  const ms = Date.parse(iso);
-  return Number.isFinite(ms) ? String(ms) : '0';
-}
-
-const MEMBER_PREFIX = 17; // "%016d:"
-
-// ---- Lua ----------------------------------------------------------------
-
-const LUA_LIB = `
-local function is_null(v) return v == false or v == nil or v == 'null' end
-local function argv_from(first, last)
-  local out = {}
-  for i = first, last do out[#out + 1] = ARGV[i] end
-  return out
-end
-local function insert_key(kKey, kHash, kAll, kSeq, kAcct, id, score, first)
-  redis.call('HSET', kKey, unpack(argv_from(first, #ARGV)))
-  redis.call('SET', kHash, id)
-  local member = string.format('%016d', redis.call('INCR', kSeq)) .. ':' .. id
-  redis.call('ZADD', kAll, score, member)
-  if kAcct then redis.call('ZADD', kAcct, score, member) end
-end
-local function publish_revoked(k, channel, origin)
-  local id = redis.call('HGET', k, 'id')
-  local acct = redis.call('HGET', k, 'account') or 'null'
-  redis.call('PUBLISH', channel, '{"type":"key-revoked","id":' .. id .. ',"account":' .. acct .. ',"origin":' .. origin .. '}')
-end
-local function publish_account(channel, addrJson, origin)
-  redis.call('PUBLISH', channel, '{"type":"account-changed","address":' .. addrJson .. ',"origin":' .. origin .. '}')
-end
-`;
-
-const SCRIPTS = {
-  // KEYS: hash  ARGV: key-name prefix. The login path's lookup in one round trip.
-  // The record's name is known only inside the script, so it is not in KEYS;
-  // it carries the same {ns} hash tag, hence the same Cluster slot.
-  kgFindByHash: `
-local id = redis.call('GET', KEYS[1])
-if not id then return false end
-return redis.call('HGETALL', ARGV[1] .. id)`,
-
-  // KEYS: key, hash, all, seq[, acctKeys]  ARGV: id, score, fields...
-  kgCreateKey: `
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 'CONFLICT' end
-insert_key(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], 3)
-return 'OK'`,
-
-  // KEYS: key  ARGV: atJson, channel, originJson
-  kgRevokeKey: `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOTFOUND'} end
-local changed = 0
-if is_null(redis.call('HGET', KEYS[1], 'revokedAt')) then
-  redis.call('HSET', KEYS[1], 'revokedAt', ARGV[1])
-  publish_revoked(KEYS[1], ARGV[2], ARGV[3])
-  changed = 1
-end
-return {'OK', changed, redis.call('HGETALL', KEYS[1])}`,
-
-  // KEYS: old, newKey, newHash, all, seq[, acctKeys]  ARGV: atJson, channel, originJson, newId, score, fields...
-  kgRotateKey: `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOTFOUND'} end
-if not is_null(redis.call('HGET', KEYS[1], 'revokedAt')) then return {'INACTIVE'} end
-if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return {'CONFLICT'} end
-redis.call('HSET', KEYS[1], 'revokedAt', ARGV[1])
-insert_key(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV[4], ARGV[5], 6)
-publish_revoked(KEYS[1], ARGV[2], ARGV[3])
-return {'OK', redis.call('HGET', KEYS[1], 'account') or 'null'}`,
-
-  // KEYS: acctKeys, newKey, newHash, all, seq  ARGV: atJson, channel, originJson, deviceIdJson, key-name prefix, newId, score, fields...
-  // The account's records are found through acctKeys, so they are not in KEYS (same {ns} tag, same slot).
-  // Field values are JSON text, so deviceId compares as JSON and the newest revoked 'id' is already the JSON for rotatedFrom.
-  // Returns {'OK', {HGETALL of each revoked key, newest first}}.
-  kgReplaceDeviceKey: `
-if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return {'CONFLICT'} end
-local revoked = {}
-local from = 'null'
-for _, member in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, -1)) do
-  local k = ARGV[5] .. string.sub(member, ${MEMBER_PREFIX + 1})
-  local f = redis.call('HMGET', k, 'deviceId', 'revokedAt')
-  if f[1] == ARGV[4] and is_null(f[2]) then
-    redis.call('HSET', k, 'revokedAt', ARGV[1])
-    publish_revoked(k, ARGV[2], ARGV[3])
-    if #revoked == 0 then from = redis.call('HGET', k, 'id') end
-    revoked[#revoked + 1] = redis.call('HGETALL', k)
-  end
-end
-insert_key(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[1], ARGV[6], ARGV[7], 8)
-redis.call('HSET', KEYS[2], 'rotatedFrom', from)
-return {'OK', revoked}`,
-
-  // KEYS: counter  ARGV: amount, ttl ms ('' = none). A fixed window: the lifetime is set only when the counter starts.
-  kgAddToCounter: `
-local n = redis.call('INCRBY', KEYS[1], ARGV[1])
-if ARGV[2] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return n`,
-
-  // KEYS: value  ARGV: expected. Deletes only while the value is still the one the caller holds.
-  kgDeleteValueIf: `
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0`,
-
-  // KEYS: key per id  ARGV: at, ip, protocol per key. Only keys that exist are updated.
-  kgTouch: `
-local n = 0
-for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    local b = (i - 1) * 3
-    redis.call('HSET', KEYS[i], 'lastUsedAt', ARGV[b + 1], 'lastUsedIp', ARGV[b + 2], 'lastUsedProtocol', ARGV[b + 3])
-    n = n + 1
-  end
-end
-return n`,
-
-  // KEYS: key, hash, all, seq[, acctKeys, accounts, account, alias]
-  // ARGV: id, score, address, nAccountArgs, accountFields..., keyFields...
-  kgImportKey: `
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 'EXISTS' end
-local n = tonumber(ARGV[4])
-if KEYS[5] and redis.call('EXISTS', KEYS[7]) == 0 then
-  if redis.call('EXISTS', KEYS[8]) == 1 then return 'CONFLICT' end
-  redis.call('HSET', KEYS[7], unpack(argv_from(5, 4 + n)))
-  redis.call('ZADD', KEYS[6], 0, ARGV[3])
-end
-insert_key(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], 5 + n)
-return 'OK'`,
-
-  // KEYS: account, alias(address), accounts, then alias:<a>, account:<a> per alias
-  // ARGV: address, fields...   Returns {'CONFLICT', i}: 0 = the address, i = i-th alias.
-  kgCreateAccount: `
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return {'CONFLICT', 0} end
-for i = 4, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 or redis.call('EXISTS', KEYS[i + 1]) == 1 then return {'CONFLICT', (i - 2) / 2} end
-end
-redis.call('HSET', KEYS[1], unpack(argv_from(2, #ARGV)))
-redis.call('ZADD', KEYS[3], 0, ARGV[1])
-for i = 4, #KEYS, 2 do redis.call('SET', KEYS[i], ARGV[1]) end
-return {'OK', redis.call('HGETALL', KEYS[1])}`,
-
-  // KEYS: account, alias(address), accounts  ARGV: address, fields...
-  kgEnsureAccount: `
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {'CONFLICT'} end
-  redis.call('HSET', KEYS[1], unpack(argv_from(2, #ARGV)))
-  redis.call('ZADD', KEYS[3], 0, ARGV[1])
-end
-return {'OK', redis.call('HGETALL', KEYS[1])}`,
-
-  // KEYS: account, alias:<old>... (nOld), then alias:<new>, account:<new> per new alias
-  // ARGV: address, channel, originJson, expectedAliasesJson ('' = aliases not patched), nOld, newAliasesJson, nFieldArgs, fields...
-  kgUpdateAccount: `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOTFOUND'} end
-local nOld = tonumber(ARGV[5])
-if ARGV[4] ~= '' then
-  if redis.call('HGET', KEYS[1], 'aliases') ~= ARGV[4] then return {'RETRY'} end
-  for i = 2 + nOld, #KEYS, 2 do
-    local owner = redis.call('GET', KEYS[i])
-    if (owner and owner ~= ARGV[1]) or redis.call('EXISTS', KEYS[i + 1]) == 1 then return {'CONFLICT', (i - nOld) / 2} end
-  end
-  for i = 2, 1 + nOld do
-    if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
-  end
-  for i = 2 + nOld, #KEYS, 2 do redis.call('SET', KEYS[i], ARGV[1]) end
-  redis.call('HSET', KEYS[1], 'aliases', ARGV[6])
-end
-local n = tonumber(ARGV[7])
-if n > 0 then redis.call('HSET', KEYS[1], unpack(argv_from(8, 7 + n))) end
-publish_account(ARGV[2], redis.call('HGET', KEYS[1], 'address'), ARGV[3])
-return {'OK', redis.call('HGETALL', KEYS[1])}`,
-
-  // KEYS: account, acctKeys, accounts, alias:<a>... (nAlias), key:<id>... (every key in acctKeys)
-  // ARGV: address, channel, originJson, atJson, expectedAliasesJson, nAlias, expectedKeyCount
-  kgDeleteAccount: `
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'NOTFOUND'} end
-if redis.call('HGET', KEYS[1], 'aliases') ~= ARGV[5] or redis.call('ZCARD', KEYS[2]) ~= tonumber(ARGV[7]) then return {'RETRY'} end
-local nAlias = tonumber(ARGV[6])
-local revoked = {}
-for i = 4 + nAlias, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 and is_null(redis.call('HGET', KEYS[i], 'revokedAt')) then
-    redis.call('HSET', KEYS[i], 'revokedAt', ARGV[4])
-    publish_revoked(KEYS[i], ARGV[2], ARGV[3])
-    revoked[#revoked + 1] = redis.call('HGET', KEYS[i], 'id')
-  end
-end
-for i = 4, 3 + nAlias do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
-end
-local addr = redis.call('HGET', KEYS[1], 'address')
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-publish_account(ARGV[2], addr, ARGV[3])
-return {'OK', revoked}`,
-} as const;
-
-type ScriptName = keyof typeof SCRIPTS;
 
 // ---- errors ---------------------------------------------------------------
 
@@ -330,6 +88,7 @@ class RedisStore implements KeyStore {
   private readonly originJson: string;
   private readonly channel: string;
   private readonly p: string;
+  private readonly limit: string;
   private closed = false;
   /** Set once the first SUBSCRIBE is answered; every later 'ready' of the subscriber is a reconnect. */
   private subscribed = false;
@@ -340,11 +99,13 @@ class RedisStore implements KeyStore {
     private readonly where: string,
     ns: string,
     touchIntervalMs: number,
+    keysPerAccount: number | null,
     private readonly onError: (err: unknown) => void,
   ) {
     this.p = `{${ns}}:`;
     this.channel = `{${ns}}:events`;
     this.originJson = JSON.stringify(this.origin);
+    this.limit = keysPerAccount === null ? '' : String(keysPerAccount);
     this.touches = new TouchBuffer((batch) => this.writeTouches(batch), touchIntervalMs, onError);
     this.activity = new RedisActivity(client, this.p, (fn) => this.run(fn));
     sub.on('message', (channel: string, message: string) => this.onMessage(channel, message));
@@ -374,15 +135,17 @@ class RedisStore implements KeyStore {
     );
   }
 
+  get prefix(): string {
+    return this.p;
+  }
+
   private readonly k = {
-    key: (id: string) => `${this.p}key:${id}`,
-    hash: (h: string) => `${this.p}hash:${h}`,
-    all: () => `${this.p}keys`,
-    seq: () => `${this.p}seq`,
-    acctKeys: (a: string) => `${this.p}acct-keys:${a}`,
+    key: (id: string) => `${this.p}k:${compactId(id)}`,
+    counts: () => `${this.p}n`,
     account: (a: string) => `${this.p}account:${a}`,
     alias: (n: string) => `${this.p}alias:${n}`,
     accounts: () => `${this.p}accounts`,
+    upstreamAccounts: () => `${this.p}upstream-accounts`,
     value: (name: string) => `${this.p}value:${name}`,
   };
 
@@ -391,14 +154,24 @@ class RedisStore implements KeyStore {
     try {
       return await fn();
     } catch (err) {
-      if (err instanceof ConflictError || err instanceof NotFoundError || err instanceof StoreUnavailableError) throw err;
+      if (err instanceof ConflictError || err instanceof NotFoundError || err instanceof StoreUnavailableError || err instanceof InvalidCursorError) throw err;
       throw unavailable(this.where, err);
     }
   }
 
-  private script(name: ScriptName, keys: string[], args: string[]): Promise<unknown> {
-    const fn = (this.client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[name]!;
-    return fn.call(this.client, keys.length, ...keys, ...args);
+  /** Runs a script: `keys` route it (KEYS[1] is in the store's one slot), `args` follow the common header. */
+  script(name: ScriptName, keys: string[], args: string[], now = Date.now()): Promise<unknown> {
+    return this.call(name, keys, args, now);
+  }
+
+  /** A script whose reply is one MessagePack string, decoded. */
+  private async packedScript(name: ScriptName, keys: string[], args: string[], now: number): Promise<unknown> {
+    return decode((await this.call(`${name}Buffer`, keys, args, now)) as Buffer);
+  }
+
+  private call(command: string, keys: string[], args: string[], now: number): Promise<unknown> {
+    const fn = (this.client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[command]!;
+    return fn.call(this.client, keys.length, ...keys, this.p, String(now), this.channel, this.originJson, this.limit, ...args);
   }
 
   /** HGETALL of several keys in one round trip (all in one slot, so fine on Cluster). */
@@ -435,8 +208,14 @@ class RedisStore implements KeyStore {
     const o = raw as Record<string, unknown>;
     // Own events were delivered when the operation returned.
     if (o.origin === this.origin) return;
-    if (o.type === 'key-revoked' && typeof o.id === 'string' && (o.account === null || typeof o.account === 'string')) {
-      this.emit({ type: 'key-revoked', id: o.id, account: o.account });
+    if (o.type === 'key-revoked' && typeof o.key === 'string' && (o.account === null || typeof o.account === 'string')) {
+      let id: string;
+      try {
+        id = expandId(o.key);
+      } catch {
+        return;
+      }
+      this.emit({ type: 'key-revoked', id, account: o.account });
     } else if (o.type === 'account-changed' && typeof o.address === 'string') {
       this.emit({ type: 'account-changed', address: o.address });
     }
@@ -446,51 +225,67 @@ class RedisStore implements KeyStore {
     await this.run(() => this.client.ping());
   }
 
-  private insertKeys(r: KeyRecord): string[] {
-    const keys = [this.k.key(r.id), this.k.hash(r.hash), this.k.all(), this.k.seq()];
-    if (r.account !== null) keys.push(this.k.acctKeys(r.account));
-    return keys;
-  }
-
   async createKey(record: KeyRecord): Promise<void> {
     await this.run(async () => {
-      const res = await this.script('kgCreateKey', this.insertKeys(record), [record.id, scoreOf(record.createdAt), ...keyFieldArgs(record)]);
+      const res = await this.script('kgCreateKey', [this.k.key(record.id)], keySpec(record));
       if (res === 'CONFLICT') throw new ConflictError('a key with this id or hash exists');
+      if (res === 'LIMIT') throw this.limitError(record.account!);
     });
+  }
+
+  private limitError(account: string): KeyLimitError {
+    return new KeyLimitError(account, Number(this.limit));
   }
 
   async findByHash(hash: string): Promise<KeyRecord | null> {
     return this.run(async () => {
-      const flat = (await this.script('kgFindByHash', [this.k.hash(hash)], [this.k.key('')])) as string[] | null;
-      if (!flat) return null;
-      const h: Record<string, string> = {};
-      for (let i = 0; i < flat.length; i += 2) h[flat[i]!] = flat[i + 1]!;
-      return parseKey(h);
+      const c = compactHash(hash);
+      const res = (await this.script('kgFindByHash', [`${this.p}h:${c.slice(0, 3)}`], [c.slice(3)])) as unknown[] | null;
+      return res ? parseRecord(String(res[0]), pairs(res[1])) : null;
     });
   }
 
   async getKey(id: string): Promise<KeyRecord | null> {
-    return this.run(async () => parseKey(await this.client.hgetall(this.k.key(id))));
+    return this.run(async () => parseRecord(compactId(id), await this.client.hgetall(this.k.key(id))));
   }
 
   async getKeys(ids: readonly string[]): Promise<(KeyRecord | null)[]> {
-    return this.run(async () => (await this.hgetallMany(ids.map((id) => this.k.key(id)))).map(parseKey));
+    return this.run(async () => (await this.hgetallMany(ids.map((id) => this.k.key(id)))).map((h, i) => parseRecord(compactId(ids[i]!), h)));
   }
 
-  async listKeys(filter: { account?: string } = {}): Promise<KeyRecord[]> {
+  async listKeys(query: KeyQuery = {}): Promise<Page<KeyRecord>> {
+    const scan = keyScan(query);
     return this.run(async () => {
-      const index = filter.account !== undefined ? this.k.acctKeys(normalizeAddress(filter.account)) : this.k.all();
-      const members = await this.client.zrevrange(index, 0, '-1');
-      const hashes = await this.hgetallMany(members.map((m) => this.k.key(m.slice(MEMBER_PREFIX))));
-      return hashes.map(parseKey).filter((k): k is KeyRecord => k !== null);
+      const args = [
+        scan.account ?? '',
+        scan.after === null ? '' : sortKey(scan.after),
+        String(scan.limit),
+        String(Math.max(SCAN_BUDGET, scan.limit + 1)),
+        scan.state ?? '',
+        scan.namePrefix,
+        scan.addressPrefix,
+      ];
+      const res = (await this.packedScript('kgListKeys', [this.k.counts()], args, scan.nowMs)) as unknown[];
+      const at = res[0];
+      return { items: recordsOf(res, 1), nextCursor: typeof at === 'string' ? encodeKeyCursor(positionOf(at.slice(0, SORT_KEY_LENGTH))) : null };
     });
+  }
+
+  async activeKeys(account: string, now = new Date()): Promise<KeyRecord[]> {
+    const addr = normalizeAddress(account);
+    return this.run(async () => recordsOf((await this.script('kgActiveKeys', [this.k.counts()], [addr, String(PAGE_MAX)], now.getTime())) as unknown[]));
+  }
+
+  async countKeys(now = new Date()): Promise<KeyCounts> {
+    const [keys, revoked, expired] = (await this.run(() => this.script('kgCountKeys', [this.k.counts()], [], now.getTime()))) as number[];
+    return { active: keys! - revoked! - expired!, revoked: revoked!, expired: expired! };
   }
 
   async revokeKey(id: string, at: string): Promise<KeyRecord> {
     const { key, changed } = await this.run(async () => {
-      const res = (await this.script('kgRevokeKey', [this.k.key(id)], [JSON.stringify(at), this.channel, this.originJson])) as unknown[];
+      const res = (await this.script('kgRevokeKey', [this.k.key(id)], [compactId(id), compactDate(at)])) as unknown[];
       if (res[0] === 'NOTFOUND') throw new NotFoundError(`key ${id}`);
-      return { key: parseKey(pairs(res[2]))!, changed: Number(res[1]) === 1 };
+      return { key: parseRecord(compactId(id), pairs(res[2]))!, changed: Number(res[1]) === 1 };
     });
     if (changed) this.emit({ type: 'key-revoked', id, account: key.account });
     return key;
@@ -499,32 +294,29 @@ class RedisStore implements KeyStore {
   async rotateKey(oldId: string, replacement: KeyRecord, at: string): Promise<KeyRecord> {
     if (replacement.rotatedFrom !== oldId) throw new ConflictError('replacement.rotatedFrom must name the rotated key');
     const account = await this.run(async () => {
-      const keys = [this.k.key(oldId), ...this.insertKeys(replacement)];
-      const args = [JSON.stringify(at), this.channel, this.originJson, replacement.id, scoreOf(replacement.createdAt), ...keyFieldArgs(replacement)];
-      const res = (await this.script('kgRotateKey', keys, args)) as unknown[];
+      const res = (await this.script('kgRotateKey', [this.k.key(oldId)], [compactId(oldId), compactDate(at), ...keySpec(replacement)])) as unknown[];
       if (res[0] === 'NOTFOUND') throw new NotFoundError(`key ${oldId}`);
       if (res[0] === 'INACTIVE') throw new ConflictError(`key ${oldId} is not active`);
       if (res[0] === 'CONFLICT') throw new ConflictError('a key with this id or hash exists');
-      return JSON.parse(String(res[1])) as string | null;
+      if (res[0] === 'LIMIT') throw this.limitError(replacement.account!);
+      return typeof res[1] === 'string' ? res[1] : null;
     });
     this.emit({ type: 'key-revoked', id: oldId, account });
-    return parseKey(Object.fromEntries(pairsOf(keyFieldArgs(replacement))))!;
+    return replacement;
   }
 
   async replaceDeviceKey(replacement: KeyRecord, at: string): Promise<{ key: KeyRecord; revoked: KeyRecord[] }> {
     const { account, deviceId } = replacement;
     if (account === null || deviceId === null) throw new ConflictError('a device key needs an account and a deviceId');
+    const fresh: KeyRecord = { ...replacement, rotatedFrom: null };
     const revoked = await this.run(async () => {
-      const [kKey, kHash, kAll, kSeq] = this.insertKeys(replacement);
-      const keys = [this.k.acctKeys(account), kKey!, kHash!, kAll!, kSeq!];
-      const args = [JSON.stringify(at), this.channel, this.originJson, JSON.stringify(deviceId), this.k.key(''), replacement.id, scoreOf(replacement.createdAt), ...keyFieldArgs(replacement)];
-      const res = (await this.script('kgReplaceDeviceKey', keys, args)) as unknown[];
+      const res = (await this.script('kgReplaceDeviceKey', [this.k.key(replacement.id)], [compactDate(at), compactText(deviceId), ...keySpec(fresh)])) as unknown[];
       if (res[0] === 'CONFLICT') throw new ConflictError('a key with this id or hash exists');
-      return ((res[1] ?? []) as unknown[]).map((flat) => parseKey(pairs(flat))!);
+      if (res[0] === 'LIMIT') throw this.limitError(account);
+      return recordsOf(((res[1] ?? []) as unknown[][]).flat());
     });
     for (const k of revoked) this.emit({ type: 'key-revoked', id: k.id, account: k.account });
-    const key = parseKey(Object.fromEntries(pairsOf(keyFieldArgs({ ...replacement, rotatedFrom: revoked[0]?.id ?? null }))))!;
-    return { key, revoked };
+    return { key: { ...fresh, rotatedFrom: revoked[0]?.id ?? null }, revoked };
   }
 
   touchKey(id: string, use: KeyUse): void {
@@ -541,7 +333,7 @@ class RedisStore implements KeyStore {
       for (let i = 0; i < entries.length; i += TOUCH_CHUNK) {
         const chunk = entries.slice(i, i + TOUCH_CHUNK);
         const keys = chunk.map(([id]) => this.k.key(id));
-        const args = chunk.flatMap(([, u]) => [JSON.stringify(u.at), JSON.stringify(u.ip ?? null), JSON.stringify(u.protocol ?? null)]);
+        const args = chunk.flatMap(([, u]) => [compactDate(u.at), u.ip === null ? '' : compactText(u.ip), u.protocol ?? '']);
         await this.script('kgTouch', keys, args);
       }
     });
@@ -549,16 +341,11 @@ class RedisStore implements KeyStore {
 
   async importKey(record: KeyRecord): Promise<'imported' | 'exists'> {
     return this.run(async () => {
-      const keys = this.insertKeys(record);
-      let accountArgs: string[] = [];
-      if (record.account !== null) {
-        keys.push(this.k.accounts(), this.k.account(record.account), this.k.alias(record.account));
-        accountArgs = accountFieldArgs(bareAccount(record.account, record.createdAt));
-      }
-      const args = [record.id, scoreOf(record.createdAt), record.account ?? '', String(accountArgs.length), ...accountArgs, ...keyFieldArgs(record)];
-      const res = await this.script('kgImportKey', keys, args);
+      const accountArgs = record.account === null ? [] : accountFieldArgs(bareAccount(record.account, record.createdAt));
+      const res = await this.script('kgImportKey', [this.k.key(record.id)], [String(accountArgs.length), ...accountArgs, ...keySpec(record)]);
       if (res === 'EXISTS') return 'exists';
       if (res === 'CONFLICT') throw new ConflictError(`address ${record.account} is taken`);
+      if (res === 'LIMIT') throw this.limitError(record.account!);
       return 'imported';
     });
   }
@@ -567,9 +354,7 @@ class RedisStore implements KeyStore {
     const a: AccountRecord = { ...account, address: normalizeAddress(account.address), aliases: uniqueAddresses(account.aliases).sort() };
     for (const alias of a.aliases) if (alias === a.address) throw new ConflictError(`alias ${alias} is taken`);
     return this.run(async () => {
-      const keys = [this.k.account(a.address), this.k.alias(a.address), this.k.accounts()];
-      for (const alias of a.aliases) keys.push(this.k.alias(alias), this.k.account(alias));
-      const res = (await this.script('kgCreateAccount', keys, [a.address, ...accountFieldArgs(a)])) as unknown[];
+      const res = (await this.script('kgCreateAccount', [this.k.account(a.address)], [a.address, String(a.aliases.length), ...a.aliases, ...accountFieldArgs(a)])) as unknown[];
       if (res[0] === 'CONFLICT') {
         const i = Number(res[1]);
         throw new ConflictError(i === 0 ? `address ${a.address} is taken` : `alias ${a.aliases[i - 1]} is taken`);
@@ -581,8 +366,7 @@ class RedisStore implements KeyStore {
   async ensureAccount(address: string, now = new Date().toISOString()): Promise<AccountRecord> {
     const addr = normalizeAddress(address);
     return this.run(async () => {
-      const keys = [this.k.account(addr), this.k.alias(addr), this.k.accounts()];
-      const res = (await this.script('kgEnsureAccount', keys, [addr, ...accountFieldArgs(bareAccount(addr, now))])) as unknown[];
+      const res = (await this.script('kgEnsureAccount', [this.k.account(addr)], [addr, ...accountFieldArgs(bareAccount(addr, now))])) as unknown[];
       if (res[0] === 'CONFLICT') throw new ConflictError(`address ${addr} is taken`);
       return parseAccount(pairs(res[1]))!;
     });
@@ -609,11 +393,24 @@ class RedisStore implements KeyStore {
     });
   }
 
-  async listAccounts(): Promise<AccountRecord[]> {
+  async listAccounts(query: AccountQuery = {}): Promise<Page<AccountRecord>> {
+    const scan = accountScan(query);
     return this.run(async () => {
-      const addresses = await this.client.zrange(this.k.accounts(), 0, '-1');
-      const hashes = await this.hgetallMany(addresses.map((a) => this.k.account(a)));
-      return hashes.map(parseAccount).filter((a): a is AccountRecord => a !== null);
+      const index = scan.withUpstream ? this.k.upstreamAccounts() : this.k.accounts();
+      // Addresses sort lexically, so a prefix is a range; 0xff follows every UTF-8 byte.
+      const from = scan.after !== null && scan.after >= scan.addressPrefix ? `(${scan.after}` : `[${scan.addressPrefix}`;
+      const to = scan.addressPrefix === '' ? '+' : Buffer.concat([Buffer.from(`[${scan.addressPrefix}`), Buffer.from([0xff])]);
+      const addresses = await this.client.zrangebylexBuffer(index, from, to, 'LIMIT', 0, scan.limit + 1);
+      const names = addresses.map((b) => b.toString('utf8'));
+      const pipe = this.client.pipeline();
+      for (const a of names.slice(0, scan.limit)) pipe.hgetall(this.k.account(a));
+      const res = (await pipe.exec()) ?? [];
+      const items = res.map(([err, h]) => {
+        if (err) throw err;
+        return parseAccount((h ?? {}) as Record<string, string>);
+      });
+      const page = items.filter((a): a is AccountRecord => a !== null);
+      return { items: page, nextCursor: names.length > scan.limit ? encodeAccountCursor(names[scan.limit - 1]!) : null };
     });
   }
 
@@ -628,7 +425,6 @@ class RedisStore implements KeyStore {
 
     const updated = await this.run(async () => {
       for (let attempt = 0; attempt < MAX_OPTIMISTIC_ATTEMPTS; attempt++) {
-        const keys = [this.k.account(addr)];
         let expected = '';
         let oldAliases: string[] = [];
         if (newAliases) {
@@ -636,14 +432,13 @@ class RedisStore implements KeyStore {
           if (cur === null) throw new NotFoundError(`account ${addr}`);
           expected = cur;
           oldAliases = JSON.parse(cur) as string[];
-          for (const a of oldAliases) keys.push(this.k.alias(a));
-          for (const a of newAliases) keys.push(this.k.alias(a), this.k.account(a));
         }
-        const args = [addr, this.channel, this.originJson, expected, String(oldAliases.length), JSON.stringify(newAliases ?? []), String(fieldArgs.length), ...fieldArgs];
-        const res = (await this.script('kgUpdateAccount', keys, args)) as unknown[];
+        const fresh = newAliases ?? [];
+        const args = [addr, expected, JSON.stringify(fresh), String(oldAliases.length), String(fresh.length), ...oldAliases, ...fresh, ...fieldArgs];
+        const res = (await this.script('kgUpdateAccount', [this.k.account(addr)], args)) as unknown[];
         if (res[0] === 'RETRY') continue;
         if (res[0] === 'NOTFOUND') throw new NotFoundError(`account ${addr}`);
-        if (res[0] === 'CONFLICT') throw new ConflictError(`alias ${newAliases![Number(res[1]) - 1]} is taken`);
+        if (res[0] === 'CONFLICT') throw new ConflictError(`alias ${fresh[Number(res[1]) - 1]} is taken`);
         return parseAccount(pairs(res[1]))!;
       }
       throw new StoreUnavailableError(`Redis store (${this.where}): account ${addr} changed concurrently too often; try again`);
@@ -656,18 +451,13 @@ class RedisStore implements KeyStore {
     const addr = normalizeAddress(address);
     const revoked = await this.run(async () => {
       for (let attempt = 0; attempt < MAX_OPTIMISTIC_ATTEMPTS; attempt++) {
-        const res0 = (await this.client.pipeline().hget(this.k.account(addr), 'aliases').zrange(this.k.acctKeys(addr), 0, '-1').exec()) ?? [];
-        for (const [err] of res0) if (err) throw err;
-        const aliasesJson = res0[0]?.[1] as string | null;
-        if (aliasesJson === null || aliasesJson === undefined) throw new NotFoundError(`account ${addr}`);
-        const members = (res0[1]?.[1] ?? []) as string[];
+        const aliasesJson = await this.client.hget(this.k.account(addr), 'aliases');
+        if (aliasesJson === null) throw new NotFoundError(`account ${addr}`);
         const aliases = JSON.parse(aliasesJson) as string[];
-        const keys = [this.k.account(addr), this.k.acctKeys(addr), this.k.accounts(), ...aliases.map((a) => this.k.alias(a)), ...members.map((m) => this.k.key(m.slice(MEMBER_PREFIX)))];
-        const args = [addr, this.channel, this.originJson, JSON.stringify(at), aliasesJson, String(aliases.length), String(members.length)];
-        const res = (await this.script('kgDeleteAccount', keys, args)) as unknown[];
+        const res = (await this.script('kgDeleteAccount', [this.k.account(addr)], [addr, compactDate(at), aliasesJson, ...aliases])) as unknown[];
         if (res[0] === 'RETRY') continue;
         if (res[0] === 'NOTFOUND') throw new NotFoundError(`account ${addr}`);
-        return ((res[1] ?? []) as string[]).map((idJson) => JSON.parse(idJson) as string);
+        return ((res[1] ?? []) as string[]).map(expandId);
       }
       throw new StoreUnavailableError(`Redis store (${this.where}): account ${addr} changed concurrently too often; try again`);
     });
@@ -729,12 +519,6 @@ class RedisStore implements KeyStore {
   }
 }
 
-function pairsOf(flat: string[]): [string, string][] {
-  const out: [string, string][] = [];
-  for (let i = 0; i + 1 < flat.length; i += 2) out.push([flat[i]!, flat[i + 1]!]);
-  return out;
-}
-
 function bareAccount(address: string, createdAt: string): AccountRecord {
   return { address, aliases: [], displayName: null, disabled: false, createdAt, upstream: null };
 }
@@ -780,8 +564,8 @@ export async function openRedisStore(url: string, options: RedisStoreOptions = {
       }
     });
   }
-  for (const [name, lua] of Object.entries(SCRIPTS)) {
-    client.defineCommand(name, { lua: LUA_LIB + lua });
+  for (const [name, lua] of Object.entries(LUA_SCRIPTS)) {
+    client.defineCommand(name, { lua });
   }
 
   let timer: NodeJS.Timeout | undefined;
@@ -792,7 +576,7 @@ export async function openRedisStore(url: string, options: RedisStoreOptions = {
         reject(new StoreUnavailableError(`Redis unavailable (${where}): ${detail}`, { cause: lastError }));
       }, timeoutMs);
     });
-    const store = new RedisStore(client, sub, where, ns, options.touchIntervalMs ?? 1000, onError);
+    const store = new RedisStore(client, sub, where, ns, options.touchIntervalMs ?? 1000, options.keysPerAccount ?? null, onError);
     await Promise.race([
       deadline,
       refused,
@@ -802,6 +586,14 @@ export async function openRedisStore(url: string, options: RedisStoreOptions = {
         await store.subscribeEvents();
       })(),
     ]);
+    clearTimeout(timer);
+    // After the connection deadline: a migration takes as long as the data it moves.
+    await migrateToSchema2({
+      client,
+      prefix: store.prefix,
+      script: (name, keys, args) => store.script(name, keys, args),
+      log: options.onMigration ?? (() => {}),
+    });
     return store;
   } catch (err) {
     client.disconnect();

@@ -2,56 +2,20 @@ import { EventEmitter } from 'node:events';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse, type SendingLimits } from '../keys/record.js';
+import { isActive, normalizeAddress, uniqueAddresses, type AccountRecord, type KeyRecord, type KeyUse, type SendingLimits } from '../keys/record.js';
 import type { Scope } from '../keys/scopes.js';
-import { ConflictError, NotFoundError, StoreMissingError, StoreUnavailableError } from './errors.js';
+import { ConflictError, InvalidCursorError, KeyLimitError, NotFoundError, StoreMissingError, StoreUnavailableError } from './errors.js';
+import { accountScan, encodeAccountCursor, encodeKeyCursor, keyScan, MAX_ORDER_MS, orderMs, PAGE_MAX, SCAN_BUDGET, type KeyScan } from './paging.js';
+import { expiresMs, migrate } from './sqlite-schema.js';
 import type { ActivityStore } from './activity.js';
 import { SqliteActivity } from './sqlite-activity.js';
 import { TouchBuffer } from './touch-buffer.js';
-import type { AccountPatch, KeyStore, StoreEvent } from './types.js';
-
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS keys (
-  id TEXT PRIMARY KEY,
-  hash TEXT NOT NULL UNIQUE,
-  name TEXT NOT NULL,
-  account TEXT,
-  scopes TEXT NOT NULL,
-  created_at TEXT NOT NULL,
-  expires_at TEXT,
-  allowed_ips TEXT,
-  revoked_at TEXT,
-  last_used_at TEXT,
-  last_used_ip TEXT,
-  last_used_protocol TEXT,
-  platform TEXT,
-  device_id TEXT,
-  rotated_from TEXT,
-  canary INTEGER NOT NULL DEFAULT 0,
-  limits TEXT
-);
-CREATE INDEX IF NOT EXISTS keys_account ON keys(account, created_at);
-CREATE TABLE IF NOT EXISTS accounts (
-  address TEXT PRIMARY KEY,
-  display_name TEXT,
-  disabled INTEGER NOT NULL DEFAULT 0,
-  created_at TEXT NOT NULL,
-  upstream TEXT
-);
-CREATE TABLE IF NOT EXISTS aliases (
-  alias TEXT PRIMARY KEY,
-  address TEXT NOT NULL REFERENCES accounts(address) ON DELETE CASCADE
-);
-CREATE INDEX IF NOT EXISTS aliases_address ON aliases(address);
-CREATE TABLE IF NOT EXISTS kv (
-  name TEXT PRIMARY KEY,
-  value TEXT NOT NULL,
-  expires_at INTEGER
-);
-CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires_at) WHERE expires_at IS NOT NULL;
-`;
+import type { AccountPatch, AccountQuery, KeyCounts, KeyQuery, KeyStore, Page, StoreEvent, StoreLimits } from './types.js';
 
 interface KeyRow {
+  seq?: number;
+  order_ms?: number;
+  expires_ms?: number | null;
   id: string;
   hash: string;
   name: string;
@@ -70,12 +34,6 @@ interface KeyRow {
   canary: number;
   limits: string | null;
 }
-
-/** Columns added after the first release: added in place to an older file when it is opened. */
-const ADDED_KEY_COLUMNS = [
-  ['canary', 'INTEGER NOT NULL DEFAULT 0'],
-  ['limits', 'TEXT'],
-] as const;
 
 interface AccountRow {
   address: string;
@@ -108,8 +66,11 @@ function toKey(r: KeyRow): KeyRecord {
   };
 }
 
-function keyParams(k: KeyRecord): KeyRow {
+function keyParams(k: KeyRecord): Omit<KeyRow, 'seq'> & { seq: null } {
   return {
+    seq: null,
+    order_ms: orderMs(k.createdAt),
+    expires_ms: expiresMs(k.expiresAt),
     id: k.id,
     hash: k.hash,
     name: k.name,
@@ -143,11 +104,38 @@ function toAccount(r: AccountRow): AccountRecord {
 
 const ACCOUNT_SELECT = `SELECT a.*, (SELECT group_concat(alias, char(10)) FROM aliases WHERE address = a.address) AS aliases FROM accounts a`;
 
-export interface SqliteStoreOptions {
+export interface SqliteStoreOptions extends StoreLimits {
   touchIntervalMs?: number;
   onError?: (err: unknown) => void;
   /** Open an existing file only: a missing one is a StoreMissingError, and nothing (no file, no directory) is created. */
   mustExist?: boolean;
+  /** Told when opening the file moved older data to this schema (see sqlite-schema.ts). */
+  onMigration?: (message: string, details: Record<string, unknown>) => void;
+}
+
+const KEY_COLUMNS = `seq, id, hash, name, account, scopes, created_at, expires_at, allowed_ips, revoked_at, last_used_at, last_used_ip,
+  last_used_protocol, platform, device_id, rotated_from, order_ms, expires_ms, canary, limits`;
+
+/** The most of the file read through a memory map (1 GiB: about two million keys). */
+const MMAP_BYTES = 2 ** 30;
+
+/** Last uses written per transaction. */
+const TOUCH_CHUNK = 500;
+
+/** Which index a page of keys walks. */
+type KeySource = 'all' | 'live' | 'revoked' | 'account';
+const SOURCE_WHERE: Record<KeySource, string> = {
+  all: '',
+  live: 'revoked_at IS NULL AND',
+  revoked: 'revoked_at IS NOT NULL AND',
+  account: 'account = @account AND',
+};
+
+interface PositionParams {
+  ms: number;
+  seq: number;
+  account: string | null;
+  n: number;
 }
 
 /** The embedded default store: one SQLite file in WAL mode. */
@@ -157,9 +145,11 @@ export class SqliteStore implements KeyStore {
   private readonly db: Database.Database;
   private readonly events = new EventEmitter();
   private readonly touches: TouchBuffer;
+  private readonly keyLimit: number | null;
   private closed = false;
   private lastPurge = 0;
   private readonly q;
+  private readonly pages;
 
   constructor(path: string, options: SqliteStoreOptions = {}) {
     if (path !== ':memory:') {
@@ -172,31 +162,49 @@ export class SqliteStore implements KeyStore {
       this.db.pragma('synchronous = NORMAL');
       this.db.pragma('foreign_keys = ON');
       this.db.pragma('busy_timeout = 5000');
-      this.db.exec(SCHEMA);
-      const columns = new Set((this.db.pragma('table_info(keys)') as { name: string }[]).map((c) => c.name));
-      for (const [name, type] of ADDED_KEY_COLUMNS) if (!columns.has(name)) this.db.exec(`ALTER TABLE keys ADD COLUMN ${name} ${type}`);
+      // Reads through a memory map, not a read() per page: at a million keys the B-trees outgrow
+      // the page cache, and a lookup's tail stays at memory speed. The mapped pages are the
+      // kernel's page cache (RssFile, reclaimable), not the process's own memory.
+      this.db.pragma(`mmap_size = ${MMAP_BYTES}`);
+      const migrated = migrate(this.db);
+      if (migrated) options.onMigration?.('Migrated the SQLite store to schema 2', { keys: migrated.migratedKeys });
     } catch (err) {
       throw new StoreUnavailableError(`cannot open SQLite database ${path}: ${(err as Error).message}`, { cause: err });
     }
+    this.keyLimit = options.keysPerAccount ?? null;
     const db = this.db;
     this.q = {
-      insertKey: db.prepare(`INSERT INTO keys (id, hash, name, account, scopes, created_at, expires_at, allowed_ips, revoked_at,
-        last_used_at, last_used_ip, last_used_protocol, platform, device_id, rotated_from, canary, limits)
-        VALUES (@id, @hash, @name, @account, @scopes, @created_at, @expires_at, @allowed_ips,
-        @revoked_at, @last_used_at, @last_used_ip, @last_used_protocol, @platform, @device_id, @rotated_from, @canary, @limits)`),
+      insertKey: db.prepare(`INSERT INTO keys (${KEY_COLUMNS}) VALUES (@seq, @id, @hash, @name, @account, @scopes, @created_at, @expires_at, @allowed_ips,
+        @revoked_at, @last_used_at, @last_used_ip, @last_used_protocol, @platform, @device_id, @rotated_from, @order_ms, @expires_ms,
+        @canary, @limits)`),
       byHash: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE hash = ?'),
       byId: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE id = ?'),
       exists: db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM keys WHERE id = ? OR hash = ?'),
-      listAll: db.prepare<[], KeyRow>('SELECT * FROM keys ORDER BY created_at DESC, rowid DESC'),
-      listByAccount: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE account = ? ORDER BY created_at DESC, rowid DESC'),
-      revoke: db.prepare<[string, string]>('UPDATE keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
-      revokeByAccount: db.prepare<[string, string]>('UPDATE keys SET revoked_at = ? WHERE account = ? AND revoked_at IS NULL RETURNING id'),
+      revoke: db.prepare<[string, number]>('UPDATE keys SET revoked_at = ? WHERE seq = ? AND revoked_at IS NULL'),
+      // Two index ranges rather than an OR, so neither walks the account's revoked keys.
+      activeNoExpiry: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE account = ? AND revoked_at IS NULL AND expires_ms IS NULL'),
+      activeUnexpired: db.prepare<[string, number], KeyRow>('SELECT * FROM keys WHERE account = ? AND revoked_at IS NULL AND expires_ms > ?'),
+      countNoExpiry: db.prepare<[string], { n: number }>('SELECT count(*) AS n FROM keys WHERE account = ? AND revoked_at IS NULL AND expires_ms IS NULL'),
+      countUnexpired: db.prepare<[string, number], { n: number }>('SELECT count(*) AS n FROM keys WHERE account = ? AND revoked_at IS NULL AND expires_ms > ?'),
+      liveByAccount: db.prepare<[string], KeyRow>('SELECT * FROM keys WHERE account = ? AND revoked_at IS NULL'),
       liveByDevice: db.prepare<[string, string], KeyRow>(
-        'SELECT * FROM keys WHERE account = ? AND device_id = ? AND revoked_at IS NULL ORDER BY created_at DESC, rowid DESC',
+        'SELECT * FROM keys WHERE account = ? AND device_id = ? AND revoked_at IS NULL ORDER BY order_ms DESC, seq DESC',
       ),
       touch: db.prepare('UPDATE keys SET last_used_at = @at, last_used_ip = @ip, last_used_protocol = @protocol WHERE id = @id'),
+      counters: db.prepare<[], { name: string; value: number }>('SELECT name, value FROM counters'),
+      counter: db.prepare<[string], { value: number }>('SELECT value FROM counters WHERE name = ?'),
+      addCounter: db.prepare<[string, number]>('INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value'),
+      setCounter: db.prepare<[string, number]>('INSERT OR REPLACE INTO counters VALUES (?, ?)'),
+      expiredBetween: db.prepare<[number, number], { n: number }>(
+        'SELECT count(*) AS n FROM keys WHERE revoked_at IS NULL AND expires_ms > ? AND expires_ms <= ?',
+      ),
       account: db.prepare<[string], AccountRow>(`${ACCOUNT_SELECT} WHERE a.address = ?`),
-      accounts: db.prepare<[], AccountRow>(`${ACCOUNT_SELECT} ORDER BY a.address`),
+      accountsPage: db.prepare<{ after: string; prefix: string; n: number }, AccountRow>(
+        `${ACCOUNT_SELECT} WHERE a.address > @after AND a.address >= @prefix ORDER BY a.address LIMIT @n`,
+      ),
+      accountsWithUpstreamPage: db.prepare<{ after: string; prefix: string; n: number }, AccountRow>(
+        `${ACCOUNT_SELECT} WHERE a.upstream IS NOT NULL AND a.address > @after AND a.address >= @prefix ORDER BY a.address LIMIT @n`,
+      ),
       aliasOwner: db.prepare<[string], { address: string }>('SELECT address FROM aliases WHERE alias = ?'),
       insertAccount: db.prepare('INSERT INTO accounts VALUES (@address, @display_name, @disabled, @created_at, @upstream)'),
       insertAlias: db.prepare<[string, string]>('INSERT INTO aliases VALUES (?, ?)'),
@@ -223,6 +231,14 @@ export class SqliteStore implements KeyStore {
       deleteValueIf: db.prepare<[string, string]>('DELETE FROM kv WHERE name = ? AND value = ?'),
       purgeValues: db.prepare<[number]>('DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?'),
     };
+    // Keyset pages: the rest of the cursor's millisecond by seq, then everything older. (SQLite
+    // ranges a row-value comparison on its first column only, so one query would walk a long
+    // run of keys created in the same millisecond, such as a bulk import.)
+    const page = (source: KeySource) => ({
+      sameMs: db.prepare<PositionParams, KeyRow>(`SELECT * FROM keys WHERE ${SOURCE_WHERE[source]} order_ms = @ms AND seq < @seq ORDER BY seq DESC LIMIT @n`),
+      older: db.prepare<PositionParams, KeyRow>(`SELECT * FROM keys WHERE ${SOURCE_WHERE[source]} order_ms < @ms ORDER BY order_ms DESC, seq DESC LIMIT @n`),
+    });
+    this.pages = { all: page('all'), live: page('live'), revoked: page('revoked'), account: page('account') };
     this.touches = new TouchBuffer(async (batch) => this.writeTouches(batch), options.touchIntervalMs ?? 1000, options.onError);
     this.activity = this.run(() => new SqliteActivity(db, (fn) => this.run(fn)));
   }
@@ -232,7 +248,7 @@ export class SqliteStore implements KeyStore {
     try {
       return fn();
     } catch (err) {
-      if (err instanceof ConflictError || err instanceof NotFoundError || err instanceof StoreUnavailableError) throw err;
+      if (err instanceof ConflictError || err instanceof NotFoundError || err instanceof StoreUnavailableError || err instanceof InvalidCursorError) throw err;
       if ((err as { code?: string }).code?.startsWith('SQLITE_CONSTRAINT')) throw new ConflictError((err as Error).message);
       throw new StoreUnavailableError(`SQLite error: ${(err as Error).message}`, { cause: err });
     }
@@ -246,11 +262,50 @@ export class SqliteStore implements KeyStore {
     this.run(() => this.db.prepare('SELECT 1').get());
   }
 
+  // ---- writes: every key write goes through these three, inside a transaction ----
+
+  /** Inserts the record and counts it. */
+  private store(record: KeyRecord): void {
+    this.q.insertKey.run(keyParams(record));
+    this.q.addCounter.run('keys', 1);
+    if (record.revokedAt !== null) {
+      this.q.addCounter.run('revoked', 1);
+      return;
+    }
+    const e = expiresMs(record.expiresAt);
+    if (e !== null && e <= this.expiredThrough()) this.q.addCounter.run('expired', 1);
+  }
+
+  /** Revokes a non-revoked row and moves it between the counts; false when it was revoked already. */
+  private revokeRow(row: KeyRow, at: string): boolean {
+    if (this.q.revoke.run(at, row.seq!).changes === 0) return false;
+    this.q.addCounter.run('revoked', 1);
+    if (row.expires_ms != null && row.expires_ms <= this.expiredThrough()) this.q.addCounter.run('expired', -1);
+    return true;
+  }
+
+  /** The key limit: refuses a write that adds `added` active keys to an account already at the limit. */
+  private assertRoomForKeys(account: string | null, added: number): void {
+    if (account === null || added <= 0 || this.keyLimit === null) return;
+    if (this.countActive(account, Date.now()) + added > this.keyLimit) throw new KeyLimitError(account, this.keyLimit);
+  }
+
+  private countActive(account: string, nowMs: number): number {
+    return this.q.countNoExpiry.get(account)!.n + this.q.countUnexpired.get(account, nowMs)!.n;
+  }
+
+  private expiredThrough(): number {
+    return this.q.counter.get('expired_through')?.value ?? 0;
+  }
+
   async createKey(record: KeyRecord): Promise<void> {
-    this.run(() => {
-      if (this.q.exists.get(record.id, record.hash)!.n > 0) throw new ConflictError('a key with this id or hash exists');
-      this.q.insertKey.run(keyParams(record));
-    });
+    this.run(
+      this.db.transaction(() => {
+        if (this.q.exists.get(record.id, record.hash)!.n > 0) throw new ConflictError('a key with this id or hash exists');
+        this.assertRoomForKeys(record.account, isActive(record) ? 1 : 0);
+        this.store(record);
+      }).immediate,
+    );
   }
 
   async findByHash(hash: string): Promise<KeyRecord | null> {
@@ -270,21 +325,79 @@ export class SqliteStore implements KeyStore {
     return ids.map((id) => byId.get(id) ?? null);
   }
 
-  async listKeys(filter: { account?: string } = {}): Promise<KeyRecord[]> {
-    const rows = this.run(() =>
-      filter.account !== undefined ? this.q.listByAccount.all(normalizeAddress(filter.account)) : this.q.listAll.all(),
+  async listKeys(query: KeyQuery = {}): Promise<Page<KeyRecord>> {
+    const scan = keyScan(query);
+    return this.run(() => this.keyPage(scan));
+  }
+
+  private keyPage(scan: KeyScan): Page<KeyRecord> {
+    const source: KeySource = scan.account !== null ? 'account' : scan.state === null ? 'all' : scan.state === 'revoked' ? 'revoked' : 'live';
+    const budget = Math.max(SCAN_BUDGET, scan.limit + 1);
+    const matches = (r: KeyRow): boolean =>
+      (scan.state === null || rowState(r, scan.nowMs) === scan.state) &&
+      r.name.startsWith(scan.namePrefix) &&
+      (scan.addressPrefix === '' || (r.account !== null && r.account.startsWith(scan.addressPrefix)));
+    const items: KeyRow[] = [];
+    let examined = 0;
+    let last: KeyRow | null = null;
+    let more = false;
+    for (const row of this.rowsAfter(source, scan, budget)) {
+      examined++;
+      last = row;
+      if (matches(row)) {
+        if (items.length === scan.limit) {
+          more = true;
+          break;
+        }
+        items.push(row);
+      }
+      if (examined >= budget) break;
+    }
+    const at = more ? items.at(-1)! : examined >= budget ? last : null;
+    return { items: items.map(toKey), nextCursor: at === null ? null : encodeKeyCursor({ ms: at.order_ms!, seq: at.seq! }) };
+  }
+
+  private *rowsAfter(source: KeySource, scan: KeyScan, budget: number): Generator<KeyRow> {
+    const stmts = this.pages[source];
+    const params = { ms: scan.after?.ms ?? MAX_ORDER_MS + 1, seq: scan.after?.seq ?? 0, account: scan.account, n: budget };
+    if (scan.after !== null) yield* stmts.sameMs.iterate(params);
+    yield* stmts.older.iterate(params);
+  }
+
+  async activeKeys(account: string, now = new Date()): Promise<KeyRecord[]> {
+    const addr = normalizeAddress(account);
+    const rows = this.run(() => [...this.q.activeNoExpiry.all(addr), ...this.q.activeUnexpired.all(addr, now.getTime())]);
+    rows.sort((a, b) => b.order_ms! - a.order_ms! || b.seq! - a.seq!);
+    return rows.slice(0, PAGE_MAX).map(toKey);
+  }
+
+  async countKeys(now = new Date()): Promise<KeyCounts> {
+    const nowMs = now.getTime();
+    const counters = this.run(
+      this.db.transaction(() => {
+        // Expired keys are counted as time passes them: only those since the last count are read.
+        // (A clock that went back, or another process's, moves the mark back the same way.)
+        const through = this.expiredThrough();
+        if (nowMs > through) this.q.addCounter.run('expired', this.q.expiredBetween.get(through, nowMs)!.n);
+        if (nowMs < through) this.q.addCounter.run('expired', -this.q.expiredBetween.get(nowMs, through)!.n);
+        if (nowMs !== through) this.q.setCounter.run('expired_through', nowMs);
+        return new Map(this.q.counters.all().map((c) => [c.name, c.value]));
+      }).immediate,
     );
-    return rows.map(toKey);
+    const keys = counters.get('keys') ?? 0;
+    const revoked = counters.get('revoked') ?? 0;
+    const expired = counters.get('expired') ?? 0;
+    return { active: keys - revoked - expired, revoked, expired };
   }
 
   async revokeKey(id: string, at: string): Promise<KeyRecord> {
     const { row, changed } = this.run(
       this.db.transaction(() => {
-        const changed = this.q.revoke.run(at, id).changes > 0;
-        const row = this.q.byId.get(id);
-        if (!row) throw new NotFoundError(`key ${id}`);
-        return { row, changed };
-      }),
+        const found = this.q.byId.get(id);
+        if (!found) throw new NotFoundError(`key ${id}`);
+        const changed = found.revoked_at === null && this.revokeRow(found, at);
+        return { row: changed ? { ...found, revoked_at: at } : found, changed };
+      }).immediate,
     );
     const key = toKey(row);
     if (changed) this.emit({ type: 'key-revoked', id, account: key.account });
@@ -299,9 +412,13 @@ export class SqliteStore implements KeyStore {
         if (!row) throw new NotFoundError(`key ${oldId}`);
         if (row.revoked_at !== null) throw new ConflictError(`key ${oldId} is not active`);
         if (this.q.exists.get(replacement.id, replacement.hash)!.n > 0) throw new ConflictError('a key with this id or hash exists');
-        this.q.revoke.run(at, oldId);
-        this.q.insertKey.run(keyParams(replacement));
-        return toKey(row);
+        const old = toKey(row);
+        // Rotating an active key trades one for one; an expired one comes back to life, so it counts.
+        const freed = isActive(old) && old.account === replacement.account ? 1 : 0;
+        this.assertRoomForKeys(replacement.account, (isActive(replacement) ? 1 : 0) - freed);
+        this.revokeRow(row, at);
+        this.store(replacement);
+        return old;
       }).immediate,
     );
     this.emit({ type: 'key-revoked', id: oldId, account: old.account });
@@ -318,9 +435,11 @@ export class SqliteStore implements KeyStore {
       this.db.transaction(() => {
         if (this.q.exists.get(replacement.id, replacement.hash)!.n > 0) throw new ConflictError('a key with this id or hash exists');
         const live = this.q.liveByDevice.all(account, deviceId);
-        for (const row of live) this.q.revoke.run(at, row.id);
+        const freed = live.filter((row) => isActive(toKey(row))).length;
+        this.assertRoomForKeys(account, (isActive(replacement) ? 1 : 0) - freed);
+        for (const row of live) this.revokeRow(row, at);
         const key: KeyRecord = { ...replacement, rotatedFrom: live[0]?.id ?? null };
-        this.q.insertKey.run(keyParams(key));
+        this.store(key);
         return { key, revoked: live.map((row) => toKey({ ...row, revoked_at: at })) };
       }).immediate,
     );
@@ -337,19 +456,26 @@ export class SqliteStore implements KeyStore {
   }
 
   private async writeTouches(batch: Map<string, KeyUse>): Promise<void> {
-    this.run(
-      this.db.transaction(() => {
-        for (const [id, use] of batch) this.q.touch.run({ id, at: use.at, ip: use.ip, protocol: use.protocol });
-      }),
-    );
+    // Short transactions with a turn of the event loop between them: a busy second of logins
+    // must not hold up the next one while its uses are written.
+    const entries = [...batch];
+    for (let i = 0; i < entries.length; i += TOUCH_CHUNK) {
+      if (i > 0) await new Promise((r) => setImmediate(r));
+      this.run(
+        this.db.transaction(() => {
+          for (const [id, use] of entries.slice(i, i + TOUCH_CHUNK)) this.q.touch.run({ id, at: use.at, ip: use.ip, protocol: use.protocol });
+        }),
+      );
+    }
   }
 
   async importKey(record: KeyRecord): Promise<'imported' | 'exists'> {
     return this.run(
       this.db.transaction(() => {
         if (this.q.exists.get(record.id, record.hash)!.n > 0) return 'exists' as const;
+        this.assertRoomForKeys(record.account, isActive(record) ? 1 : 0);
         if (record.account !== null) this.ensureAccountSync(record.account, record.createdAt);
-        this.q.insertKey.run(keyParams(record));
+        this.store(record);
         return 'imported' as const;
       }).immediate,
     );
@@ -413,8 +539,21 @@ export class SqliteStore implements KeyStore {
     return row ? toAccount(row) : null;
   }
 
-  async listAccounts(): Promise<AccountRecord[]> {
-    return this.run(() => this.q.accounts.all()).map(toAccount);
+  async listAccounts(query: AccountQuery = {}): Promise<Page<AccountRecord>> {
+    const scan = accountScan(query);
+    const rows = this.run(() => {
+      const stmt = scan.withUpstream ? this.q.accountsWithUpstreamPage : this.q.accountsPage;
+      const out: AccountRow[] = [];
+      for (const row of stmt.iterate({ after: scan.after ?? '', prefix: scan.addressPrefix, n: scan.limit + 1 })) {
+        // Addresses come in order: the first without the prefix ends the range.
+        if (!row.address.startsWith(scan.addressPrefix)) break;
+        out.push(row);
+      }
+      return out;
+    });
+    const more = rows.length > scan.limit;
+    const items = rows.slice(0, scan.limit).map(toAccount);
+    return { items, nextCursor: more ? encodeAccountCursor(items.at(-1)!.address) : null };
   }
 
   async updateAccount(address: string, patch: AccountPatch): Promise<AccountRecord> {
@@ -449,9 +588,10 @@ export class SqliteStore implements KeyStore {
     const revoked = this.run(
       this.db.transaction(() => {
         if (!this.q.account.get(addr)) throw new NotFoundError(`account ${addr}`);
-        const ids = this.q.revokeByAccount.all(at, addr) as { id: string }[];
+        const live = this.q.liveByAccount.all(addr);
+        for (const row of live) this.revokeRow(row, at);
         this.q.deleteAccount.run(addr);
-        return ids.map((r) => r.id);
+        return live.map((r) => r.id);
       }).immediate,
     );
     for (const id of revoked) this.emit({ type: 'key-revoked', id, account: addr });
@@ -504,6 +644,12 @@ export class SqliteStore implements KeyStore {
     this.closed = true;
     this.db.close();
   }
+}
+
+/** A row's state at `nowMs`, as isActive judges it. */
+function rowState(r: KeyRow, nowMs: number): 'active' | 'revoked' | 'expired' {
+  if (r.revoked_at !== null) return 'revoked';
+  return r.expires_ms != null && !(r.expires_ms > nowMs) ? 'expired' : 'active';
 }
 
 function normalizeAccount(a: AccountRecord): AccountRecord {

@@ -7,6 +7,63 @@ export type StoreEvent =
   | { type: 'account-changed'; address: string }
   | { type: 'events-resumed' };
 
+/** What `countKeys` reports; `keygate_keys{state}`. */
+export interface KeyCounts {
+  active: number;
+  revoked: number;
+  /** Not revoked, past `expiresAt`. */
+  expired: number;
+}
+
+export type KeyState = keyof KeyCounts;
+
+/**
+ * One page of a list. `nextCursor` null: nothing follows. A filtered page may
+ * hold fewer than `limit` items (even none) and still name a next cursor: each
+ * call examines a bounded number of records, so no page costs more than that.
+ */
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+/** Keys newest first (`createdAt`, then creation order), from `cursor` on. */
+export interface KeyQuery {
+  /** Only keys bound to this account (exact address). */
+  account?: string;
+  /** Absent: every state. */
+  state?: KeyState;
+  /** Only keys whose name starts with this (case-sensitive). */
+  namePrefix?: string;
+  /** Only keys whose account address starts with this (lowercase). */
+  addressPrefix?: string;
+  /** 1-1000; default 100. */
+  limit?: number;
+  /** From a previous page's `nextCursor`; InvalidCursorError when it is not one. */
+  cursor?: string | null;
+  /** The instant `state` is judged at (default now). */
+  now?: Date;
+}
+
+/** Accounts by address, ascending, from `cursor` on. */
+export interface AccountQuery {
+  addressPrefix?: string;
+  /** Only accounts with an upstream route of their own (`upstream` not null). */
+  withUpstream?: boolean;
+  limit?: number;
+  cursor?: string | null;
+}
+
+/** Store options every implementation takes. */
+export interface StoreLimits {
+  /**
+   * Most active keys one account may hold: a write that would make more is
+   * refused with KeyLimitError, atomically (concurrent writers cannot
+   * overshoot). Null: no limit.
+   */
+  keysPerAccount?: number | null;
+}
+
 export interface AccountPatch {
   displayName?: string | null;
   aliases?: string[];
@@ -21,6 +78,17 @@ export interface AccountPatch {
  * `updateAccount` and `deleteAccount` are each all-or-nothing; readers never see
  * a half-written record. Every method rejects with StoreUnavailableError when
  * the backing store cannot be reached, NotFoundError / ConflictError as documented.
+ *
+ * Scale: no method walks the whole store. Counts come from counters kept in
+ * the same transaction (or script) as each write; lists come in pages; what
+ * walks one account's keys is bounded by the per-account limit.
+ *
+ * Key limit: `createKey`, `rotateKey`, `replaceDeviceKey` and `importKey`
+ * refuse with KeyLimitError (a ConflictError), changing nothing, when the
+ * write would leave the key's account with more active keys than
+ * `StoreLimits.keysPerAccount`. A write that does not add an active key (a
+ * rotation of an active key, a device replacement that revokes one, an import
+ * of a revoked or expired record) is never refused for it.
  */
 export interface KeyStore {
   readonly kind: 'sqlite' | 'redis';
@@ -31,12 +99,16 @@ export interface KeyStore {
   /** Resolves when the store answers; rejects with StoreUnavailableError otherwise. */
   ping(): Promise<void>;
 
-  /** ConflictError when the id or hash exists already. */
+  /** ConflictError when the id or hash exists already; KeyLimitError (see above). */
   createKey(record: KeyRecord): Promise<void>;
   findByHash(hash: string): Promise<KeyRecord | null>;
   getKey(id: string): Promise<KeyRecord | null>;
-  /** Newest first. */
-  listKeys(filter?: { account?: string }): Promise<KeyRecord[]>;
+  /** One page of keys; see KeyQuery. Stable under concurrent writes: a key present throughout is listed once. */
+  listKeys(query?: KeyQuery): Promise<Page<KeyRecord>>;
+  /** The account's active keys, newest first: at most the key limit (and never more than 1,000). */
+  activeKeys(account: string, now?: Date): Promise<KeyRecord[]>;
+  /** Keys by state, from counters: costs the same at a thousand keys and at a million. */
+  countKeys(now?: Date): Promise<KeyCounts>;
   /** Sets revokedAt (idempotent: an already revoked key keeps its first revokedAt). NotFoundError for an unknown id. */
   revokeKey(id: string, at: string): Promise<KeyRecord>;
   /**
@@ -80,7 +152,8 @@ export interface KeyStore {
   getAccount(address: string): Promise<AccountRecord | null>;
   /** Finds the account whose address or alias is `name` (case-insensitive). */
   resolveAccount(name: string): Promise<AccountRecord | null>;
-  listAccounts(): Promise<AccountRecord[]>;
+  /** One page of accounts; see AccountQuery. */
+  listAccounts(query?: AccountQuery): Promise<Page<AccountRecord>>;
   /** NotFoundError for an unknown account; ConflictError when a new alias is taken. */
   updateAccount(address: string, patch: AccountPatch): Promise<AccountRecord>;
   /** Deletes the account and revokes every key bound to it. NotFoundError for an unknown account. */

@@ -365,6 +365,39 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await context.close();
   });
 
+  it('access tokens come a page at a time: 100, then the rest on "Show more tokens", none twice', async () => {
+    for (let i = 0; i < 120; i++) await issueKey(server.store, 'operator', { name: `paged ${i}`, scopes: ['metrics'] });
+    const { context, page } = await newPage();
+    await signInAsAdmin(page);
+    await page.goto('/#/admin/tokens');
+    await page.getByRole('heading', { name: 'Access tokens' }).waitFor();
+    const names = () => page.locator('tbody tr th[data-label="Description"]').allTextContents();
+    const more = page.getByRole('button', { name: 'Show more tokens' });
+    await more.waitFor();
+    // Newest first: the first page is the last 100 made above.
+    expect(await names()).toEqual(Array.from({ length: 100 }, (_, i) => `paged ${119 - i}`));
+    while (await more.isVisible()) {
+      const before = (await names()).length;
+      await more.click();
+      await expect.poll(async () => (await names()).length).toBeGreaterThan(before);
+    }
+    const all = await names();
+    const paged = all.filter((n) => n.startsWith('paged '));
+    expect(new Set(paged).size).toBe(120);
+    // Every token once: as many rows as the API lists (the tests before made some with the same names).
+    let total = 0;
+    let cursor: string | null = null;
+    do {
+      const query: string = cursor === null ? '' : `&cursor=${encodeURIComponent(cursor)}`;
+      const body = (await (await fetch(`${base}/api/tokens?limit=1000${query}`, { headers: { authorization: `Bearer ${adminKey}` } })).json()) as { tokens: unknown[]; nextCursor: string | null };
+      total += body.tokens.length;
+      cursor = body.nextCursor;
+    } while (cursor !== null);
+    expect(all.length).toBe(total);
+    expect(total).toBeGreaterThan(120);
+    await context.close();
+  });
+
   it('an expired session returns to sign-in, and back to the page after it', async () => {
     const { context, page } = await newPage();
     await signInAsAdmin(page);

@@ -17,7 +17,8 @@ function expect401(res: { statusCode: number; headers: Record<string, unknown>; 
 describe.each(storeKinds())('HTTP authentication on %s', (kind) => {
   let f: Fixture;
   beforeAll(async () => {
-    f = await createFixture(kind);
+    // Every scope × route case below issues keys for alice: more than the default key limit.
+    f = await createFixture(kind, { flags: { 'limits.keysPerAccount': 1000 } });
   });
   afterAll(() => f.close());
 

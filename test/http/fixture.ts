@@ -70,16 +70,8 @@ export interface FixtureOptions {
 /** Builds a store of the given kind, an app on it with captured logs, and an administrator key. */
 export async function createFixture(kind: StoreKind, options: FixtureOptions = {}): Promise<Fixture> {
   let store: KeyStore;
-  let redisUrl: string | null = null;
+  const redisUrl = kind === 'redis' ? (await sharedRedis()).url : null;
   const ns = `t${randomBytes(6).toString('hex')}`;
-  if (kind === 'redis') {
-    redisUrl = (await sharedRedis()).url;
-    store = await openRedisStore(redisUrl, { namespace: ns, touchIntervalMs: 20 });
-  } else {
-    const dir = mkdtempSync(join(tmpdir(), 'keygate-http-'));
-    dirs.push(dir);
-    store = openSqliteStore(join(dir, 'keygate.db'), { touchIntervalMs: 20 });
-  }
   const config = loadConfig({
     env: {},
     flags: {
@@ -92,6 +84,15 @@ export async function createFixture(kind: StoreKind, options: FixtureOptions = {
       ...options.flags,
     },
   });
+  // The store as the server opens it: with the configured key limit.
+  const storeOptions = { touchIntervalMs: 20, keysPerAccount: config.limits.keysPerAccount };
+  if (redisUrl !== null) {
+    store = await openRedisStore(redisUrl, { namespace: ns, ...storeOptions });
+  } else {
+    const dir = mkdtempSync(join(tmpdir(), 'keygate-http-'));
+    dirs.push(dir);
+    store = openSqliteStore(join(dir, 'keygate.db'), storeOptions);
+  }
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer | string, _enc, cb) {

@@ -44,7 +44,8 @@ describe.each(storeKinds())('grant rule on %s: every key-making route × caller 
   let f: Fixture;
   let n = 0;
   beforeAll(async () => {
-    f = await createFixture(kind);
+    // Every caller × route × scopes case issues keys for alice: more than the default key limit.
+    f = await createFixture(kind, { flags: { 'limits.keysPerAccount': 1000 } });
   });
   afterAll(() => f.close());
 

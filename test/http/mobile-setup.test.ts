@@ -111,7 +111,7 @@ describe.skipIf(!haveOpenssl)('POST /api/smtp-credentials/mobile on a running Ke
       headers: { authorization: `Bearer ${userKey}`, 'content-type': 'application/json', ...headers },
       body: JSON.stringify({ name: 'Alice’s iPhone', platform: 'ios', deviceId: 'iphone-1', ...body }),
     });
-  const liveKeys = async () => (await server.store.listKeys({ account: ACCOUNT })).filter((k) => k.revokedAt === null);
+  const liveKeys = async () => (await server.store.listKeys({ account: ACCOUNT })).items.filter((k) => k.revokedAt === null);
 
   it('format "mobileconfig": a profile signed with the TLS certificate whose key logs in to IMAP and SMTP where it says', async () => {
     const res = await mobile({ format: 'mobileconfig' });
@@ -277,7 +277,7 @@ describe.skipIf(!haveOpenssl)('mobile profiles and setup links: configuration an
         headers: { authorization: `Bearer ${user}`, host: 'kg.example.test', ...headers },
         payload: { name: 'Phone', platform: 'ios', deviceId: 'd1', ...body },
       });
-    const keys = async () => (await store.listKeys({ account: ACCOUNT })).filter((k) => k.revokedAt === null && k.deviceId !== null);
+    const keys = async () => (await store.listKeys({ account: ACCOUNT })).items.filter((k) => k.revokedAt === null && k.deviceId !== null);
     return {
       app,
       store,

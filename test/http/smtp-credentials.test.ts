@@ -292,7 +292,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
       const codes = results.map((r) => r.statusCode).sort();
       expect(codes.filter((c) => c === 200)).toHaveLength(1);
       for (const c of codes.filter((c) => c !== 200)) expect([404, 409]).toContain(c);
-      const live = (await f.store.listKeys({ account: alice })).filter((x) => x.name === 'race' && x.revokedAt === null);
+      const live = (await f.store.listKeys({ account: alice })).items.filter((x) => x.name === 'race' && x.revokedAt === null);
       expect(live).toHaveLength(1);
     });
 
@@ -348,7 +348,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
         [1, 2, 3, 4].map((i) => f.call(owner, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: `race ${i}`, platform: 'web', deviceId: 'race-device' } })),
       );
       for (const r of results) expect(r.statusCode).toBe(201);
-      const live = (await f.store.listKeys({ account: alice })).filter((k) => k.deviceId === 'race-device' && k.revokedAt === null);
+      const live = (await f.store.listKeys({ account: alice })).items.filter((k) => k.deviceId === 'race-device' && k.revokedAt === null);
       expect(live).toHaveLength(1);
     });
 
@@ -374,7 +374,7 @@ describe.each(storeKinds())('SMTP Credentials API (reference 004) on %s', (kind)
       const refused = await f.call(writer, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'w' } });
       expect(refused.statusCode).toBe(403);
       expect(refused.json().error.details).toEqual({ missingScope: 'smtp', missingScopes: ['smtp', 'imap', 'pop3'] });
-      expect((await f.store.listKeys({ account: alice })).some((k) => k.deviceId === 'w')).toBe(false);
+      expect((await f.store.listKeys({ account: alice })).items.some((k) => k.deviceId === 'w')).toBe(false);
       const reader = (await f.issue({ scopes: ['api:read'], account: alice })).key;
       const denied = await f.call(reader, { method: 'POST', url: '/api/smtp-credentials/mobile', payload: { name: 'x', platform: 'ios', deviceId: 'e' } });
       expect(denied.statusCode).toBe(403);

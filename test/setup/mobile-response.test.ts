@@ -211,7 +211,7 @@ describe('mobile route wiring, end to end', () => {
   });
 
   it('refuses before creating a key when the profile cannot be built', async () => {
-    const before = (await store.listKeys({ account: 'alice@example.com' })).length;
+    const before = (await store.listKeys({ account: 'alice@example.com' })).items.length;
     const saved = signer;
     signer = { certPem: saved.certPem, keyPem: opensslSigner('rsa').keyPem };
     try {
@@ -221,6 +221,6 @@ describe('mobile route wiring, end to end', () => {
     } finally {
       signer = saved;
     }
-    expect((await store.listKeys({ account: 'alice@example.com' })).length).toBe(before);
+    expect((await store.listKeys({ account: 'alice@example.com' })).items.length).toBe(before);
   });
 });

@@ -4,16 +4,18 @@ import { newKey } from '../../src/keys/new-key.js';
 import { decide } from '../../src/keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../../src/keys/record.js';
 import { ConflictError, NotFoundError, StoreUnavailableError } from '../../src/store/errors.js';
-import type { KeyStore, StoreEvent } from '../../src/store/types.js';
+import { allPages, PAGE_MAX } from '../../src/store/paging.js';
+import type { KeyQuery, KeyStore, StoreEvent, StoreLimits } from '../../src/store/types.js';
+import { runScaleConformance } from './conformance-scale.js';
 
 export interface ConformanceTarget {
   name: string;
   /** Opens a fresh, empty store; each test gets its own. */
-  open(): Promise<KeyStore>;
+  open(limits?: StoreLimits): Promise<KeyStore>;
   /** Stops the backing server and starts it again with its data. Omitted where it has no meaning. */
   restart?(): Promise<void>;
   /** Opens a second, independent instance on the same data as `store` (another Keygate instance); the caller closes it. */
-  openPeer?(store: KeyStore): Promise<KeyStore>;
+  openPeer?(store: KeyStore, limits?: StoreLimits): Promise<KeyStore>;
 }
 
 const T0 = '2026-01-01T00:00:00.000Z';
@@ -40,7 +42,7 @@ async function logsIn(store: KeyStore, k: KeyRecord): Promise<boolean> {
 
 /** After concurrent replaces of one device: exactly one live key, every other revoked, each replace revoking its predecessor (one chain). */
 async function expectOneChain(store: KeyStore, made: KeyRecord[], acct = 'a@example.com'): Promise<KeyRecord> {
-  const stored = (await store.listKeys({ account: acct })).filter((k) => made.some((m) => m.id === k.id));
+  const stored = (await allKeys(store, { account: acct })).filter((k) => made.some((m) => m.id === k.id));
   expect(stored).toHaveLength(made.length);
   const live = stored.filter((k) => k.revokedAt === null);
   expect(live).toHaveLength(1);
@@ -55,6 +57,8 @@ async function expectOneChain(store: KeyStore, made: KeyRecord[], acct = 'a@exam
 
 /** One behaviour contract for every KeyStore; call inside a describe(). */
 export function runKeyStoreConformance(target: ConformanceTarget): void {
+  runScaleConformance(target);
+
   let store: KeyStore;
   beforeEach(async () => {
     store = await target.open();
@@ -115,7 +119,7 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     await store.createKey(a);
     await expect(store.createKey({ ...key(), id: a.id })).rejects.toBeInstanceOf(ConflictError);
     await expect(store.createKey({ ...key(), hash: a.hash })).rejects.toBeInstanceOf(ConflictError);
-    expect(await store.listKeys()).toEqual([a]);
+    expect(await allKeys(store)).toEqual([a]);
   });
 
   it(`${target.name}: lists all keys and by account, newest first`, async () => {
@@ -123,10 +127,10 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     const k2 = key({ name: '2', scopes: ['smtp'], account: 'b@example.com' }, new Date('2026-01-01T00:00:02Z'));
     const k3 = key({ name: '3', scopes: ['imap'], account: 'a@example.com' }, new Date('2026-01-01T00:00:03Z'));
     for (const k of [k1, k2, k3]) await store.createKey(k);
-    expect((await store.listKeys()).map((k) => k.name)).toEqual(['3', '2', '1']);
-    expect((await store.listKeys({ account: 'a@example.com' })).map((k) => k.name)).toEqual(['3', '1']);
-    expect((await store.listKeys({ account: 'A@Example.com' })).map((k) => k.name)).toEqual(['3', '1']);
-    expect(await store.listKeys({ account: 'c@example.com' })).toEqual([]);
+    expect((await allKeys(store)).map((k) => k.name)).toEqual(['3', '2', '1']);
+    expect((await allKeys(store, { account: 'a@example.com' })).map((k) => k.name)).toEqual(['3', '1']);
+    expect((await allKeys(store, { account: 'A@Example.com' })).map((k) => k.name)).toEqual(['3', '1']);
+    expect(await allKeys(store, { account: 'c@example.com' })).toEqual([]);
   });
 
   it(`${target.name}: revokes idempotently, keeping the first revocation time, and emits one event`, async () => {
@@ -170,7 +174,7 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     const won = results.filter((r) => r.status === 'fulfilled');
     expect(won).toHaveLength(1);
     for (const r of results) if (r.status === 'rejected') expect(r.reason).toBeInstanceOf(ConflictError);
-    const all = await store.listKeys();
+    const all = await allKeys(store);
     expect(all.filter((k) => k.revokedAt === null)).toHaveLength(1);
     expect(all).toHaveLength(2);
   });
@@ -212,7 +216,7 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     stop = true;
     await reader;
     expect(samples).toBeGreaterThan(10);
-    expect((await store.listKeys()).filter((k) => k.revokedAt === null)).toEqual([current]);
+    expect((await allKeys(store)).filter((k) => k.revokedAt === null)).toEqual([current]);
   });
 
   it(`${target.name}: replaceDeviceKey on a device with no key creates it, revoking nothing`, async () => {
@@ -225,7 +229,7 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     expect(res).toEqual({ key: k, revoked: [] });
     expect(await store.findByHash(k.hash)).toEqual(k);
     expect(await store.getKey(k.id)).toEqual(k);
-    expect(await store.listKeys({ account: 'a@example.com' })).toEqual([k, other]);
+    expect(await allKeys(store, { account: 'a@example.com' })).toEqual([k, other]);
     expect(await logsIn(store, k)).toBe(true);
     await new Promise((r) => setTimeout(r, 100));
     expect(events).toEqual([]);
@@ -280,7 +284,7 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     await expect(store.replaceDeviceKey({ ...deviceKey('dev-1'), hash: live.hash }, T0)).rejects.toBeInstanceOf(ConflictError);
     await expect(store.replaceDeviceKey({ ...deviceKey('dev-1'), deviceId: null }, T0)).rejects.toBeInstanceOf(ConflictError);
     await expect(store.replaceDeviceKey({ ...deviceKey('dev-1'), account: null }, T0)).rejects.toBeInstanceOf(ConflictError);
-    expect(await store.listKeys()).toEqual([live]);
+    expect(await allKeys(store)).toEqual([live]);
   });
 
   it(`${target.name}: 20 concurrent replaceDeviceKey calls for one device leave exactly one live key`, async () => {
@@ -332,7 +336,7 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     stop = true;
     await reader;
     expect(samples).toBeGreaterThan(10);
-    expect((await store.listKeys()).filter((k) => k.revokedAt === null).map((k) => k.id)).toEqual([current.id]);
+    expect((await allKeys(store)).filter((k) => k.revokedAt === null).map((k) => k.id)).toEqual([current.id]);
   });
 
   it(`${target.name}: keeps values with a lifetime: put, get, take once, expire, only-if-absent, delete-if-held`, async () => {
@@ -439,7 +443,7 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
         const live = await expectOneChain(store, [first, ...made]);
         expect(live.id).not.toBe(first.id);
         // Both instances read the same outcome.
-        expect((await peer.listKeys({ account: 'a@example.com' })).filter((k) => k.revokedAt === null).map((k) => k.id)).toEqual([live.id]);
+        expect((await allKeys(peer, { account: 'a@example.com' })).filter((k) => k.revokedAt === null).map((k) => k.id)).toEqual([live.id]);
         for (const k of [first, ...made]) expect(await logsIn(peer, k)).toBe(k.id === live.id);
       } finally {
         await peer.close();
@@ -492,7 +496,7 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
     await expect(store.createAccount(account('bob@example.com', { aliases: ['alice@example.net'] }))).rejects.toBeInstanceOf(ConflictError);
     expect(await store.getAccount('bob@example.com')).toBeNull();
     await store.createAccount(account('bob@example.com'));
-    expect((await store.listAccounts()).map((x) => x.address)).toEqual(['alice@example.com', 'bob@example.com']);
+    expect((await store.listAccounts()).items.map((x) => x.address)).toEqual(['alice@example.com', 'bob@example.com']);
 
     const events: StoreEvent[] = [];
     store.subscribe((e) => events.push(e));
@@ -584,10 +588,18 @@ export function runKeyStoreConformance(target: ConformanceTarget): void {
       for (const e of errors) expect(e).toBeInstanceOf(StoreUnavailableError);
       expect((errors[0] as Error).message).toMatch(/unavailable/i);
       // Every acknowledged write is there and intact; nothing half-written shows up.
-      const listed = await store.listKeys();
+      const listed = await allKeys(store);
       const byId = new Map(listed.map((k) => [k.id, k]));
       for (const k of keys) expect(byId.get(k.id)).toEqual(k);
       for (const k of listed) expect(await store.findByHash(k.hash)).toEqual(k);
     });
   }
 }
+
+/** Every key the query matches, page by page. */
+async function allKeys(store: KeyStore, query: Omit<KeyQuery, 'cursor' | 'limit'> = {}): Promise<KeyRecord[]> {
+  const out: KeyRecord[] = [];
+  for await (const page of allPages((cursor) => store.listKeys({ ...query, cursor, limit: PAGE_MAX }))) out.push(...page);
+  return out;
+}
+

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newKey } from '../../src/keys/new-key.js';
+import { compactHash, compactId } from '../../src/store/redis-codec.js';
 import { openRedisStore } from '../../src/store/redis.js';
 import type { KeyStore, StoreEvent } from '../../src/store/types.js';
 import { redisAvailable, redisCli, startRedisCluster, type RedisCluster } from '../helpers/redis-server.js';
@@ -21,13 +22,13 @@ describe.skipIf(!redisAvailable())('Redis store on a 3-node Cluster', () => {
   const namespaces = new WeakMap<KeyStore, string>();
   runKeyStoreConformance({
     name: 'redis-cluster',
-    open: async () => {
+    open: async (limits) => {
       const namespace = ns();
-      const store = await openRedisStore(cluster.url, { namespace, touchIntervalMs: 20 });
+      const store = await openRedisStore(cluster.url, { namespace, touchIntervalMs: 20, ...limits });
       namespaces.set(store, namespace);
       return store;
     },
-    openPeer: (store) => openRedisStore(cluster.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20 }),
+    openPeer: (store, limits) => openRedisStore(cluster.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20, ...limits }),
   });
 
   it('keeps every key the store writes in one hash slot', async () => {
@@ -53,7 +54,7 @@ describe.skipIf(!redisAvailable())('Redis store on a 3-node Cluster', () => {
       await store.ensureAccount('b@example.com');
       await store.createAccount({ address: 'c@example.com', aliases: ['c1@example.com'], displayName: null, disabled: false, createdAt: k1.createdAt, upstream: null });
       await store.deleteAccount('c@example.com', new Date().toISOString());
-      expect((await store.listKeys()).map((k) => k.name)).toEqual(['6', '5', '4', '3', '2', '1']);
+      expect((await store.listKeys()).items.map((k) => k.name)).toEqual(['6', '5', '4', '3', '2', '1']);
 
       const names = new Set<string>();
       for (const port of cluster.ports) {
@@ -62,11 +63,17 @@ describe.skipIf(!redisAvailable())('Redis store on a 3-node Cluster', () => {
       const p = `{${namespace}}:`;
       expect([...names].sort()).toEqual(
         [
-          ...[k1, k2, k3, k4, k5, k6].flatMap((k) => [`${p}key:${k.id}`, `${p}hash:${k.hash}`]),
-          `${p}keys`,
+          ...[k1, k2, k3, k4, k5, k6].map((k) => `${p}k:${compactId(k.id)}`),
+          ...new Set([k1, k2, k3, k4, k5, k6].map((k) => `${p}h:${compactHash(k.hash).slice(0, 3)}`)),
+          `${p}live`,
+          `${p}revoked`,
+          `${p}n`,
           `${p}seq`,
-          `${p}acct-keys:a@example.com`,
-          `${p}acct-keys:imp@example.com`,
+          `${p}schema`,
+          `${p}al:a@example.com`,
+          `${p}ar:a@example.com`,
+          `${p}ad:a@example.com`,
+          `${p}al:imp@example.com`,
           `${p}account:a@example.com`,
           `${p}account:b@example.com`,
           `${p}account:imp@example.com`,

@@ -139,15 +139,15 @@ describe.skipIf(!redisAvailable())('Redis store', () => {
   const namespaces = new WeakMap<KeyStore, string>();
   runKeyStoreConformance({
     name: 'redis',
-    open: async () => {
+    open: async (limits) => {
       const namespace = ns();
-      const store = await openRedisStore(server.url, { namespace, touchIntervalMs: 20 });
+      const store = await openRedisStore(server.url, { namespace, touchIntervalMs: 20, ...limits });
       namespaces.set(store, namespace);
       return store;
     },
     restart: () => server.restart(),
     // Another Keygate instance: its own clients on the same Redis and namespace.
-    openPeer: (store) => openRedisStore(server.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20 }),
+    openPeer: (store, limits) => openRedisStore(server.url, { namespace: namespaces.get(store)!, touchIntervalMs: 20, ...limits }),
   });
 
   it('delivers revocations across instances sharing one Redis, each event once', async () => {
@@ -225,7 +225,7 @@ describe.skipIf(!redisAvailable())('Redis store', () => {
       await s1.importKey(record);
       await s1.createAccount({ address: 'b@example.com', aliases: ['bee@example.com'], displayName: null, disabled: false, createdAt: record.createdAt, upstream: null });
       expect(await s2.findByHash(record.hash)).toBeNull();
-      expect(await s2.listAccounts()).toEqual([]);
+      expect((await s2.listAccounts()).items).toEqual([]);
       const names = (await redisCli(server.port, '--scan', '--pattern', `{${n1}}:*`)).split('\n').filter(Boolean);
       expect(names.length).toBeGreaterThanOrEqual(8);
       for (const name of names) expect(name.startsWith(`{${n1}}:`)).toBe(true);
@@ -325,7 +325,7 @@ describe.skipIf(!redisAvailable())('Redis store', () => {
       };
       await store.createKey(odd);
       expect(await store.getKey(odd.id)).toEqual(odd);
-      expect(await store.listKeys({ account: 'weird{tag}@example.com' })).toEqual([odd]);
+      expect((await store.listKeys({ account: 'weird{tag}@example.com' })).items).toEqual([odd]);
       const acct = { address: 'x@example.com', aliases: [], displayName: '', disabled: true, createdAt: base.createdAt, upstream: { a: [1, null, { b: 'c' }], e: {} } };
       expect(await store.createAccount(acct)).toEqual(acct);
       expect(await store.getAccount('X@example.com')).toEqual(acct);

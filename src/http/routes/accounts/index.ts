@@ -5,6 +5,7 @@ import { createAccount, deleteAccount, updateAccount } from '../../../services/a
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
 import { HttpError } from '../../errors.js';
+import { AddressPrefixQuery, NextCursor, PageQuery } from '../../paging.js';
 import { accountView, AccountView, AUTH_ERRORS, ErrorBody, KEY_SECURITY, Nullable } from '../../schemas.js';
 
 export const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
@@ -32,12 +33,18 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = asy
       config: { auth: adminRead },
       schema: {
         tags: ['accounts'],
-        summary: 'List accounts, by address',
+        summary: 'List accounts by address, a page at a time',
+        description: 'Follow `nextCursor` (as `cursor`) until it is null. An account that exists throughout the paging is listed exactly once.',
         security: KEY_SECURITY,
-        response: { 200: Type.Object({ accounts: Type.Array(AccountView) }), ...AUTH_ERRORS },
+        querystring: Type.Object({ ...PageQuery, addressPrefix: AddressPrefixQuery }),
+        response: { 200: Type.Object({ accounts: Type.Array(AccountView), nextCursor: NextCursor }), 400: ErrorBody, ...AUTH_ERRORS },
       },
     },
-    async () => ({ accounts: (await store.listAccounts()).map(accountView) }),
+    async (req) => {
+      const { limit, cursor, addressPrefix } = req.query;
+      const page = await store.listAccounts({ limit, cursor: cursor ?? null, ...(addressPrefix !== undefined && { addressPrefix }) });
+      return { accounts: page.items.map(accountView), nextCursor: page.nextCursor };
+    },
   );
 
   app.post(

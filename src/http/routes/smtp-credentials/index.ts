@@ -29,6 +29,7 @@ import { SetupLinkCapacityError, type SetupLinks } from '../../../setup/setup-li
 import { NotFoundError } from '../../../store/errors.js';
 import type { KeyStore } from '../../../store/types.js';
 import { HttpError } from '../../errors.js';
+import { keyQuery, NamePrefixQuery, NextCursor, PageQuery, StateQuery } from '../../paging.js';
 import { revokeStoredKey } from '../../../services/key-writes.js';
 import {
   AUTH_ERRORS,
@@ -130,26 +131,31 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesOptions
       config: read,
       schema: {
         ...common,
-        summary: `Connection info and the active keys${who}`,
-        description:
-          'Lists active keys only (revoked and expired keys are left out), newest first. `expiresAt`, `lastUsedIp`, `lastUsedProtocol`, `platform` and `deviceId` appear only where set. Never returns a key.',
+        summary: admin ? `Connection info and a page of the keys${who}` : `Connection info and the active keys${who}`,
+        description: admin
+          ? 'Lists the account’s active keys by default (`state` picks others), newest first, a page at a time: follow `nextCursor` (as `cursor`) until it is null. ' +
+            'Optional fields appear only where set. Never returns a key.'
+          : 'Lists active keys only (revoked and expired keys are left out), newest first: as many as the per-account key limit allows. `expiresAt`, `lastUsedIp`, `lastUsedProtocol`, `platform` and `deviceId` appear only where set. Never returns a key.',
         params: BaseParams,
+        ...(admin && { querystring: Type.Object({ ...PageQuery, state: StateQuery('active'), namePrefix: NamePrefixQuery }) }),
         response: {
-          200: Type.Object({ connectionInfo: ConnectionInfo, keys: Type.Array(CredentialKey) }),
-          ...(admin && { 404: ErrorBody }),
+          200: admin
+            ? Type.Object({ connectionInfo: ConnectionInfo, keys: Type.Array(CredentialKey), nextCursor: NextCursor })
+            : Type.Object({ connectionInfo: ConnectionInfo, keys: Type.Array(CredentialKey) }),
+          ...(admin && { 400: ErrorBody, 404: ErrorBody }),
           ...AUTH_ERRORS,
         },
       },
     },
     async (req) => {
       const account = accountOf(req, caller(req));
-      if (admin && !(await store.getAccount(account))) throw new HttpError('not_found', 'No such account');
       const now = new Date();
       const p = config.public;
-      return {
-        connectionInfo: { smtp: p.smtp, pop3: p.pop3, imap: p.imap },
-        keys: (await listCredentials(store, account, now)).map((k) => credentialView(k, now)),
-      };
+      const connectionInfo = { smtp: p.smtp, pop3: p.pop3, imap: p.imap };
+      if (!admin) return { connectionInfo, keys: (await listCredentials(store, account, now)).map((k) => credentialView(k, now)) };
+      if (!(await store.getAccount(account))) throw new HttpError('not_found', 'No such account');
+      const page = await store.listKeys({ ...keyQuery(req.query as Parameters<typeof keyQuery>[0]), account, now });
+      return { connectionInfo, keys: page.items.map((k) => credentialView(k, now)), nextCursor: page.nextCursor };
     },
   );
 

@@ -6,6 +6,7 @@ import type { KeyStore } from '../../../store/types.js';
 import { revokeStoredKey } from '../../../services/key-writes.js';
 import { importExportedKey, issueKey } from '../../../services/keys.js';
 import { HttpError } from '../../errors.js';
+import { AddressPrefixQuery, keyQuery, NamePrefixQuery, NextCursor, PageQuery, StateQuery } from '../../paging.js';
 import { AUTH_ERRORS, ErrorBody, KeyExtrasFields, KeyName, keyName, NullableInput, ScopeName, TokenView, tokenView } from '../../schemas.js';
 
 const adminRead = () => ({ kind: 'admin', access: 'read' }) as const;
@@ -19,12 +20,25 @@ export const tokenRoutes: FastifyPluginAsyncTypebox<{ store: KeyStore }> = async
       config: { auth: adminRead },
       schema: {
         tags: ['tokens'],
-        summary: 'List access tokens',
+        summary: 'List access tokens, newest first, a page at a time',
+        description:
+          'Follow `nextCursor` (as `cursor`) until it is null. Filters combine; a filtered page may hold fewer than `limit` tokens and still name a next cursor. ' +
+          'A token that exists throughout the paging is listed exactly once, whatever is created or revoked meanwhile.',
         security: [{ bearer: [] }],
-        response: { 200: Type.Object({ tokens: Type.Array(TokenView) }), ...AUTH_ERRORS },
+        querystring: Type.Object({
+          ...PageQuery,
+          account: Type.Optional(Type.String({ format: 'email', maxLength: 254, description: 'Only tokens bound to this account' })),
+          state: StateQuery('all'),
+          namePrefix: NamePrefixQuery,
+          addressPrefix: AddressPrefixQuery,
+        }),
+        response: { 200: Type.Object({ tokens: Type.Array(TokenView), nextCursor: NextCursor }), 400: ErrorBody, ...AUTH_ERRORS },
       },
     },
-    async () => ({ tokens: (await store.listKeys()).map(tokenView) }),
+    async (req) => {
+      const page = await store.listKeys({ ...keyQuery(req.query), ...(req.query.account !== undefined && { account: req.query.account }) });
+      return { tokens: page.items.map(tokenView), nextCursor: page.nextCursor };
+    },
   );
 
   app.post(
