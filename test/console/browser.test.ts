@@ -403,6 +403,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await signInAsAdmin(page);
     await page.goto('/#/admin/tokens');
     await page.getByRole('heading', { name: 'Access tokens' }).waitFor();
+    // The list's own request must be answered first: ended while it is in flight, the page would leave for sign-in before the click.
+    await page.getByRole('table', { name: 'Access tokens' }).waitFor();
     // The session ends on the server (as at its idle timeout); the page finds out at its next request.
     const cookie = (await sessionCookie(context))!;
     await server.store.deleteValue(`console-session:${createHash('sha256').update(cookie.value).digest('hex')}`);
