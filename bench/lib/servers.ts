@@ -1,9 +1,8 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { freePort } from '../../test/helpers/free-port.js';
+import { canConnect, freePort } from '../../test/helpers/free-port.js';
 
 const run = promisify(execFile);
 export const ROOT = join(import.meta.dirname, '..', '..');
@@ -31,17 +30,6 @@ export interface KeygateServer {
   pid: number;
   ports: { imap: number; imaps: number; pop3: number; pop3s: number; smtp: number; smtps: number; http: number };
   stop(): Promise<void>;
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 /** Issues a key bound to `account` with the mail scopes, through the built CLI. */
@@ -83,7 +71,7 @@ export async function startKeygate(dir: string, name: string, storeFlags: string
   const deadline = Date.now() + 30_000;
   // Ready once every mail port answers (they open after the control plane; logs may be off).
   const mailPorts = [ports.imap, ports.imaps, ports.pop3, ports.pop3s, ports.smtp, ports.smtps];
-  while (!(await Promise.all(mailPorts.map(accepts))).every(Boolean)) {
+  while (!(await Promise.all(mailPorts.map(canConnect))).every(Boolean)) {
     if (child.exitCode !== null) throw new Error(`keygate serve exited (${child.exitCode}): ${readFileSync(logPath, 'utf8').slice(-2000)}`);
     if (Date.now() > deadline) throw new Error(`keygate serve did not start: ${readFileSync(logPath, 'utf8').slice(-2000)}`);
     await sleep(50);

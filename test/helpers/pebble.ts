@@ -1,9 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
-import { connect, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { canConnect } from './free-port.js';
 
 /** Why ACME tests are skipped, printed once. */
 export const PEBBLE_SKIP_REASON = 'pebble / pebble-challtestsrv (apt pebble) or openssl not found: skipping the ACME tests';
@@ -39,17 +40,6 @@ export function freePort(): Promise<number> {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host: '127.0.0.1', port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 // Every process we start, so a crashed test run never leaves one behind.
 const children = new Set<ChildProcess>();
@@ -145,7 +135,7 @@ export async function startPebble(options: PebbleOptions): Promise<RunningPebble
     child.stdout!.on('data', append);
     child.stderr!.on('data', append);
     const deadline = Date.now() + 15_000;
-    while (!((await accepts(acmePort)) && (await accepts(managementPort)) && (await accepts(dnsManagementPort)))) {
+    while (!((await canConnect(acmePort)) && (await canConnect(managementPort)) && (await canConnect(dnsManagementPort)))) {
       if (child.exitCode !== null) throw new Error(`pebble exited (${child.exitCode}): ${safeRead(log).slice(-2000)}`);
       if (dns.exitCode !== null) throw new Error(`pebble-challtestsrv exited (${dns.exitCode}): ${safeRead(dnsLog)}`);
       if (Date.now() > deadline) throw new Error(`pebble did not start: ${safeRead(log).slice(-2000)}`);
