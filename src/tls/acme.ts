@@ -147,16 +147,21 @@ export class AcmeManager {
     } catch (err) {
       // Shutting down: the store may be closing under an attempt; nothing to retry or report.
       if (this.stopped) return;
-      this.failures++;
-      next = Math.min(this.timing.retryMs * 2 ** (this.failures - 1), this.timing.maxRetryMs);
-      const reason = await describeError(err, this.settings.directory);
-      // One line per attempt; the certificate in service (if any) stays.
-      this.log.warn(
-        { directory: this.settings.directory, names: this.settings.names, err: reason, attempt: this.failures, retryInMs: next, serving: this.cert?.fingerprint256 ?? null },
-        'ACME: could not get a certificate; the current one stays in service',
-      );
+      next = err instanceof ReportedFailure ? err.retryInMs : await this.reportFailure(err);
     }
     this.schedule(next);
+  }
+
+  /** One warn line per failed attempt (the certificate in service, if any, stays); returns the wait before the next. */
+  private async reportFailure(err: unknown): Promise<number> {
+    this.failures++;
+    const next = Math.min(this.timing.retryMs * 2 ** (this.failures - 1), this.timing.maxRetryMs);
+    const reason = await describeError(err, this.settings.directory);
+    this.log.warn(
+      { directory: this.settings.directory, names: this.settings.names, err: reason, attempt: this.failures, retryInMs: next, serving: this.cert?.fingerprint256 ?? null },
+      'ACME: could not get a certificate; the current one stays in service',
+    );
+    return next;
   }
 
   private async renewUnderLock(): Promise<void> {
@@ -173,6 +178,11 @@ export class AcmeManager {
       const pair = await this.order();
       await this.store.putValue(`acme:cert:${this.id}`, JSON.stringify({ certPem: pair.certPem, keyPem: pair.keyPem }), Math.max(1000, pair.notAfter - this.timing.now()));
       this.adopt(pair, 'ACME certificate issued');
+    } catch (err) {
+      if (this.stopped) throw err;
+      // Reported while the lock is still ours, so that the log of several
+      // instances reads in order: a failure, then another instance's order.
+      throw new ReportedFailure(await this.reportFailure(err));
     } finally {
       await this.store.deleteValue(lock, holder).catch(() => {});
     }
@@ -246,6 +256,13 @@ export class AcmeManager {
     const winner = await this.store.getValue(name);
     if (winner === null) throw new Error('the ACME account key vanished from the store');
     return winner;
+  }
+}
+
+/** A failed order already logged under the lock; carries the wait before the next attempt. */
+class ReportedFailure extends Error {
+  constructor(readonly retryInMs: number) {
+    super('ACME order failed (reported)');
   }
 }
 
