@@ -5,9 +5,14 @@
  *
  * - `FETCH 1:* (BODY.PEEK[])` of the whole mailbox: MB/s;
  * - `SELECT INBOX` and `NOOP` round trips on one connection: p50/p99 latency;
- * - login cycles (connect → greeting → LOGIN → LOGOUT) at concurrency 1, 8
- *   and 32, from forked load processes: cycles/s, and Keygate's CPU per
- *   1,000 cycles.
+ * - login cycles (IMAP connect → greeting → LOGIN → LOGOUT, POP3 greeting →
+ *   USER → PASS → QUIT) at concurrency 1, 8 and 32, from forked load
+ *   processes: cycles/s, and the CPU per login of Keygate and, as the anchor
+ *   for a relay, of nginx's mail proxy (one process, auth answered statically
+ *   by its own http block with the same master login) in front of the same
+ *   Dovecot;
+ * - idle logged-in IMAP sessions held open through Keygate and through
+ *   nginx: PSS per session.
  *
  * Reports throughput ratios (Keygate / direct) and added p50 latency per
  * command. Targets: ≥ 90 % of direct throughput, added p50 < 0.2 ms.
@@ -17,17 +22,25 @@
  * Knobs (environment): BENCH_SECONDS (login cycles per cell, default 2.5),
  * BENCH_MESSAGES (default 1000), BENCH_MESSAGE_KB (default 10),
  * BENCH_ROUNDS (FETCH repetitions per side, default 30), BENCH_RTT (round trips per
- * command, default 2000), BENCH_WORKERS (default 2).
+ * command, default 2000), BENCH_WORKERS (default 2), BENCH_IDLE (idle sessions
+ * held, default 1000), BENCH_PARTS (comma list of fetch, rtt, logins, idle;
+ * default all), BENCH_CPU_PROF (a directory: Keygate runs with `--cpu-prof`
+ * and writes its profile there when the bench stops it; with
+ * BENCH_PARTS=logins the profile is the login load and start-up),
+ * BENCH_CPU_PROF_INTERVAL (sampling interval, µs, default 200).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { cpus, release, tmpdir, totalmem } from 'node:os';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import nodemailer from 'nodemailer';
 import { dovecotAvailable, startDovecot, type RunningDovecot } from '../test/helpers/dovecot.js';
 import { LoadPool } from './lib/load.js';
-import { processCpu } from './lib/proc.js';
+import { processCpu, processPss } from './lib/proc.js';
+import type { Target } from './lib/load-worker.js';
+import { freePort, canConnect } from '../test/helpers/free-port.js';
+import { NGINX, NGINX_MAIL_MODULE } from '../test/helpers/tools.js';
 import { fmt, quantile, sortNumbers, table } from './lib/stats.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2.5);
@@ -36,6 +49,9 @@ const MESSAGE_KB = Number(process.env.BENCH_MESSAGE_KB ?? 10);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 30);
 const RTT = Number(process.env.BENCH_RTT ?? 2000);
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
+const IDLE = Number(process.env.BENCH_IDLE ?? 1000);
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'fetch,rtt,logins,idle').split(',').map((p) => p.trim()));
+const CPU_PROF = process.env.BENCH_CPU_PROF;
 const ACCOUNT = 'bench@example.com';
 const PASSWORD = 'bench-upstream-pw';
 const MASTER = { user: 'keygate', password: 'bench-master-pw' };
@@ -49,11 +65,12 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 interface ServeArgs {
   dir: string;
   imapPort: number;
-  lmtpPort: number;
+  pop3Port: number;
 }
 
 interface ServeReady {
   imap: number;
+  pop3: number;
   key: string;
 }
 
@@ -69,15 +86,19 @@ async function serve(args: ServeArgs): Promise<void> {
       'db.path': join(args.dir, 'keygate.db'),
       'http.port': 0,
       'smtp.enabled': false,
-      'pop3.enabled': false,
       'imap.port': 0,
       'imap.securePort': 0,
+      'pop3.port': 0,
+      'pop3.securePort': 0,
       'tls.dir': join(args.dir, 'certs'),
       'limits.connectionsPerIp': 0,
       'log.level': 'warn',
       'upstream.imap.host': '127.0.0.1',
       'upstream.imap.port': args.imapPort,
       'upstream.imap.tls': 'none',
+      'upstream.pop3.host': '127.0.0.1',
+      'upstream.pop3.port': args.pop3Port,
+      'upstream.pop3.tls': 'none',
       'upstream.master.user': MASTER.user,
       'upstream.master.password': MASTER.password,
     },
@@ -85,8 +106,8 @@ async function serve(args: ServeArgs): Promise<void> {
   const logger = createLogger(config.log.level);
   const backends = createBackends(config, null, logger);
   const server = await startServer(config, logger, { backends });
-  const { key } = await issueKey(server.store, 'operator', { name: 'bench', account: ACCOUNT, scopes: ['imap'] });
-  const ready: ServeReady = { imap: server.listeners.get('imap').address().port, key };
+  const { key } = await issueKey(server.store, 'operator', { name: 'bench', account: ACCOUNT, scopes: ['imap', 'pop3'] });
+  const ready: ServeReady = { imap: server.listeners.get('imap').address().port, pop3: server.listeners.get('pop3').address().port, key };
   process.stdout.write(`${JSON.stringify(ready)}\n`);
   const stop = async (): Promise<void> => {
     await server.close();
@@ -98,7 +119,9 @@ async function serve(args: ServeArgs): Promise<void> {
 }
 
 async function startKeygate(args: ServeArgs): Promise<{ child: ChildProcess; ready: ServeReady; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', import.meta.filename, '--serve', JSON.stringify(args)], {
+  const prof = CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF, '--cpu-prof-interval', process.env.BENCH_CPU_PROF_INTERVAL ?? '200'] : [];
+  if (CPU_PROF) mkdirSync(CPU_PROF, { recursive: true });
+  const child = spawn(process.execPath, [...prof, '--import', 'tsx', import.meta.filename, '--serve', JSON.stringify(args)], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, NODE_ENV: 'production' },
   });
@@ -119,6 +142,76 @@ async function startKeygate(args: ServeArgs): Promise<{ child: ChildProcess; rea
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGTERM');
       await Promise.race([exited, sleep(10_000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------
+// The anchor for a relay: nginx's mail proxy in one process (no master), its
+// auth_http answered by its own http block with a static reply that names
+// the same Dovecot and the same master login Keygate uses, so nginx does no
+// key check: what it costs is the relay's floor.
+
+interface RunningNginx {
+  pid: number;
+  imap: number;
+  pop3: number;
+  stop(): Promise<void>;
+}
+
+async function startNginx(dir: string, dc: RunningDovecot): Promise<RunningNginx> {
+  const [imap, pop3, auth] = await Promise.all([freePort(), freePort(), freePort()]);
+  const root = join(dir, 'nginx');
+  mkdirSync(join(root, 'logs'), { recursive: true });
+  writeFileSync(
+    join(root, 'nginx.conf'),
+    `load_module ${NGINX_MAIL_MODULE};
+daemon off;
+master_process off;
+worker_processes 1;
+pid ${root}/nginx.pid;
+error_log ${root}/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  map $http_auth_protocol $bench_port { imap ${dc.imapPort}; pop3 ${dc.pop3Port}; }
+  server {
+    listen 127.0.0.1:${auth};
+    location = /auth {
+      add_header Auth-Status OK;
+      add_header Auth-Server 127.0.0.1;
+      add_header Auth-Port $bench_port;
+      add_header Auth-User "${ACCOUNT}*${MASTER.user}";
+      add_header Auth-Pass "${MASTER.password}";
+      return 204;
+    }
+  }
+}
+mail {
+  server_name keygate-bench;
+  auth_http 127.0.0.1:${auth}/auth;
+  server { listen 127.0.0.1:${imap}; protocol imap; imap_auth login plain; }
+  server { listen 127.0.0.1:${pop3}; protocol pop3; pop3_auth plain; }
+}
+`,
+  );
+  const child = spawn('nginx', ['-p', root, '-e', join(root, 'logs', 'error.log'), '-c', join(root, 'nginx.conf')], { stdio: 'ignore' });
+  const deadline = Date.now() + 10_000;
+  while (!((await canConnect(imap)) && (await canConnect(pop3)))) {
+    if (child.exitCode !== null) throw new Error(`nginx exited (${child.exitCode}); see ${root}/logs/error.log`);
+    if (Date.now() > deadline) throw new Error('nginx did not start');
+    await sleep(50);
+  }
+  return {
+    pid: child.pid!,
+    imap,
+    pop3,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, sleep(5_000)]);
       if (child.exitCode === null) child.kill('SIGKILL');
     },
   };
@@ -283,6 +376,13 @@ async function roundTrips(sides: [Side, Side], command: string, n: number): Prom
   }) as [RttResult, RttResult];
 }
 
+/** Runs `load` and returns its result with the CPU seconds process `pid` used meanwhile. */
+async function cpuOf<T>(pid: number, load: () => Promise<T>): Promise<{ result: T; cpu: number }> {
+  const cpu0 = processCpu(pid);
+  const result = await load();
+  return { result, cpu: processCpu(pid) - cpu0 };
+}
+
 async function fillMailbox(dc: RunningDovecot): Promise<void> {
   const t = nodemailer.createTransport({ pool: true, host: '127.0.0.1', port: dc.lmtpPort, lmtp: true, ignoreTLS: true, maxConnections: 4, logger: false });
   const line = 'The quick brown fox jumps over the lazy dog. 0123456789 abcdefghijklmnopqrstuvwxyz';
@@ -312,12 +412,14 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'keygate-bench-proxy-'));
   let dc: RunningDovecot | null = null;
   let keygate: Awaited<ReturnType<typeof startKeygate>> | null = null;
+  let nginx: RunningNginx | null = null;
   let pool: LoadPool | null = null;
   let cleaned = false;
   const cleanup = async (): Promise<void> => {
     if (cleaned) return;
     cleaned = true;
     pool?.close();
+    await nginx?.stop();
     await keygate?.stop();
     await dc?.stop();
     rmSync(dir, { recursive: true, force: true });
@@ -329,77 +431,100 @@ async function main(): Promise<void> {
     dc = await startDovecot({ users: [{ user: ACCOUNT, password: PASSWORD }], master: MASTER, tuned: true });
     progress(`filling the mailbox with ${MESSAGES} messages of ~${MESSAGE_KB} KB`);
     await fillMailbox(dc);
-    progress('starting Keygate (IMAP listener + proxy backend)');
-    keygate = await startKeygate({ dir, imapPort: dc.imapPort, lmtpPort: dc.lmtpPort });
+    progress('starting Keygate (IMAP and POP3 listeners + proxy backends)');
+    keygate = await startKeygate({ dir, imapPort: dc.imapPort, pop3Port: dc.pop3Port });
+    const kPid = keygate.child.pid!;
+    if (NGINX.found && NGINX.missing === null) {
+      progress('starting nginx (mail proxy, static auth)');
+      nginx = await startNginx(dir, dc);
+    } else progress(`no nginx anchor: ${NGINX.missing ?? NGINX.skipReason}`);
     const direct: Side = { name: 'direct', port: dc.imapPort, pass: PASSWORD };
     const through: Side = { name: 'keygate', port: keygate.ready.imap, pass: keygate.ready.key };
 
-    progress('FETCH 1:* (BODY.PEEK[])');
-    const [fDirect, fKeygate] = await fetchAll([direct, through]);
-    const cpuPerMb = await relayCpu(through, keygate.child.pid!, 20);
-    progress('SELECT / NOOP round trips');
-    const rtt: Record<string, { direct: RttResult; keygate: RttResult }> = {};
-    for (const cmd of ['NOOP', 'SELECT INBOX']) {
-      const [d, k] = await roundTrips([direct, through], cmd, cmd === 'NOOP' ? RTT : Math.max(100, Math.floor(RTT / 4)));
-      rtt[cmd] = { direct: d, keygate: k };
-    }
-
-    progress('login cycles');
-    pool = new LoadPool(WORKERS);
-    const logins: Array<{ c: number; direct: number; keygate: number; kP50: number; dP50: number; cpuPer1000: number; errors: number }> = [];
-    for (const c of [1, 8, 32]) {
-      const dRes = await pool.run({ protocol: 'imap', port: direct.port, tls: false, creds: { user: ACCOUNT, pass: PASSWORD } }, c, SECONDS * 1000);
-      const cpu0 = processCpu(keygate.child.pid!);
-      const kRes = await pool.run({ protocol: 'imap', port: through.port, tls: false, creds: { user: ACCOUNT, pass: through.pass } }, c, SECONDS * 1000);
-      const cpu = processCpu(keygate.child.pid!) - cpu0;
-      logins.push({
-        c,
-        direct: dRes.cyclesPerSecond,
-        keygate: kRes.cyclesPerSecond,
-        dP50: dRes.loginP50,
-        kP50: kRes.loginP50,
-        cpuPer1000: (cpu / Math.max(1, kRes.cycles)) * 1000,
-        errors: dRes.errors + kRes.errors,
-      });
-      if (kRes.firstError || dRes.firstError) progress(`  errors at c=${c}: ${kRes.firstError ?? dRes.firstError}`);
-    }
-
     const pct = (k: number, d: number): string => `${fmt((k / d) * 100, 1)} %`;
     const out: string[] = [];
-    out.push(`## IMAP proxy benchmark (npm run bench:proxy)\n`);
-    out.push(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${fmt(totalmem() / 2 ** 30, 1)} GiB, Linux ${release()}, Node ${process.version}; Dovecot tuned (service_count = 0), ${MESSAGES} messages of ~${MESSAGE_KB} KB; plaintext on loopback.\n`);
-    out.push(
-      table(
-        ['measure', 'direct Dovecot', 'through Keygate', 'Keygate / direct', 'added'],
-        [
-          [`FETCH 1:* (BODY.PEEK[]) (${fmt(fDirect.bytes / 1e6, 1)} MB)`, `${fmt(fDirect.mbPerSecond, 0)} MB/s`, `${fmt(fKeygate.mbPerSecond, 0)} MB/s`, pct(fKeygate.mbPerSecond, fDirect.mbPerSecond), `${fmt(fKeygate.mean - fDirect.mean, 1)} ms per FETCH (mean)`],
-          ...Object.entries(rtt).map(([cmd, r]) => [
-            `${cmd} round trip (p50 / p99)`,
-            `${fmt(r.direct.p50, 3)} / ${fmt(r.direct.p99, 3)} ms`,
-            `${fmt(r.keygate.p50, 3)} / ${fmt(r.keygate.p99, 3)} ms`,
-            pct(r.keygate.perSecond, r.direct.perSecond),
-            `${fmt(r.keygate.p50 - r.direct.p50, 3)} ms`,
-          ]),
-          ...logins.map((l) => [
-            `login cycles/s, c=${l.c} (login p50)`,
-            `${fmt(l.direct, 0)} (${fmt(l.dP50, 2)} ms)`,
-            `${fmt(l.keygate, 0)} (${fmt(l.kP50, 2)} ms)`,
-            pct(l.keygate, l.direct),
-            `${fmt(l.kP50 - l.dP50, 2)} ms`,
-          ]),
-        ],
-      ),
-    );
-    out.push(`\nKeygate CPU per MB relayed (FETCH, 20 × ${fmt(fKeygate.bytes / 1e6, 1)} MB on one session): ${fmt(cpuPerMb, 2)} ms.`);
-    out.push(`Keygate CPU per 1,000 proxied login cycles: ${logins.map((l) => `c=${l.c}: ${fmt(l.cpuPer1000, 2)} s`).join(', ')}.`);
-    const errors = logins.reduce((s, l) => s + l.errors, 0);
-    if (errors) out.push(`Login cycle errors: ${errors}.`);
-    const verdicts = [
-      `FETCH throughput ${pct(fKeygate.mbPerSecond, fDirect.mbPerSecond)} of direct (target ≥ 90 %): ${fKeygate.mbPerSecond >= 0.9 * fDirect.mbPerSecond ? 'met' : 'MISSED'}`,
-      ...Object.entries(rtt).map(([cmd, r]) => `${cmd} added p50 ${fmt((r.keygate.p50 - r.direct.p50) * 1000, 0)} µs (target < 200 µs): ${r.keygate.p50 - r.direct.p50 < 0.2 ? 'met' : 'MISSED'}`),
-    ];
+    out.push(`## IMAP/POP3 proxy benchmark (npm run bench:proxy)\n`);
+    out.push(`Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'CPU'}, ${fmt(totalmem() / 2 ** 30, 1)} GiB, Linux ${release()}, Node ${process.version}; Dovecot tuned (service_count = 0), ${MESSAGES} messages of ~${MESSAGE_KB} KB; plaintext on loopback; load average ${loadavg().map((l) => fmt(l, 2)).join(' ')} at the start.\n`);
+    const rows: string[][] = [];
+    const verdicts: string[] = [];
+
+    if (PARTS.has('fetch')) {
+      progress('FETCH 1:* (BODY.PEEK[])');
+      const [fDirect, fKeygate] = await fetchAll([direct, through]);
+      const cpuPerMb = await relayCpu(through, kPid, 20);
+      rows.push([`FETCH 1:* (BODY.PEEK[]) (${fmt(fDirect.bytes / 1e6, 1)} MB)`, `${fmt(fDirect.mbPerSecond, 0)} MB/s`, `${fmt(fKeygate.mbPerSecond, 0)} MB/s`, pct(fKeygate.mbPerSecond, fDirect.mbPerSecond), `${fmt(fKeygate.mean - fDirect.mean, 1)} ms per FETCH (mean)`]);
+      verdicts.push(`FETCH throughput ${pct(fKeygate.mbPerSecond, fDirect.mbPerSecond)} of direct (target ≥ 90 %): ${fKeygate.mbPerSecond >= 0.9 * fDirect.mbPerSecond ? 'met' : 'MISSED'}`);
+      verdicts.push(`Keygate CPU per MB relayed (FETCH, 20 × ${fmt(fKeygate.bytes / 1e6, 1)} MB on one session): ${fmt(cpuPerMb, 2)} ms`);
+    }
+    if (PARTS.has('rtt')) {
+      progress('SELECT / NOOP round trips');
+      for (const cmd of ['NOOP', 'SELECT INBOX']) {
+        const [d, k] = await roundTrips([direct, through], cmd, cmd === 'NOOP' ? RTT : Math.max(100, Math.floor(RTT / 4)));
+        rows.push([`${cmd} round trip (p50 / p99)`, `${fmt(d.p50, 3)} / ${fmt(d.p99, 3)} ms`, `${fmt(k.p50, 3)} / ${fmt(k.p99, 3)} ms`, pct(k.perSecond, d.perSecond), `${fmt(k.p50 - d.p50, 3)} ms`]);
+        verdicts.push(`${cmd} added p50 ${fmt((k.p50 - d.p50) * 1000, 0)} µs (target < 200 µs): ${k.p50 - d.p50 < 0.2 ? 'met' : 'MISSED'}`);
+      }
+    }
+    if (rows.length) out.push(table(['measure', 'direct Dovecot', 'through Keygate', 'Keygate / direct', 'added'], rows));
+
+    if (PARTS.has('logins')) {
+      pool ??= new LoadPool(WORKERS);
+      const logins: string[][] = [];
+      const worst: Record<string, { keygate: number; nginx: number }> = {};
+      for (const protocol of ['imap', 'pop3'] as const) {
+        const dcPort = protocol === 'imap' ? dc.imapPort : dc.pop3Port;
+        const target = (port: number, pass: string): Target => ({ protocol, port, tls: false, creds: { user: ACCOUNT, pass } });
+        for (const c of [1, 8, 32]) {
+          progress(`${protocol} login cycles, c=${c}`);
+          const d = await pool.run(target(dcPort, PASSWORD), c, SECONDS * 1000);
+          const k = await cpuOf(kPid, () => pool!.run(target(protocol === 'imap' ? keygate!.ready.imap : keygate!.ready.pop3, keygate!.ready.key), c, SECONDS * 1000));
+          const n = nginx ? await cpuOf(nginx.pid, () => pool!.run(target(protocol === 'imap' ? nginx!.imap : nginx!.pop3, PASSWORD), c, SECONDS * 1000)) : null;
+          const kMs = (k.cpu / Math.max(1, k.result.cycles)) * 1000;
+          const nMs = n ? (n.cpu / Math.max(1, n.result.cycles)) * 1000 : Number.NaN;
+          const w = (worst[protocol] ??= { keygate: 0, nginx: 0 });
+          w.keygate = Math.max(w.keygate, kMs);
+          w.nginx = Math.max(w.nginx, nMs);
+          for (const r of [d, k.result, n?.result]) if (r?.firstError) progress(`  errors at c=${c}: ${r.errors} (${r.firstError})`);
+          logins.push([
+            `${protocol.toUpperCase()} c=${c}`,
+            `${fmt(d.cyclesPerSecond, 0)} (${fmt(d.loginP50, 2)} ms)`,
+            `${fmt(k.result.cyclesPerSecond, 0)} (${fmt(k.result.loginP50, 2)} ms)`,
+            fmt(kMs, 3),
+            n ? `${fmt(n.result.cyclesPerSecond, 0)} (${fmt(n.result.loginP50, 2)} ms)` : '–',
+            fmt(nMs, 3),
+            String(d.errors + k.result.errors + (n?.result.errors ?? 0)),
+          ]);
+        }
+      }
+      out.push(`\nLogin cycles/s (login p50) and the relay's CPU per proxied login, ms:\n`);
+      out.push(table(['protocol, concurrency', 'direct Dovecot', 'through Keygate', 'Keygate CPU/login', 'through nginx', 'nginx CPU/login', 'errors'], logins));
+      for (const [p, w] of Object.entries(worst)) verdicts.push(`${p.toUpperCase()} proxied login: at most ${fmt(w.keygate, 3)} ms of Keygate CPU (target ≤ 0.3 ms): ${w.keygate <= 0.3 ? 'met' : 'MISSED'}; nginx ${fmt(w.nginx, 3)} ms`);
+    }
+
+    if (PARTS.has('idle')) {
+      pool ??= new LoadPool(WORKERS);
+      const idle: string[][] = [];
+      const sides: Array<[string, number, number, string]> = [['Keygate', kPid, keygate.ready.imap, keygate.ready.key]];
+      if (nginx) sides.push(['nginx', nginx.pid, nginx.imap, PASSWORD]);
+      for (const [name, pid, port, pass] of sides) {
+        progress(`${IDLE} idle IMAP sessions through ${name}`);
+        await sleep(1000);
+        const before = processPss(pid);
+        const held = await pool.hold({ protocol: 'imap', port, tls: false, creds: { user: ACCOUNT, pass } }, IDLE);
+        await sleep(2000);
+        const after = processPss(pid);
+        await pool.release();
+        if (held.firstError) progress(`  errors: ${held.errors} (${held.firstError})`);
+        const kb = (after - before) / 1024 / Math.max(1, held.held);
+        idle.push([name, String(held.held), fmt(before / 2 ** 20, 1), fmt(after / 2 ** 20, 1), fmt(kb, 1)]);
+        if (name === 'Keygate') verdicts.push(`Idle proxied IMAP session: ${fmt(kb, 1)} KB in Keygate (target ≤ 16 KB): ${kb <= 16 ? 'met' : 'MISSED'}`);
+        await sleep(1000);
+      }
+      out.push(`\nIdle logged-in IMAP sessions held through the relay (PSS of the relay's process):\n`);
+      out.push(table(['relay', 'sessions', 'PSS before MB', 'PSS after MB', 'KB per session'], idle));
+    }
+
     out.push(`\n${verdicts.map((v) => `- ${v}`).join('\n')}`);
-    out.push(`\nA login through Keygate is two logins (Keygate's key check, then Dovecot's master login), so login cycles are compared, not targeted.`);
+    out.push(`\nA login through Keygate is two logins (Keygate's key check, then Dovecot's master login); nginx's is one (its auth answer is static).`);
     console.log(out.join('\n'));
   } finally {
     await cleanup();
