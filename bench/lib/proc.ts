@@ -13,6 +13,10 @@ export const CLK_TCK = (() => {
 interface Stat {
   pid: number;
   ppid: number;
+  /** utime, seconds. */
+  user: number;
+  /** stime, seconds. */
+  system: number;
   /** utime + stime, seconds. */
   cpu: number;
   /** cutime + cstime (children already waited for), seconds. */
@@ -30,12 +34,18 @@ function readStat(pid: number): Stat | null {
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
   // f[0] is field 3 (state): field n is f[n - 3].
   const n = (field: number): number => Number(f[field - 3]);
-  return { pid, ppid: n(4), cpu: (n(14) + n(15)) / CLK_TCK, childCpu: (n(16) + n(17)) / CLK_TCK };
+  return { pid, ppid: n(4), user: n(14) / CLK_TCK, system: n(15) / CLK_TCK, cpu: (n(14) + n(15)) / CLK_TCK, childCpu: (n(16) + n(17)) / CLK_TCK };
 }
 
 /** CPU seconds (user + system) a process has used. */
 export function processCpu(pid: number): number {
   return readStat(pid)?.cpu ?? 0;
+}
+
+/** CPU seconds a process has used in user space and in the kernel. */
+export function processTimes(pid: number): { user: number; system: number } {
+  const s = readStat(pid);
+  return { user: s?.user ?? 0, system: s?.system ?? 0 };
 }
 
 /** Every live process descended from `root`, root included. */

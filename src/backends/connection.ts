@@ -4,6 +4,8 @@ import { AdaptiveReads } from './adaptive-reads.js';
 import { upstreamAddress, type UpstreamServer } from './routing.js';
 import type { PipeSession } from './types.js';
 
+const EMPTY = Buffer.alloc(0);
+
 /** Longest line accepted from an upstream before login (guards memory against a broken server). */
 const MAX_LINE = 64 * 1024;
 
@@ -72,7 +74,7 @@ export function connectSocket(server: UpstreamServer, timeouts: Pick<Timeouts, '
  * after the last consumed byte: anything read ahead is pushed back.
  */
 export class UpstreamConnection {
-  private buffer: Buffer = Buffer.alloc(0);
+  private buffer: Buffer = EMPTY;
   private waiter: (() => void) | null = null;
   private failure: Error | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -127,7 +129,8 @@ export class UpstreamConnection {
       const i = this.buffer.indexOf('\r\n');
       if (i >= 0) {
         const line = this.buffer.toString('latin1', 0, i);
-        this.buffer = this.buffer.subarray(i + 2);
+        // A consumed chunk is let go of at once (an empty view would keep it alive).
+        this.buffer = i + 2 === this.buffer.length ? EMPTY : this.buffer.subarray(i + 2);
         return line;
       }
       if (this.buffer.length > MAX_LINE) throw this.abort(new UpstreamError('upstream sent an overlong line', 'protocol'));
@@ -140,7 +143,7 @@ export class UpstreamConnection {
     if (n > MAX_LINE) throw this.abort(new UpstreamError('upstream sent an oversized literal before login', 'protocol'));
     while (this.buffer.length < n) await this.more();
     const out = this.buffer.subarray(0, n);
-    this.buffer = this.buffer.subarray(n);
+    this.buffer = n === this.buffer.length ? EMPTY : this.buffer.subarray(n);
     return out;
   }
 
@@ -151,7 +154,7 @@ export class UpstreamConnection {
   /** STARTTLS / STLS: the upgrade after the server said go ahead; pre-TLS read-ahead is discarded (RFC 3207 §4.2). */
   async startTls(): Promise<void> {
     this.detachListeners();
-    this.buffer = Buffer.alloc(0);
+    this.buffer = EMPTY;
     const plain = this.socket;
     this.socket = await new Promise<TLSSocket>((resolve, reject) => {
       const s = tlsConnect({ socket: plain, servername: sni(this.server.host), rejectUnauthorized: this.server.verifyCert, minVersion: 'TLSv1.2' });
@@ -179,8 +182,9 @@ export class UpstreamConnection {
     this.detachListeners();
     const { socket, reads } = this;
     socket.pause();
-    const readAhead = this.buffer;
-    this.buffer = Buffer.alloc(0);
+    // Even an empty view keeps its whole read buffer alive: only bytes are kept, and only until relayed.
+    let readAhead: Buffer | null = this.buffer.length > 0 ? this.buffer : null;
+    this.buffer = EMPTY;
     return {
       socket,
       relay(sink) {
@@ -188,7 +192,9 @@ export class UpstreamConnection {
         else socket.on('data', sink);
         socket.resume();
         // Synchronous, so no read can overtake it; a full client buffer may pause the socket again.
-        if (readAhead.length > 0) sink(readAhead);
+        const rest = readAhead;
+        readAhead = null;
+        if (rest) sink(rest);
       },
       close: () => void socket.destroy(),
     };

@@ -63,7 +63,8 @@ export async function openRoute<T>(routes: RouteSource, ctx: SessionContext, log
   const started = performance.now();
   try {
     const result = await fn(route);
-    logger.debug({ ...sessionFields(ctx), ...describeRoute(route), ms: Math.round((performance.now() - started) * 100) / 100 }, 'upstream session open');
+    // Built only when it is written: every proxied login passes here.
+    if (logger.isLevelEnabled('debug')) logger.debug({ ...sessionFields(ctx), ...describeRoute(route), ms: Math.round((performance.now() - started) * 100) / 100 }, 'upstream session open');
     return result;
   } catch (err) {
     const stage = err instanceof UpstreamError ? err.stage : 'internal';

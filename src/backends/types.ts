@@ -50,7 +50,7 @@ export interface PipeSession {
   socket: Duplex;
   /** Starts delivering the upstream's bytes, beginning with any read past the login reply. Called once. */
   relay(sink: (chunk: Buffer) => void): void;
-  /** Post-login capabilities to announce in the tagged OK (IMAP). */
+  /** Post-login capabilities to announce in the tagged OK (IMAP); dropped once the session is spliced. */
   capabilities?: string[];
   close(): void;
 }

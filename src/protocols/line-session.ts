@@ -489,6 +489,8 @@ export abstract class LineSession<P extends LineProtocol = LineProtocol> impleme
     const client = this.socket;
     client.off('data', this.onData);
     client.off('drain', this.onDrain);
+    // Announced in the login reply, not needed again: a live session keeps no upstream text.
+    delete pipe.capabilities;
     const rest = this.framer.takeRest();
     if (rest) pipe.socket.write(rest);
     const onRelay = this.relayWatcher();

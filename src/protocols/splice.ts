@@ -35,10 +35,32 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
   const upstream = pipe.socket;
   let stopped = false;
   let upstreamPaused = false;
+  let clientPaused = false;
 
   const resumeUpstream = (): void => {
     upstreamPaused = false;
     if (!stopped) upstream.resume();
+  };
+  const resumeClient = (): void => {
+    clientPaused = false;
+    if (!stopped) client.resume();
+  };
+  // Client → upstream: small commands, or an APPEND's literal; the client is
+  // paused while the upstream's buffer is full. (What .pipe() does, with two
+  // listeners instead of its seven and their closures, per session.)
+  const toUpstream = (chunk: Buffer): void => {
+    if (stopped) return;
+    if (!upstream.write(chunk)) holdClient();
+  };
+  const holdClient = (): void => {
+    if (clientPaused) return;
+    clientPaused = true;
+    client.pause();
+    upstream.once('drain', resumeClient);
+  };
+  // A client that half-closes passes its FIN on: the upstream answers what came before it, then ends the session.
+  const clientEnded = (): void => {
+    if (!stopped) upstream.end();
   };
   const toClient = (chunk: Buffer): void => {
     if (stopped || client.destroyed) return;
@@ -79,7 +101,9 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
   };
 
   const detach = (): void => {
-    client.unpipe(upstream);
+    client.off('data', toUpstream);
+    client.off('end', clientEnded);
+    upstream.off('drain', resumeClient);
     client.off('drain', resumeUpstream);
     client.off('close', clientClosed);
     upstream.off('end', upstreamEnded);
@@ -90,19 +114,21 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
   };
 
   // A client that half-closes (`printf … | nc -N`, a script's last QUIT)
-  // still gets every reply: its FIN goes upstream (.pipe() ends the upstream),
-  // and the client is ended only when the upstream is done. A client error
-  // destroys the client socket, which ends here as a close.
+  // still gets every reply: its FIN goes upstream, and the client is ended
+  // only when the upstream is done. A client error destroys the client
+  // socket, which ends here as a close.
   client.allowHalfOpen = true;
   client.once('close', clientClosed);
   upstream.on('error', upstreamError);
   upstream.once('end', upstreamEnded);
   upstream.once('close', upstreamEnded);
-  // Client → upstream: small commands, or an APPEND's literal; .pipe()
-  // pauses the client while the upstream's buffer is full.
-  client.pipe(upstream);
+  client.on('data', toUpstream);
   // A FIN that came before the hand-over is passed on here.
   if (client.readableEnded) upstream.end();
+  else client.once('end', clientEnded);
+  // Bytes handed over with the session (pipelined after the login) may have filled the upstream's buffer already.
+  if (upstream.writableNeedDrain) holdClient();
+  else client.resume();
   // Upstream → client: the bulk direction (FETCH, RETR).
   pipe.relay(toClient);
 
