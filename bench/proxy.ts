@@ -29,8 +29,9 @@
  * BENCH_PARTS=logins the profile is the login load and start-up),
  * BENCH_CPU_PROF_INTERVAL (sampling interval, µs, default 200), BENCH_NODE_ARGS
  * (more Node flags for Keygate, e.g. `--perf-basic-prof`), BENCH_PID_FILE
- * (Keygate's pid is written there, for `perf record -p`). Keygate runs the
- * build (dist/), as `keygate serve` does.
+ * (Keygate's pid is written there, for `perf record -p`), BENCH_DIST (another
+ * build's dist/ to measure, e.g. a checkout of an earlier commit). Keygate
+ * runs the build (dist/), as `keygate serve` does.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -80,7 +81,7 @@ interface ServeReady {
 
 async function serve(args: ServeArgs): Promise<void> {
   // The build, as `keygate serve` runs it (tsx's transform adds work of its own to every closure).
-  const dist = join(import.meta.dirname, '..', 'dist');
+  const dist = process.env.BENCH_DIST ?? join(import.meta.dirname, '..', 'dist');
   if (!existsSync(join(dist, 'server.js'))) throw new Error('no build: run `npm run build` (npm run bench:proxy does)');
   const load = <T>(path: string): Promise<T> => import(pathToFileURL(join(dist, path)).href) as Promise<T>;
   const { loadConfig } = await load<typeof import('../src/config.js')>('config.js');

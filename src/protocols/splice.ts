@@ -88,8 +88,17 @@ export function splice(client: Duplex, pipe: PipeSession, options: SpliceOptions
     options.onUpstreamEnded();
     if (client.destroyed) return;
     const cut = (): void => void client.destroy();
-    client.once('finish', () => setTimeout(cut, options.lingerMs).unref());
-    setTimeout(cut, FLUSH_LIMIT_MS).unref();
+    // Both timers go when the client closes: left to run, each would keep the
+    // closed socket alive for up to a minute after every session.
+    let linger: NodeJS.Timeout | null = null;
+    const flush = setTimeout(cut, FLUSH_LIMIT_MS).unref();
+    const flushed = (): void => void (linger = setTimeout(cut, options.lingerMs).unref());
+    client.once('finish', flushed);
+    client.once('close', () => {
+      clearTimeout(flush);
+      if (linger) clearTimeout(linger);
+      client.off('finish', flushed);
+    });
     client.end();
   };
   const clientClosed = (): void => void finish();
