@@ -452,6 +452,7 @@ async function main(): Promise<void> {
     if (NGINX.found && NGINX.missing === null) {
       progress('starting nginx (mail proxy, static auth)');
       nginx = await startNginx(dir, dc);
+      if (process.env.BENCH_PID_FILE) writeFileSync(`${process.env.BENCH_PID_FILE}.nginx`, String(nginx.pid));
     } else progress(`no nginx anchor: ${NGINX.missing ?? NGINX.skipReason}`);
     const direct: Side = { name: 'direct', port: dc.imapPort, pass: PASSWORD };
     const through: Side = { name: 'keygate', port: keygate.ready.imap, pass: keygate.ready.key };

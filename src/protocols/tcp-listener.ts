@@ -83,6 +83,8 @@ const FULL_WARN_EVERY_MS = 60_000;
 /** Canonical text of a client IP: IPv4-mapped IPv6 (::ffff:1.2.3.4) as IPv4, IPv6 compressed. */
 export function normalizeRemoteAddress(ip: string | undefined): string {
   if (!ip) return '';
+  // A dotted quad as Node reports it (no leading zeros) is already in ipaddr's form: every IPv4 connection, without a parse.
+  if (net.isIPv4(ip)) return ip;
   try {
     return ipaddr.process(ip).toString();
   } catch {

@@ -81,3 +81,54 @@ describe('upstream connection: login reads, hand-over, relay', () => {
     socket.destroy();
   });
 });
+
+describe('upstream connection: small reads', () => {
+  it('keeps every small chunk intact while several idle-sized sessions read at once (their reads share one buffer)', async () => {
+    const LINES = 200;
+    const expected = (k: number): string => Array.from({ length: LINES }, (_, i) => `* ${i} EXISTS session ${k} ${'z'.repeat(i % 50)}\r\n`).join('');
+    // One upstream per session, each sending its lines one tick apart, so reads of the sessions interleave.
+    const ups = await Promise.all(
+      [0, 1, 2].map(
+        (k) =>
+          new Promise<number>((resolve) => {
+            const srv = net.createServer((s) => {
+              s.write('* OK fake upstream\r\n');
+              s.once('data', () => {
+                s.write('x OK logged in\r\n');
+                let i = 0;
+                const next = (): void => {
+                  if (i === LINES) return void s.end();
+                  s.write(`* ${i} EXISTS session ${k} ${'z'.repeat(i % 50)}\r\n`);
+                  i++;
+                  setTimeout(next, 0);
+                };
+                next();
+              });
+            });
+            servers.push(srv);
+            srv.listen(0, '127.0.0.1', () => resolve((srv.address() as net.AddressInfo).port));
+          }),
+      ),
+    );
+    const got = await Promise.all(
+      ups.map(async (port) => {
+        const conn = await UpstreamConnection.open(server(port), { connectMs: 1000, loginMs: 1000 });
+        await conn.readLine();
+        conn.write('x LOGIN\r\n');
+        await conn.readLine();
+        const { socket, relay } = conn.detach();
+        // Chunks are kept as handed over, not copied: a chunk that were a view of a shared buffer would change under us.
+        const chunks: Buffer[] = [];
+        const ended = new Promise((r) => socket.once('end', r));
+        relay((chunk) => chunks.push(chunk));
+        await ended;
+        socket.destroy();
+        return { chunks: chunks.length, text: Buffer.concat(chunks).toString('latin1') };
+      }),
+    );
+    got.forEach((g, k) => {
+      expect(g.chunks).toBeGreaterThan(10);
+      expect(g.text).toBe(expected(k));
+    });
+  });
+});
