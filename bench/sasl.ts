@@ -12,9 +12,11 @@
  * /proc (the whole Dovecot process tree). Prints a markdown table.
  *
  * Knobs (environment): BENCH_SECONDS (measured seconds per cell, default 3),
- * BENCH_WARMUP (default 0.6), BENCH_ONLY (comma list: keygate,dovecot,crypt).
+ * BENCH_WARMUP (default 0.6), BENCH_ONLY (comma list: keygate,dovecot,crypt,node).
+ * The `node` rows are the floor: a bare Node server with canned replies
+ * (bench/lib/sasl-canned-server.ts), what the socket I/O alone costs in Node.
  */
-import { execFileSync, fork } from 'node:child_process';
+import { execFileSync, fork, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -22,12 +24,12 @@ import { dovecotAvailable, startDovecot } from '../test/helpers/dovecot.js';
 import { canConnect, freePort } from '../test/helpers/free-port.js';
 import { processCpu, treeCpu } from './lib/proc.js';
 import type { SaslResult, SaslRun } from './lib/sasl-worker.js';
-import { issueKey, sleep, startKeygate } from './lib/servers.js';
+import { ROOT, issueKey, sleep, startKeygate } from './lib/servers.js';
 import { fmt, quantile, sortNumbers, table } from './lib/stats.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 0.6);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'keygate,dovecot,crypt').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'keygate,node,dovecot,crypt').split(','));
 const CONCURRENCY = [1, 8, 32];
 const ACCOUNT = 'bench@example.com';
 const DOVECOT_PASSWORD = 'bench-password-0123456789';
@@ -109,6 +111,20 @@ async function main(): Promise<void> {
         } finally {
           await server.stop();
         }
+      }
+    }
+    if (ONLY.has('node')) {
+      progress('Bare Node, canned replies (the floor)');
+      const port = await freePort();
+      const canned = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'lib', 'sasl-canned-server.ts'), String(port)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          canned.stdout.once('data', () => resolve());
+          canned.once('exit', (code) => reject(new Error(`canned server exited (${code})`)));
+        });
+        for (const c of CONCURRENCY) cells.push(await measure(load, 'node, canned replies', () => processCpu(canned.pid!), port, 'x', c));
+      } finally {
+        canned.kill('SIGTERM');
       }
     }
     for (const [section, scheme] of [['dovecot', 'PLAIN'], ['crypt', 'SHA512-CRYPT']] as const) {
