@@ -7,9 +7,9 @@ import { networkOf } from './network.js';
 import type { KeyEvents } from './types.js';
 
 /** Attempts are written at least this often… */
-const FLUSH_MS = 250;
+const FLUSH_MS = 1000;
 /** …or as soon as this many wait. */
-const BATCH = 500;
+const BATCH = 2000;
 /** Attempts waiting while the store is unreachable, at most; the oldest are dropped beyond. */
 const MAX_WAITING = 20_000;
 /** A good API key is one "login" per client and minute, not one per request. */

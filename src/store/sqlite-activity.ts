@@ -2,16 +2,22 @@ import type Database from 'better-sqlite3';
 import type { ActivityStore, Delivery, EndpointStatus, HistoryBounds, LoginEntry, LoginQuery, NewLoginEntry, WebhookEndpoint } from './activity.js';
 
 export const ACTIVITY_SCHEMA = `
-CREATE TABLE IF NOT EXISTS login_history (
+CREATE TABLE IF NOT EXISTS logins (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   account TEXT NOT NULL,
   at INTEGER NOT NULL,
-  entry TEXT NOT NULL,
   key_id TEXT,
-  result TEXT NOT NULL
+  result TEXT NOT NULL,
+  protocol TEXT NOT NULL,
+  method TEXT,
+  ip TEXT NOT NULL,
+  reason TEXT,
+  client_name TEXT,
+  client_version TEXT,
+  username TEXT,
+  new_network INTEGER
 );
-CREATE INDEX IF NOT EXISTS login_history_account ON login_history(account, id);
-CREATE INDEX IF NOT EXISTS login_history_at ON login_history(at);
+CREATE INDEX IF NOT EXISTS logins_account ON logins(account, id);
 CREATE TABLE IF NOT EXISTS login_history_counts (
   account TEXT PRIMARY KEY,
   n INTEGER NOT NULL
@@ -37,12 +43,65 @@ CREATE INDEX IF NOT EXISTS webhook_queue_due ON webhook_queue(due);
 CREATE INDEX IF NOT EXISTS webhook_queue_endpoint ON webhook_queue(endpoint_id);
 `;
 
+/**
+ * Moves entries from the first version's table (one JSON text per entry, an
+ * index on time) to the columns above: a row a third the size and one index
+ * fewer is most of what an entry costs to write and to trim.
+ */
+const MIGRATE_JSON_HISTORY = `
+INSERT INTO logins (id, account, at, key_id, result, protocol, method, ip, reason, client_name, client_version, username, new_network)
+  SELECT id, account, at, key_id, result, json_extract(entry, '$.protocol'), json_extract(entry, '$.method'), json_extract(entry, '$.ip'),
+    json_extract(entry, '$.reason'), json_extract(entry, '$.client.name'), json_extract(entry, '$.client.version'),
+    json_extract(entry, '$.username'), json_extract(entry, '$.newNetwork')
+  FROM login_history ORDER BY id;
+DROP TABLE login_history;
+`;
+
+/** Entries per INSERT statement (12 values each, far below SQLite's limit of 32,766). */
+const INSERT_ROWS = 100;
+type LoginValue = string | number | null;
+
+interface LoginRow {
+  id: number;
+  account: string;
+  at: number;
+  key_id: string | null;
+  result: string;
+  protocol: string;
+  method: string | null;
+  ip: string;
+  reason: string | null;
+  client_name: string | null;
+  client_version: string | null;
+  username: string | null;
+  new_network: number | null;
+}
+
+function fromRow(r: LoginRow): LoginEntry {
+  const client = r.client_name === null && r.client_version === null ? null : { ...(r.client_name !== null && { name: r.client_name }), ...(r.client_version !== null && { version: r.client_version }) };
+  return {
+    id: String(r.id),
+    at: r.at,
+    account: r.account === '' ? null : r.account,
+    ...(r.username !== null && { username: r.username }),
+    keyId: r.key_id,
+    protocol: r.protocol,
+    method: r.method,
+    ip: r.ip,
+    result: r.result as LoginEntry['result'],
+    reason: r.reason,
+    client,
+    ...(r.new_network === 1 && { newNetwork: true }),
+  };
+}
+
 /** How often, at most, entries past their retention are swept. */
 const RETENTION_SWEEP_MS = 60_000;
 
 /** The activity tables in the key store's own SQLite file; `run` maps errors as the store does. */
 export class SqliteActivity implements ActivityStore {
   private lastSweep = 0;
+  private readonly inserts = new Map<number, Database.Statement<LoginValue[]>>();
   private readonly q;
 
   constructor(
@@ -50,15 +109,20 @@ export class SqliteActivity implements ActivityStore {
     private readonly run: <T>(fn: () => T) => T,
   ) {
     db.exec(ACTIVITY_SCHEMA);
+    if (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'login_history'").get()) db.transaction(() => db.exec(MIGRATE_JSON_HISTORY)).immediate();
     this.q = {
-      insertLogin: db.prepare<[string, number, string, string | null, string]>('INSERT INTO login_history (account, at, entry, key_id, result) VALUES (?, ?, ?, ?, ?)'),
+
       // Entries per account are counted as they are written, so trimming to the cap costs the rows it removes, not a walk over the cap.
       count: db.prepare<[string, number], { n: number }>(
         'INSERT INTO login_history_counts VALUES (?, ?) ON CONFLICT(account) DO UPDATE SET n = n + excluded.n RETURNING n',
       ),
       setCount: db.prepare<[number, string]>('UPDATE login_history_counts SET n = ? WHERE account = ?'),
-      dropOldest: db.prepare<[string, number]>('DELETE FROM login_history WHERE id IN (SELECT id FROM login_history WHERE account = ? ORDER BY id LIMIT ?)'),
-      sweep: db.prepare<[number], { account: string }>('DELETE FROM login_history WHERE at < ? RETURNING account'),
+      dropOldest: db.prepare<[string, number]>('DELETE FROM logins WHERE id IN (SELECT id FROM logins WHERE account = ? ORDER BY id LIMIT ?)'),
+      // Ids follow time (entries are written as they come), so the expired entries are the ones below the oldest id still
+      // in time: found walking up from the oldest row, without an index on time to keep up on every insert.
+      sweep: db.prepare<[number, number], { account: string }>(
+        'DELETE FROM logins WHERE id < coalesce((SELECT id FROM logins WHERE at >= ? ORDER BY id LIMIT 1), (SELECT max(id) + 1 FROM logins), 0) AND at < ? RETURNING account',
+      ),
       uncount: db.prepare<[number, string]>('UPDATE login_history_counts SET n = max(0, n - ?) WHERE account = ?'),
       addNetwork: db.prepare<[string, string, number]>('INSERT INTO key_networks VALUES (?, ?, ?) ON CONFLICT DO NOTHING'),
       anyNetwork: db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM (SELECT 1 FROM key_networks WHERE key_id = ? AND network <> ? LIMIT 1)'),
@@ -79,15 +143,31 @@ export class SqliteActivity implements ActivityStore {
     };
   }
 
+  /** An INSERT of `rows` entries in one statement (made once per size): the statement's own cost, not the row's, dominates a small insert. */
+  private insertLogins(rows: number): Database.Statement<LoginValue[]> {
+    let stmt = this.inserts.get(rows);
+    if (!stmt) {
+      const values = Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ');
+      stmt = this.db.prepare<LoginValue[]>(`INSERT INTO logins (account, at, key_id, result, protocol, method, ip, reason, client_name, client_version, username, new_network) VALUES ${values}`);
+      this.inserts.set(rows, stmt);
+    }
+    return stmt;
+  }
+
   async appendLogins(entries: readonly NewLoginEntry[], bounds: HistoryBounds): Promise<void> {
     if (entries.length === 0) return;
     this.run(() =>
       this.db.transaction(() => {
         const added = new Map<string, number>();
-        for (const e of entries) {
-          const account = e.account ?? '';
-          added.set(account, (added.get(account) ?? 0) + 1);
-          this.q.insertLogin.run(account, e.at, JSON.stringify(e), e.keyId, e.result);
+        for (let i = 0; i < entries.length; i += INSERT_ROWS) {
+          const chunk = entries.slice(i, i + INSERT_ROWS);
+          const values: LoginValue[] = [];
+          for (const e of chunk) {
+            const account = e.account ?? '';
+            added.set(account, (added.get(account) ?? 0) + 1);
+            values.push(account, e.at, e.keyId, e.result, e.protocol, e.method, e.ip, e.reason, e.client?.name ?? null, e.client?.version ?? null, e.username ?? null, e.newNetwork ? 1 : null);
+          }
+          this.insertLogins(chunk.length).run(...values);
         }
         for (const [account, n] of added) {
           const total = this.q.count.get(account, n)!.n;
@@ -99,7 +179,8 @@ export class SqliteActivity implements ActivityStore {
         if (now - this.lastSweep >= RETENTION_SWEEP_MS) {
           this.lastSweep = now;
           const gone = new Map<string, number>();
-          for (const { account } of this.q.sweep.all(now - bounds.retentionMs)) gone.set(account, (gone.get(account) ?? 0) + 1);
+          const cutoff = now - bounds.retentionMs;
+          for (const { account } of this.q.sweep.all(cutoff, cutoff)) gone.set(account, (gone.get(account) ?? 0) + 1);
           for (const [account, n] of gone) this.q.uncount.run(n, account);
         }
       })(),
@@ -113,11 +194,9 @@ export class SqliteActivity implements ActivityStore {
     if (query.result !== undefined) (where.push('result = ?'), params.push(query.result));
     if (query.before !== undefined) (where.push('id < ?'), params.push(Number(query.before) || 0));
     const rows = this.run(() =>
-      this.db
-        .prepare<(string | number)[], { id: number; entry: string }>(`SELECT id, entry FROM login_history WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`)
-        .all(...params, query.limit + 1),
+      this.db.prepare<(string | number)[], LoginRow>(`SELECT * FROM logins WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`).all(...params, query.limit + 1),
     );
-    const page = rows.slice(0, query.limit).map((r) => ({ ...(JSON.parse(r.entry) as NewLoginEntry), id: String(r.id) }));
+    const page = rows.slice(0, query.limit).map(fromRow);
     return { entries: page, next: rows.length > query.limit ? page.at(-1)!.id : null };
   }
 

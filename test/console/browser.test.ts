@@ -396,7 +396,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     expect(all.length).toBe(total);
     expect(total).toBeGreaterThan(120);
     await context.close();
-  });
+    // 120 keys and a dozen page loads: on a loaded 2-core machine this outlasts the default 15 s.
+  }, 45_000);
 
   it('an expired session returns to sign-in, and back to the page after it', async () => {
     const { context, page } = await newPage();

@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -128,5 +129,65 @@ describe.each(kinds)('activity on %s', (_kind, open) => {
     } finally {
       await store.close();
     }
+  });
+});
+
+describe.each(kinds)('login entries on %s', (_kind, open) => {
+  it('read back as written, every field', async () => {
+    const store = await open();
+    try {
+      const full: NewLoginEntry = { ...entry(1), method: 'PLAIN', client: { name: 'Thunderbird', version: '128.0' }, newNetwork: true };
+      const bare: NewLoginEntry = { ...entry(2), keyId: null, client: null, method: null, reason: 'unknown_key', result: 'failure' };
+      const stranger: NewLoginEntry = { ...entry(3), account: null, username: 'who@x.test', client: { version: '1' } };
+      await store.activity.appendLogins([full, bare, stranger], BOUNDS);
+      const strip = ({ id: _id, ...e }: { id: string } & NewLoginEntry): NewLoginEntry => e;
+      expect((await store.activity.listLogins({ account: 'a@x.test', limit: 10 }, BOUNDS)).entries.map(strip)).toEqual([bare, full]);
+      expect((await store.activity.listLogins({ account: null, limit: 10 }, BOUNDS)).entries.map(strip)).toEqual([stranger]);
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('login history in SQLite', () => {
+  it('a file written by the first version (one JSON text per entry) is moved to columns on open, ids and all', async () => {
+    const path = join(dir, `old-${randomBytes(4).toString('hex')}.db`);
+    const db = new Database(path);
+    db.exec(`CREATE TABLE login_history (id INTEGER PRIMARY KEY AUTOINCREMENT, account TEXT NOT NULL, at INTEGER NOT NULL, entry TEXT NOT NULL, key_id TEXT, result TEXT NOT NULL);
+      CREATE INDEX login_history_account ON login_history(account, id); CREATE INDEX login_history_at ON login_history(at);
+      CREATE TABLE login_history_counts (account TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;`);
+    const old = [entry(1, { newNetwork: true, method: 'LOGIN' }), entry(3)];
+    const insert = db.prepare('INSERT INTO login_history (id, account, at, entry, key_id, result) VALUES (?, ?, ?, ?, ?, ?)');
+    old.forEach((e, i) => insert.run(40 + i, e.account, e.at, JSON.stringify(e), e.keyId, e.result));
+    db.prepare('INSERT INTO login_history_counts VALUES (?, ?)').run('a@x.test', 2);
+    db.close();
+
+    const store = await openSqliteStore(path);
+    try {
+      await store.activity.appendLogins([entry(2)], BOUNDS);
+      const page = await store.activity.listLogins({ account: 'a@x.test', limit: 10 }, BOUNDS);
+      expect(page.entries.map((e) => e.id)).toEqual(['42', '41', '40']);
+      expect(page.entries.map(({ id: _id, ...e }) => e)).toEqual([entry(2, { at: page.entries[0]!.at }), old[1], old[0]]);
+    } finally {
+      await store.close();
+    }
+    const after = new Database(path, { readonly: true });
+    expect(after.prepare("SELECT name FROM sqlite_master WHERE name LIKE 'login_history%' ORDER BY name").all()).toEqual([{ name: 'login_history_counts' }]);
+    after.close();
+  });
+
+  it('entries past their retention are deleted, not only hidden, and leave the count', async () => {
+    const path = join(dir, `sweep-${randomBytes(4).toString('hex')}.db`);
+    const store = await openSqliteStore(path);
+    try {
+      const old = Date.now() - 2 * 60 * 60_000;
+      await store.activity.appendLogins([entry(1, { at: old }), entry(2, { at: old + 1 }), entry(3), entry(4)], BOUNDS);
+    } finally {
+      await store.close();
+    }
+    const db = new Database(path, { readonly: true });
+    expect(db.prepare('SELECT ip FROM logins ORDER BY id').all()).toEqual([{ ip: '192.0.2.3' }, { ip: '192.0.2.4' }]);
+    expect(db.prepare('SELECT n FROM login_history_counts').all()).toEqual([{ n: 2 }]);
+    db.close();
   });
 });
