@@ -91,7 +91,7 @@ export class LoginHistory {
 
   private async write(): Promise<void> {
     if (this.dropped > 0) {
-      this.logger.error({ dropped: this.dropped }, 'login history entries dropped: the store has been unreachable too long');
+      this.logger.error({ dropped: this.dropped }, 'login history entries dropped: the store was unreachable or could not keep up');
       this.dropped = 0;
     }
     while (this.waiting.length > 0 || this.unwritten.length > 0) {
