@@ -12,23 +12,28 @@
  * /proc (the whole Dovecot process tree). Prints a markdown table.
  *
  * Knobs (environment): BENCH_SECONDS (measured seconds per cell, default 3),
- * BENCH_WARMUP (default 0.6), BENCH_ONLY (comma list: keygate,dovecot,crypt).
+ * BENCH_WARMUP (default 0.6), BENCH_ONLY (comma list: keygate,dovecot,crypt,node).
+ * BENCH_BEFORE (a checkout of an earlier commit, built: its Keygate runs
+ * in the same run, rows `keygate (before)`).
+ * The `node` rows are the floor: a bare Node server with canned replies
+ * (bench/lib/sasl-canned-server.ts), what the socket I/O alone costs in Node.
  */
-import { execFileSync, fork } from 'node:child_process';
+import { execFileSync, fork, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { dovecotAvailable, startDovecot } from '../test/helpers/dovecot.js';
 import { canConnect, freePort } from '../test/helpers/free-port.js';
 import { processCpu, treeCpu } from './lib/proc.js';
 import type { SaslResult, SaslRun } from './lib/sasl-worker.js';
-import { issueKey, sleep, startKeygate } from './lib/servers.js';
+import { ROOT, issueKey, sleep, startKeygate } from './lib/servers.js';
 import { fmt, quantile, sortNumbers, table } from './lib/stats.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
 const WARMUP = Number(process.env.BENCH_WARMUP ?? 0.6);
-const ONLY = new Set((process.env.BENCH_ONLY ?? 'keygate,dovecot,crypt').split(','));
+const ONLY = new Set((process.env.BENCH_ONLY ?? 'keygate,node,dovecot,crypt').split(','));
 const CONCURRENCY = [1, 8, 32];
+const BEFORE_CLI = process.env.BENCH_BEFORE ? join(resolve(process.env.BENCH_BEFORE), 'dist', 'cli.js') : null;
 const ACCOUNT = 'bench@example.com';
 const DOVECOT_PASSWORD = 'bench-password-0123456789';
 
@@ -100,15 +105,34 @@ async function main(): Promise<void> {
       const sqlite = ['--db.path', join(dir, 'keys.db')];
       const key = await issueKey(sqlite, ACCOUNT);
       // As in production (an audit line per request, at info), and with log.level warn: what the audit line costs.
-      for (const [label, extra] of [['keygate', []], ['keygate, log.level warn', ['--log.level', 'warn']]] as const) {
+      const runs: [string, string[], string | undefined][] = [
+        ...(BEFORE_CLI ? [['keygate (before)', [], BEFORE_CLI] as [string, string[], string]] : []),
+        ['keygate', [], undefined],
+        ['keygate, log.level warn', ['--log.level', 'warn'], undefined],
+      ];
+      for (const [label, extra, cli] of runs) {
         const port = await freePort();
-        const server = await startKeygate(dir, label === 'keygate' ? 'keygate' : 'keygate-quiet', sqlite, ['--saslServer.port', String(port), ...extra]);
+        const server = await startKeygate(dir, label.replace(/\W+/g, '-'), sqlite, ['--saslServer.port', String(port), ...extra], cli);
         try {
           await waitForPort(port);
           for (const c of CONCURRENCY) cells.push(await measure(load, label, () => processCpu(server.pid), port, key, c));
         } finally {
           await server.stop();
         }
+      }
+    }
+    if (ONLY.has('node')) {
+      progress('Bare Node, canned replies (the floor)');
+      const port = await freePort();
+      const canned = spawn(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'lib', 'sasl-canned-server.ts'), String(port)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      try {
+        await new Promise<void>((resolve, reject) => {
+          canned.stdout.once('data', () => resolve());
+          canned.once('exit', (code) => reject(new Error(`canned server exited (${code})`)));
+        });
+        for (const c of CONCURRENCY) cells.push(await measure(load, 'node, canned replies', () => processCpu(canned.pid!), port, 'x', c));
+      } finally {
+        canned.kill('SIGTERM');
       }
     }
     for (const [section, scheme] of [['dovecot', 'PLAIN'], ['crypt', 'SHA512-CRYPT']] as const) {

@@ -6,7 +6,7 @@ import { decide, type Action } from '../keys/policy.js';
 import type { AccountRecord, KeyRecord } from '../keys/record.js';
 import { normalizeAddress } from '../keys/record.js';
 import type { Protocol } from '../keys/scopes.js';
-import type { Logger } from '../log.js';
+import { auditLog, type AuditLog, type Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { NO_EVENTS, type KeyEvents } from '../events/types.js';
 import { StoreUnavailableError } from '../store/errors.js';
@@ -102,6 +102,8 @@ export class Authenticator {
   /** Raises key and login events; never blocks. */
   readonly events: KeyEvents;
   private readonly logger: Logger;
+  /** One line per attempt, on the login's hot path (src/log.ts). */
+  private readonly audit: AuditLog;
   private readonly failureDelayMs: number;
   private readonly metrics: Metrics | undefined;
   private readonly limiter: LoginLimiter | null;
@@ -114,6 +116,7 @@ export class Authenticator {
   constructor(deps: AuthenticatorDeps) {
     this.store = deps.store;
     this.logger = deps.logger;
+    this.audit = auditLog(deps.logger);
     this.failureDelayMs = deps.failureDelayMs;
     this.metrics = deps.metrics;
     this.limiter = deps.limiter ?? null;
@@ -323,7 +326,7 @@ export class Authenticator {
     const { ip, account, keyId, reason, client } = record;
     // The console's methods are told apart in the audit line (console-key, console-password, …); the reason is for operators only.
     const protocol = record.method ? `${record.protocol}-${record.method}` : record.protocol;
-    this.logger.info({ audit: true, protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, client: client ?? undefined }, 'auth attempt');
+    this.audit({ protocol, ip, account, keyId: keyId ?? undefined, result: decision.ok ? 'success' : 'failure', reason, client: client ?? undefined });
   }
 
   /** Everything the attempt tells of the client that presented a canary; never the key. */

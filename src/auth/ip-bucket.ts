@@ -1,3 +1,4 @@
+import { isIPv4 } from 'node:net';
 import ipaddr from 'ipaddr.js';
 
 /**
@@ -6,6 +7,8 @@ import ipaddr from 'ipaddr.js';
  * through it. Used by the login limits and the per-IP connection cap alike.
  */
 export function ipBucket(ip: string): string {
+  // Plain dotted-quad (no leading zeros, no hex) is already in ipaddr's form: the common case, without a parse.
+  if (isIPv4(ip)) return ip;
   try {
     const addr = ipaddr.process(ip);
     if (addr.kind() === 'ipv4') return addr.toString();

@@ -2,9 +2,14 @@ import type Database from 'better-sqlite3';
 import type { ActivityStore, Delivery, EndpointStatus, HistoryBounds, LoginEntry, LoginQuery, NewLoginEntry, WebhookEndpoint } from './activity.js';
 
 export const ACTIVITY_SCHEMA = `
+CREATE TABLE IF NOT EXISTS login_accounts (
+  id INTEGER PRIMARY KEY,
+  account TEXT NOT NULL UNIQUE,
+  n INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS logins (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
-  account TEXT NOT NULL,
+  account_id INTEGER NOT NULL,
   at INTEGER NOT NULL,
   key_id TEXT,
   result TEXT NOT NULL,
@@ -17,11 +22,7 @@ CREATE TABLE IF NOT EXISTS logins (
   username TEXT,
   new_network INTEGER
 );
-CREATE INDEX IF NOT EXISTS logins_account ON logins(account, id);
-CREATE TABLE IF NOT EXISTS login_history_counts (
-  account TEXT PRIMARY KEY,
-  n INTEGER NOT NULL
-) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS logins_account ON logins(account_id, id);
 CREATE TABLE IF NOT EXISTS key_networks (
   key_id TEXT NOT NULL,
   network TEXT NOT NULL,
@@ -44,17 +45,20 @@ CREATE INDEX IF NOT EXISTS webhook_queue_endpoint ON webhook_queue(endpoint_id);
 `;
 
 /**
- * Moves entries from the first version's table (one JSON text per entry, an
- * index on time) to the columns above: a row a third the size and one index
- * fewer is most of what an entry costs to write and to trim.
+ * Moves entries from the first version's tables (one JSON text per entry
+ * with the account's name, an index on time) to the columns above: a row a
+ * third the size and an account's number instead of its name, and one index
+ * fewer, are most of what an entry costs to write and to trim.
  */
 const MIGRATE_JSON_HISTORY = `
-INSERT INTO logins (id, account, at, key_id, result, protocol, method, ip, reason, client_name, client_version, username, new_network)
-  SELECT id, account, at, key_id, result, json_extract(entry, '$.protocol'), json_extract(entry, '$.method'), json_extract(entry, '$.ip'),
-    json_extract(entry, '$.reason'), json_extract(entry, '$.client.name'), json_extract(entry, '$.client.version'),
-    json_extract(entry, '$.username'), json_extract(entry, '$.newNetwork')
-  FROM login_history ORDER BY id;
+INSERT INTO login_accounts (account, n) SELECT account, count(*) FROM login_history GROUP BY account;
+INSERT INTO logins (id, account_id, at, key_id, result, protocol, method, ip, reason, client_name, client_version, username, new_network)
+  SELECT h.id, a.id, h.at, h.key_id, h.result, json_extract(h.entry, '$.protocol'), json_extract(h.entry, '$.method'), json_extract(h.entry, '$.ip'),
+    json_extract(h.entry, '$.reason'), json_extract(h.entry, '$.client.name'), json_extract(h.entry, '$.client.version'),
+    json_extract(h.entry, '$.username'), json_extract(h.entry, '$.newNetwork')
+  FROM login_history h JOIN login_accounts a ON a.account = h.account ORDER BY h.id;
 DROP TABLE login_history;
+DROP TABLE IF EXISTS login_history_counts;
 `;
 
 /** Entries per INSERT statement (12 values each, far below SQLite's limit of 32,766). */
@@ -63,7 +67,6 @@ type LoginValue = string | number | null;
 
 interface LoginRow {
   id: number;
-  account: string;
   at: number;
   key_id: string | null;
   result: string;
@@ -77,12 +80,12 @@ interface LoginRow {
   new_network: number | null;
 }
 
-function fromRow(r: LoginRow): LoginEntry {
+function fromRow(r: LoginRow, account: string | null): LoginEntry {
   const client = r.client_name === null && r.client_version === null ? null : { ...(r.client_name !== null && { name: r.client_name }), ...(r.client_version !== null && { version: r.client_version }) };
   return {
     id: String(r.id),
     at: r.at,
-    account: r.account === '' ? null : r.account,
+    account,
     ...(r.username !== null && { username: r.username }),
     keyId: r.key_id,
     protocol: r.protocol,
@@ -113,17 +116,19 @@ export class SqliteActivity implements ActivityStore {
     this.q = {
 
       // Entries per account are counted as they are written, so trimming to the cap costs the rows it removes, not a walk over the cap.
-      count: db.prepare<[string, number], { n: number }>(
-        'INSERT INTO login_history_counts VALUES (?, ?) ON CONFLICT(account) DO UPDATE SET n = n + excluded.n RETURNING n',
+      // One statement for a batch's accounts ({"account": entries, …}): a thousand accounts are one call, not a thousand.
+      count: db.prepare<[string], { account: string; id: number; n: number }>(
+        'INSERT INTO login_accounts (account, n) SELECT key, value FROM json_each(?) WHERE true ON CONFLICT(account) DO UPDATE SET n = n + excluded.n RETURNING account, id, n',
       ),
-      setCount: db.prepare<[number, string]>('UPDATE login_history_counts SET n = ? WHERE account = ?'),
-      dropOldest: db.prepare<[string, number]>('DELETE FROM logins WHERE id IN (SELECT id FROM logins WHERE account = ? ORDER BY id LIMIT ?)'),
+      accountId: db.prepare<[string], { id: number }>('SELECT id FROM login_accounts WHERE account = ?'),
+      setCount: db.prepare<[number, number]>('UPDATE login_accounts SET n = ? WHERE id = ?'),
+      dropOldest: db.prepare<[number, number]>('DELETE FROM logins WHERE id IN (SELECT id FROM logins WHERE account_id = ? ORDER BY id LIMIT ?)'),
       // Ids follow time (entries are written as they come), so the expired entries are the ones below the oldest id still
       // in time: found walking up from the oldest row, without an index on time to keep up on every insert.
-      sweep: db.prepare<[number, number], { account: string }>(
-        'DELETE FROM logins WHERE id < coalesce((SELECT id FROM logins WHERE at >= ? ORDER BY id LIMIT 1), (SELECT max(id) + 1 FROM logins), 0) AND at < ? RETURNING account',
+      sweep: db.prepare<[number, number], { account_id: number }>(
+        'DELETE FROM logins WHERE id < coalesce((SELECT id FROM logins WHERE at >= ? ORDER BY id LIMIT 1), (SELECT max(id) + 1 FROM logins), 0) AND at < ? RETURNING account_id',
       ),
-      uncount: db.prepare<[number, string]>('UPDATE login_history_counts SET n = max(0, n - ?) WHERE account = ?'),
+      uncount: db.prepare<[number, number]>('UPDATE login_accounts SET n = max(0, n - ?) WHERE id = ?'),
       addNetwork: db.prepare<[string, string, number]>('INSERT INTO key_networks VALUES (?, ?, ?) ON CONFLICT DO NOTHING'),
       anyNetwork: db.prepare<[string, string], { n: number }>('SELECT count(*) AS n FROM (SELECT 1 FROM key_networks WHERE key_id = ? AND network <> ? LIMIT 1)'),
       putEndpoint: db.prepare<[string, string]>('INSERT INTO webhooks (id, endpoint) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET endpoint = excluded.endpoint'),
@@ -148,7 +153,7 @@ export class SqliteActivity implements ActivityStore {
     let stmt = this.inserts.get(rows);
     if (!stmt) {
       const values = Array.from({ length: rows }, () => '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').join(', ');
-      stmt = this.db.prepare<LoginValue[]>(`INSERT INTO logins (account, at, key_id, result, protocol, method, ip, reason, client_name, client_version, username, new_network) VALUES ${values}`);
+      stmt = this.db.prepare<LoginValue[]>(`INSERT INTO logins (account_id, at, key_id, result, protocol, method, ip, reason, client_name, client_version, username, new_network) VALUES ${values}`);
       this.inserts.set(rows, stmt);
     }
     return stmt;
@@ -158,46 +163,52 @@ export class SqliteActivity implements ActivityStore {
     if (entries.length === 0) return;
     this.run(() =>
       this.db.transaction(() => {
-        const added = new Map<string, number>();
+        const added: Record<string, number> = Object.create(null) as Record<string, number>;
+        for (const e of entries) added[e.account ?? ''] = (added[e.account ?? ''] ?? 0) + 1;
+        // Count first: the count's row numbers the account for its entries.
+        const ids = new Map<string, number>();
+        const over: Array<[number, number]> = [];
+        for (const row of this.q.count.all(JSON.stringify(added))) {
+          ids.set(row.account, row.id);
+          if (row.n > bounds.maxPerAccount) over.push([row.id, row.n - bounds.maxPerAccount]);
+        }
         for (let i = 0; i < entries.length; i += INSERT_ROWS) {
           const chunk = entries.slice(i, i + INSERT_ROWS);
           const values: LoginValue[] = [];
           for (const e of chunk) {
-            const account = e.account ?? '';
-            added.set(account, (added.get(account) ?? 0) + 1);
-            values.push(account, e.at, e.keyId, e.result, e.protocol, e.method, e.ip, e.reason, e.client?.name ?? null, e.client?.version ?? null, e.username ?? null, e.newNetwork ? 1 : null);
+            values.push(ids.get(e.account ?? '')!, e.at, e.keyId, e.result, e.protocol, e.method, e.ip, e.reason, e.client?.name ?? null, e.client?.version ?? null, e.username ?? null, e.newNetwork ? 1 : null);
           }
           this.insertLogins(chunk.length).run(...values);
         }
-        for (const [account, n] of added) {
-          const total = this.q.count.get(account, n)!.n;
-          if (total <= bounds.maxPerAccount) continue;
-          this.q.dropOldest.run(account, total - bounds.maxPerAccount);
-          this.q.setCount.run(bounds.maxPerAccount, account);
+        for (const [id, excess] of over) {
+          this.q.dropOldest.run(id, excess);
+          this.q.setCount.run(bounds.maxPerAccount, id);
         }
         const now = Date.now();
         if (now - this.lastSweep >= RETENTION_SWEEP_MS) {
           this.lastSweep = now;
-          const gone = new Map<string, number>();
           const cutoff = now - bounds.retentionMs;
-          for (const { account } of this.q.sweep.all(cutoff, cutoff)) gone.set(account, (gone.get(account) ?? 0) + 1);
-          for (const [account, n] of gone) this.q.uncount.run(n, account);
+          const gone = new Map<number, number>();
+          for (const { account_id: id } of this.q.sweep.all(cutoff, cutoff)) gone.set(id, (gone.get(id) ?? 0) + 1);
+          for (const [id, n] of gone) this.q.uncount.run(n, id);
         }
       })(),
     );
   }
 
   async listLogins(query: LoginQuery, bounds: HistoryBounds): Promise<{ entries: LoginEntry[]; next: string | null }> {
-    const where = ['account = ?', 'at >= ?'];
-    const params: (string | number)[] = [query.account ?? '', Math.max(query.since ?? 0, Date.now() - bounds.retentionMs)];
-    if (query.keyId !== undefined) (where.push('key_id = ?'), params.push(query.keyId));
-    if (query.result !== undefined) (where.push('result = ?'), params.push(query.result));
-    if (query.before !== undefined) (where.push('id < ?'), params.push(Number(query.before) || 0));
-    const rows = this.run(() =>
-      this.db.prepare<(string | number)[], LoginRow>(`SELECT * FROM logins WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`).all(...params, query.limit + 1),
-    );
-    const page = rows.slice(0, query.limit).map(fromRow);
-    return { entries: page, next: rows.length > query.limit ? page.at(-1)!.id : null };
+    return this.run(() => {
+      const account = this.q.accountId.get(query.account ?? '');
+      if (!account) return { entries: [], next: null };
+      const where = ['account_id = ?', 'at >= ?'];
+      const params: (string | number)[] = [account.id, Math.max(query.since ?? 0, Date.now() - bounds.retentionMs)];
+      if (query.keyId !== undefined) (where.push('key_id = ?'), params.push(query.keyId));
+      if (query.result !== undefined) (where.push('result = ?'), params.push(query.result));
+      if (query.before !== undefined) (where.push('id < ?'), params.push(Number(query.before) || 0));
+      const rows = this.db.prepare<(string | number)[], LoginRow>(`SELECT * FROM logins WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT ?`).all(...params, query.limit + 1);
+      const page = rows.slice(0, query.limit).map((r) => fromRow(r, query.account));
+      return { entries: page, next: rows.length > query.limit ? page.at(-1)!.id : null };
+    });
   }
 
   async addNetwork(keyId: string, network: string, at: number): Promise<'first' | 'new' | 'seen'> {

@@ -77,6 +77,9 @@ export class SaslServerConnection {
   private handshakeTimer: NodeJS.Timeout | null;
   /** The peer's own address, for requests without a usable `rip` ('' on a unix socket). */
   private readonly peerIp: string;
+  /** The last `rip` and the address it gave: an smtpd process asks for one client many times over. */
+  private lastRip: string | null = null;
+  private lastRipIp = '';
 
   constructor(
     private readonly ctx: SaslServerContext,
@@ -169,7 +172,12 @@ export class SaslServerConnection {
 
   /** The end client's address: `rip` when it is an IP address, else the peer's own. */
   private clientIp(rip: string | null): string {
-    return rip !== null && ipaddr.isValid(rip) ? normalizeRemoteAddress(rip) : this.peerIp;
+    if (rip === null) return this.peerIp;
+    if (rip !== this.lastRip) {
+      this.lastRipIp = ipaddr.isValid(rip) ? normalizeRemoteAddress(rip) : this.peerIp;
+      this.lastRip = rip;
+    }
+    return this.lastRipIp;
   }
 
   /** Moves a request on by one step of its exchange. */

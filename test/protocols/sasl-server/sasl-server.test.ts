@@ -68,6 +68,14 @@ describe('AUTH', () => {
     c.destroy();
   });
 
+  it('a key typed as the username is masked in the audit line, and no log line carries it', async () => {
+    const c = await client();
+    expect((await c.send(...postfixAuth(1, 'PLAIN', [`resp=${plainResp(aliceKey, aliceKey)}`])))[0]).toBe('FAIL');
+    expect(h.audits().at(-1)).toMatchObject({ protocol: 'smtp', account: 'kg_[REDACTED]', result: 'failure', reason: 'unknown_account' });
+    expect(JSON.stringify(h.logs)).not.toContain(aliceKey);
+    c.destroy();
+  });
+
   it('a revoked key is refused like any other', async () => {
     const { key, id } = await h.issue(ALICE, ['smtp']);
     await h.store.revokeKey(id, new Date().toISOString());
