@@ -53,7 +53,8 @@ describe.skipIf(!chromiumAvailable())('login history in the web console', { time
 
     const context = await browser.newContext({ baseURL: `http://127.0.0.1:${server.port('http')}` });
     const page = await context.newPage();
-    page.setDefaultTimeout(15_000);
+    // Generous: a page wait that runs out on a loaded 2-core machine says nothing about the console.
+    page.setDefaultTimeout(30_000);
     await page.goto('/');
     await page.getByLabel('Administrator key').fill(adminKey);
     await page.getByRole('button', { name: 'Sign in as administrator' }).click();
