@@ -56,7 +56,9 @@ describe.each(stores)('login history over real logins (%s)', (_kind, openStore) 
     const { key, id } = await h.issue(ACCOUNT, ['pop3', 'api:read']);
     const admin = (await h.issue(null, ['*'])).key;
     const other = (await h.issue(OTHER, ['pop3', 'api:read'])).key;
-    for (let i = 0; i < 8; i++) expect(await pop3Login(k.port('pop3'), ACCOUNT, i % 4 === 3 ? `${key.slice(0, -1)}x` : key)).toMatch(i % 4 === 3 ? /^-ERR/ : /^\+OK/);
+    // Wrong in its last character, whatever that character is (a fixed 'x' was the key itself once in 62 runs).
+    const wrong = `${key.slice(0, -1)}${key.endsWith('x') ? 'y' : 'x'}`;
+    for (let i = 0; i < 8; i++) expect(await pop3Login(k.port('pop3'), ACCOUNT, i % 4 === 3 ? wrong : key)).toMatch(i % 4 === 3 ? /^-ERR/ : /^\+OK/);
     await k.history!.flush();
 
     const res = await get(admin, `/api/accounts/${ACCOUNT}/events?limit=100`);
