@@ -399,6 +399,29 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await context.close();
   });
 
+  it('a page appears only at its own address: none under the sign-in address while the redirect is pending', async () => {
+    const { context, page } = await newPage();
+    // Every h1 the page shows, with the address it was shown at, recorded in the page as the DOM changes.
+    await page.addInitScript(() => {
+      const seen: string[] = [];
+      (window as unknown as { seenHeadings: string[] }).seenHeadings = seen;
+      new MutationObserver(() => {
+        const h1 = document.querySelector('h1')?.textContent ?? '';
+        const entry = `${h1} @ ${location.hash}`;
+        if (h1 && seen[seen.length - 1] !== entry) seen.push(entry);
+      }).observe(document, { childList: true, subtree: true, characterData: true });
+    });
+    await page.goto('/#/admin/tokens');
+    await page.getByRole('heading', { name: 'Sign in to Keygate' }).waitFor();
+    await page.getByLabel('Administrator key').fill(adminKey);
+    await page.getByRole('button', { name: 'Sign in as administrator' }).click();
+    await page.getByRole('heading', { name: 'Access tokens' }).waitFor();
+    const seen = await page.evaluate(() => (window as unknown as { seenHeadings: string[] }).seenHeadings);
+    // Before the fix, Overview was drawn at #/sign-in for a frame; a test that navigated then was sent back to it.
+    expect(seen).toEqual(['Sign in to Keygate @ #/sign-in?next=%2Fadmin%2Ftokens', 'Access tokens @ #/admin/tokens']);
+    await context.close();
+  });
+
   it('an expired session returns to sign-in, and back to the page after it', async () => {
     const { context, page } = await newPage();
     await signInAsAdmin(page);

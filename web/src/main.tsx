@@ -9,9 +9,21 @@ import { LinkSignIn } from './pages/LinkSignIn';
 import { Overview } from './pages/Overview';
 import { SignIn } from './pages/SignIn';
 import { Tokens } from './pages/Tokens';
-import { navigate, safeNext, useRoute } from './router';
+import { currentRoute, navigate, safeNext, useRoute, type Route } from './router';
 import { loadSession, signOut, type Session } from './session';
 import './styles.css';
+
+/** Where the address must go before a page can be shown there, or null when the page it names can be shown. */
+function redirectFor(session: Session, route: Route): string | null {
+  const path = route.path;
+  if (!session.signedIn && !path.startsWith('/sign-in') && !path.startsWith('/link/')) {
+    return path === '/' ? '/sign-in' : `/sign-in?next=${encodeURIComponent(path)}`;
+  }
+  if (session.signedIn && (path === '/' || path.startsWith('/sign-in'))) {
+    return safeNext(route.query.get('next')) ?? (session.kind === 'admin' ? '/admin' : '/keys');
+  }
+  return null;
+}
 
 function App() {
   const route = useRoute();
@@ -37,21 +49,20 @@ function App() {
   }, [refresh]);
 
   const path = route.path;
+  const redirect = session ? redirectFor(session, route) : null;
   useEffect(() => {
-    if (!session) return;
-    if (!session.signedIn && !path.startsWith('/sign-in') && !path.startsWith('/link/')) {
-      navigate(path === '/' ? '/sign-in' : `/sign-in?next=${encodeURIComponent(path)}`);
-    } else if (session.signedIn && (path === '/' || path.startsWith('/sign-in'))) {
-      navigate(safeNext(route.query.get('next')) ?? (session.kind === 'admin' ? '/admin' : '/keys'));
-    }
-  }, [session, path]);
+    // Read the address again: a navigation made since this render (the session-lost handler's) is not overridden.
+    const target = session ? redirectFor(session, currentRoute()) : null;
+    if (target !== null) navigate(target);
+  }, [session, path, redirect]);
   useEffect(() => {
     const main = document.getElementById('main');
     main?.focus();
   }, [path]);
 
   if (loadError) return <p class="form-error" role="alert">{loadError}</p>;
-  if (!session) return <p class="loading">Loading…</p>;
+  // While the address is about to change, show no page: one drawn under the old address (Overview at #/sign-in) would flash, and a navigation made meanwhile would be undone.
+  if (!session || redirect !== null) return <p class="loading">Loading…</p>;
 
   let page;
   let title = 'Keygate';
