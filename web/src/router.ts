@@ -26,7 +26,7 @@ export function navigate(path: string): void {
   location.hash = `#${path}`;
 }
 
-/** A `next` target after sign-in: only paths inside the console. */
+/** A `next` target after sign-in: only paths inside the console (never `//host`, which would name another site if it ever left the hash). */
 export function safeNext(next: string | null): string | null {
-  return next && /^\/[A-Za-z0-9/_.@%+-]*$/.test(next) && !next.startsWith('/sign-in') && !next.startsWith('/link/') ? next : null;
+  return next && /^\/(?!\/)[A-Za-z0-9/_.@%+-]*$/.test(next) && !next.startsWith('/sign-in') && !next.startsWith('/link/') ? next : null;
 }
