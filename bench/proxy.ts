@@ -48,6 +48,7 @@ import type { Target } from './lib/load-worker.js';
 import { freePort, canConnect } from '../test/helpers/free-port.js';
 import { NGINX, NGINX_MAIL_MODULE } from '../test/helpers/tools.js';
 import { fmt, quantile, sortNumbers, table } from './lib/stats.js';
+import { sleep, stopChild } from './lib/servers.js';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2.5);
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 1000);
@@ -63,7 +64,6 @@ const PASSWORD = 'bench-upstream-pw';
 const MASTER = { user: 'keygate', password: 'bench-master-pw' };
 
 const progress = (msg: string): void => void process.stderr.write(`${msg}\n`);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------
 // Keygate child process: `tsx bench/proxy.ts --serve <json>`.
@@ -161,13 +161,7 @@ async function startKeygate(args: ServeArgs): Promise<{ child: ChildProcess; rea
   return {
     child,
     ready,
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await Promise.race([exited, sleep(10_000)]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-    },
+    stop: () => stopChild(child, 'SIGTERM', 10_000),
   };
 }
 
@@ -231,13 +225,7 @@ mail {
     pid: child.pid!,
     imap,
     pop3,
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      await Promise.race([exited, sleep(5_000)]);
-      if (child.exitCode === null) child.kill('SIGKILL');
-    },
+    stop: () => stopChild(child, 'SIGTERM', 5_000),
   };
 }
 

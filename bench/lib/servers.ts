@@ -17,11 +17,12 @@ process.once('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
 
-async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+/** Signals a child and waits for it to exit, killing it after `graceMs`. */
+export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM', graceMs = 15_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   child.kill(signal);
-  await Promise.race([exited, sleep(15_000)]);
+  await Promise.race([exited, sleep(graceMs)]);
   if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   children.delete(child);
 }
