@@ -35,6 +35,8 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
   let base: string;
   let adminKey: string;
   const logText = (): string => JSON.stringify(server.logs);
+  /** Every key, token and sign-in link the pages showed: none may reach the log, in any encoding. */
+  const secrets: string[] = [];
 
   beforeAll(async () => {
     mkdirSync(SCREENSHOT_DIR, { recursive: true });
@@ -48,12 +50,14 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
       'rateLimit.credentials.max': 10_000, // every page here comes from 127.0.0.1
       'upstream.loginTimeout': '15s', // Dovecot's auth penalty after the wrong passwords below
       'touchInterval': '100ms',
+      'log.level': 'trace', // the secrets check at the end reads every level
       'console.oidc.issuer': idp.issuer,
       'console.oidc.clientId': idp.clientId,
       'console.oidc.clientSecret': idp.clientSecret,
     };
     server = await startKeygate({ dovecot: dc, http: true, flags });
     adminKey = (await issueKey(server.store, 'operator', { name: 'console admin', scopes: ['*'] })).key;
+    secrets.push(adminKey);
     await server.store.ensureAccount('bob@example.com'); // OpenID Connect signs in existing accounts only
     browser = await launchChromium();
   });
@@ -143,6 +147,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await dialog.getByRole('button', { name: 'Create key' }).click();
     const shown = page.getByRole('dialog', { name: 'Your new key' });
     const key = await shown.getByTestId('new-key').inputValue();
+    secrets.push(key);
     expect(key).toMatch(/^kg_[A-Za-z0-9]{40,}$/);
     expect(await shown.getByText('User name:').count()).toBe(1);
     await checkPage(page, 'key-created');
@@ -300,12 +305,14 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await create.getByLabel('Name').fill('Thunderbird');
     await create.getByRole('button', { name: 'Create key' }).click();
     const first = await page.getByRole('dialog', { name: 'Your new key' }).getByTestId('new-key').inputValue();
+    secrets.push(first);
     expect(first).toMatch(/^kg_/);
     await page.getByRole('dialog', { name: 'Your new key' }).getByRole('button', { name: 'Done' }).click();
     // Replace (rotate): a new key, shown once; the old one stops working.
     await page.getByRole('button', { name: 'Replace key Thunderbird' }).click();
     await page.getByRole('dialog', { name: 'Replace this key?' }).getByRole('button', { name: 'Replace key' }).click();
     const replacement = await page.getByRole('dialog', { name: 'Your replacement key' }).getByTestId('new-key').inputValue();
+    secrets.push(replacement);
     expect(replacement).toMatch(/^kg_/);
     expect(replacement).not.toBe(first);
     // Carol has no mailbox upstream: ask Keygate's own login check rather than a whole IMAP session.
@@ -315,6 +322,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await page.getByRole('dialog', { name: 'Your replacement key' }).getByRole('button', { name: 'Done' }).click();
     await page.getByRole('button', { name: 'Make a sign-in link' }).click();
     const link = await page.getByTestId('sign-in-link').inputValue();
+    secrets.push(link.slice(link.lastIndexOf('/') + 1));
     expect(link).toMatch(new RegExp(`^${base}/#/link/[\\w-]{43}$`));
     await checkPage(page, 'admin-account');
 
@@ -352,6 +360,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await dialog.getByLabel('Description').fill('Prometheus');
     await dialog.getByRole('button', { name: 'Create token' }).click();
     const token = await page.getByTestId('new-token').inputValue();
+    secrets.push(token);
     const metrics = await fetch(`${base}/metrics`, { headers: { authorization: `Bearer ${token}` } });
     expect(metrics.status).toBe(200);
     await page.getByRole('dialog', { name: 'Your new access token' }).getByRole('button', { name: 'Done' }).click();
@@ -483,6 +492,7 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await page.getByRole('dialog', { name: 'Create a key' }).getByLabel('Name').fill('Thunderbird');
     await page.getByRole('dialog', { name: 'Create a key' }).getByRole('button', { name: 'Create key' }).click();
     const key = await page.getByTestId('new-key').inputValue();
+    secrets.push(key);
     await page.getByRole('dialog', { name: 'Your new key' }).getByRole('button', { name: 'Done' }).click();
     const imap = new ImapFlow({ host: '127.0.0.1', port: server.port('imap'), secure: false, tls: { rejectUnauthorized: false }, auth: { user: 'bob@example.com', pass: key }, logger: false });
     await imap.connect();
@@ -524,4 +534,14 @@ describe.skipIf(!chromiumAvailable() || !dovecotAvailable())('web console in Chr
     await context.close();
   });
 
+  it('no key, token, sign-in link or password used on these pages is in the log at any level, in any encoding', () => {
+    const text = logText();
+    expect(server.logs.some((l) => l.level === 10)).toBe(true); // trace lines were captured
+    expect(secrets.length).toBeGreaterThanOrEqual(7);
+    for (const secret of [...secrets, 'alice-upstream-pw', 'not-her-password']) {
+      for (const form of [secret, Buffer.from(secret).toString('base64'), encodeURIComponent(secret), secret.slice(3, 23)]) {
+        expect(text.includes(form), `${secret.slice(0, 6)}… as ${form === secret ? 'itself' : form.slice(0, 6)}…`).toBe(false);
+      }
+    }
+  });
 });
